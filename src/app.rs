@@ -1,0 +1,123 @@
+//! Wiring of a running gateway: configuration, proxy, listeners, admin API and reload
+//! triggers, started together and stopped together. Used by `rempart run`, the demo and the
+//! integration tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::reload::Reloader;
+use crate::config::{self, Runtime};
+use crate::proxy::Gateway;
+use crate::server::Server;
+
+/// A started gateway.
+pub struct Running {
+    /// The proxy core.
+    pub gateway: Arc<Gateway>,
+    /// Reload entry point.
+    pub reloader: Arc<Reloader>,
+    /// Bound public listener addresses, in config order.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    server: Server,
+    admin_shutdown: CancellationToken,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Options for `start`.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Watch the config directory for changes.
+    pub watch_file: bool,
+    /// Reload on SIGHUP.
+    pub sighup: bool,
+    /// Write access-log lines.
+    pub access_log: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            watch_file: true,
+            sighup: true,
+            access_log: true,
+        }
+    }
+}
+
+/// Loads `path` and starts everything.
+pub async fn start(path: &Path, options: Options) -> anyhow::Result<Running> {
+    let runtime = config::load(path)?;
+    start_with(runtime, options).await
+}
+
+/// Starts everything from an already validated configuration.
+pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Running> {
+    let path = runtime.source.clone();
+    let admin_address = runtime.admin.address;
+    let gateway = Gateway::new(runtime, options.access_log);
+    let server = Server::start(gateway.clone()).await?;
+    let reloader = Reloader::new(path, gateway.clone());
+    let admin_shutdown = CancellationToken::new();
+    let admin_addr = crate::admin::start(
+        admin_address,
+        gateway.clone(),
+        reloader.clone(),
+        admin_shutdown.clone(),
+    )
+    .await?;
+    if options.sighup {
+        reloader.spawn_sighup();
+    }
+    let watcher = if options.watch_file {
+        match reloader.spawn_file_watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP or the admin API");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Running {
+        listen_addrs: server.local_addrs.clone(),
+        gateway,
+        reloader,
+        admin_addr,
+        server,
+        admin_shutdown,
+        _watcher: watcher,
+    })
+}
+
+impl Running {
+    /// Graceful stop: stop accepting, drain up to the configured deadline.
+    pub async fn shutdown(self) -> bool {
+        let deadline = self.gateway.current().config.timeouts.shutdown_drain;
+        let drained = self.server.shutdown(deadline).await;
+        self.admin_shutdown.cancel();
+        self.gateway.current().retired.cancel();
+        drained
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

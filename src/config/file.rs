@@ -1,0 +1,253 @@
+//! The config file as written by operators: serde types mirroring the TOML, with every
+//! default in one `DEFAULT_*` constant. Unknown keys are refused (`deny_unknown_fields`).
+//! Nothing here is trusted yet: `validate` turns it into the runtime model.
+
+use serde::Deserialize;
+
+/// Default downstream header-read timeout.
+pub const DEFAULT_DOWNSTREAM_HEADER_READ: &str = "10s";
+/// Default downstream idle timeout (no request in flight and no bytes moving).
+pub const DEFAULT_DOWNSTREAM_IDLE: &str = "60s";
+/// Default upstream connect timeout.
+pub const DEFAULT_UPSTREAM_CONNECT: &str = "3s";
+/// Default wait for the upstream response head.
+pub const DEFAULT_UPSTREAM_RESPONSE_HEAD: &str = "30s";
+/// Default bound on a whole request, head to last body byte.
+pub const DEFAULT_REQUEST: &str = "300s";
+/// Default drain deadline on shutdown.
+pub const DEFAULT_SHUTDOWN_DRAIN: &str = "30s";
+/// Default maximum request-head size in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default maximum request-body size in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default maximum number of concurrent downstream connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default maximum concurrent HTTP/2 streams per connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Default admin listener address (loopback only).
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9180";
+/// Default active health-check interval.
+pub const DEFAULT_HEALTH_INTERVAL: &str = "5s";
+/// Default active health-check timeout.
+pub const DEFAULT_HEALTH_TIMEOUT: &str = "2s";
+/// Default successes needed to mark a server healthy again.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Default failures needed to mark a server unhealthy.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Default consecutive request failures that eject a server passively.
+pub const DEFAULT_PASSIVE_FAILURES: u32 = 5;
+/// Default time a passively ejected server stays out when no active check brings it back.
+pub const DEFAULT_PASSIVE_EJECT: &str = "10s";
+/// Default idle upstream connections kept per server.
+pub const DEFAULT_UPSTREAM_IDLE_PER_SERVER: usize = 256;
+/// Default server weight.
+pub const DEFAULT_WEIGHT: u32 = 1;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Downstream listeners.
+    #[serde(default)]
+    pub listeners: Vec<ListenerFile>,
+    /// Admin listener.
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// Global timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    /// Global limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Forwarding headers and trusted proxies.
+    #[serde(default)]
+    pub forwarding: ForwardingFile,
+    /// Tenant used when no host matches; otherwise such requests get 421.
+    pub default_tenant: Option<String>,
+    /// Tenants (municipalities, agencies).
+    #[serde(default)]
+    pub tenants: Vec<TenantFile>,
+}
+
+/// A downstream listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// Name used in logs and metrics.
+    pub name: Option<String>,
+    /// Socket address, for example `0.0.0.0:443`.
+    pub address: String,
+    /// `http` (h1 + h2c prior knowledge) or `https` (TLS, ALPN h2 + http/1.1).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Expect a PROXY protocol v1/v2 header from an L4 load balancer.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+fn default_protocol() -> String {
+    "http".to_owned()
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Address; loopback by default.
+    pub address: Option<String>,
+    /// File holding the bearer token (never put the token itself in the config).
+    pub token_file: Option<String>,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// Allow a non-loopback admin address (off by default).
+    #[serde(default)]
+    pub allow_public: bool,
+}
+
+/// Timeouts, as duration strings (`500ms`, `10s`, `2m`, `1h`).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Time allowed to receive a whole request head.
+    pub downstream_header_read: Option<String>,
+    /// Time a downstream connection may stay idle.
+    pub downstream_idle: Option<String>,
+    /// Time allowed to open a TCP connection upstream.
+    pub upstream_connect: Option<String>,
+    /// Time allowed for the upstream response head.
+    pub upstream_response_head: Option<String>,
+    /// Time allowed for the whole request.
+    pub request: Option<String>,
+    /// Drain deadline on shutdown.
+    pub shutdown_drain: Option<String>,
+}
+
+/// Global limits.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Maximum request-head size.
+    pub max_header_bytes: Option<usize>,
+    /// Maximum request-body size (routes may lower or raise it).
+    pub max_body_bytes: Option<u64>,
+    /// Maximum concurrent downstream connections.
+    pub max_connections: Option<usize>,
+    /// Maximum concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// Idle upstream connections kept per server.
+    pub upstream_idle_per_server: Option<usize>,
+}
+
+/// Forwarding headers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingFile {
+    /// CIDRs whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Pseudonym used in `Via` and `Forwarded: by=`.
+    pub via_name: Option<String>,
+}
+
+/// One tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFile {
+    /// Stable identifier (`[a-z0-9-]+`).
+    pub id: String,
+    /// Name shown to residents.
+    pub name: String,
+    /// Host names: exact (`www.ville.fr`) or wildcard (`*.ville.fr`).
+    pub hosts: Vec<String>,
+    /// Default language of pages: `fr` (default) or `en`.
+    pub language: Option<String>,
+    /// Contact line shown on error pages (phone, opening hours).
+    pub contact: Option<String>,
+    /// Certificate for the tenant's hosts (PEM files).
+    pub tls: Option<TlsFile>,
+    /// Upstream pools.
+    #[serde(default)]
+    pub pools: Vec<PoolFile>,
+    /// Routes: host + path prefix to pool.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// PEM certificate chain and key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Certificate chain (PEM).
+    pub cert: String,
+    /// Private key (PEM).
+    pub key: String,
+}
+
+/// An upstream pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    /// Pool name, unique within the tenant.
+    pub name: String,
+    /// `round_robin` (weighted, default) or `least_outstanding`.
+    pub balance: Option<String>,
+    /// Servers.
+    pub servers: Vec<ServerFile>,
+    /// Active and passive health checking.
+    #[serde(default)]
+    pub health: HealthFile,
+}
+
+/// An upstream server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// `host:port`.
+    pub address: String,
+    /// Relative weight (default 1).
+    pub weight: Option<u32>,
+}
+
+/// Health checking of a pool.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// Path probed with GET; no active checks when absent.
+    pub path: Option<String>,
+    /// Interval between probes.
+    pub interval: Option<String>,
+    /// Probe timeout.
+    pub timeout: Option<String>,
+    /// Consecutive successes to come back.
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures to go out.
+    pub unhealthy_threshold: Option<u32>,
+    /// Consecutive request failures that eject a server (0 disables passive ejection).
+    pub passive_failures: Option<u32>,
+    /// How long a passively ejected server stays out.
+    pub passive_eject: Option<String>,
+}
+
+/// A route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Name used in logs and metrics (defaults to the path prefix).
+    pub name: Option<String>,
+    /// Restrict to one of the tenant's hosts.
+    pub host: Option<String>,
+    /// Path prefix, starting with `/`.
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// Target pool.
+    pub pool: String,
+    /// Body limit for this route.
+    pub max_body_bytes: Option<u64>,
+    /// Timeouts for this route (only upstream and request keys apply).
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+}
+
+fn default_prefix() -> String {
+    "/".to_owned()
+}

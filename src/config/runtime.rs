@@ -1,0 +1,275 @@
+//! The validated configuration model the gateway runs on. Built only by `validate`, never
+//! deserialised directly, so every value here has been checked.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls::sign::CertifiedKey;
+
+/// Page language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// French (default).
+    Fr,
+    /// English.
+    En,
+}
+
+/// Downstream protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// Plain TCP: HTTP/1.1 and h2c prior knowledge.
+    Http,
+    /// TLS with ALPN h2 and http/1.1.
+    Https,
+}
+
+/// A downstream listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Protocol.
+    pub protocol: ListenerProtocol,
+    /// Whether a PROXY protocol header is required first.
+    pub proxy_protocol: bool,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Bearer token (never logged); `None` means every admin call is refused.
+    pub token: Option<String>,
+}
+
+/// Timeouts that apply per request (global or per route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeouts {
+    /// Wait for the upstream response head.
+    pub upstream_response_head: Duration,
+    /// Whole request.
+    pub request: Duration,
+}
+
+/// Global timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Receiving a request head.
+    pub downstream_header_read: Duration,
+    /// Downstream idle.
+    pub downstream_idle: Duration,
+    /// Upstream TCP connect.
+    pub upstream_connect: Duration,
+    /// Per-request defaults.
+    pub per_request: RequestTimeouts,
+    /// Drain deadline on shutdown.
+    pub shutdown_drain: Duration,
+}
+
+/// Global limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum request-head bytes.
+    pub max_header_bytes: usize,
+    /// Default maximum body bytes.
+    pub max_body_bytes: u64,
+    /// Maximum concurrent downstream connections.
+    pub max_connections: usize,
+    /// Maximum concurrent h2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Idle upstream connections kept per server.
+    pub upstream_idle_per_server: usize,
+}
+
+/// Load-balancing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Fewest requests in flight (weighted).
+    LeastOutstanding,
+}
+
+/// Health-check settings of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// Probe path; no active probing when `None`.
+    pub path: Option<String>,
+    /// Probe interval.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Successes to come back.
+    pub healthy_threshold: u32,
+    /// Failures to go out.
+    pub unhealthy_threshold: u32,
+    /// Consecutive request failures that eject (0 = never).
+    pub passive_failures: u32,
+    /// Passive ejection duration.
+    pub passive_eject: Duration,
+}
+
+/// An upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// `host:port` as written.
+    pub address: String,
+    /// Weight (>= 1).
+    pub weight: u32,
+}
+
+/// An upstream pool's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Name, unique within the tenant.
+    pub name: String,
+    /// Algorithm.
+    pub balance: Balance,
+    /// Servers.
+    pub servers: Vec<ServerSpec>,
+    /// Health checking.
+    pub health: HealthSpec,
+}
+
+/// A route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Host restriction (lower case).
+    pub host: Option<String>,
+    /// Path prefix.
+    pub path_prefix: String,
+    /// Index of the pool in the tenant's `pools`.
+    pub pool: usize,
+    /// Body limit.
+    pub max_body_bytes: u64,
+    /// Timeouts.
+    pub timeouts: RequestTimeouts,
+}
+
+/// A tenant.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Identifier.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Host names as configured (lower case).
+    pub hosts: Vec<String>,
+    /// Default page language.
+    pub language: Language,
+    /// Contact line on error pages.
+    pub contact: Option<String>,
+    /// Pools.
+    pub pools: Vec<PoolSpec>,
+    /// Routes, most specific first.
+    pub routes: Vec<Route>,
+    /// Certificate for the tenant's hosts.
+    pub certificate: Option<Arc<CertifiedKey>>,
+}
+
+impl Tenant {
+    /// Index of the route for `host` and `path`: host-specific routes first, then the longest prefix.
+    pub fn route_index(&self, host: &str, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            r.host.as_deref().is_none_or(|h| h == host) && path_has_prefix(path, &r.path_prefix)
+        })
+    }
+}
+
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix.trim_end_matches('/')) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// File it came from.
+    pub source: PathBuf,
+    /// Downstream listeners.
+    pub listeners: Vec<Listener>,
+    /// Admin listener.
+    pub admin: Admin,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits.
+    pub limits: Limits,
+    /// Trusted proxies.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Name in `Via`.
+    pub via_name: String,
+    /// Tenants.
+    pub tenants: Vec<Tenant>,
+    pub(crate) hosts_exact: HashMap<String, usize>,
+    pub(crate) hosts_wildcard: Vec<(String, usize)>,
+    pub(crate) default_tenant: Option<usize>,
+}
+
+impl Runtime {
+    /// Index of the tenant serving `host` (lower case, no port), falling back to the default tenant.
+    pub fn tenant_for_host(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.hosts_exact.get(host) {
+            return Some(*i);
+        }
+        // Longest wildcard suffix wins.
+        self.hosts_wildcard
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, i)| *i)
+            .or(self.default_tenant)
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The tenant whose certificate serves `sni`.
+    pub fn certificate_for(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let by_host = sni
+            .map(|s| s.to_ascii_lowercase())
+            .and_then(|s| self.tenant_for_host(&s))
+            .and_then(|i| self.tenants[i].certificate.clone());
+        by_host.or_else(|| {
+            self.default_tenant
+                .and_then(|i| self.tenants[i].certificate.clone())
+                .or_else(|| self.tenants.iter().find_map(|t| t.certificate.clone()))
+        })
+    }
+
+    /// Whether any listener serves TLS.
+    pub fn has_tls_listener(&self) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.protocol == ListenerProtocol::Https)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_has_prefix;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(path_has_prefix("/etat-civil", "/etat-civil"));
+        assert!(path_has_prefix("/etat-civil/form", "/etat-civil"));
+        assert!(path_has_prefix("/etat-civil/form", "/etat-civil/"));
+        assert!(!path_has_prefix("/etat-civilx", "/etat-civil"));
+        assert!(path_has_prefix("/anything", "/"));
+    }
+}

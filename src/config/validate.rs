@@ -1,0 +1,710 @@
+//! Turns a parsed `FileConfig` into the runtime model, collecting every problem with the key
+//! path that caused it. Locating the problem in the file (line and column) is done by
+//! `config::locate`, so this code only deals with values.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::file::*;
+use super::runtime::*;
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, for example `tenants[0].pools[1].servers[0].address`.
+    pub path: String,
+    /// What is wrong, naming the bad value.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+struct Collector {
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
+        let raw = value.unwrap_or(default);
+        match parse_duration(raw) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.push(
+                    path,
+                    format!("duration `{raw}` must be greater than zero"),
+                    None,
+                );
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.push(
+                    path,
+                    e,
+                    Some("write a number followed by ms, s, m or h, e.g. \"10s\""),
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (and combinations are refused: keep it obvious).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let s = raw.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration `{raw}` has no unit"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration `{raw}` does not start with a number"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("duration `{raw}` has unknown unit `{unit}`")),
+    };
+    Ok(d)
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn valid_host(s: &str) -> bool {
+    let body = s.strip_prefix("*.").unwrap_or(s);
+    !body.is_empty()
+        && body.len() <= 253
+        && body.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// Validates `file` (read from `source`) into the runtime model, or returns every problem.
+pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>> {
+    let mut c = Collector {
+        problems: Vec::new(),
+    };
+    let base = source.parent().unwrap_or(Path::new("."));
+
+    let listeners = listeners(&mut c, &file.listeners);
+    let admin = admin(&mut c, &file.admin, base);
+
+    let t = &file.timeouts;
+    let timeouts = Timeouts {
+        downstream_header_read: c.duration(
+            "timeouts.downstream_header_read",
+            t.downstream_header_read.as_deref(),
+            DEFAULT_DOWNSTREAM_HEADER_READ,
+        ),
+        downstream_idle: c.duration(
+            "timeouts.downstream_idle",
+            t.downstream_idle.as_deref(),
+            DEFAULT_DOWNSTREAM_IDLE,
+        ),
+        upstream_connect: c.duration(
+            "timeouts.upstream_connect",
+            t.upstream_connect.as_deref(),
+            DEFAULT_UPSTREAM_CONNECT,
+        ),
+        per_request: RequestTimeouts {
+            upstream_response_head: c.duration(
+                "timeouts.upstream_response_head",
+                t.upstream_response_head.as_deref(),
+                DEFAULT_UPSTREAM_RESPONSE_HEAD,
+            ),
+            request: c.duration("timeouts.request", t.request.as_deref(), DEFAULT_REQUEST),
+        },
+        shutdown_drain: c.duration(
+            "timeouts.shutdown_drain",
+            t.shutdown_drain.as_deref(),
+            DEFAULT_SHUTDOWN_DRAIN,
+        ),
+    };
+    if t.downstream_header_read.is_some() || t.downstream_idle.is_some() {
+        // fine: both are used independently
+    }
+
+    let l = &file.limits;
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_body_bytes: l.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        h2_max_concurrent_streams: l
+            .h2_max_concurrent_streams
+            .unwrap_or(DEFAULT_H2_MAX_CONCURRENT_STREAMS),
+        upstream_idle_per_server: l
+            .upstream_idle_per_server
+            .unwrap_or(DEFAULT_UPSTREAM_IDLE_PER_SERVER),
+    };
+    if !(8192..=1024 * 1024).contains(&limits.max_header_bytes) {
+        c.push(
+            "limits.max_header_bytes",
+            format!("{} is out of range", limits.max_header_bytes),
+            Some("use a value between 8192 and 1048576"),
+        );
+    }
+    if limits.max_connections == 0 {
+        c.push("limits.max_connections", "must be at least 1", None);
+    }
+    if limits.h2_max_concurrent_streams == 0 {
+        c.push(
+            "limits.h2_max_concurrent_streams",
+            "must be at least 1",
+            None,
+        );
+    }
+
+    let mut trusted_proxies = Vec::new();
+    for (i, cidr) in file.forwarding.trusted_proxies.iter().enumerate() {
+        match parse_cidr(cidr) {
+            Some(n) => trusted_proxies.push(n),
+            None => c.push(
+                format!("forwarding.trusted_proxies[{i}]"),
+                format!("`{cidr}` is not an IP address or CIDR"),
+                Some("write for example \"10.0.0.0/8\" or \"192.0.2.7\""),
+            ),
+        }
+    }
+    let via_name = file
+        .forwarding
+        .via_name
+        .clone()
+        .unwrap_or_else(|| "rempart".to_owned());
+    if via_name.is_empty()
+        || !via_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        c.push(
+            "forwarding.via_name",
+            format!("`{via_name}` is not a valid token"),
+            Some("use letters, digits, '-', '.' or '_'"),
+        );
+    }
+
+    let mut tenants = Vec::new();
+    let mut hosts_exact = HashMap::new();
+    let mut hosts_wildcard = Vec::new();
+    let mut ids = HashSet::new();
+    let mut host_owner: HashMap<String, String> = HashMap::new();
+    for (ti, tf) in file.tenants.iter().enumerate() {
+        let p = format!("tenants[{ti}]");
+        if !valid_id(&tf.id) {
+            c.push(
+                format!("{p}.id"),
+                format!("`{}` is not a valid id", tf.id),
+                Some("use lower-case letters, digits, '-' and '_'"),
+            );
+        } else if !ids.insert(tf.id.clone()) {
+            c.push(
+                format!("{p}.id"),
+                format!("duplicate tenant id `{}`", tf.id),
+                None,
+            );
+        }
+        if tf.hosts.is_empty() {
+            c.push(
+                format!("{p}.hosts"),
+                "a tenant needs at least one host name",
+                Some("add for example hosts = [\"www.ville.fr\"]"),
+            );
+        }
+        let mut hosts = Vec::new();
+        for (hi, h) in tf.hosts.iter().enumerate() {
+            let lower = h.to_ascii_lowercase();
+            if !valid_host(&lower) {
+                c.push(
+                    format!("{p}.hosts[{hi}]"),
+                    format!("`{h}` is not a host name"),
+                    Some("write a name such as \"www.ville.fr\" or \"*.ville.fr\", without scheme or port"),
+                );
+                continue;
+            }
+            if let Some(other) = host_owner.insert(lower.clone(), tf.id.clone()) {
+                c.push(
+                    format!("{p}.hosts[{hi}]"),
+                    format!("host `{h}` is already served by tenant `{other}`"),
+                    None,
+                );
+            }
+            match lower.strip_prefix('*') {
+                Some(suffix) => hosts_wildcard.push((suffix.to_owned(), ti)),
+                None => {
+                    hosts_exact.insert(lower.clone(), ti);
+                }
+            }
+            hosts.push(lower);
+        }
+        let language = match tf.language.as_deref() {
+            None | Some("fr") => Language::Fr,
+            Some("en") => Language::En,
+            Some(other) => {
+                c.push(
+                    format!("{p}.language"),
+                    format!("unknown language `{other}`"),
+                    Some("use \"fr\" or \"en\""),
+                );
+                Language::Fr
+            }
+        };
+        let certificate = tf.tls.as_ref().and_then(|tls| {
+            match load_certified_key(&base.join(&tls.cert), &base.join(&tls.key)) {
+                Ok(k) => Some(Arc::new(k)),
+                Err(e) => {
+                    c.push(format!("{p}.tls"), e, Some("give PEM files readable by rempart; relative paths start at the config file's directory"));
+                    None
+                }
+            }
+        });
+        let pools = pools(&mut c, &p, &tf.pools);
+        let routes = routes(&mut c, &p, tf, &pools, &hosts, &limits, &timeouts);
+        tenants.push(Tenant {
+            id: tf.id.clone(),
+            name: tf.name.clone(),
+            hosts,
+            language,
+            contact: tf.contact.clone(),
+            pools,
+            routes,
+            certificate,
+        });
+    }
+    // Most specific wildcard first.
+    hosts_wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+
+    let default_tenant = match &file.default_tenant {
+        None => None,
+        Some(id) => {
+            let found = tenants.iter().position(|t| &t.id == id);
+            if found.is_none() {
+                c.push(
+                    "default_tenant",
+                    format!("no tenant has id `{id}`"),
+                    Some("name one of the [[tenants]] ids"),
+                );
+            }
+            found
+        }
+    };
+
+    for (i, l) in listeners.iter().enumerate() {
+        if l.protocol == ListenerProtocol::Https && !tenants.iter().any(|t| t.certificate.is_some())
+        {
+            c.push(
+                format!("listeners[{i}].protocol"),
+                "an https listener needs at least one tenant with a [tenants.tls] certificate",
+                Some("add tls = { cert = \"...\", key = \"...\" } to a tenant"),
+            );
+        }
+    }
+
+    if c.problems.is_empty() {
+        Ok(Runtime {
+            source: source.to_owned(),
+            listeners,
+            admin,
+            timeouts,
+            limits,
+            trusted_proxies,
+            via_name,
+            tenants,
+            hosts_exact,
+            hosts_wildcard,
+            default_tenant,
+        })
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn listeners(c: &mut Collector, files: &[ListenerFile]) -> Vec<Listener> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, lf) in files.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        let address = match lf.address.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                c.push(
+                    format!("{p}.address"),
+                    format!("`{}` is not a socket address", lf.address),
+                    Some("write IP:PORT, e.g. \"0.0.0.0:443\" or \"[::]:80\""),
+                );
+                continue;
+            }
+        };
+        if !seen.insert(address) {
+            c.push(
+                format!("{p}.address"),
+                format!("address `{address}` is used twice"),
+                None,
+            );
+        }
+        let protocol = match lf.protocol.as_str() {
+            "http" => ListenerProtocol::Http,
+            "https" => ListenerProtocol::Https,
+            other => {
+                c.push(
+                    format!("{p}.protocol"),
+                    format!("unknown protocol `{other}`"),
+                    Some("use \"http\" or \"https\""),
+                );
+                continue;
+            }
+        };
+        out.push(Listener {
+            name: lf
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", lf.protocol, address)),
+            address,
+            protocol,
+            proxy_protocol: lf.proxy_protocol,
+        });
+    }
+    out
+}
+
+fn admin(c: &mut Collector, a: &AdminFile, base: &Path) -> Admin {
+    let raw = a.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS);
+    let address = match raw.parse::<SocketAddr>() {
+        Ok(addr) => {
+            if !addr.ip().is_loopback() && !a.allow_public {
+                c.push("admin.address", format!("`{raw}` is not a loopback address"), Some("keep the admin API on 127.0.0.1, or set admin.allow_public = true behind a firewall"));
+            }
+            addr
+        }
+        Err(_) => {
+            c.push(
+                "admin.address",
+                format!("`{raw}` is not a socket address"),
+                Some("write IP:PORT, e.g. \"127.0.0.1:9180\""),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 9180))
+        }
+    };
+    let mut token = None;
+    if let Some(f) = &a.token_file {
+        match std::fs::read_to_string(base.join(f)) {
+            Ok(s) if s.trim().len() >= 16 => token = Some(s.trim().to_owned()),
+            Ok(_) => c.push(
+                "admin.token_file",
+                format!("token in `{f}` is shorter than 16 characters"),
+                Some("generate one, e.g. `openssl rand -hex 32 > FILE`"),
+            ),
+            Err(e) => c.push("admin.token_file", format!("cannot read `{f}`: {e}"), None),
+        }
+    }
+    if let Some(var) = &a.token_env {
+        match std::env::var(var) {
+            Ok(s) if s.trim().len() >= 16 => token = Some(s.trim().to_owned()),
+            Ok(_) => c.push(
+                "admin.token_env",
+                format!("variable `{var}` holds fewer than 16 characters"),
+                None,
+            ),
+            Err(_) => c.push(
+                "admin.token_env",
+                format!("variable `{var}` is not set"),
+                None,
+            ),
+        }
+    }
+    Admin { address, token }
+}
+
+fn pools(c: &mut Collector, p: &str, files: &[PoolFile]) -> Vec<PoolSpec> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for (pi, pf) in files.iter().enumerate() {
+        let pp = format!("{p}.pools[{pi}]");
+        if !valid_id(&pf.name) {
+            c.push(
+                format!("{pp}.name"),
+                format!("`{}` is not a valid pool name", pf.name),
+                Some("use lower-case letters, digits, '-' and '_'"),
+            );
+        } else if !names.insert(pf.name.clone()) {
+            c.push(
+                format!("{pp}.name"),
+                format!("duplicate pool name `{}`", pf.name),
+                None,
+            );
+        }
+        let balance = match pf.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_outstanding") => Balance::LeastOutstanding,
+            Some(other) => {
+                c.push(
+                    format!("{pp}.balance"),
+                    format!("unknown algorithm `{other}`"),
+                    Some("use \"round_robin\" or \"least_outstanding\""),
+                );
+                Balance::RoundRobin
+            }
+        };
+        if pf.servers.is_empty() {
+            c.push(
+                format!("{pp}.servers"),
+                "a pool needs at least one server",
+                Some("add servers = [{ address = \"127.0.0.1:8080\" }]"),
+            );
+        }
+        let mut servers = Vec::new();
+        for (si, sf) in pf.servers.iter().enumerate() {
+            let sp = format!("{pp}.servers[{si}]");
+            if !valid_authority(&sf.address) {
+                c.push(
+                    format!("{sp}.address"),
+                    format!("`{}` is not HOST:PORT", sf.address),
+                    Some("write for example \"10.0.0.5:8080\" (no scheme, no path)"),
+                );
+            }
+            let weight = sf.weight.unwrap_or(DEFAULT_WEIGHT);
+            if !(1..=1000).contains(&weight) {
+                c.push(
+                    format!("{sp}.weight"),
+                    format!("weight {weight} is out of range"),
+                    Some("use 1 to 1000"),
+                );
+            }
+            servers.push(ServerSpec {
+                address: sf.address.clone(),
+                weight: weight.clamp(1, 1000),
+            });
+        }
+        let h = &pf.health;
+        if let Some(path) = &h.path {
+            if !path.starts_with('/') {
+                c.push(
+                    format!("{pp}.health.path"),
+                    format!("`{path}` must start with '/'"),
+                    None,
+                );
+            }
+        }
+        let health = HealthSpec {
+            path: h.path.clone(),
+            interval: c.duration(
+                &format!("{pp}.health.interval"),
+                h.interval.as_deref(),
+                DEFAULT_HEALTH_INTERVAL,
+            ),
+            timeout: c.duration(
+                &format!("{pp}.health.timeout"),
+                h.timeout.as_deref(),
+                DEFAULT_HEALTH_TIMEOUT,
+            ),
+            healthy_threshold: h
+                .healthy_threshold
+                .unwrap_or(DEFAULT_HEALTHY_THRESHOLD)
+                .max(1),
+            unhealthy_threshold: h
+                .unhealthy_threshold
+                .unwrap_or(DEFAULT_UNHEALTHY_THRESHOLD)
+                .max(1),
+            passive_failures: h.passive_failures.unwrap_or(DEFAULT_PASSIVE_FAILURES),
+            passive_eject: c.duration(
+                &format!("{pp}.health.passive_eject"),
+                h.passive_eject.as_deref(),
+                DEFAULT_PASSIVE_EJECT,
+            ),
+        };
+        out.push(PoolSpec {
+            name: pf.name.clone(),
+            balance,
+            servers,
+            health,
+        });
+    }
+    out
+}
+
+fn routes(
+    c: &mut Collector,
+    p: &str,
+    tf: &TenantFile,
+    pools: &[PoolSpec],
+    hosts: &[String],
+    limits: &Limits,
+    timeouts: &Timeouts,
+) -> Vec<Route> {
+    let mut out = Vec::new();
+    if tf.routes.is_empty() {
+        c.push(
+            format!("{p}.routes"),
+            "a tenant needs at least one route",
+            Some("add [[tenants.routes]] with path_prefix = \"/\" and pool = \"...\""),
+        );
+    }
+    for (ri, rf) in tf.routes.iter().enumerate() {
+        let rp = format!("{p}.routes[{ri}]");
+        if !rf.path_prefix.starts_with('/') {
+            c.push(
+                format!("{rp}.path_prefix"),
+                format!("`{}` must start with '/'", rf.path_prefix),
+                None,
+            );
+        }
+        let host = rf.host.as_ref().map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &host {
+            if !hosts.contains(h) {
+                c.push(
+                    format!("{rp}.host"),
+                    format!("`{h}` is not one of the tenant's hosts"),
+                    Some("add it to the tenant's hosts or remove host from the route"),
+                );
+            }
+        }
+        let pool = match pools.iter().position(|pl| pl.name == rf.pool) {
+            Some(i) => i,
+            None => {
+                let known: Vec<&str> = pools.iter().map(|pl| pl.name.as_str()).collect();
+                c.push(
+                    format!("{rp}.pool"),
+                    format!("no pool named `{}` in this tenant", rf.pool),
+                    Some(&format!("known pools: {}", known.join(", "))),
+                );
+                0
+            }
+        };
+        let t = &rf.timeouts;
+        if t.downstream_header_read.is_some()
+            || t.downstream_idle.is_some()
+            || t.upstream_connect.is_some()
+            || t.shutdown_drain.is_some()
+        {
+            c.push(
+                format!("{rp}.timeouts"),
+                "only upstream_response_head and request can be set per route",
+                None,
+            );
+        }
+        let timeouts = RequestTimeouts {
+            upstream_response_head: match &t.upstream_response_head {
+                Some(v) => c.duration(
+                    &format!("{rp}.timeouts.upstream_response_head"),
+                    Some(v),
+                    "",
+                ),
+                None => timeouts.per_request.upstream_response_head,
+            },
+            request: match &t.request {
+                Some(v) => c.duration(&format!("{rp}.timeouts.request"), Some(v), ""),
+                None => timeouts.per_request.request,
+            },
+        };
+        out.push(Route {
+            name: rf.name.clone().unwrap_or_else(|| rf.path_prefix.clone()),
+            host,
+            path_prefix: rf.path_prefix.clone(),
+            pool,
+            max_body_bytes: rf.max_body_bytes.unwrap_or(limits.max_body_bytes),
+            timeouts,
+        });
+    }
+    // Host-specific routes before host-less ones, then longest prefix first.
+    out.sort_by(|a, b| {
+        b.host
+            .is_some()
+            .cmp(&a.host.is_some())
+            .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
+    });
+    out
+}
+
+fn valid_authority(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok_and(|p| p != 0)
+                && !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }
+        None => false,
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Loads a PEM chain and key into a rustls `CertifiedKey` (ring provider).
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read certificate `{}`: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate PEM in `{}`: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in `{}`", cert.display()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read private key `{}`: {e}", key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("unsupported private key in `{}`: {e}", key.display()))?;
+    Ok(CertifiedKey::new(certs, signing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(valid_host("www.saint-exemple.fr"));
+        assert!(valid_host("*.saint-exemple.fr"));
+        assert!(!valid_host("http://x.fr"));
+        assert!(!valid_host("x.fr:80"));
+        assert!(!valid_host("a..b"));
+    }
+
+    #[test]
+    fn authorities() {
+        assert!(valid_authority("127.0.0.1:80"));
+        assert!(valid_authority("origin.local:8080"));
+        assert!(valid_authority("[::1]:80"));
+        assert!(!valid_authority("http://x:80"));
+        assert!(!valid_authority("x"));
+        assert!(!valid_authority("x:0"));
+    }
+}

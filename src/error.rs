@@ -1,0 +1,96 @@
+//! The one error type of the request path. Every error says who is to blame (downstream,
+//! upstream or Rempart itself) and whether a retry on another upstream server is allowed;
+//! `proxy::respond` is the only place that turns it into an HTTP response.
+
+use http::StatusCode;
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The client sent something wrong.
+    Downstream,
+    /// The origin failed.
+    Upstream,
+    /// Rempart itself.
+    Internal,
+}
+
+/// What went wrong while handling a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// No tenant serves this host (and no default tenant).
+    #[error("unknown host")]
+    UnknownHost,
+    /// The request has no usable host.
+    #[error("missing or invalid host")]
+    BadHost,
+    /// No route matches the path.
+    #[error("no route")]
+    NoRoute,
+    /// The body is larger than the route allows.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The request is malformed.
+    #[error("bad request")]
+    BadRequest,
+    /// The upstream refused or could not be reached before anything was sent.
+    #[error("upstream unreachable")]
+    UpstreamConnect,
+    /// The upstream failed after the request was sent (reset, bad response).
+    #[error("upstream failed")]
+    UpstreamFailed,
+    /// The upstream did not answer in time.
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    /// Rempart failed.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ProxyError {
+    /// Who is to blame.
+    pub fn blame(self) -> Blame {
+        match self {
+            Self::UnknownHost
+            | Self::BadHost
+            | Self::NoRoute
+            | Self::BodyTooLarge
+            | Self::BadRequest => Blame::Downstream,
+            Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
+            Self::Internal => Blame::Internal,
+        }
+    }
+
+    /// Whether an idempotent request may be retried on another server.
+    pub fn retryable(self) -> bool {
+        matches!(self, Self::UpstreamConnect)
+    }
+
+    /// The status sent downstream.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
+            Self::BadHost | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamConnect | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short reason recorded in the access log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::UnknownHost => "unknown_host",
+            Self::BadHost => "bad_host",
+            Self::NoRoute => "no_route",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BadRequest => "bad_request",
+            Self::UpstreamConnect => "upstream_connect",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Internal => "internal",
+        }
+    }
+}

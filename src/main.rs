@@ -1,0 +1,71 @@
+//! The `rempart` binary: parse arguments, set up logging, hand over to the library.
+
+use clap::Parser;
+use rempart::cli::{Cli, Command};
+use rempart::telemetry::{self, LogFormat};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check { config } => rempart::cli::check(&config),
+        command => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(run(command)),
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+async fn run(command: Command) -> i32 {
+    match command {
+        Command::Run {
+            config,
+            log_format,
+            no_access_log,
+        } => {
+            let format = if log_format == "text" {
+                LogFormat::Text
+            } else {
+                LogFormat::Json
+            };
+            let _guard = telemetry::init(format, "info");
+            let options = rempart::app::Options {
+                access_log: !no_access_log,
+                ..Default::default()
+            };
+            let running = match rempart::app::start(&config, options).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return 2;
+                }
+            };
+            rempart::app::termination_signal().await;
+            tracing::info!("shutting down: draining connections");
+            if running.shutdown().await {
+                tracing::info!("drained; bye");
+            } else {
+                tracing::warn!("drain deadline reached; closing remaining connections");
+            }
+            0
+        }
+        Command::Demo { port } => {
+            let _guard = telemetry::init(LogFormat::Text, "info,rempart::access=info");
+            match rempart::demo::run(port).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    1
+                }
+            }
+        }
+        Command::Reload { config } => rempart::cli::reload(&config).await,
+        Command::Check { config } => rempart::cli::check(&config),
+    }
+}

@@ -1,0 +1,186 @@
+//! Every Prometheus metric Rempart exports, named in one place (documented in
+//! `docs/metrics.md`). Hot-path handles (per route, per server) are resolved once per
+//! configuration generation so a request never hashes label sets.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `rempart_requests_total{tenant,route,status_class}`.
+pub const REQUESTS_TOTAL: &str = "rempart_requests";
+/// `rempart_upstream_response_seconds{tenant,pool}`: time to the upstream response head.
+pub const UPSTREAM_RESPONSE_SECONDS: &str = "rempart_upstream_response_seconds";
+/// `rempart_downstream_connections_active`.
+pub const CONNECTIONS_ACTIVE: &str = "rempart_downstream_connections_active";
+/// `rempart_downstream_connections_total{result}` (`accepted`, `rejected_limit`, `proxy_protocol_error`, `tls_error`).
+pub const CONNECTIONS_TOTAL: &str = "rempart_downstream_connections";
+/// `rempart_upstream_server_healthy{tenant,pool,server}`: 1 healthy, 0 out of rotation.
+pub const UPSTREAM_HEALTHY: &str = "rempart_upstream_server_healthy";
+/// `rempart_upstream_retries_total{tenant,pool}`.
+pub const UPSTREAM_RETRIES: &str = "rempart_upstream_retries";
+/// `rempart_config_reloads_total{result}` (`ok`, `refused`).
+pub const RELOADS_TOTAL: &str = "rempart_config_reloads";
+
+/// Labels of a request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Tenant id (`-` when unknown).
+    pub tenant: String,
+    /// Route name (`-` when none).
+    pub route: String,
+    /// `1xx` .. `5xx`.
+    pub status_class: &'static str,
+}
+
+/// Labels of per-pool metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Pool name.
+    pub pool: String,
+}
+
+/// Labels of per-server metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Pool name.
+    pub pool: String,
+    /// Server address.
+    pub server: String,
+}
+
+/// A single `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// Outcome.
+    pub result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// The registry and every metric family.
+pub struct Metrics {
+    /// Registry rendered at `/metrics`.
+    pub registry: Registry,
+    /// Requests by tenant, route and status class.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Upstream response-head latency.
+    pub upstream_latency: Family<PoolLabels, Histogram, fn() -> Histogram>,
+    /// Open downstream connections.
+    pub connections_active: Gauge,
+    /// Downstream connections by result.
+    pub connections: Family<ResultLabel, Counter>,
+    /// Upstream server health.
+    pub upstream_healthy: Family<ServerLabels, Gauge>,
+    /// Retries on another server.
+    pub upstream_retries: Family<PoolLabels, Counter>,
+    /// Config reloads by result.
+    pub reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            REQUESTS_TOTAL,
+            "Requests answered, by tenant, route and status class",
+            requests.clone(),
+        );
+        let upstream_latency =
+            Family::<PoolLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            UPSTREAM_RESPONSE_SECONDS,
+            "Time from sending upstream to the response head",
+            upstream_latency.clone(),
+        );
+        let connections_active = Gauge::default();
+        registry.register(
+            CONNECTIONS_ACTIVE,
+            "Open downstream connections",
+            connections_active.clone(),
+        );
+        let connections = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            CONNECTIONS_TOTAL,
+            "Downstream connections by result",
+            connections.clone(),
+        );
+        let upstream_healthy = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            UPSTREAM_HEALTHY,
+            "1 when the upstream server is in rotation",
+            upstream_healthy.clone(),
+        );
+        let upstream_retries = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            UPSTREAM_RETRIES,
+            "Idempotent requests retried on another server",
+            upstream_retries.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            RELOADS_TOTAL,
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream_latency,
+            connections_active,
+            connections,
+            upstream_healthy,
+            upstream_retries,
+            reloads,
+        }
+    }
+}
+
+impl Metrics {
+    /// Renders the OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts a connection outcome.
+    pub fn connection(&self, result: &'static str) {
+        self.connections
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Per-route counters, one per status class, resolved once.
+    pub fn route_counters(&self, tenant: &str, route: &str) -> [Counter; 5] {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|status_class| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    tenant: tenant.to_owned(),
+                    route: route.to_owned(),
+                    status_class,
+                })
+                .clone()
+        })
+    }
+}
+
+/// Index of a status code's class in `route_counters`.
+pub fn status_class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}

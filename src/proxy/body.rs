@@ -1,0 +1,225 @@
+//! Streaming bodies. `RequestBody` forwards the downstream body upstream, enforcing the
+//! route's size limit as bytes flow (never buffering). `ResponseBody` streams the upstream
+//! (or a local page) downstream, counts bytes, enforces the whole-request deadline, and
+//! closes the access-log record when dropped.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::log::AccessRecord;
+use super::upstream::InflightGuard;
+
+/// Why a request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The body grew past the route's limit.
+    #[error("request body exceeds the configured limit")]
+    TooLarge,
+    /// The downstream connection failed.
+    #[error("downstream body: {0}")]
+    Downstream(#[from] hyper::Error),
+}
+
+pin_project! {
+    /// The downstream request body on its way upstream.
+    pub struct RequestBody {
+        #[pin]
+        inner: Option<Incoming>,
+        remaining: u64,
+        received: Option<Arc<AtomicU64>>,
+    }
+}
+
+impl RequestBody {
+    /// Wraps `inner`, refusing more than `limit` bytes; counts into `received`.
+    pub fn new(inner: Incoming, limit: u64, received: Arc<AtomicU64>) -> Self {
+        Self {
+            inner: Some(inner),
+            remaining: limit,
+            received: Some(received),
+        }
+    }
+
+    /// An empty body (health checks, retries of body-less requests).
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            remaining: 0,
+            received: None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(inner.poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > *this.remaining {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                    }
+                    *this.remaining -= n;
+                    if let Some(r) = this.received {
+                        r.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// Error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// A response body going downstream.
+    pub struct ResponseBody {
+        #[pin]
+        upstream: Option<Incoming>,
+        local: Option<Bytes>,
+        deadline_at: Option<Instant>,
+        deadline: Option<Pin<Box<Sleep>>>,
+        record: Option<AccessRecord>,
+        inflight: Option<InflightGuard>,
+    }
+}
+
+impl ResponseBody {
+    /// A locally generated body.
+    pub fn local(bytes: Bytes, record: Option<AccessRecord>) -> Self {
+        Self {
+            upstream: None,
+            local: Some(bytes),
+            deadline_at: None,
+            deadline: None,
+            record,
+            inflight: None,
+        }
+    }
+
+    /// The upstream body, bounded by `deadline`.
+    pub fn upstream(
+        body: Incoming,
+        deadline: Instant,
+        record: AccessRecord,
+        inflight: InflightGuard,
+    ) -> Self {
+        Self {
+            upstream: Some(body),
+            local: None,
+            deadline_at: Some(deadline),
+            deadline: None,
+            record: Some(record),
+            inflight: Some(inflight),
+        }
+    }
+
+    fn count(record: &mut Option<AccessRecord>, n: usize) {
+        if let Some(r) = record {
+            r.bytes_out += n as u64;
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Some(bytes) = this.local.take() {
+            Self::count(this.record, bytes.len());
+            return Poll::Ready((!bytes.is_empty()).then(|| Ok(Frame::data(bytes))));
+        }
+        let Some(inner) = this.upstream.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    Self::count(this.record, d.len());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(r) = this.record {
+                    r.reason = Some("upstream_body_error");
+                }
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                // Done: release the upstream slot now rather than when hyper drops us.
+                this.inflight.take();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if let Some(at) = *this.deadline_at {
+                    let sleep = this
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        if let Some(r) = this.record {
+                            r.reason = Some("request_timeout");
+                        }
+                        return Poll::Ready(Some(Err(
+                            "request deadline exceeded while streaming the response".into(),
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.upstream {
+            Some(b) => b.is_end_stream(),
+            None => self.local.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.upstream, &self.local) {
+            (Some(b), _) => b.size_hint(),
+            (None, Some(l)) => SizeHint::with_exact(l.len() as u64),
+            (None, None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+use std::future::Future;

@@ -1,0 +1,284 @@
+//! Header rewriting between downstream and upstream: RFC 9110 hop-by-hop removal (including
+//! the names listed in `Connection`), `X-Forwarded-*`, `Forwarded` (RFC 7239) and `Via`.
+//! Forwarding headers from untrusted clients are overwritten, never believed.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, UPGRADE, VIA};
+use http::HeaderMap;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Hop-by-hop headers always removed (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What the forwarding headers describe.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// Address of the peer that connected to us (after PROXY protocol).
+    pub peer: IpAddr,
+    /// Whether that peer is a trusted proxy.
+    pub peer_trusted: bool,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The requested host, as the client sent it.
+    pub host: &'a str,
+    /// Our pseudonym.
+    pub via_name: &'a str,
+    /// `1.1` or `2`.
+    pub downstream_version: &'static str,
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket and friends).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_lists(headers, "upgrade")
+}
+
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Removes hop-by-hop headers; keeps `Connection: upgrade` + `Upgrade` when `keep_upgrade`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = if keep_upgrade {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    // Names listed in Connection are hop-by-hop too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, u);
+    }
+}
+
+/// The client address: the peer, or, when the peer is a trusted proxy, the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, is_trusted: impl Fn(IpAddr) -> bool) -> IpAddr {
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    while let Some(ip) = chain.pop() {
+        if !is_trusted(ip) {
+            return ip;
+        }
+    }
+    peer
+}
+
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn forwarded_host(host: &str) -> String {
+    if host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+    {
+        host.to_owned()
+    } else {
+        format!("\"{}\"", host.replace(['"', '\\'], ""))
+    }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` on a request going upstream.
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let peer = f.peer.to_string();
+    // X-Forwarded-For: append when the peer is trusted, overwrite otherwise.
+    let xff = match (f.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prev)) => format!("{prev}, {peer}"),
+        _ => peer,
+    };
+    insert(headers, &X_FORWARDED_FOR, &xff);
+    if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        insert(headers, &X_FORWARDED_PROTO, f.proto);
+    }
+    if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        insert(headers, &X_FORWARDED_HOST, f.host);
+    }
+    let element = format!(
+        "for={};host={};proto={};by={}",
+        forwarded_node(f.peer),
+        forwarded_host(f.host),
+        f.proto,
+        f.via_name
+    );
+    let fwd = match (f.peer_trusted, joined(headers, &FORWARDED)) {
+        (true, Some(prev)) => format!("{prev}, {element}"),
+        _ => element,
+    };
+    insert(headers, &FORWARDED, &fwd);
+    append_via(headers, f.downstream_version, f.via_name);
+}
+
+/// Appends our `Via` entry.
+pub fn append_via(headers: &mut HeaderMap, version: &str, via_name: &str) {
+    let entry = format!("{version} {via_name}");
+    let via = match joined(headers, &VIA) {
+        Some(prev) => format!("{prev}, {entry}"),
+        None => entry,
+    };
+    insert(headers, &VIA, &via);
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn connection_listed_headers_are_removed() {
+        let mut m = h(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("x-keep", "1"),
+        ]);
+        remove_hop_by_hop(&mut m, false);
+        assert!(m.get("x-secret").is_none());
+        assert!(m.get("te").is_none());
+        assert!(m.get("connection").is_none());
+        assert_eq!(m.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut m = h(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&m));
+        remove_hop_by_hop(&mut m, true);
+        assert_eq!(m.get("upgrade").unwrap(), "websocket");
+        assert_eq!(m.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn untrusted_forwarding_is_overwritten() {
+        let mut m = h(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let peer: IpAddr = "192.0.2.10".parse().unwrap();
+        set_forwarding(
+            &mut m,
+            &Forwarding {
+                peer,
+                peer_trusted: false,
+                proto: "http",
+                host: "ville.test",
+                via_name: "rempart",
+                downstream_version: "1.1",
+            },
+        );
+        assert_eq!(m.get("x-forwarded-for").unwrap(), "192.0.2.10");
+        assert_eq!(m.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(
+            m.get("forwarded").unwrap(),
+            "for=192.0.2.10;host=ville.test;proto=http;by=rempart"
+        );
+        assert_eq!(m.get("via").unwrap(), "1.1 rempart");
+    }
+
+    #[test]
+    fn trusted_forwarding_is_extended() {
+        let mut m = h(&[
+            ("x-forwarded-for", "203.0.113.5"),
+            ("forwarded", "for=203.0.113.5"),
+        ]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        set_forwarding(
+            &mut m,
+            &Forwarding {
+                peer,
+                peer_trusted: true,
+                proto: "https",
+                host: "ville.test",
+                via_name: "rempart",
+                downstream_version: "2",
+            },
+        );
+        assert_eq!(m.get("x-forwarded-for").unwrap(), "203.0.113.5, 10.0.0.2");
+        assert!(m
+            .get("forwarded")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("for=203.0.113.5, for=10.0.0.2"));
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        assert_eq!(
+            client_ip(
+                peer,
+                &h(&[("x-forwarded-for", "203.0.113.5, 10.0.0.9")]),
+                trusted
+            ),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv6_forwarded_is_quoted() {
+        assert_eq!(forwarded_node("::1".parse().unwrap()), "\"[::1]\"");
+    }
+}

@@ -1,0 +1,71 @@
+//! The logging phase: one JSON access-log line and the request counters, emitted when the
+//! response body is dropped (finished or aborted). Never logs query strings, cookies or bodies.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::{Method, Version};
+use tokio::time::Instant;
+
+use super::upstream::UpstreamServer;
+use super::Generation;
+
+/// Target of access-log events (filter on it to route them).
+pub const ACCESS_TARGET: &str = "rempart::access";
+
+/// What is known about a request, completed along the pipeline.
+pub struct AccessRecord {
+    pub(crate) generation: Arc<Generation>,
+    pub(crate) start: Instant,
+    pub(crate) tenant: Option<usize>,
+    pub(crate) route: Option<usize>,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) version: Version,
+    pub(crate) client: IpAddr,
+    pub(crate) status: u16,
+    pub(crate) bytes_in: Arc<AtomicU64>,
+    pub(crate) bytes_out: u64,
+    pub(crate) upstream: Option<Arc<UpstreamServer>>,
+    pub(crate) reason: Option<&'static str>,
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let g = &self.generation;
+        let counters = match (self.tenant, self.route) {
+            (Some(t), Some(r)) => &g.route_counters[t][r],
+            _ => &g.unrouted_counters,
+        };
+        counters[crate::metrics::status_class_index(self.status)].inc();
+        if !g.access_log {
+            return;
+        }
+        let tenant = self.tenant.map_or("-", |t| g.config.tenants[t].id.as_str());
+        let route = match (self.tenant, self.route) {
+            (Some(t), Some(r)) => g.config.tenants[t].routes[r].name.as_str(),
+            _ => "-",
+        };
+        let version = match self.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        tracing::info!(
+            target: ACCESS_TARGET,
+            tenant,
+            route,
+            method = self.method.as_str(),
+            path = self.path.as_str(),
+            version,
+            status = self.status,
+            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_out = self.bytes_out,
+            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            client = %self.client,
+            upstream = self.upstream.as_ref().map_or("-", |u| u.address.as_str()),
+            reason = self.reason.unwrap_or("-"),
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! The request pipeline. Phases, in order (see `docs/request-lifecycle.md`):
+//!
+//! 1. **request head**: find the tenant by host (421 if none), the route by path (404),
+//!    check the declared body size (413); later: shield decision.
+//! 2. **upstream request**: strip hop-by-hop headers, set forwarding headers, pick a server
+//!    from the route's pool, send with the response-head timeout; retry an idempotent,
+//!    body-less request once on another server when the connection failed.
+//! 3. **upstream response head**: strip hop-by-hop headers, add `Via`; tunnel upgrades.
+//! 4. **response body**: streamed downstream chunk by chunk (`body::ResponseBody`).
+//! 5. **log**: the access record is emitted when the response body is dropped (`log`).
+//!
+//! Errors from any phase go to `respond::error_response`, the one place that turns them
+//! into HTTP responses.
+
+pub mod body;
+pub mod headers;
+pub mod health;
+pub mod log;
+pub mod respond;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Runtime;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use body::{RequestBody, RequestBodyError, ResponseBody};
+use log::AccessRecord;
+use upstream::{InflightGuard, Pool, UpstreamServer};
+
+/// The HTTP client used to reach upstream servers.
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Everything derived from one configuration, swapped atomically on reload.
+pub struct Generation {
+    /// The validated configuration.
+    pub config: Arc<Runtime>,
+    /// Pools per tenant, in `config.tenants[i].pools` order.
+    pub pools: Vec<Vec<Arc<Pool>>>,
+    /// Request counters per tenant and route.
+    pub route_counters: Vec<Vec<[Counter; 5]>>,
+    /// Request counters for requests with no tenant or route.
+    pub unrouted_counters: [Counter; 5],
+    /// Upstream client (kept across reloads when its settings are unchanged).
+    pub client: UpstreamClient,
+    /// Whether to write access-log lines.
+    pub access_log: bool,
+    /// Cancelled when this generation is replaced (stops its health checks).
+    pub retired: CancellationToken,
+}
+
+/// Per-connection facts handed to every request on it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address (from PROXY protocol when enabled).
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}
+
+/// The gateway: current generation plus shared metrics.
+pub struct Gateway {
+    generation: ArcSwap<Generation>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+fn build_client(config: &Runtime) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(config.limits.upstream_idle_per_server)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// A one-paragraph account of what a reload changed, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChangeSummary {
+    /// Tenants added.
+    pub tenants_added: Vec<String>,
+    /// Tenants removed.
+    pub tenants_removed: Vec<String>,
+    /// Tenants whose settings changed.
+    pub tenants_changed: Vec<String>,
+    /// Whether listener addresses changed (needs a restart).
+    pub listeners_changed: bool,
+}
+
+impl std::fmt::Display for ChangeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tenants added [{}], removed [{}], changed [{}]{}",
+            self.tenants_added.join(", "),
+            self.tenants_removed.join(", "),
+            self.tenants_changed.join(", "),
+            if self.listeners_changed {
+                "; listener changes need a restart"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway for `config`.
+    pub fn new(config: Runtime, access_log: bool) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let generation = Self::build_generation(config, None, &metrics, access_log);
+        let gw = Arc::new(Self {
+            generation: ArcSwap::from_pointee(generation),
+            metrics,
+        });
+        health::spawn(&gw.generation.load_full());
+        gw
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.generation.load_full()
+    }
+
+    fn build_generation(
+        config: Runtime,
+        previous: Option<&Generation>,
+        metrics: &Metrics,
+        access_log: bool,
+    ) -> Generation {
+        let pools = config
+            .tenants
+            .iter()
+            .map(|t| {
+                t.pools
+                    .iter()
+                    .map(|spec| {
+                        let prev = previous.and_then(|p| {
+                            let ti = p.config.tenants.iter().position(|pt| pt.id == t.id)?;
+                            p.pools[ti]
+                                .iter()
+                                .find(|pl| pl.spec.name == spec.name)
+                                .map(Arc::as_ref)
+                        });
+                        Arc::new(Pool::build(&t.id, spec, prev, metrics))
+                    })
+                    .collect()
+            })
+            .collect();
+        let route_counters = config
+            .tenants
+            .iter()
+            .map(|t| {
+                t.routes
+                    .iter()
+                    .map(|r| metrics.route_counters(&t.id, &r.name))
+                    .collect()
+            })
+            .collect();
+        let client = match previous {
+            Some(p)
+                if p.config.timeouts.upstream_connect == config.timeouts.upstream_connect
+                    && p.config.limits.upstream_idle_per_server
+                        == config.limits.upstream_idle_per_server =>
+            {
+                p.client.clone()
+            }
+            _ => build_client(&config),
+        };
+        Generation {
+            config: Arc::new(config),
+            pools,
+            route_counters,
+            unrouted_counters: metrics.route_counters("-", "-"),
+            client,
+            access_log,
+            retired: CancellationToken::new(),
+        }
+    }
+
+    /// Swaps in a new validated configuration; in-flight requests finish on the old one.
+    pub fn apply(&self, config: Runtime) -> ChangeSummary {
+        let old = self.generation.load_full();
+        let summary = summarize(&old.config, &config);
+        let next = Arc::new(Self::build_generation(
+            config,
+            Some(&old),
+            &self.metrics,
+            old.access_log,
+        ));
+        health::spawn(&next);
+        self.generation.store(next);
+        old.retired.cancel();
+        summary
+    }
+
+    /// Handles one downstream request. Never fails: errors become branded responses.
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let generation = self.generation.load_full();
+        let start = Instant::now();
+        let client = headers::client_ip(conn.peer.ip(), req.headers(), |ip| {
+            generation.config.is_trusted_proxy(ip)
+        });
+        let record = AccessRecord {
+            generation: generation.clone(),
+            start,
+            tenant: None,
+            route: None,
+            method: req.method().clone(),
+            path: truncate_path(req.uri().path()),
+            version: req.version(),
+            client,
+            status: 0,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            upstream: None,
+            reason: None,
+        };
+        match proxy(&generation, &conn, req, record).await {
+            Ok(resp) => Ok(resp),
+            Err((error, request_headers, mut record)) => {
+                let tenant = record.tenant.map(|t| &generation.config.tenants[t]);
+                let page = respond::error_response(error, tenant, &request_headers);
+                record.status = page.status().as_u16();
+                record.reason = Some(error.reason());
+                let (parts, bytes) = page.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::local(bytes, Some(record)),
+                ))
+            }
+        }
+    }
+}
+
+fn truncate_path(path: &str) -> String {
+    const MAX: usize = 256;
+    if path.len() <= MAX {
+        return path.to_owned();
+    }
+    let mut end = MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
+}
+
+fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
+    let mut s = ChangeSummary::default();
+    for t in &new.tenants {
+        match old.tenants.iter().find(|o| o.id == t.id) {
+            None => s.tenants_added.push(t.id.clone()),
+            Some(o) => {
+                if o.hosts != t.hosts
+                    || o.pools != t.pools
+                    || o.routes != t.routes
+                    || o.name != t.name
+                    || o.contact != t.contact
+                {
+                    s.tenants_changed.push(t.id.clone());
+                }
+            }
+        }
+    }
+    for o in &old.tenants {
+        if !new.tenants.iter().any(|t| t.id == o.id) {
+            s.tenants_removed.push(o.id.clone());
+        }
+    }
+    s.listeners_changed = old.listeners != new.listeners || old.admin.address != new.admin.address;
+    s
+}
+
+/// The host the client asked for, lower case, without port or trailing dot.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_owned(),
+        None => {
+            let h = req.headers().get(HOST)?.to_str().ok()?;
+            let auth: http::uri::Authority = h.parse().ok()?;
+            auth.host().to_owned()
+        }
+    };
+    let host = raw.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+type PhaseError = (ProxyError, http::HeaderMap, AccessRecord);
+
+async fn proxy(
+    generation: &Arc<Generation>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    mut record: AccessRecord,
+) -> Result<Response<ResponseBody>, PhaseError> {
+    let config = &generation.config;
+
+    // Phase 1: request head.
+    let Some(host) = request_host(&req) else {
+        return Err((ProxyError::BadHost, req.headers().clone(), record));
+    };
+    let Some(tenant_idx) = config.tenant_for_host(&host) else {
+        return Err((ProxyError::UnknownHost, req.headers().clone(), record));
+    };
+    record.tenant = Some(tenant_idx);
+    let tenant = &config.tenants[tenant_idx];
+    let Some(route_idx) = tenant.route_index(&host, req.uri().path()) else {
+        return Err((ProxyError::NoRoute, req.headers().clone(), record));
+    };
+    record.route = Some(route_idx);
+    let route = &tenant.routes[route_idx];
+    let declared_len = match req.headers().get(CONTENT_LENGTH) {
+        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(n) => Some(n),
+            None => return Err((ProxyError::BadRequest, req.headers().clone(), record)),
+        },
+        None => None,
+    };
+    if declared_len.is_some_and(|n| n > route.max_body_bytes) {
+        return Err((ProxyError::BodyTooLarge, req.headers().clone(), record));
+    }
+    if req.method() == Method::CONNECT {
+        return Err((ProxyError::BadRequest, req.headers().clone(), record));
+    }
+
+    // Phase 2: upstream request.
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let downstream_version = if req.version() == Version::HTTP_2 {
+        "2"
+    } else {
+        "1.1"
+    };
+    let host_header = req.headers().get(HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let (mut parts, incoming) = req.into_parts();
+    let original_headers = parts.headers.clone();
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    if let Some(h) = host_header {
+        parts.headers.insert(HOST, h);
+    }
+    let forwarded_host = parts
+        .headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&host)
+        .to_owned();
+    headers::set_forwarding(
+        &mut parts.headers,
+        &headers::Forwarding {
+            peer: conn.peer.ip(),
+            peer_trusted: config.is_trusted_proxy(conn.peer.ip()),
+            proto: conn.proto,
+            host: &forwarded_host,
+            via_name: &config.via_name,
+            downstream_version,
+        },
+    );
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let body_empty = http_body::Body::is_end_stream(&incoming) || declared_len == Some(0);
+    let can_retry = is_idempotent(&parts.method) && body_empty && !upgrade;
+    let mut body = Some(RequestBody::new(
+        incoming,
+        route.max_body_bytes,
+        record.bytes_in.clone(),
+    ));
+    let pool = &generation.pools[tenant_idx][route.pool];
+    let deadline = record.start + route.timeouts.request;
+    let mut excluded: Option<Arc<UpstreamServer>> = None;
+
+    let (response, inflight) = loop {
+        let Some(server) = pool.pick(upstream::now_ms(), excluded.as_ref()) else {
+            return Err((ProxyError::UpstreamConnect, original_headers, record));
+        };
+        record.upstream = Some(server.clone());
+        let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(server.authority.clone())
+            .path_and_query(path_and_query.as_str())
+            .build()
+        else {
+            return Err((ProxyError::BadRequest, original_headers, record));
+        };
+        let mut upstream_req = Request::new(body.take().unwrap_or_else(RequestBody::empty));
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = parts.headers.clone();
+        let inflight = InflightGuard::new(server.clone());
+        let sent_at = Instant::now();
+        let head_deadline = (sent_at + route.timeouts.upstream_response_head).min(deadline);
+        let outcome =
+            tokio::time::timeout_at(head_deadline, generation.client.request(upstream_req)).await;
+        let error = match outcome {
+            Ok(Ok(resp)) => {
+                pool.latency.observe(sent_at.elapsed().as_secs_f64());
+                server.record_request(true, &pool.spec.health, upstream::now_ms());
+                break (resp, inflight);
+            }
+            Ok(Err(e)) if caused_by_body_limit(&e) => {
+                return Err((ProxyError::BodyTooLarge, original_headers, record));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(server = %server.address, error = %e, "upstream request failed");
+                if e.is_connect() {
+                    ProxyError::UpstreamConnect
+                } else {
+                    ProxyError::UpstreamFailed
+                }
+            }
+            Err(_) => ProxyError::UpstreamTimeout,
+        };
+        server.record_request(false, &pool.spec.health, upstream::now_ms());
+        let first_attempt = excluded.is_none();
+        if error.retryable()
+            && can_retry
+            && first_attempt
+            && pool.servers.len() > 1
+            && Instant::now() < deadline
+        {
+            pool.retries.inc();
+            excluded = Some(server);
+            continue;
+        }
+        return Err((error, original_headers, record));
+    };
+
+    // Phase 3: upstream response head.
+    let (mut rparts, rbody) = response.into_parts();
+    let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::remove_hop_by_hop(&mut rparts.headers, switching && upgrade);
+    headers::append_via(&mut rparts.headers, "1.1", &config.via_name);
+    record.status = rparts.status.as_u16();
+    if switching {
+        if let Some(downstream_upgrade) = on_upgrade {
+            let mut upstream_resp = Response::from_parts(rparts.clone(), ());
+            let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+            tokio::spawn(tunnel(downstream_upgrade, upstream_upgrade, inflight));
+            // Logged now; the tunnel's bytes are not counted in the record.
+            record.reason = Some("upgraded");
+            return Ok(Response::from_parts(
+                rparts,
+                ResponseBody::local(Bytes::new(), Some(record)),
+            ));
+        }
+    }
+
+    // Phases 4 and 5 happen as the body streams and when it is dropped.
+    Ok(Response::from_parts(
+        rparts,
+        ResponseBody::upstream(rbody, deadline, record, inflight),
+    ))
+}
+
+async fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    _inflight: InflightGuard,
+) {
+    let (Ok(d), Ok(u)) = (downstream.await, upstream.await) else {
+        tracing::debug!("upgrade failed on one side");
+        return;
+    };
+    let mut d = TokioIo::new(d);
+    let mut u = TokioIo::new(u);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+        tracing::debug!(error = %e, "upgraded tunnel closed with error");
+    }
+}
+
+fn caused_by_body_limit(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if matches!(
+            s.downcast_ref::<RequestBodyError>(),
+            Some(RequestBodyError::TooLarge)
+        ) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

@@ -1,0 +1,177 @@
+//! The one place where an error becomes an HTTP response: a small branded page per tenant,
+//! French by default, English when the client prefers it. Never shows internal details.
+
+use askama::Template;
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, Response};
+
+use crate::config::runtime::{Language, Tenant};
+use crate::error::ProxyError;
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    lang: &'a str,
+    tenant: &'a str,
+    status_line: String,
+    title: &'a str,
+    message: &'a str,
+    contact: Option<&'a str>,
+    contact_label: &'a str,
+    footer: &'a str,
+}
+
+/// Picks the page language: the first of `fr`/`en` the client ranks highest, else `default`.
+pub fn negotiate_language(headers: &HeaderMap, default: Language) -> Language {
+    let Some(raw) = headers
+        .get(http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return default;
+    };
+    let mut best: Option<(f32, Language)> = None;
+    for part in raw.split(',') {
+        let mut it = part.split(';');
+        let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = it
+            .find_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+            })
+            .unwrap_or(1.0);
+        let lang = if tag == "fr" || tag.starts_with("fr-") {
+            Language::Fr
+        } else if tag == "en" || tag.starts_with("en-") {
+            Language::En
+        } else {
+            continue;
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, lang));
+        }
+    }
+    best.map_or(default, |(_, l)| l)
+}
+
+struct Text {
+    title: &'static str,
+    message: &'static str,
+}
+
+fn text(error: ProxyError, lang: Language) -> Text {
+    use Language::*;
+    use ProxyError::*;
+    let (title, message) = match (error, lang) {
+        (UnknownHost, Fr) => ("Site inconnu", "Ce nom de site n'est pas servi ici. Vérifiez l'adresse saisie."),
+        (UnknownHost, En) => ("Unknown site", "This site name is not served here. Please check the address."),
+        (BadHost | BadRequest, Fr) => ("Requête invalide", "La requête reçue est incorrecte et n'a pas été transmise."),
+        (BadHost | BadRequest, En) => ("Bad request", "The request was malformed and was not forwarded."),
+        (NoRoute, Fr) => ("Page introuvable", "Aucun service ne correspond à cette adresse."),
+        (NoRoute, En) => ("Page not found", "No service matches this address."),
+        (BodyTooLarge, Fr) => ("Envoi trop volumineux", "Le contenu envoyé dépasse la taille autorisée pour ce service. Réduisez la taille des pièces jointes et réessayez."),
+        (BodyTooLarge, En) => ("Upload too large", "What you sent is larger than this service accepts. Please reduce attachments and try again."),
+        (UpstreamConnect | UpstreamFailed, Fr) => ("Service momentanément indisponible", "Le service ne répond pas pour le moment. Nos équipes sont prévenues ; merci de réessayer dans quelques minutes."),
+        (UpstreamConnect | UpstreamFailed, En) => ("Service temporarily unavailable", "The service is not responding right now. Our staff have been alerted; please try again in a few minutes."),
+        (UpstreamTimeout, Fr) => ("Le service met trop de temps à répondre", "Le service n'a pas répondu à temps. Merci de réessayer dans quelques minutes."),
+        (UpstreamTimeout, En) => ("The service is taking too long", "The service did not answer in time. Please try again in a few minutes."),
+        (Internal, Fr) => ("Erreur interne", "Une erreur est survenue. Merci de réessayer."),
+        (Internal, En) => ("Internal error", "Something went wrong. Please try again."),
+    };
+    Text { title, message }
+}
+
+/// Builds the branded error response for `error`, for `tenant` when known.
+pub fn error_response(
+    error: ProxyError,
+    tenant: Option<&Tenant>,
+    request_headers: &HeaderMap,
+) -> Response<Bytes> {
+    let default = tenant.map_or(Language::Fr, |t| t.language);
+    let lang = negotiate_language(request_headers, default);
+    let status = error.status();
+    let t = text(error, lang);
+    let (lang_code, contact_label, footer) = match lang {
+        Language::Fr => (
+            "fr",
+            "Pour une démarche urgente :",
+            "Page affichée par la passerelle de sécurité de la collectivité.",
+        ),
+        Language::En => (
+            "en",
+            "For urgent matters:",
+            "Page shown by the council's security gateway.",
+        ),
+    };
+    let page = ErrorPage {
+        lang: lang_code,
+        tenant: tenant.map_or("Rempart", |t| t.name.as_str()),
+        status_line: format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+        title: t.title,
+        message: t.message,
+        contact: tenant.and_then(|t| t.contact.as_deref()),
+        contact_label,
+        footer,
+    };
+    let body = page.render().unwrap_or_else(|_| t.title.to_owned());
+    let mut resp = Response::new(Bytes::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if error.blame() == crate::error::Blame::Upstream {
+        h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(al: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::ACCEPT_LANGUAGE,
+            HeaderValue::from_str(al).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn language_follows_preference() {
+        assert_eq!(
+            negotiate_language(&headers("en-GB,en;q=0.9,fr;q=0.5"), Language::Fr),
+            Language::En
+        );
+        assert_eq!(
+            negotiate_language(&headers("de,fr;q=0.4,en;q=0.3"), Language::En),
+            Language::Fr
+        );
+        assert_eq!(
+            negotiate_language(&headers("de"), Language::Fr),
+            Language::Fr
+        );
+        assert_eq!(
+            negotiate_language(&HeaderMap::new(), Language::En),
+            Language::En
+        );
+    }
+
+    #[test]
+    fn page_is_escaped_and_branded() {
+        let resp = error_response(ProxyError::UpstreamTimeout, None, &HeaderMap::new());
+        assert_eq!(resp.status(), 504);
+        let body = String::from_utf8(resp.body().to_vec()).unwrap();
+        assert!(body.contains("lang=\"fr\""));
+        assert!(body.contains("trop de temps"));
+    }
+}

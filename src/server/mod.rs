@@ -1,0 +1,343 @@
+//! Downstream listeners: accept (with the connection cap), optional PROXY protocol header,
+//! optional TLS, then HTTP/1.1 or HTTP/2 (ALPN or h2c prior knowledge) served by hyper into
+//! `proxy::Gateway::handle`. Each connection has a header-read timeout and an idle
+//! watchdog; shutdown stops accepting and drains connections up to the configured deadline.
+
+pub mod proxy_protocol;
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::runtime::{Listener, ListenerProtocol};
+use crate::proxy::upstream::now_ms;
+use crate::proxy::{ConnInfo, Gateway};
+
+/// Listeners bound and serving, plus what is needed to drain them.
+pub struct Server {
+    /// Bound addresses, in config order (useful with port 0).
+    pub local_addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Binds every listener of the current configuration and starts serving.
+    pub async fn start(gateway: Arc<Gateway>) -> io::Result<Self> {
+        let generation = gateway.current();
+        let config = &generation.config;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        let tls = if config.has_tls_listener() {
+            let cfg = tls::server_config(&gateway).map_err(io::Error::other)?;
+            Some(TlsAcceptor::from(cfg))
+        } else {
+            None
+        };
+        let mut local_addrs = Vec::new();
+        for spec in &config.listeners {
+            let listener = bind(spec.address)?;
+            local_addrs.push(listener.local_addr()?);
+            let acceptor = (spec.protocol == ListenerProtocol::Https)
+                .then(|| tls.clone())
+                .flatten();
+            tracker.spawn(accept_loop(
+                listener,
+                spec.clone(),
+                gateway.clone(),
+                acceptor,
+                permits.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+            tracing::info!(listener = %spec.name, address = %local_addrs[local_addrs.len() - 1], "listening");
+        }
+        Ok(Self {
+            local_addrs,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// Stops accepting, asks every connection to finish its current request, and waits up to
+    /// `deadline`. Returns whether everything drained in time.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    spec: Listener,
+    gateway: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            gateway.metrics.connection("rejected_limit");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        let proxy_protocol = spec.proxy_protocol;
+        tracker.spawn(async move {
+            let _permit = permit;
+            gw.metrics.connections_active.inc();
+            serve_connection(stream, peer, proxy_protocol, tls, gw.clone(), shutdown).await;
+            gw.metrics.connections_active.dec();
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+    proxy_protocol: bool,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) {
+    let config = gateway.current().config.clone();
+    let header_timeout = config.timeouts.downstream_header_read;
+    if proxy_protocol {
+        match tokio::time::timeout(header_timeout, proxy_protocol::read_header(&mut stream)).await {
+            Ok(Ok(Some(addr))) => peer = addr,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                gateway.metrics.connection("proxy_protocol_error");
+                tracing::debug!(%peer, error = %e, "refused connection");
+                return;
+            }
+            Err(_) => {
+                gateway.metrics.connection("proxy_protocol_error");
+                return;
+            }
+        }
+    }
+    let activity = Arc::new(AtomicU64::new(now_ms()));
+    match tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
+            let Ok(Ok(tls_stream)) = handshake else {
+                gateway.metrics.connection("tls_error");
+                return;
+            };
+            gateway.metrics.connection("accepted");
+            let io = ActivityIo {
+                inner: tls_stream,
+                activity: activity.clone(),
+            };
+            serve_http(
+                io,
+                ConnInfo {
+                    peer,
+                    proto: "https",
+                },
+                gateway,
+                shutdown,
+                activity,
+            )
+            .await;
+        }
+        None => {
+            gateway.metrics.connection("accepted");
+            let io = ActivityIo {
+                inner: stream,
+                activity: activity.clone(),
+            };
+            serve_http(
+                io,
+                ConnInfo {
+                    peer,
+                    proto: "http",
+                },
+                gateway,
+                shutdown,
+                activity,
+            )
+            .await;
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    info: ConnInfo,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    activity: Arc<AtomicU64>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = gateway.current().config.clone();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.downstream_header_read)
+        .max_buf_size(config.limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(256)
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let info = Arc::new(info);
+    let gw = gateway.clone();
+    let service = service_fn(move |req| gw.clone().handle(info.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle = config.timeouts.downstream_idle;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "downstream connection ended with error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = idle_expired(&activity, idle), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Resolves once no byte moved on the connection for `idle`.
+async fn idle_expired(activity: &AtomicU64, idle: Duration) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2);
+    loop {
+        let last = activity.load(Ordering::Relaxed);
+        let now = now_ms();
+        if now.saturating_sub(last) >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(last + idle_ms - now)).await;
+    }
+}
+
+pin_project! {
+    /// Records the time of the last byte read or written.
+    struct ActivityIo<I> {
+        #[pin]
+        inner: I,
+        activity: Arc<AtomicU64>,
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}

@@ -245,6 +245,17 @@ impl Pool {
         })
     }
 
+    /// Where to start looking: the next slot for a first attempt; the current one for a retry
+    /// (`usable` excludes a server), so retries do not skew the rotation.
+    fn next_start(&self, usable: &dyn Fn(&Arc<UpstreamServer>) -> bool) -> usize {
+        let retrying = self.servers.iter().any(|s| !usable(s));
+        if retrying {
+            self.cursor.load(Ordering::Relaxed)
+        } else {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        }
+    }
+
     fn pick_round_robin(
         &self,
         now_ms: u64,
@@ -254,7 +265,7 @@ impl Pool {
         if n == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let start = self.next_start(usable);
         (0..n)
             .map(|i| &self.servers[self.schedule[(start + i) % n]])
             .find(|s| s.is_available(now_ms) && usable(s))
@@ -268,7 +279,7 @@ impl Pool {
     ) -> Option<Arc<UpstreamServer>> {
         // Rotate the starting point so ties spread evenly.
         let n = self.servers.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let start = self.next_start(usable);
         (0..n)
             .map(|i| &self.servers[(start + i) % n])
             .filter(|s| s.is_available(now_ms) && usable(s))

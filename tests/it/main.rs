@@ -1,1 +1,13 @@
+//! The one integration-test binary: real listeners on 127.0.0.1 ephemeral ports.
 
+mod support;
+
+mod admin;
+mod check;
+mod errors;
+mod forwarding;
+mod health;
+mod process;
+mod protocols;
+mod reload;
+mod tls;

@@ -1,0 +1,113 @@
+//! The real binary: `rempart run` writes JSON access-log lines without query strings or
+//! cookies, reloads on SIGHUP, `rempart reload` works, and SIGTERM drains and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_logs_reloads_and_stops_cleanly() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    // A fixed free port for the gateway: bind 0, read, release.
+    let port = closed_port().await.port();
+    let write = |origin: std::net::SocketAddr| {
+        let text = with_defaults(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{}",
+            one_tenant(&[origin], "", "")
+        ));
+        std::fs::write(dir.path().join("rempart.toml"), text).unwrap();
+    };
+    write(a.addr);
+    let config = dir.path().join("rempart.toml");
+    let child = Command::new(env!("CARGO_BIN_EXE_rempart"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await
+    );
+    let c = h1_client();
+    let got = get_with(
+        &c,
+        addr,
+        "ville.test",
+        "/dossier?nir=180057512345678&token=secret",
+        &[("cookie", "session=abc123")],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+
+    // SIGHUP reload.
+    write(b.addr);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&c, addr, "ville.test", "/").await.body == "hello from b"
+        })
+        .await
+    );
+
+    // `rempart reload` through the admin API (admin port 0 in the file is not reachable
+    // from outside, so only check the refusal path: an invalid file is not sent).
+    std::fs::write(&config, "[[tenants]]\nid = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rempart"))
+        .args(["reload", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not reloading"));
+    // The gateway still serves.
+    assert_eq!(get(&c, addr, "ville.test", "/").await.body, "hello from b");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.status.success());
+    let stdout = String::from_utf8_lossy(&status.stdout).into_owned();
+    let access: Vec<serde_json::Value> = BufReader::new(stdout.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter(|v| v["target"] == "rempart::access")
+        .collect();
+    let first = access
+        .iter()
+        .find(|v| v["path"] == "/dossier")
+        .unwrap_or_else(|| panic!("no access line in {stdout}"));
+    assert_eq!(first["tenant"], "ville");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["client"], "127.0.0.1");
+    assert_eq!(first["upstream"], a.addr.to_string());
+    assert!(first["duration_ms"].as_f64().is_some());
+    assert!(
+        !stdout.contains("180057512345678")
+            && !stdout.contains("abc123")
+            && !stdout.contains("secret")
+    );
+    assert!(stdout.contains("configuration reloaded"), "{stdout}");
+}

@@ -1,0 +1,120 @@
+//! HTTP/2 prior knowledge (h2c), WebSocket passthrough, graceful drain.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_proxied_to_http1_upstream() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
+    let client: H1Client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    // h2 carries the host in :authority; the origin must still see Host.
+    let req = http::Request::get(format!("http://ville.test:{}/headers", gw.addr.port()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    // Connect to the gateway's address while keeping the authority.
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let got = collect(resp).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let seen: std::collections::HashMap<String, String> = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(seen["host"], format!("ville.test:{}", gw.addr.port()));
+    assert_eq!(seen["via"], "2 rempart");
+    assert!(got.headers.get("connection").is_none());
+    // Several concurrent streams on one connection.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut s = sender.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::get(format!("http://ville.test/n{i}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            s.send_request(req).await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    drop(client);
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    let origin = Origin::start("ws").await;
+    let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: ville.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    // A masked WebSocket text frame "bonjour"; the origin echoes raw bytes back.
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 7];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"bonjour".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    for _ in 0..3 {
+        s.write_all(&frame).await.unwrap();
+        let mut echo = vec![0u8; frame.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, frame);
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_in_flight_requests() {
+    let origin = Origin::start("a").await;
+    let mut gw = Gw::start(&format!(
+        "[timeouts]\nshutdown_drain = \"5s\"\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ))
+    .await;
+    let c = h1_client();
+    let addr = gw.addr;
+    let inflight = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, addr, "ville.test", "/slow?ms=700").await }
+    });
+    assert!(eventually(Duration::from_secs(5), || async { origin.count() == 1 }).await);
+    let running = gw.running.take().unwrap();
+    let drained = tokio::spawn(running.shutdown());
+    let got = inflight.await.unwrap();
+    assert_eq!((got.status, got.body.as_str()), (200, "slow from a"));
+    assert!(drained.await.unwrap(), "drained before the deadline");
+    // Not accepting any more.
+    assert!(TcpStream::connect(addr).await.is_err());
+}

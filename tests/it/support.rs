@@ -1,0 +1,406 @@
+//! Shared helpers: a scriptable origin, a gateway started from TOML text, small clients for
+//! HTTP/1.1, h2c and TLS, raw TCP requests, and `eventually` (deadline-based waiting).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+/// What an origin saw and how it behaves.
+#[derive(Default)]
+pub struct OriginState {
+    pub name: String,
+    pub requests: AtomicUsize,
+    pub healthy: AtomicBool,
+    pub last_headers: Mutex<Vec<(String, String)>>,
+    pub last_body_len: AtomicUsize,
+}
+
+/// A test origin on 127.0.0.1:0.
+///
+/// Routes: `/headers` (JSON of received headers), `/slow?ms=N`, `/big?bytes=N`, `/healthz`
+/// (200 or 503 per `healthy`), `/ws` (upgrade, then echo bytes), `/upload` (reads the body,
+/// answers its length), anything else: 200 "hello from NAME".
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub state: Arc<OriginState>,
+}
+
+impl Origin {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, name)
+    }
+
+    pub fn serve(listener: TcpListener, name: &str) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState {
+            name: name.to_owned(),
+            healthy: AtomicBool::new(true),
+            ..Default::default()
+        });
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| origin_handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.state
+            .last_headers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+async fn origin_handle(
+    state: Arc<OriginState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        let status = if state.healthy.load(Ordering::SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"health")))
+            .unwrap());
+    }
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    *state.last_headers.lock().unwrap() = headers.clone();
+    let q = query(&req);
+    let resp = |body: Bytes| {
+        Response::builder()
+            .header("x-origin", state.name.as_str())
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "secret")
+            .body(Full::new(body))
+            .unwrap()
+    };
+    match path.as_str() {
+        "/headers" => {
+            let map: HashMap<String, String> = headers.into_iter().collect();
+            Ok(resp(Bytes::from(serde_json::to_vec(&map).unwrap())))
+        }
+        "/slow" => {
+            let ms = q.get("ms").and_then(|m| m.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(resp(Bytes::from(format!("slow from {}", state.name))))
+        }
+        "/big" => {
+            let n = q
+                .get("bytes")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(100_000);
+            Ok(resp(Bytes::from(vec![b'x'; n])))
+        }
+        "/upload" => {
+            let body = req
+                .body_mut()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            state.last_body_len.store(body.len(), Ordering::SeqCst);
+            Ok(resp(Bytes::from(body.len().to_string())))
+        }
+        "/ws" => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on_upgrade.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if io.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            Ok(Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+                .body(Full::new(Bytes::new()))
+                .unwrap())
+        }
+        _ => Ok(resp(Bytes::from(format!("hello from {}", state.name)))),
+    }
+}
+
+/// A gateway started from a config text written to a temporary directory.
+pub struct Gw {
+    pub running: Option<rempart::app::Running>,
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub addr: SocketAddr,
+    pub token: String,
+}
+
+pub const TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+impl Gw {
+    /// Starts a gateway; `config` gets a listener on 127.0.0.1:0 and an admin section
+    /// prepended unless it has its own `[[listeners]]`.
+    pub async fn start(config: &str) -> Self {
+        Self::start_with(
+            config,
+            rempart::app::Options {
+                watch_file: false,
+                sighup: false,
+                access_log: false,
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(config: &str, options: rempart::app::Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+        let path = dir.path().join("rempart.toml");
+        std::fs::write(&path, with_defaults(config)).unwrap();
+        let running = rempart::app::start(&path, options).await.unwrap();
+        let addr = running.listen_addrs[0];
+        Self {
+            running: Some(running),
+            dir,
+            path,
+            addr,
+            token: TOKEN.to_owned(),
+        }
+    }
+
+    pub fn running(&self) -> &rempart::app::Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Rewrites the config file (same defaults as `start`).
+    pub fn write_config(&self, config: &str) {
+        let tmp = self.dir.path().join("rempart.toml.tmp");
+        std::fs::write(&tmp, with_defaults(config)).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    /// POST /admin/reload; returns status and body.
+    pub async fn admin_reload(&self) -> (u16, String) {
+        let admin = self.running().admin_addr;
+        let mut req = Request::post(format!("http://{admin}/admin/reload"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.headers_mut()
+            .insert("host", admin.to_string().parse().unwrap());
+        let resp = h1_client().request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
+                .into_owned(),
+        )
+    }
+}
+
+pub fn with_defaults(config: &str) -> String {
+    let mut out = String::new();
+    if !config.contains("[[listeners]]") {
+        out.push_str("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n");
+    }
+    if !config.contains("[admin]") {
+        out.push_str("[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\n");
+    }
+    // Top-level keys must come before any table: put the caller's text first when it starts
+    // with bare keys.
+    let (head, tail) = split_top_level(config);
+    format!("{head}\n{out}{tail}")
+}
+
+fn split_top_level(config: &str) -> (String, String) {
+    let idx = config
+        .find("\n[")
+        .map(|i| i + 1)
+        .unwrap_or(if config.starts_with('[') {
+            0
+        } else {
+            config.len()
+        });
+    (config[..idx].to_owned(), config[idx..].to_owned())
+}
+
+/// A simple one-tenant config pointing at `origins`.
+pub fn one_tenant(origins: &[SocketAddr], extra_pool: &str, extra_route: &str) -> String {
+    let servers: Vec<String> = origins
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    format!(
+        r#"[[tenants]]
+id = "ville"
+name = "Ville de Test"
+hosts = ["ville.test", "*.ville.test"]
+contact = "Mairie : 02 00 00 00 00"
+
+[[tenants.pools]]
+name = "web"
+servers = [{servers}]
+{extra_pool}
+
+[[tenants.routes]]
+path_prefix = "/"
+pool = "web"
+{extra_route}
+"#,
+        servers = servers.join(", ")
+    )
+}
+
+pub type H1Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn h1_client() -> H1Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A simple response.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+pub async fn collect(resp: Response<Incoming>) -> Got {
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Got {
+        status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// GET `path` with `Host: host` through `addr`.
+pub async fn get(client: &H1Client, addr: SocketAddr, host: &str, path: &str) -> Got {
+    get_with(client, addr, host, path, &[]).await
+}
+
+pub async fn get_with(
+    client: &H1Client,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Got {
+    let mut b = Request::get(format!("http://{addr}{path}")).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .request(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    collect(resp).await
+}
+
+/// Sends raw bytes and reads the whole answer (until close or `wait`).
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An address with nothing listening (bound then closed).
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}

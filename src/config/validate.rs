@@ -145,9 +145,6 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             DEFAULT_SHUTDOWN_DRAIN,
         ),
     };
-    if t.downstream_header_read.is_some() || t.downstream_idle.is_some() {
-        // fine: both are used independently
-    }
 
     let l = &file.limits;
     let limits = Limits {
@@ -295,7 +292,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         });
     }
     // Most specific wildcard first.
-    hosts_wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    hosts_wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
 
     let default_tenant = match &file.default_tenant {
         None => None,

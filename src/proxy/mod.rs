@@ -241,9 +241,9 @@ impl Gateway {
         };
         match proxy(&generation, &conn, req, record).await {
             Ok(resp) => Ok(resp),
-            Err((error, request_headers, mut record)) => {
+            Err((error, accept_language, mut record)) => {
                 let tenant = record.tenant.map(|t| &generation.config.tenants[t]);
-                let page = respond::error_response(error, tenant, &request_headers);
+                let page = respond::error_response(error, tenant, accept_language.as_ref());
                 record.status = page.status().as_u16();
                 record.reason = Some(error.reason());
                 let (parts, bytes) = page.into_parts();
@@ -315,7 +315,12 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-type PhaseError = (ProxyError, http::HeaderMap, AccessRecord);
+/// An early end: the error, the client's `Accept-Language` (for the page) and the record.
+type PhaseError = (ProxyError, Option<HeaderValue>, AccessRecord);
+
+fn accept_language(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    headers.get(http::header::ACCEPT_LANGUAGE).cloned()
+}
 
 async fn proxy(
     generation: &Arc<Generation>,
@@ -327,30 +332,48 @@ async fn proxy(
 
     // Phase 1: request head.
     let Some(host) = request_host(&req) else {
-        return Err((ProxyError::BadHost, req.headers().clone(), record));
+        return Err((ProxyError::BadHost, accept_language(req.headers()), record));
     };
     let Some(tenant_idx) = config.tenant_for_host(&host) else {
-        return Err((ProxyError::UnknownHost, req.headers().clone(), record));
+        return Err((
+            ProxyError::UnknownHost,
+            accept_language(req.headers()),
+            record,
+        ));
     };
     record.tenant = Some(tenant_idx);
     let tenant = &config.tenants[tenant_idx];
     let Some(route_idx) = tenant.route_index(&host, req.uri().path()) else {
-        return Err((ProxyError::NoRoute, req.headers().clone(), record));
+        return Err((ProxyError::NoRoute, accept_language(req.headers()), record));
     };
     record.route = Some(route_idx);
     let route = &tenant.routes[route_idx];
     let declared_len = match req.headers().get(CONTENT_LENGTH) {
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(n) => Some(n),
-            None => return Err((ProxyError::BadRequest, req.headers().clone(), record)),
+            None => {
+                return Err((
+                    ProxyError::BadRequest,
+                    accept_language(req.headers()),
+                    record,
+                ))
+            }
         },
         None => None,
     };
     if declared_len.is_some_and(|n| n > route.max_body_bytes) {
-        return Err((ProxyError::BodyTooLarge, req.headers().clone(), record));
+        return Err((
+            ProxyError::BodyTooLarge,
+            accept_language(req.headers()),
+            record,
+        ));
     }
     if req.method() == Method::CONNECT {
-        return Err((ProxyError::BadRequest, req.headers().clone(), record));
+        return Err((
+            ProxyError::BadRequest,
+            accept_language(req.headers()),
+            record,
+        ));
     }
 
     // Phase 2: upstream request.
@@ -367,7 +390,7 @@ async fn proxy(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let (mut parts, incoming) = req.into_parts();
-    let original_headers = parts.headers.clone();
+    let original_headers = accept_language(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     if let Some(h) = host_header {
         parts.headers.insert(HOST, h);
@@ -422,7 +445,12 @@ async fn proxy(
         *upstream_req.method_mut() = parts.method.clone();
         *upstream_req.uri_mut() = uri;
         *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = parts.headers.clone();
+        // Keep a copy of the head only when a retry is possible.
+        *upstream_req.headers_mut() = if can_retry && excluded.is_none() {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
         let inflight = InflightGuard::new(server.clone());
         let sent_at = Instant::now();
         let head_deadline = (sent_at + route.timeouts.upstream_response_head).min(deadline);

@@ -4,7 +4,7 @@
 use askama::Template;
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, Response};
+use http::Response;
 
 use crate::config::runtime::{Language, Tenant};
 use crate::error::ProxyError;
@@ -22,12 +22,10 @@ struct ErrorPage<'a> {
     footer: &'a str,
 }
 
-/// Picks the page language: the first of `fr`/`en` the client ranks highest, else `default`.
-pub fn negotiate_language(headers: &HeaderMap, default: Language) -> Language {
-    let Some(raw) = headers
-        .get(http::header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-    else {
+/// Picks the page language from an `Accept-Language` value: the first of `fr`/`en` the
+/// client ranks highest, else `default`.
+pub fn negotiate_language(accept_language: Option<&HeaderValue>, default: Language) -> Language {
+    let Some(raw) = accept_language.and_then(|v| v.to_str().ok()) else {
         return default;
     };
     let mut best: Option<(f32, Language)> = None;
@@ -86,10 +84,10 @@ fn text(error: ProxyError, lang: Language) -> Text {
 pub fn error_response(
     error: ProxyError,
     tenant: Option<&Tenant>,
-    request_headers: &HeaderMap,
+    accept_language: Option<&HeaderValue>,
 ) -> Response<Bytes> {
     let default = tenant.map_or(Language::Fr, |t| t.language);
-    let lang = negotiate_language(request_headers, default);
+    let lang = negotiate_language(accept_language, default);
     let status = error.status();
     let t = text(error, lang);
     let (lang_code, contact_label, footer) = match lang {
@@ -149,26 +147,23 @@ mod tests {
     #[test]
     fn language_follows_preference() {
         assert_eq!(
-            negotiate_language(&headers("en-GB,en;q=0.9,fr;q=0.5"), Language::Fr),
+            negotiate_language(headers("en-GB,en;q=0.9,fr;q=0.5"), Language::Fr),
             Language::En
         );
         assert_eq!(
-            negotiate_language(&headers("de,fr;q=0.4,en;q=0.3"), Language::En),
+            negotiate_language(headers("de,fr;q=0.4,en;q=0.3"), Language::En),
             Language::Fr
         );
         assert_eq!(
-            negotiate_language(&headers("de"), Language::Fr),
+            negotiate_language(headers("de"), Language::Fr),
             Language::Fr
         );
-        assert_eq!(
-            negotiate_language(&HeaderMap::new(), Language::En),
-            Language::En
-        );
+        assert_eq!(negotiate_language(None, Language::En), Language::En);
     }
 
     #[test]
     fn page_is_escaped_and_branded() {
-        let resp = error_response(ProxyError::UpstreamTimeout, None, &HeaderMap::new());
+        let resp = error_response(ProxyError::UpstreamTimeout, None, None);
         assert_eq!(resp.status(), 504);
         let body = String::from_utf8(resp.body().to_vec()).unwrap();
         assert!(body.contains("lang=\"fr\""));

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Proxy benchmark: origin direct vs nginx (keep-alive reverse proxy) vs Rempart, for 1 KiB and
+# 100 KiB bodies at 64 and 256 connections, median of RUNS runs of DURATION each.
+# The system under test runs alone on core 0; wrk and the backend origin run on core 1.
+# Only loopback addresses are used.
+#
+#   bench/proxy/run.sh                 # defaults: DURATION=10s RUNS=3
+#   DURATION=5s RUNS=3 bench/proxy/run.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+SUT_CORE=${SUT_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+(cd "$root" && cargo build --release --locked --quiet)
+
+work=$(mktemp -d /tmp/rempart-bench.XXXXXX)
+chmod 755 "$work"; mkdir -p "$work/www"
+head -c 1024 /dev/zero | tr '\0' 'a' > "$work/www/1k"
+head -c 102400 /dev/zero | tr '\0' 'b' > "$work/www/100k"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+start_origin() { # port core
+  sed -e "s#BENCH_DIR#$work#g" -e "s#PORT#$1#g" "$here/origin.nginx.conf" > "$work/origin-$1.conf"
+  taskset -c "$2" nginx -c "$work/origin-$1.conf" -p "$work" & pids+=($!)
+  wait_port "$1"
+}
+
+backend_port=$(free_port); start_origin "$backend_port" "$LOAD_CORE"
+direct_port=$(free_port); start_origin "$direct_port" "$SUT_CORE"
+
+nginx_port=$(free_port)
+sed -e "s#BENCH_DIR#$work#g" -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$nginx_port#g" "$here/proxy.nginx.conf" > "$work/nginx-proxy.conf"
+taskset -c "$SUT_CORE" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!)
+wait_port "$nginx_port"
+
+rempart_port=$(free_port)
+sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$rempart_port#g" "$here/rempart.toml" > "$work/rempart.toml"
+taskset -c "$SUT_CORE" "$root/target/release/rempart" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & rempart_pid=$!; pids+=($rempart_pid)
+wait_port "$rempart_port"
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_rss=$(rss_kib "$rempart_pid")
+
+results="$work/results.txt"
+: > "$results"
+peak_rss=0
+for size in 1k 100k; do
+  for conns in 64 256; do
+    for target in direct nginx rempart; do
+      case $target in direct) port=$direct_port;; nginx) port=$nginx_port;; rempart) port=$rempart_port;; esac
+      for run in $(seq 1 "$RUNS"); do
+        taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" -s "$here/report.lua" \
+          "http://127.0.0.1:$port/$size" > "$work/wrk.out" 2>&1 &
+        wrk_pid=$!
+        if [ "$target" = rempart ] && [ "$conns" = 256 ]; then
+          sleep 2; r=$(rss_kib "$rempart_pid"); [ "$r" -gt "$peak_rss" ] && peak_rss=$r
+        fi
+        wait "$wrk_pid"
+        line=$(grep '^RESULT' "$work/wrk.out" || { cat "$work/wrk.out" >&2; exit 1; })
+        echo "$size $conns $target $run $line" >> "$results"
+      done
+    done
+  done
+done
+
+python3 - "$results" "$idle_rss" "$peak_rss" "$DURATION" "$RUNS" <<'PY'
+import re, statistics, sys
+path, idle, peak, duration, runs = sys.argv[1:]
+rows = {}
+for line in open(path):
+    size, conns, target, run, _, *kv = line.split()
+    d = dict(x.split("=") for x in kv)
+    rows.setdefault((size, int(conns), target), []).append(d)
+def med(key, size, conns, target):
+    return statistics.median(float(r[key]) for r in rows[(size, conns, target)])
+print(f"wrk -t1 -d{duration}, median of {runs} runs; system under test on core 0, wrk + backend origin on core 1\n")
+print("| body | conns | direct req/s | nginx req/s | Rempart req/s | Rempart/nginx | Rempart/direct | p50 nginx / Rempart (ms) | p99 nginx / Rempart (ms) | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for size in ["1k", "100k"]:
+    for conns in [64, 256]:
+        d, n, r = (med("rps", size, conns, t) for t in ("direct", "nginx", "rempart"))
+        p50n, p50r = med("p50_us", size, conns, "nginx") / 1000, med("p50_us", size, conns, "rempart") / 1000
+        p99n, p99r = med("p99_us", size, conns, "nginx") / 1000, med("p99_us", size, conns, "rempart") / 1000
+        errs = sum(int(x["errors"]) for t in ("direct", "nginx", "rempart") for x in rows[(size, conns, t)])
+        label = "1 KiB" if size == "1k" else "100 KiB"
+        print(f"| {label} | {conns} | {d:,.0f} | {n:,.0f} | {r:,.0f} | {r/n:.2f}x | {r/d:.2f}x | {p50n:.2f} / {p50r:.2f} | {p99n:.2f} / {p99r:.2f} | {errs} |")
+print(f"\nRempart RSS: idle {int(idle)/1024:.1f} MiB, under 256-connection load {int(peak)/1024:.1f} MiB")
+PY

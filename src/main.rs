@@ -4,6 +4,11 @@ use clap::Parser;
 use rempart::cli::{Cli, Command};
 use rempart::telemetry::{self, LogFormat};
 
+// mimalloc instead of glibc malloc: the proxy allocates many small short-lived buffers per
+// request; see BENCHMARKS.md for the measured difference.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {

@@ -108,6 +108,7 @@ pin_project! {
     pub struct ResponseBody {
         #[pin]
         upstream: Option<Incoming>,
+        // A frame already read (the first one), sent before polling `upstream` again.
         local: Option<Bytes>,
         deadline_at: Option<Instant>,
         deadline: Option<Pin<Box<Sleep>>>,
@@ -164,7 +165,12 @@ impl Body for ResponseBody {
         let this = self.project();
         if let Some(bytes) = this.local.take() {
             Self::count(this.record, bytes.len());
-            return Poll::Ready((!bytes.is_empty()).then(|| Ok(Frame::data(bytes))));
+            if !bytes.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if this.upstream.is_none() {
+                return Poll::Ready(None);
+            }
         }
         let Some(inner) = this.upstream.as_pin_mut() else {
             return Poll::Ready(None);
@@ -207,18 +213,17 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.upstream {
-            Some(b) => b.is_end_stream(),
-            None => self.local.as_ref().is_none_or(Bytes::is_empty),
-        }
+        self.local.as_ref().is_none_or(Bytes::is_empty) && self.upstream.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.upstream, &self.local) {
-            (Some(b), _) => b.size_hint(),
-            (None, Some(l)) => SizeHint::with_exact(l.len() as u64),
-            (None, None) => SizeHint::with_exact(0),
+        let buffered = self.local.as_ref().map_or(0, |l| l.len() as u64);
+        let mut hint = self.upstream.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        hint.set_lower(hint.lower() + buffered);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + buffered);
         }
+        hint
     }
 }
 

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+
+use super::client::UpstreamBody;
 use tokio::time::{Instant, Sleep};
 
 use super::log::AccessRecord;
@@ -107,8 +109,8 @@ pin_project! {
     /// A response body going downstream.
     pub struct ResponseBody {
         #[pin]
-        upstream: Option<Incoming>,
-        // A frame already read (the first one), sent before polling `upstream` again.
+        upstream: Option<UpstreamBody>,
+        // A locally generated body (error pages), sent once.
         local: Option<Bytes>,
         deadline_at: Option<Instant>,
         deadline: Option<Pin<Box<Sleep>>>,
@@ -132,7 +134,7 @@ impl ResponseBody {
 
     /// The upstream body, bounded by `deadline`.
     pub fn upstream(
-        body: Incoming,
+        body: UpstreamBody,
         deadline: Instant,
         record: AccessRecord,
         inflight: InflightGuard,
@@ -213,17 +215,16 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.local.as_ref().is_none_or(Bytes::is_empty) && self.upstream.as_ref().is_none_or(Body::is_end_stream)
+        self.local.as_ref().is_none_or(Bytes::is_empty)
+            && self.upstream.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered = self.local.as_ref().map_or(0, |l| l.len() as u64);
-        let mut hint = self.upstream.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
-        hint.set_lower(hint.lower() + buffered);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + buffered);
+        match (&self.upstream, &self.local) {
+            (Some(b), _) => b.size_hint(),
+            (None, Some(l)) => SizeHint::with_exact(l.len() as u64),
+            (None, None) => SizeHint::with_exact(0),
         }
-        hint
     }
 }
 

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use http::header::{HeaderValue, HOST, USER_AGENT};
-use http::{Request, Uri};
+use http::{HeaderMap, Method};
 
 use super::body::RequestBody;
+use super::client::{self, ClientSettings, Exchange, OutgoingRequest};
 use super::upstream::{now_ms, Pool, UpstreamServer};
-use super::{Generation, UpstreamClient};
+use super::Generation;
 
 /// Starts the health-check tasks of `generation`.
 pub fn spawn(generation: &Arc<Generation>) {
@@ -41,27 +42,40 @@ pub fn spawn(generation: &Arc<Generation>) {
     }
 }
 
-async fn probe_pool(client: &UpstreamClient, pool: &Pool, path: &str, host: &str) {
+async fn probe_pool(settings: &ClientSettings, pool: &Pool, path: &str, host: &str) {
+    let mut headers = HeaderMap::new();
+    if let Ok(h) = HeaderValue::from_str(host) {
+        headers.insert(HOST, h);
+    }
+    headers.insert(USER_AGENT, HeaderValue::from_static("rempart-health-check"));
     let probes = pool
         .servers
         .iter()
-        .map(|s| probe(client, pool, s, path, host));
+        .map(|s| probe(*settings, pool, s, path, &headers));
     futures_util::future::join_all(probes).await;
 }
 
 async fn probe(
-    client: &UpstreamClient,
+    settings: ClientSettings,
     pool: &Pool,
-    server: &UpstreamServer,
+    server: &Arc<UpstreamServer>,
     path: &str,
-    host: &str,
+    headers: &HeaderMap,
 ) {
-    let ok = match build_probe(server, path, host) {
-        Some(req) => matches!(
-            tokio::time::timeout(pool.spec.health.timeout, client.request(req)).await,
-            Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection()
-        ),
-        None => false,
+    let request = OutgoingRequest {
+        method: &Method::GET,
+        target: path,
+        headers,
+        content_length: None,
+        upgrade: false,
+    };
+    let exchange = client::send(server, settings, request, RequestBody::empty());
+    let ok = match tokio::time::timeout(pool.spec.health.timeout, exchange).await {
+        // The body is dropped unread: the probe connection is closed, not pooled.
+        Ok(Ok(Exchange::Response(head, _body))) => {
+            head.status.is_success() || head.status.is_redirection()
+        }
+        _ => false,
     };
     if let Some(up) = server.record_probe(ok, &pool.spec.health, now_ms()) {
         if up {
@@ -70,21 +84,4 @@ async fn probe(
             tracing::warn!(tenant = %pool.tenant, pool = %pool.spec.name, server = %server.address, "upstream server failed its health checks; out of rotation");
         }
     }
-}
-
-fn build_probe(server: &UpstreamServer, path: &str, host: &str) -> Option<Request<RequestBody>> {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(server.authority.clone())
-        .path_and_query(path)
-        .build()
-        .ok()?;
-    let mut req = Request::new(RequestBody::empty());
-    *req.uri_mut() = uri;
-    if let Ok(h) = HeaderValue::from_str(host) {
-        req.headers_mut().insert(HOST, h);
-    }
-    req.headers_mut()
-        .insert(USER_AGENT, HeaderValue::from_static("rempart-health-check"));
-    Some(req)
 }

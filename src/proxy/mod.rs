@@ -13,6 +13,7 @@
 //! into HTTP responses.
 
 pub mod body;
+pub mod client;
 pub mod headers;
 pub mod health;
 pub mod log;
@@ -27,11 +28,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,12 +38,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Runtime;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use body::{RequestBody, RequestBodyError, ResponseBody};
+use body::{RequestBody, ResponseBody};
+use client::{ClientError, Exchange};
 use log::AccessRecord;
 use upstream::{InflightGuard, Pool, UpstreamServer};
-
-/// The HTTP client used to reach upstream servers.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// Everything derived from one configuration, swapped atomically on reload.
 pub struct Generation {
@@ -56,8 +53,8 @@ pub struct Generation {
     pub route_counters: Vec<Vec<[Counter; 5]>>,
     /// Request counters for requests with no tenant or route.
     pub unrouted_counters: [Counter; 5],
-    /// Upstream client (kept across reloads when its settings are unchanged).
-    pub client: UpstreamClient,
+    /// Upstream client settings.
+    pub client: client::ClientSettings,
     /// Whether to write access-log lines.
     pub access_log: bool,
     /// Cancelled when this generation is replaced (stops its health checks).
@@ -80,17 +77,11 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
 }
 
-fn build_client(config: &Runtime) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .pool_max_idle_per_host(config.limits.upstream_idle_per_server)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+fn client_settings(config: &Runtime) -> client::ClientSettings {
+    client::ClientSettings {
+        connect_timeout: config.timeouts.upstream_connect,
+        max_idle_per_server: config.limits.upstream_idle_per_server,
+    }
 }
 
 /// A one-paragraph account of what a reload changed, for the log.
@@ -176,16 +167,7 @@ impl Gateway {
                     .collect()
             })
             .collect();
-        let client = match previous {
-            Some(p)
-                if p.config.timeouts.upstream_connect == config.timeouts.upstream_connect
-                    && p.config.limits.upstream_idle_per_server
-                        == config.limits.upstream_idle_per_server =>
-            {
-                p.client.clone()
-            }
-            _ => build_client(&config),
-        };
+        let client = client_settings(&config);
         Generation {
             config: Arc::new(config),
             pools,
@@ -412,11 +394,7 @@ async fn proxy(
             downstream_version,
         },
     );
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let body_empty = http_body::Body::is_end_stream(&incoming) || declared_len == Some(0);
     let can_retry = is_idempotent(&parts.method) && body_empty && !upgrade;
     let mut body = Some(RequestBody::new(
@@ -428,50 +406,47 @@ async fn proxy(
     let deadline = record.start + route.timeouts.request;
     let mut excluded: Option<Arc<UpstreamServer>> = None;
 
-    let (response, inflight) = loop {
+    let (exchange, inflight) = loop {
         let Some(server) = pool.pick(upstream::now_ms(), excluded.as_ref()) else {
             return Err((ProxyError::UpstreamConnect, original_headers, record));
         };
         record.upstream = Some(server.clone());
-        let Ok(uri) = Uri::builder()
-            .scheme("http")
-            .authority(server.authority.clone())
-            .path_and_query(path_and_query.as_str())
-            .build()
-        else {
-            return Err((ProxyError::BadRequest, original_headers, record));
-        };
-        let mut upstream_req = Request::new(body.take().unwrap_or_else(RequestBody::empty));
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
-        // Keep a copy of the head only when a retry is possible.
-        *upstream_req.headers_mut() = if can_retry && excluded.is_none() {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
+        let outgoing = client::OutgoingRequest {
+            method: &parts.method,
+            target,
+            headers: &parts.headers,
+            content_length: declared_len,
+            upgrade,
         };
         let inflight = InflightGuard::new(server.clone());
         let sent_at = Instant::now();
         let head_deadline = (sent_at + route.timeouts.upstream_response_head).min(deadline);
-        let outcome =
-            tokio::time::timeout_at(head_deadline, generation.client.request(upstream_req)).await;
+        let request_body = body.take().unwrap_or_else(RequestBody::empty);
+        let outcome = tokio::time::timeout_at(
+            head_deadline,
+            client::send(&server, generation.client, outgoing, request_body),
+        )
+        .await;
         let error = match outcome {
-            Ok(Ok(resp)) => {
+            Ok(Ok(exchange)) => {
                 pool.latency.observe(sent_at.elapsed().as_secs_f64());
                 server.record_request(true, &pool.spec.health, upstream::now_ms());
-                break (resp, inflight);
+                break (exchange, inflight);
             }
-            Ok(Err(e)) if caused_by_body_limit(&e) => {
+            Ok(Err(ClientError::BodyTooLarge)) => {
                 return Err((ProxyError::BodyTooLarge, original_headers, record));
+            }
+            Ok(Err(ClientError::DownstreamBody)) => {
+                // The client went away or sent a broken body: not the origin's fault.
+                return Err((ProxyError::BadRequest, original_headers, record));
+            }
+            Ok(Err(e @ (ClientError::Connect(_) | ClientError::ConnectTimeout))) => {
+                tracing::debug!(server = %server.address, error = %e, "upstream connect failed");
+                ProxyError::UpstreamConnect
             }
             Ok(Err(e)) => {
                 tracing::debug!(server = %server.address, error = %e, "upstream request failed");
-                if e.is_connect() {
-                    ProxyError::UpstreamConnect
-                } else {
-                    ProxyError::UpstreamFailed
-                }
+                ProxyError::UpstreamFailed
             }
             Err(_) => ProxyError::UpstreamTimeout,
         };
@@ -491,58 +466,49 @@ async fn proxy(
     };
 
     // Phase 3: upstream response head.
-    let (mut rparts, rbody) = response.into_parts();
-    let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::remove_hop_by_hop(&mut rparts.headers, switching && upgrade);
-    headers::append_via(&mut rparts.headers, "1.1", &config.via_name);
-    record.status = rparts.status.as_u16();
-    if switching {
-        if let Some(downstream_upgrade) = on_upgrade {
-            let mut upstream_resp = Response::from_parts(rparts.clone(), ());
-            let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
-            tokio::spawn(tunnel(downstream_upgrade, upstream_upgrade, inflight));
+    let (head, body_or_tunnel) = match exchange {
+        Exchange::Response(head, body) => (head, Ok(body)),
+        Exchange::Upgraded(head, stream, leftover) => (head, Err((stream, leftover))),
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::remove_hop_by_hop(response.headers_mut(), switching);
+    headers::append_via(response.headers_mut(), "1.1", &config.via_name);
+    record.status = head.status.as_u16();
+    match body_or_tunnel {
+        // Phases 4 and 5 happen as the body streams and when it is dropped.
+        Ok(body) => Ok(response.map(|()| ResponseBody::upstream(body, deadline, record, inflight))),
+        Err((stream, leftover)) => {
+            let Some(downstream_upgrade) = on_upgrade else {
+                return Err((ProxyError::UpstreamFailed, original_headers, record));
+            };
+            tokio::spawn(tunnel(downstream_upgrade, stream, leftover, inflight));
             // Logged now; the tunnel's bytes are not counted in the record.
             record.reason = Some("upgraded");
-            return Ok(Response::from_parts(
-                rparts,
-                ResponseBody::local(Bytes::new(), Some(record)),
-            ));
+            Ok(response.map(|()| ResponseBody::local(Bytes::new(), Some(record))))
         }
     }
-
-    // Phases 4 and 5 happen as the body streams and when it is dropped.
-    Ok(Response::from_parts(
-        rparts,
-        ResponseBody::upstream(rbody, deadline, record, inflight),
-    ))
 }
 
+/// Copies bytes both ways between an upgraded downstream connection and the origin.
 async fn tunnel(
     downstream: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
+    mut upstream: tokio::net::TcpStream,
+    leftover: Bytes,
     _inflight: InflightGuard,
 ) {
-    let (Ok(d), Ok(u)) = (downstream.await, upstream.await) else {
-        tracing::debug!("upgrade failed on one side");
+    use tokio::io::AsyncWriteExt;
+    let Ok(d) = downstream.await else {
+        tracing::debug!("downstream upgrade failed");
         return;
     };
     let mut d = TokioIo::new(d);
-    let mut u = TokioIo::new(u);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+    if !leftover.is_empty() && d.write_all(&leftover).await.is_err() {
+        return;
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded tunnel closed with error");
     }
-}
-
-fn caused_by_body_limit(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if matches!(
-            s.downcast_ref::<RequestBodyError>(),
-            Some(RequestBodyError::TooLarge)
-        ) {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }

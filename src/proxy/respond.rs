@@ -135,29 +135,15 @@ pub fn error_response(
 mod tests {
     use super::*;
 
-    fn headers(al: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::ACCEPT_LANGUAGE,
-            HeaderValue::from_str(al).unwrap(),
-        );
-        h
+    fn lang(al: &str, default: Language) -> Language {
+        negotiate_language(Some(&HeaderValue::from_str(al).unwrap()), default)
     }
 
     #[test]
     fn language_follows_preference() {
-        assert_eq!(
-            negotiate_language(headers("en-GB,en;q=0.9,fr;q=0.5"), Language::Fr),
-            Language::En
-        );
-        assert_eq!(
-            negotiate_language(headers("de,fr;q=0.4,en;q=0.3"), Language::En),
-            Language::Fr
-        );
-        assert_eq!(
-            negotiate_language(headers("de"), Language::Fr),
-            Language::Fr
-        );
+        assert_eq!(lang("en-GB,en;q=0.9,fr;q=0.5", Language::Fr), Language::En);
+        assert_eq!(lang("de,fr;q=0.4,en;q=0.3", Language::En), Language::Fr);
+        assert_eq!(lang("de", Language::Fr), Language::Fr);
         assert_eq!(negotiate_language(None, Language::En), Language::En);
     }
 

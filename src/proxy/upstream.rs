@@ -35,6 +35,8 @@ pub struct UpstreamServer {
     probe_successes: AtomicU32,
     probe_failures: AtomicU32,
     healthy_gauge: Gauge,
+    /// Idle keep-alive connections to this server.
+    pub idle: super::client::IdlePool,
 }
 
 impl UpstreamServer {
@@ -52,6 +54,7 @@ impl UpstreamServer {
             probe_successes: AtomicU32::new(0),
             probe_failures: AtomicU32::new(0),
             healthy_gauge,
+            idle: super::client::IdlePool::default(),
         })
     }
 

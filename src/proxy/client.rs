@@ -1,0 +1,652 @@
+//! The upstream HTTP/1.1 client. It runs inside the request's own task: it takes an idle
+//! keep-alive connection from the server's pool (or connects), writes the request head and
+//! streams the body, parses the response head with `httparse`, and hands back a body that
+//! reads straight from the socket and returns the connection to the pool once the message is
+//! complete. No connection task and no channels sit between the downstream request and the
+//! upstream socket, which is where a generic client spends most of its time per request.
+//!
+//! Framing follows RFC 9112 section 6: responses to HEAD and 1xx/204/304 have no body,
+//! `Transfer-Encoding: chunked` is decoded (and re-framed downstream by hyper), otherwise
+//! `Content-Length`, otherwise the body runs to connection close (never reused).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::body::{RequestBody, RequestBodyError};
+use super::upstream::UpstreamServer;
+
+/// Largest response head accepted from an origin.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most header fields accepted in a response head.
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Read size for bodies.
+const READ_CHUNK: usize = 16 * 1024;
+/// Idle connections older than this are closed rather than reused.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An idle connection unused for longer than this is checked for a close by the origin.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// How an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No TCP connection could be opened (safe to retry elsewhere).
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    /// The connect timeout passed.
+    #[error("connect timeout")]
+    ConnectTimeout,
+    /// The request body exceeded its limit.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The downstream body failed while we forwarded it.
+    #[error("downstream body failed")]
+    DownstreamBody,
+    /// The connection failed or the origin sent something invalid.
+    #[error("upstream: {0}")]
+    Failed(&'static str),
+}
+
+/// A live connection to an upstream server.
+#[derive(Debug)]
+pub struct UpstreamConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    idle_since: Instant,
+}
+
+/// The idle connections of one server.
+#[derive(Debug, Default)]
+pub struct IdlePool {
+    conns: std::sync::Mutex<Vec<UpstreamConn>>,
+}
+
+impl IdlePool {
+    fn take(&self, now: Instant) -> Option<UpstreamConn> {
+        let mut conns = self.conns.lock().ok()?;
+        // Most recently used first: it is the least likely to have been closed.
+        while let Some(conn) = conns.pop() {
+            if now.saturating_duration_since(conn.idle_since) < IDLE_TIMEOUT {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, mut conn: UpstreamConn, max_idle: usize) {
+        conn.idle_since = Instant::now();
+        if let Ok(mut conns) = self.conns.lock() {
+            if conns.len() < max_idle {
+                conns.push(conn);
+            }
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle connections kept per server.
+    pub max_idle_per_server: usize,
+}
+
+/// What to send.
+pub struct OutgoingRequest<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Origin-form target (`/path?query`).
+    pub target: &'a str,
+    /// Header fields, hop-by-hop already removed (framing is decided here).
+    pub headers: &'a HeaderMap,
+    /// Declared body length, if any.
+    pub content_length: Option<u64>,
+    /// Whether this is an upgrade request (no body; the connection becomes a tunnel).
+    pub upgrade: bool,
+}
+
+/// The response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status.
+    pub status: StatusCode,
+    /// Header fields as received.
+    pub headers: HeaderMap,
+}
+
+/// The outcome of a successful exchange up to the response head.
+pub enum Exchange {
+    /// A normal response with its streaming body.
+    Response(ResponseHead, UpstreamBody),
+    /// `101 Switching Protocols`: the raw connection (plus bytes already read) to tunnel.
+    Upgraded(ResponseHead, TcpStream, Bytes),
+}
+
+async fn connect(
+    server: &UpstreamServer,
+    settings: ClientSettings,
+) -> Result<UpstreamConn, ClientError> {
+    let addr = server.authority.as_str();
+    let stream =
+        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ClientError::Connect(e)),
+            Err(_) => return Err(ClientError::ConnectTimeout),
+        };
+    let _ = stream.set_nodelay(true);
+    Ok(UpstreamConn {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        idle_since: Instant::now(),
+    })
+}
+
+/// An idle connection the origin already closed shows EOF (or data) when probed.
+fn looks_closed(conn: &UpstreamConn) -> bool {
+    let mut probe = [0u8; 1];
+    !matches!(conn.stream.try_read(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+fn encode_head(req: &OutgoingRequest<'_>, chunked: bool, out: &mut BytesMut) {
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if let Some(n) = req.content_length {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa_u64(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
+/// Sends `req` with `body` to `server` and reads the response head.
+///
+/// A reused keep-alive connection that turns out to be closed before any response byte is
+/// retried once on a fresh connection when the body had not started.
+pub async fn send(
+    server: &Arc<UpstreamServer>,
+    settings: ClientSettings,
+    req: OutgoingRequest<'_>,
+    mut body: RequestBody,
+) -> Result<Exchange, ClientError> {
+    let body_empty = Body::is_end_stream(&body);
+    let chunked = !body_empty && req.content_length.is_none() && !req.upgrade;
+    let mut head = BytesMut::with_capacity(512);
+    encode_head(&req, chunked, &mut head);
+    let mut fresh_only = false;
+    loop {
+        let now = Instant::now();
+        let pooled = if fresh_only {
+            None
+        } else {
+            server.idle.take(now)
+        };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c)
+                if now.saturating_duration_since(c.idle_since) > PROBE_AFTER
+                    && looks_closed(&c) =>
+            {
+                connect(server, settings).await?
+            }
+            Some(c) => c,
+            None => connect(server, settings).await?,
+        };
+        if let Err(e) = conn.stream.write_all(&head).await {
+            if reused {
+                fresh_only = true;
+                continue;
+            }
+            tracing::debug!(error = %e, "upstream write failed");
+            return Err(ClientError::Failed("write failed"));
+        }
+        let sent_body = !body_empty;
+        if sent_body {
+            write_body(&mut conn.stream, &mut body, chunked).await?;
+        }
+        match read_head(&mut conn, req.method).await {
+            Ok(parsed) => return finish(parsed, conn, server, settings, req.method, req.upgrade),
+            Err(HeadError::ClosedBeforeResponse) if reused && !sent_body => {
+                fresh_only = true;
+                continue;
+            }
+            Err(HeadError::ClosedBeforeResponse) => {
+                return Err(ClientError::Failed("connection closed before the response"))
+            }
+            Err(HeadError::Invalid(what)) => return Err(ClientError::Failed(what)),
+        }
+    }
+}
+
+async fn write_body(
+    stream: &mut TcpStream,
+    body: &mut RequestBody,
+    chunked: bool,
+) -> Result<(), ClientError> {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(RequestBodyError::TooLarge) => return Err(ClientError::BodyTooLarge),
+            Err(RequestBodyError::Downstream(_)) => return Err(ClientError::DownstreamBody),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let result = if chunked {
+            let mut piece = BytesMut::with_capacity(data.len() + 16);
+            piece.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            piece.extend_from_slice(&data);
+            piece.extend_from_slice(b"\r\n");
+            stream.write_all(&piece).await
+        } else {
+            stream.write_all(&data).await
+        };
+        result.map_err(|_| ClientError::Failed("write failed"))?;
+    }
+    if chunked {
+        stream
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|_| ClientError::Failed("write failed"))?;
+    }
+    Ok(())
+}
+
+enum HeadError {
+    ClosedBeforeResponse,
+    Invalid(&'static str),
+}
+
+struct ParsedHead {
+    head: ResponseHead,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+async fn read_head(conn: &mut UpstreamConn, method: &Method) -> Result<ParsedHead, HeadError> {
+    let mut received_any = false;
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&conn.buf, method)? {
+                Some((consumed, parsed)) => {
+                    conn.buf.advance(consumed);
+                    // Interim responses (100 Continue, 103 Early Hints) are skipped.
+                    if parsed.head.status.is_informational()
+                        && parsed.head.status != StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        continue;
+                    }
+                    return Ok(parsed);
+                }
+                None if conn.buf.len() >= MAX_RESPONSE_HEAD => {
+                    return Err(HeadError::Invalid("response head too large"))
+                }
+                None => {}
+            }
+        }
+        conn.buf.reserve(READ_CHUNK);
+        let n = read_some(&mut conn.stream, &mut conn.buf)
+            .await
+            .map_err(|_| {
+                if received_any {
+                    HeadError::Invalid("connection failed during the response head")
+                } else {
+                    HeadError::ClosedBeforeResponse
+                }
+            })?;
+        if n == 0 {
+            return Err(if received_any {
+                HeadError::Invalid("connection closed during the response head")
+            } else {
+                HeadError::ClosedBeforeResponse
+            });
+        }
+        received_any = true;
+    }
+}
+
+async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    stream.read_buf(buf).await
+}
+
+fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, ParsedHead)>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let consumed = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(HeadError::Invalid("malformed response head")),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(HeadError::Invalid("bad status"))?;
+    let http10 = resp.version == Some(0);
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = http10;
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Invalid("bad header name"))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Invalid("bad header value"))?;
+        if name == CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(HeadError::Invalid("bad content-length"))?;
+            if content_length.is_some_and(|prev| prev != n) {
+                return Err(HeadError::Invalid("conflicting content-length"));
+            }
+            content_length = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            if !chunked {
+                // Not chunked-terminated: length is "until close" (RFC 9112 6.3 rule 4).
+                close = true;
+            }
+        } else if name == CONNECTION {
+            let v = h.value.to_ascii_lowercase();
+            if v.split(|b| *b == b',').any(|t| t.trim_ascii() == b"close") {
+                close = true;
+            } else if http10
+                && v.split(|b| *b == b',')
+                    .any(|t| t.trim_ascii() == b"keep-alive")
+            {
+                close = false;
+            }
+        }
+        headers.append(name, value);
+    }
+    let has_transfer_encoding = headers.contains_key(TRANSFER_ENCODING);
+    let framing = if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked(ChunkState::Size)
+    } else if has_transfer_encoding {
+        Framing::UntilClose
+    } else if let Some(n) = content_length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    if has_transfer_encoding && content_length.is_some() {
+        // Both framings: trust chunked, never forward the length (RFC 9112 6.3 rule 3).
+        headers.remove(CONTENT_LENGTH);
+        close = true;
+    }
+    let keep_alive = !close && !matches!(framing, Framing::UntilClose);
+    Ok(Some((
+        consumed,
+        ParsedHead {
+            head: ResponseHead { status, headers },
+            framing,
+            keep_alive,
+        },
+    )))
+}
+
+fn finish(
+    parsed: ParsedHead,
+    conn: UpstreamConn,
+    server: &Arc<UpstreamServer>,
+    settings: ClientSettings,
+    method: &Method,
+    upgrade: bool,
+) -> Result<Exchange, ClientError> {
+    let _ = method;
+    if parsed.head.status == StatusCode::SWITCHING_PROTOCOLS {
+        if !upgrade {
+            return Err(ClientError::Failed("unsolicited 101"));
+        }
+        let UpstreamConn { stream, buf, .. } = conn;
+        return Ok(Exchange::Upgraded(parsed.head, stream, buf.freeze()));
+    }
+    let body = UpstreamBody {
+        conn: Some(conn),
+        framing: parsed.framing,
+        keep_alive: parsed.keep_alive,
+        server: server.clone(),
+        max_idle: settings.max_idle_per_server,
+    };
+    let mut body = body;
+    body.release_if_done();
+    Ok(Exchange::Response(parsed.head, body))
+}
+
+/// Where a response body is in its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes remain.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(ChunkState),
+    /// Until the origin closes.
+    UntilClose,
+    /// Finished.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// Reading trailer lines until an empty one.
+    Trailers,
+}
+
+/// A response body read straight from the upstream socket.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    conn: Option<UpstreamConn>,
+    framing: Framing,
+    keep_alive: bool,
+    server: Arc<UpstreamServer>,
+    max_idle: usize,
+}
+
+impl UpstreamBody {
+    /// Returns the connection to the pool when the message is complete.
+    fn release_if_done(&mut self) {
+        if matches!(self.framing, Framing::Length(0)) {
+            self.framing = Framing::Done;
+        }
+        if self.framing == Framing::Done {
+            if let Some(conn) = self.conn.take() {
+                if self.keep_alive && conn.buf.is_empty() {
+                    self.server.idle.put(conn, self.max_idle);
+                }
+            }
+        }
+    }
+
+    /// Takes the next decodable piece out of the buffer, if any.
+    fn decode(&mut self) -> Result<Option<Bytes>, &'static str> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let buf = &mut conn.buf;
+        loop {
+            match self.framing {
+                Framing::Done => return Ok(None),
+                Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Ok(None);
+                }
+                Framing::Length(n) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+                    self.framing = Framing::Length(n - take as u64);
+                    return Ok(Some(buf.split_to(take).freeze()));
+                }
+                Framing::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(buf.split().freeze()));
+                }
+                Framing::Chunked(ChunkState::Size) => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((consumed, 0))) => {
+                        buf.advance(consumed);
+                        self.framing = Framing::Chunked(ChunkState::Trailers);
+                    }
+                    Ok(httparse::Status::Complete((consumed, size))) => {
+                        buf.advance(consumed);
+                        self.framing = Framing::Chunked(ChunkState::Data(size));
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if buf.len() > 1024 {
+                            return Err("chunk size line too long");
+                        }
+                        return Ok(None);
+                    }
+                    Err(_) => return Err("bad chunk size"),
+                },
+                Framing::Chunked(ChunkState::Data(n)) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+                    let left = n - take as u64;
+                    self.framing = Framing::Chunked(if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    });
+                    return Ok(Some(buf.split_to(take).freeze()));
+                }
+                Framing::Chunked(ChunkState::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err("missing CRLF after chunk");
+                    }
+                    buf.advance(2);
+                    self.framing = Framing::Chunked(ChunkState::Size);
+                }
+                Framing::Chunked(ChunkState::Trailers) => {
+                    // Trailer fields are dropped; stop at the empty line.
+                    let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        if buf.len() > 16 * 1024 {
+                            return Err("trailers too large");
+                        }
+                        return Ok(None);
+                    };
+                    buf.advance(pos + 2);
+                    if pos == 0 {
+                        self.framing = Framing::Done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            match this.decode() {
+                Ok(Some(data)) => {
+                    this.release_if_done();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) => {}
+                Err(what) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        what,
+                    ))));
+                }
+            }
+            this.release_if_done();
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if this.framing == Framing::Done {
+                return Poll::Ready(None);
+            }
+            conn.buf.reserve(READ_CHUNK);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut conn.stream),
+                cx,
+                &mut conn.buf
+            ))?;
+            if n == 0 {
+                this.conn = None;
+                if this.framing == Framing::UntilClose {
+                    this.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "origin closed mid-body",
+                ))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -26,7 +26,7 @@ pub fn spawn(generation: &Arc<Generation>) {
                 .cloned()
                 .unwrap_or_default();
             let pool = pool.clone();
-            let client = generation.client.clone();
+            let client = generation.client;
             let retired = generation.retired.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(pool.spec.health.interval);

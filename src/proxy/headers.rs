@@ -36,8 +36,10 @@ pub struct Forwarding<'a> {
     pub host: &'a str,
     /// Our pseudonym.
     pub via_name: &'a str,
-    /// `1.1` or `2`.
-    pub downstream_version: &'static str,
+    /// The peer address as a header value (computed once per connection).
+    pub peer_value: &'a HeaderValue,
+    /// Our `Via` entry for the downstream protocol (`1.1 rempart` or `2 rempart`).
+    pub via: &'a HeaderValue,
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket and friends).
@@ -121,13 +123,13 @@ fn forwarded_host(host: &str) -> String {
 
 /// Sets `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` on a request going upstream.
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let peer = f.peer.to_string();
     // X-Forwarded-For: append when the peer is trusted, overwrite otherwise.
-    let xff = match (f.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prev)) => format!("{prev}, {peer}"),
-        _ => peer,
-    };
-    insert(headers, &X_FORWARDED_FOR, &xff);
+    match (f.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prev)) => insert(headers, &X_FORWARDED_FOR, &format!("{prev}, {}", f.peer)),
+        _ => {
+            headers.insert(X_FORWARDED_FOR.clone(), f.peer_value.clone());
+        }
+    }
     if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         insert(headers, &X_FORWARDED_PROTO, f.proto);
     }
@@ -146,17 +148,27 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         _ => element,
     };
     insert(headers, &FORWARDED, &fwd);
-    append_via(headers, f.downstream_version, f.via_name);
+    append_via(headers, f.via);
 }
 
-/// Appends our `Via` entry.
-pub fn append_via(headers: &mut HeaderMap, version: &str, via_name: &str) {
-    let entry = format!("{version} {via_name}");
-    let via = match joined(headers, &VIA) {
-        Some(prev) => format!("{prev}, {entry}"),
-        None => entry,
-    };
-    insert(headers, &VIA, &via);
+/// Appends our `Via` entry (prebuilt, so the common case allocates nothing).
+pub fn append_via(headers: &mut HeaderMap, entry: &HeaderValue) {
+    match joined(headers, &VIA) {
+        Some(prev) => insert(
+            headers,
+            &VIA,
+            &format!("{prev}, {}", entry.to_str().unwrap_or("")),
+        ),
+        None => {
+            headers.insert(VIA, entry.clone());
+        }
+    }
+}
+
+/// The `Via` entry for a downstream protocol version (`1.1` or `2`).
+pub fn via_entry(version: &str, via_name: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{version} {via_name}"))
+        .unwrap_or(HeaderValue::from_static("1.1 rempart"))
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -229,7 +241,8 @@ mod tests {
                 proto: "http",
                 host: "ville.test",
                 via_name: "rempart",
-                downstream_version: "1.1",
+                peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
+                via: &via_entry("1.1", "rempart"),
             },
         );
         assert_eq!(m.get("x-forwarded-for").unwrap(), "192.0.2.10");
@@ -256,7 +269,8 @@ mod tests {
                 proto: "https",
                 host: "ville.test",
                 via_name: "rempart",
-                downstream_version: "2",
+                peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
+                via: &via_entry("2", "rempart"),
             },
         );
         assert_eq!(m.get("x-forwarded-for").unwrap(), "203.0.113.5, 10.0.0.2");

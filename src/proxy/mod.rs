@@ -59,6 +59,8 @@ pub struct Generation {
     pub access_log: bool,
     /// Cancelled when this generation is replaced (stops its health checks).
     pub retired: CancellationToken,
+    /// Our `Via` entries for HTTP/1.1 and HTTP/2 downstream.
+    pub via: [HeaderValue; 2],
 }
 
 /// Per-connection facts handed to every request on it.
@@ -66,6 +68,8 @@ pub struct Generation {
 pub struct ConnInfo {
     /// Client address (from PROXY protocol when enabled).
     pub peer: SocketAddr,
+    /// The client IP as a header value, computed once.
+    pub peer_value: HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
 }
@@ -168,6 +172,10 @@ impl Gateway {
             })
             .collect();
         let client = client_settings(&config);
+        let via = [
+            headers::via_entry("1.1", &config.via_name),
+            headers::via_entry("2", &config.via_name),
+        ];
         Generation {
             config: Arc::new(config),
             pools,
@@ -176,6 +184,7 @@ impl Gateway {
             client,
             access_log,
             retired: CancellationToken::new(),
+            via,
         }
     }
 
@@ -212,7 +221,7 @@ impl Gateway {
             tenant: None,
             route: None,
             method: req.method().clone(),
-            path: truncate_path(req.uri().path()),
+            uri: req.uri().clone(),
             version: req.version(),
             client,
             status: 0,
@@ -238,16 +247,17 @@ impl Gateway {
     }
 }
 
-fn truncate_path(path: &str) -> String {
+/// The path as logged: cut at 256 bytes (on a character boundary).
+fn truncate_path(path: &str) -> std::borrow::Cow<'_, str> {
     const MAX: usize = 256;
     if path.len() <= MAX {
-        return path.to_owned();
+        return std::borrow::Cow::Borrowed(path);
     }
     let mut end = MAX;
     while !path.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &path[..end])
+    std::borrow::Cow::Owned(format!("{}…", &path[..end]))
 }
 
 fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
@@ -391,7 +401,12 @@ async fn proxy(
             proto: conn.proto,
             host: &forwarded_host,
             via_name: &config.via_name,
-            downstream_version,
+            peer_value: &conn.peer_value,
+            via: if downstream_version == "2" {
+                &generation.via[1]
+            } else {
+                &generation.via[0]
+            },
         },
     );
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -475,7 +490,7 @@ async fn proxy(
     *response.headers_mut() = head.headers;
     let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::remove_hop_by_hop(response.headers_mut(), switching);
-    headers::append_via(response.headers_mut(), "1.1", &config.via_name);
+    headers::append_via(response.headers_mut(), &generation.via[0]);
     record.status = head.status.as_u16();
     match body_or_tunnel {
         // Phases 4 and 5 happen as the body streams and when it is dropped.

@@ -181,6 +181,7 @@ async fn serve_connection(
             serve_http(
                 io,
                 ConnInfo {
+                    peer_value: peer_value(peer),
                     peer,
                     proto: "https",
                 },
@@ -199,6 +200,7 @@ async fn serve_connection(
             serve_http(
                 io,
                 ConnInfo {
+                    peer_value: peer_value(peer),
                     peer,
                     proto: "http",
                 },
@@ -262,6 +264,11 @@ async fn serve_http<I>(
             }
         }
     }
+}
+
+fn peer_value(peer: SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or(http::HeaderValue::from_static("unknown"))
 }
 
 /// Resolves once no byte moved on the connection for `idle`.

@@ -6,6 +6,7 @@ mod admin;
 mod check;
 mod errors;
 mod forwarding;
+mod framing;
 mod health;
 mod process;
 mod protocols;

@@ -97,7 +97,33 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
+pub type OriginBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
 async fn origin_handle(
+    state: Arc<OriginState>,
+    req: Request<Incoming>,
+) -> Result<Response<OriginBody>, Infallible> {
+    if req.uri().path() == "/chunked" {
+        state.requests.fetch_add(1, Ordering::SeqCst);
+        let chunks: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> =
+            ["un, ", "deux, ", "trois"]
+                .iter()
+                .map(|c| Ok(hyper::body::Frame::data(Bytes::from_static(c.as_bytes()))))
+                .collect();
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        return Ok(Response::new(BodyExt::boxed(body)));
+    }
+    if req.uri().path() == "/no-content" {
+        state.requests.fetch_add(1, Ordering::SeqCst);
+        return Ok(Response::builder()
+            .status(204)
+            .body(BodyExt::boxed(Full::new(Bytes::new())))
+            .unwrap());
+    }
+    Ok(origin_full(state, req).await?.map(BodyExt::boxed))
+}
+
+async fn origin_full(
     state: Arc<OriginState>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {

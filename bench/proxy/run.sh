@@ -59,9 +59,10 @@ results="$work/results.txt"
 peak_rss=0
 for size in 1k 100k; do
   for conns in 64 256; do
-    for target in direct nginx rempart; do
-      case $target in direct) port=$direct_port;; nginx) port=$nginx_port;; rempart) port=$rempart_port;; esac
-      for run in $(seq 1 "$RUNS"); do
+    # Runs interleave the three targets so that drift on a shared VM hits them alike.
+    for run in $(seq 1 "$RUNS"); do
+      for target in direct nginx rempart; do
+        case $target in direct) port=$direct_port;; nginx) port=$nginx_port;; rempart) port=$rempart_port;; esac
         taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" -s "$here/report.lua" \
           "http://127.0.0.1:$port/$size" > "$work/wrk.out" 2>&1 &
         wrk_pid=$!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proxy benchmark: origin direct vs nginx (keep-alive reverse proxy) vs Rempart, for 1 KiB and
+# Proxy benchmark: origin direct vs nginx and HAProxy (keep-alive reverse proxies) vs Rempart, for 1 KiB and
 # 100 KiB bodies at 64 and 256 connections, median of RUNS runs of DURATION each.
 # The system under test runs alone on core 0; wrk and the backend origin run on core 1.
 # Only loopback addresses are used.
@@ -17,6 +17,7 @@ LOAD_CORE=${LOAD_CORE:-1}
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
@@ -47,12 +48,22 @@ sed -e "s#BENCH_DIR#$work#g" -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$ngin
 taskset -c "$SUT_CORE" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!)
 wait_port "$nginx_port"
 
+haproxy_port=$(free_port)
+sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$haproxy_port#g" "$here/haproxy.cfg" > "$work/haproxy.cfg"
+taskset -c "$SUT_CORE" haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & pids+=($!)
+wait_port "$haproxy_port"
+
 rempart_port=$(free_port)
 sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$rempart_port#g" "$here/rempart.toml" > "$work/rempart.toml"
 taskset -c "$SUT_CORE" "$root/target/release/rempart" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & rempart_pid=$!; pids+=($rempart_pid)
 wait_port "$rempart_port"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_rss=$(rss_kib "$rempart_pid")
+
+# Warm every target up (connections, allocator, caches) before measuring.
+for port in $direct_port $nginx_port $haproxy_port $rempart_port; do
+  taskset -c "$LOAD_CORE" wrk -t1 -c256 -d2s -H "Host: bench.localhost" "http://127.0.0.1:$port/1k" > /dev/null 2>&1
+done
 
 results="$work/results.txt"
 : > "$results"
@@ -61,8 +72,8 @@ for size in 1k 100k; do
   for conns in 64 256; do
     # Runs interleave the three targets so that drift on a shared VM hits them alike.
     for run in $(seq 1 "$RUNS"); do
-      for target in direct nginx rempart; do
-        case $target in direct) port=$direct_port;; nginx) port=$nginx_port;; rempart) port=$rempart_port;; esac
+      for target in direct nginx haproxy rempart; do
+        case $target in direct) port=$direct_port;; nginx) port=$nginx_port;; haproxy) port=$haproxy_port;; rempart) port=$rempart_port;; esac
         taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" -s "$here/report.lua" \
           "http://127.0.0.1:$port/$size" > "$work/wrk.out" 2>&1 &
         wrk_pid=$!
@@ -87,16 +98,17 @@ for line in open(path):
     rows.setdefault((size, int(conns), target), []).append(d)
 def med(key, size, conns, target):
     return statistics.median(float(r[key]) for r in rows[(size, conns, target)])
-print(f"wrk -t1 -d{duration}, median of {runs} runs; system under test on core 0, wrk + backend origin on core 1\n")
-print("| body | conns | direct req/s | nginx req/s | Rempart req/s | Rempart/nginx | Rempart/direct | p50 nginx / Rempart (ms) | p99 nginx / Rempart (ms) | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print(f"requests/s, wrk -t1 -d{duration}, median of {runs} interleaved runs; system under test alone on core 0, wrk + backend origin on core 1\n")
+print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+targets = ("direct", "nginx", "haproxy", "rempart")
 for size in ["1k", "100k"]:
     for conns in [64, 256]:
-        d, n, r = (med("rps", size, conns, t) for t in ("direct", "nginx", "rempart"))
-        p50n, p50r = med("p50_us", size, conns, "nginx") / 1000, med("p50_us", size, conns, "rempart") / 1000
-        p99n, p99r = med("p99_us", size, conns, "nginx") / 1000, med("p99_us", size, conns, "rempart") / 1000
-        errs = sum(int(x["errors"]) for t in ("direct", "nginx", "rempart") for x in rows[(size, conns, t)])
+        d, n, h, r = (med("rps", size, conns, t) for t in targets)
+        p50 = " / ".join(f"{med('p50_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
+        p99 = " / ".join(f"{med('p99_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
+        errs = sum(int(x["errors"]) for t in targets for x in rows[(size, conns, t)])
         label = "1 KiB" if size == "1k" else "100 KiB"
-        print(f"| {label} | {conns} | {d:,.0f} | {n:,.0f} | {r:,.0f} | {r/n:.2f}x | {r/d:.2f}x | {p50n:.2f} / {p50r:.2f} | {p99n:.2f} / {p99r:.2f} | {errs} |")
+        print(f"| {label} | {conns} | {d:,.0f} | {n:,.0f} | {h:,.0f} | {r:,.0f} | {r/n:.2f}x | {r/h:.2f}x | {r/d:.2f}x | {p50} | {p99} | {errs} |")
 print(f"\nRempart RSS: idle {int(idle)/1024:.1f} MiB, under 256-connection load {int(peak)/1024:.1f} MiB")
 PY

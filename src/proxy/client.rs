@@ -29,7 +29,7 @@ use super::upstream::UpstreamServer;
 /// Largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most header fields accepted in a response head.
-const MAX_RESPONSE_HEADERS: usize = 128;
+const MAX_RESPONSE_HEADERS: usize = 100;
 /// Buffer room for a response head (and, usually, a small body with it). Kept small: one
 /// buffer lives per idle upstream connection, and cache footprint per connection is what
 /// limits throughput with hundreds of connections (see BENCHMARKS.md).
@@ -298,9 +298,8 @@ async fn read_head(conn: &mut UpstreamConn, method: &Method) -> Result<ParsedHea
     let mut received_any = false;
     loop {
         if !conn.buf.is_empty() {
-            match parse_head(&conn.buf, method)? {
-                Some((consumed, parsed)) => {
-                    conn.buf.advance(consumed);
+            match parse_head(&mut conn.buf, method)? {
+                Some(parsed) => {
                     // Interim responses (100 Continue, 103 Early Hints) are skipped.
                     if parsed.head.status.is_informational()
                         && parsed.head.status != StatusCode::SWITCHING_PROTOCOLS
@@ -341,10 +340,20 @@ async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
-fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, ParsedHead)>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let consumed = match resp.parse(buf) {
+/// Parses a complete response head at the start of `buf` and splits it off; header values
+/// share the head's bytes (no copy). `Ok(None)` when more bytes are needed.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>, HeadError> {
+    // Uninitialised slots: zeroing a large header array on every response costs more than
+    // parsing a typical head.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let consumed = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(HeadError::Invalid("malformed response head")),
@@ -354,15 +363,15 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, ParsedHead)>
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(HeadError::Invalid("bad status"))?;
     let http10 = resp.version == Some(0);
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let base = buf.as_ptr() as usize;
+    let mut fields_at: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
+    let mut has_transfer_encoding = false;
     let mut close = http10;
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HeadError::Invalid("bad header name"))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Invalid("bad header value"))?;
         if name == CONTENT_LENGTH {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -373,6 +382,7 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, ParsedHead)>
             }
             content_length = Some(n);
         } else if name == TRANSFER_ENCODING {
+            has_transfer_encoding = true;
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
             if !chunked {
@@ -380,19 +390,25 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, ParsedHead)>
                 close = true;
             }
         } else if name == CONNECTION {
-            let v = h.value.to_ascii_lowercase();
-            if v.split(|b| *b == b',').any(|t| t.trim_ascii() == b"close") {
-                close = true;
-            } else if http10
-                && v.split(|b| *b == b',')
-                    .any(|t| t.trim_ascii() == b"keep-alive")
-            {
-                close = false;
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
             }
         }
+        let start = h.value.as_ptr() as usize - base;
+        fields_at.push((name, start, start + h.value.len()));
+    }
+    drop(resp);
+    let head_bytes = buf.split_to(consumed).freeze();
+    let mut headers = HeaderMap::with_capacity(fields_at.len());
+    for (name, start, end) in fields_at {
+        let value = HeaderValue::from_maybe_shared(head_bytes.slice(start..end))
+            .map_err(|_| HeadError::Invalid("bad header value"))?;
         headers.append(name, value);
     }
-    let has_transfer_encoding = headers.contains_key(TRANSFER_ENCODING);
     let framing = if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -414,14 +430,11 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, ParsedHead)>
         close = true;
     }
     let keep_alive = !close && !matches!(framing, Framing::UntilClose);
-    Ok(Some((
-        consumed,
-        ParsedHead {
-            head: ResponseHead { status, headers },
-            framing,
-            keep_alive,
-        },
-    )))
+    Ok(Some(ParsedHead {
+        head: ResponseHead { status, headers },
+        framing,
+        keep_alive,
+    }))
 }
 
 fn finish(
@@ -664,9 +677,11 @@ mod tests {
     use super::*;
 
     fn head(raw: &str, method: &Method) -> ParsedHead {
-        match parse_head(raw.as_bytes(), method) {
-            Ok(Some((n, parsed))) => {
-                assert_eq!(n, raw.find("\r\n\r\n").unwrap() + 4);
+        let mut buf = BytesMut::from(raw.as_bytes());
+        buf.extend_from_slice(b"BODY");
+        match parse_head(&mut buf, method) {
+            Ok(Some(parsed)) => {
+                assert_eq!(&buf[..], b"BODY", "the head is split off exactly");
                 parsed
             }
             _ => panic!("did not parse: {raw:?}"),
@@ -759,10 +774,16 @@ mod tests {
             "HTTP/1.1 2000 OK\r\n\r\n",
             "NOT HTTP\r\n\r\n",
         ] {
-            assert!(parse_head(raw.as_bytes(), &Method::GET).is_err(), "{raw:?}");
+            assert!(
+                parse_head(&mut BytesMut::from(raw.as_bytes()), &Method::GET).is_err(),
+                "{raw:?}"
+            );
         }
         assert!(matches!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-", &Method::GET),
+            parse_head(
+                &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]),
+                &Method::GET
+            ),
             Ok(None)
         ));
     }

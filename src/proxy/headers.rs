@@ -12,15 +12,16 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Hop-by-hop headers always removed (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers always removed (RFC 9110 section 7.6.1). Constants, so removal hashes
+/// a known name instead of parsing a string each time.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// What the forwarding headers describe.
@@ -38,6 +39,8 @@ pub struct Forwarding<'a> {
     pub via_name: &'a str,
     /// The peer address as a header value (computed once per connection).
     pub peer_value: &'a HeaderValue,
+    /// The peer's `for=` element of `Forwarded` (computed once per connection).
+    pub forwarded_for: &'a str,
     /// Our `Via` entry for the downstream protocol (`1.1 rempart` or `2 rempart`).
     pub via: &'a HeaderValue,
 }
@@ -62,18 +65,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         None
     };
-    // Names listed in Connection are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // Names listed in Connection are hop-by-hop too (the usual tokens are not header names).
+    if headers.contains_key(CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if let Some(u) = upgrade {
@@ -103,51 +114,68 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, is_trusted: impl Fn(IpAddr) 
     peer
 }
 
-fn forwarded_node(ip: IpAddr) -> String {
+/// The `for=` element of `Forwarded` for `ip` (IPv6 quoted and bracketed, RFC 7239).
+pub fn forwarded_for(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        IpAddr::V4(v4) => format!("for={v4}"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
     }
 }
 
-fn forwarded_host(host: &str) -> String {
+fn push_forwarded_host(out: &mut String, host: &str) {
     if host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
     {
-        host.to_owned()
+        out.push_str(host);
     } else {
-        format!("\"{}\"", host.replace(['"', '\\'], ""))
+        out.push('"');
+        out.extend(host.chars().filter(|c| *c != '"' && *c != '\\'));
+        out.push('"');
     }
 }
 
 /// Sets `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` on a request going upstream.
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    // X-Forwarded-For: append when the peer is trusted, overwrite otherwise.
-    match (f.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prev)) => insert(headers, &X_FORWARDED_FOR, &format!("{prev}, {}", f.peer)),
-        _ => {
+    // From an untrusted peer, every forwarding header is overwritten; from a trusted proxy,
+    // the chain is extended and its proto/host kept.
+    let prev_xff = if f.peer_trusted {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    match prev_xff {
+        Some(prev) => insert(headers, &X_FORWARDED_FOR, &format!("{prev}, {}", f.peer)),
+        None => {
             headers.insert(X_FORWARDED_FOR.clone(), f.peer_value.clone());
         }
     }
     if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        insert(headers, &X_FORWARDED_PROTO, f.proto);
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     }
     if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         insert(headers, &X_FORWARDED_HOST, f.host);
     }
-    let element = format!(
-        "for={};host={};proto={};by={}",
-        forwarded_node(f.peer),
-        forwarded_host(f.host),
-        f.proto,
-        f.via_name
-    );
-    let fwd = match (f.peer_trusted, joined(headers, &FORWARDED)) {
-        (true, Some(prev)) => format!("{prev}, {element}"),
-        _ => element,
+    let prev_fwd = if f.peer_trusted {
+        joined(headers, &FORWARDED)
+    } else {
+        None
     };
-    insert(headers, &FORWARDED, &fwd);
+    let mut fwd = String::with_capacity(64 + prev_fwd.as_ref().map_or(0, String::len));
+    if let Some(prev) = prev_fwd {
+        fwd.push_str(&prev);
+        fwd.push_str(", ");
+    }
+    fwd.push_str(f.forwarded_for);
+    fwd.push_str(";host=");
+    push_forwarded_host(&mut fwd, f.host);
+    fwd.push_str(";proto=");
+    fwd.push_str(f.proto);
+    fwd.push_str(";by=");
+    fwd.push_str(f.via_name);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
+        headers.insert(FORWARDED.clone(), v);
+    }
     append_via(headers, f.via);
 }
 
@@ -242,6 +270,7 @@ mod tests {
                 host: "ville.test",
                 via_name: "rempart",
                 peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
+                forwarded_for: &forwarded_for(peer),
                 via: &via_entry("1.1", "rempart"),
             },
         );
@@ -270,6 +299,7 @@ mod tests {
                 host: "ville.test",
                 via_name: "rempart",
                 peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
+                forwarded_for: &forwarded_for(peer),
                 via: &via_entry("2", "rempart"),
             },
         );
@@ -293,6 +323,6 @@ mod tests {
 
     #[test]
     fn ipv6_forwarded_is_quoted() {
-        assert_eq!(forwarded_node("::1".parse().unwrap()), "\"[::1]\"");
+        assert_eq!(forwarded_for("::1".parse().unwrap()), "for=\"[::1]\"");
     }
 }

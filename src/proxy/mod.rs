@@ -70,6 +70,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client IP as a header value, computed once.
     pub peer_value: HeaderValue,
+    /// The client's `for=` element of `Forwarded`, computed once.
+    pub forwarded_for: String,
     /// `http` or `https`.
     pub proto: &'static str,
 }
@@ -289,15 +291,40 @@ fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
 /// The host the client asked for, lower case, without port or trailing dot.
 fn request_host(req: &Request<Incoming>) -> Option<String> {
     let raw = match req.uri().authority() {
-        Some(a) => a.host().to_owned(),
-        None => {
-            let h = req.headers().get(HOST)?.to_str().ok()?;
-            let auth: http::uri::Authority = h.parse().ok()?;
-            auth.host().to_owned()
-        }
+        Some(a) => a.host(),
+        None => host_of(req.headers().get(HOST)?.to_str().ok()?)?,
     };
     let host = raw.trim_end_matches('.').to_ascii_lowercase();
     (!host.is_empty()).then_some(host)
+}
+
+/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), or `None` when
+/// it is not a valid authority without user info.
+fn host_of(value: &str) -> Option<&str> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &value[..end + 2];
+        let inner = &rest[..end];
+        if !inner
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        (host, &rest[end + 1..])
+    } else {
+        match value.rfind(':') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, ""),
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = host.starts_with('[') || (!host.is_empty() && host.bytes().all(valid));
+    (port_ok && host_ok).then_some(host)
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -402,6 +429,7 @@ async fn proxy(
             host: &forwarded_host,
             via_name: &config.via_name,
             peer_value: &conn.peer_value,
+            forwarded_for: &conn.forwarded_for,
             via: if downstream_version == "2" {
                 &generation.via[1]
             } else {
@@ -525,5 +553,22 @@ async fn tunnel(
     }
     if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded tunnel closed with error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_header_values() {
+        assert_eq!(host_of("ville.test"), Some("ville.test"));
+        assert_eq!(host_of("Ville.Test:8443"), Some("Ville.Test"));
+        assert_eq!(host_of("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_of("ville test"), None);
+        assert_eq!(host_of("ville.test:80x"), None);
+        assert_eq!(host_of("user@ville.test"), None);
+        assert_eq!(host_of("[zz]"), None);
+        assert_eq!(host_of(":80"), None);
     }
 }

@@ -182,6 +182,7 @@ async fn serve_connection(
                 io,
                 ConnInfo {
                     peer_value: peer_value(peer),
+                    forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
                     peer,
                     proto: "https",
                 },
@@ -201,6 +202,7 @@ async fn serve_connection(
                 io,
                 ConnInfo {
                     peer_value: peer_value(peer),
+                    forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
                     peer,
                     proto: "http",
                 },

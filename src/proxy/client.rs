@@ -401,7 +401,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
         let start = h.value.as_ptr() as usize - base;
         fields_at.push((name, start, start + h.value.len()));
     }
-    drop(resp);
     let head_bytes = buf.split_to(consumed).freeze();
     let mut headers = HeaderMap::with_capacity(fields_at.len());
     for (name, start, end) in fields_at {

@@ -603,6 +603,26 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Option<Bytes>, &'
     }
 }
 
+/// Fuzzing entry (see `crate::fuzzing`): parse a head from `buf`, then decode what follows
+/// with every framing the head can select, checking that decoding only ever shrinks `buf`.
+#[doc(hidden)]
+pub fn fuzz_response(buf: &mut BytesMut) {
+    for method in [Method::GET, Method::HEAD] {
+        let mut copy = buf.clone();
+        if let Ok(Some(parsed)) = parse_head(&mut copy, &method) {
+            let mut framing = parsed.framing;
+            let mut before = copy.len();
+            while let Ok(Some(_)) = decode(&mut framing, &mut copy) {
+                assert!(copy.len() < before || framing == Framing::Done);
+                before = copy.len();
+            }
+        }
+    }
+    // The same bytes as a chunked body.
+    let mut framing = Framing::Chunked(ChunkState::Size);
+    while let Ok(Some(_)) = decode(&mut framing, buf) {}
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = io::Error;

@@ -33,6 +33,12 @@ pub enum ProxyError {
     /// The request is malformed.
     #[error("bad request")]
     BadRequest,
+    /// Over the per-address request rate.
+    #[error("rate limited (address)")]
+    RateLimitedAddress,
+    /// Over the per-prefix request rate.
+    #[error("rate limited (prefix)")]
+    RateLimitedPrefix,
     /// The upstream refused or could not be reached before anything was sent.
     #[error("upstream unreachable")]
     UpstreamConnect,
@@ -55,7 +61,9 @@ impl ProxyError {
             | Self::BadHost
             | Self::NoRoute
             | Self::BodyTooLarge
-            | Self::BadRequest => Blame::Downstream,
+            | Self::BadRequest
+            | Self::RateLimitedAddress
+            | Self::RateLimitedPrefix => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
             Self::Internal => Blame::Internal,
         }
@@ -73,6 +81,7 @@ impl ProxyError {
             Self::BadHost | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimitedAddress | Self::RateLimitedPrefix => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamConnect | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,6 +96,8 @@ impl ProxyError {
             Self::NoRoute => "no_route",
             Self::BodyTooLarge => "body_too_large",
             Self::BadRequest => "bad_request",
+            Self::RateLimitedAddress => "rate_limited_address",
+            Self::RateLimitedPrefix => "rate_limited_prefix",
             Self::UpstreamConnect => "upstream_connect",
             Self::UpstreamFailed => "upstream_failed",
             Self::UpstreamTimeout => "upstream_timeout",

@@ -26,4 +26,5 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod shield;
 pub mod telemetry;

@@ -21,6 +21,9 @@ pub const CONNECTIONS_TOTAL: &str = "rempart_downstream_connections";
 pub const UPSTREAM_HEALTHY: &str = "rempart_upstream_server_healthy";
 /// `rempart_upstream_retries_total{tenant,pool}`.
 pub const UPSTREAM_RETRIES: &str = "rempart_upstream_retries";
+/// `rempart_shield_decisions_total{tenant,rule,action}`: requests over a shield limit
+/// (`rule`: `address_rate`, `prefix_rate`; `action`: `limited`, `logged`).
+pub const SHIELD_DECISIONS: &str = "rempart_shield_decisions";
 /// `rempart_config_reloads_total{result}` (`ok`, `refused`).
 pub const RELOADS_TOTAL: &str = "rempart_config_reloads";
 
@@ -55,6 +58,17 @@ pub struct ServerLabels {
     pub server: String,
 }
 
+/// Labels of shield decisions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShieldLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Rule broken.
+    pub rule: &'static str,
+    /// `limited` or `logged`.
+    pub action: &'static str,
+}
+
 /// A single `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -86,6 +100,8 @@ pub struct Metrics {
     pub upstream_retries: Family<PoolLabels, Counter>,
     /// Config reloads by result.
     pub reloads: Family<ResultLabel, Counter>,
+    /// Shield decisions.
+    pub shield: Family<ShieldLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,7 +152,14 @@ impl Default for Metrics {
             "Configuration reloads by result",
             reloads.clone(),
         );
+        let shield = Family::<ShieldLabels, Counter>::default();
+        registry.register(
+            SHIELD_DECISIONS,
+            "Requests over a shield limit, by rule and action",
+            shield.clone(),
+        );
         Self {
+            shield,
             registry,
             requests,
             upstream_latency,
@@ -174,6 +197,27 @@ impl Metrics {
                     tenant: tenant.to_owned(),
                     route: route.to_owned(),
                     status_class,
+                })
+                .clone()
+        })
+    }
+}
+
+impl Metrics {
+    /// Shield counters of a tenant: address limited, address logged, prefix limited, prefix logged.
+    pub fn shield_counters(&self, tenant: &str) -> [Counter; 4] {
+        [
+            ("address_rate", "limited"),
+            ("address_rate", "logged"),
+            ("prefix_rate", "limited"),
+            ("prefix_rate", "logged"),
+        ]
+        .map(|(rule, action)| {
+            self.shield
+                .get_or_create(&ShieldLabels {
+                    tenant: tenant.to_owned(),
+                    rule,
+                    action,
                 })
                 .clone()
         })

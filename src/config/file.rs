@@ -64,6 +64,9 @@ pub struct FileConfig {
     pub forwarding: ForwardingFile,
     /// Tenant used when no host matches; otherwise such requests get 421.
     pub default_tenant: Option<String>,
+    /// Flood-defence settings shared by all tenants.
+    #[serde(default)]
+    pub shield: ShieldFile,
     /// Tenants (municipalities, agencies).
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
@@ -171,6 +174,34 @@ pub struct TenantFile {
     /// Routes: host + path prefix to pool.
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// Flood-defence policy of this tenant.
+    #[serde(default)]
+    pub shield: TenantShieldFile,
+}
+
+/// Flood-defence settings shared by all tenants.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldFile {
+    /// IPv4 prefix length that groups addresses (default 24).
+    pub prefix_v4: Option<u8>,
+    /// IPv6 prefix length that groups addresses (default 64).
+    pub prefix_v6: Option<u8>,
+}
+
+/// A tenant's flood-defence policy.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantShieldFile {
+    /// `enforce` (default: answer 429) or `log` (dry run: count and log only).
+    pub mode: Option<String>,
+    /// Requests per second allowed per client address; 0 or absent = no limit.
+    pub address_rate: Option<u32>,
+    /// Requests per second allowed per client prefix; 0 or absent = no limit.
+    pub prefix_rate: Option<u32>,
+    /// Path prefixes never limited (on top of /robots.txt and /.well-known/).
+    #[serde(default)]
+    pub exempt_paths: Vec<String>,
 }
 
 /// PEM certificate chain and key.

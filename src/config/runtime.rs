@@ -175,6 +175,8 @@ pub struct Tenant {
     pub routes: Vec<Route>,
     /// Certificate for the tenant's hosts.
     pub certificate: Option<Arc<CertifiedKey>>,
+    /// Flood-defence policy.
+    pub shield: crate::shield::Policy,
 }
 
 impl Tenant {
@@ -215,6 +217,8 @@ pub struct Runtime {
     pub via_name: String,
     /// Tenants.
     pub tenants: Vec<Tenant>,
+    /// Prefix lengths used to group client addresses.
+    pub prefixes: crate::shield::PrefixLengths,
     pub(crate) hosts_exact: HashMap<String, usize>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

@@ -278,6 +278,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
                 }
             }
         });
+        let shield = tenant_shield(&mut c, &p, &tf.shield);
         let pools = pools(&mut c, &p, &tf.pools);
         let routes = routes(&mut c, &p, tf, &pools, &hosts, &limits, &timeouts);
         tenants.push(Tenant {
@@ -289,6 +290,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             pools,
             routes,
             certificate,
+            shield,
         });
     }
     // Most specific wildcard first.
@@ -320,8 +322,28 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         }
     }
 
+    let prefixes = crate::shield::PrefixLengths {
+        v4: file.shield.prefix_v4.unwrap_or(24),
+        v6: file.shield.prefix_v6.unwrap_or(64),
+    };
+    if !(8..=32).contains(&prefixes.v4) {
+        c.push(
+            "shield.prefix_v4",
+            format!("{} is out of range", prefixes.v4),
+            Some("use 8 to 32 (24 groups a /24)"),
+        );
+    }
+    if !(16..=128).contains(&prefixes.v6) {
+        c.push(
+            "shield.prefix_v6",
+            format!("{} is out of range", prefixes.v6),
+            Some("use 16 to 128 (64 groups a /64)"),
+        );
+    }
+
     if c.problems.is_empty() {
         Ok(Runtime {
+            prefixes,
             source: source.to_owned(),
             listeners,
             admin,
@@ -336,6 +358,46 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         })
     } else {
         Err(c.problems)
+    }
+}
+
+fn tenant_shield(c: &mut Collector, p: &str, f: &TenantShieldFile) -> crate::shield::Policy {
+    use crate::shield::{Mode, Policy};
+    let mode = match f.mode.as_deref() {
+        None | Some("enforce") => Mode::Enforce,
+        Some("log") => Mode::LogOnly,
+        Some(other) => {
+            c.push(
+                format!("{p}.shield.mode"),
+                format!("unknown mode `{other}`"),
+                Some("use \"enforce\" or \"log\""),
+            );
+            Mode::Enforce
+        }
+    };
+    for (i, path) in f.exempt_paths.iter().enumerate() {
+        if !path.starts_with('/') {
+            c.push(
+                format!("{p}.shield.exempt_paths[{i}]"),
+                format!("`{path}` must start with '/'"),
+                None,
+            );
+        }
+    }
+    let address_rate = f.address_rate.unwrap_or(0);
+    let prefix_rate = f.prefix_rate.unwrap_or(0);
+    if address_rate > 0 && prefix_rate > 0 && prefix_rate < address_rate {
+        c.push(
+            format!("{p}.shield.prefix_rate"),
+            format!("{prefix_rate} is below address_rate {address_rate}"),
+            Some("a prefix holds many addresses: give it at least the per-address rate"),
+        );
+    }
+    Policy {
+        mode,
+        address_rate,
+        prefix_rate,
+        exempt_paths: f.exempt_paths.clone(),
     }
 }
 

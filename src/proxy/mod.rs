@@ -61,6 +61,10 @@ pub struct Generation {
     pub retired: CancellationToken,
     /// Our `Via` entries for HTTP/1.1 and HTTP/2 downstream.
     pub via: [HeaderValue; 2],
+    /// Flood-defence counters (kept across reloads while the prefix lengths are unchanged).
+    pub shield: Arc<crate::shield::Shield>,
+    /// Shield decision counters per tenant (see `Metrics::shield_counters`).
+    pub shield_counters: Vec<[Counter; 4]>,
 }
 
 /// Per-connection facts handed to every request on it.
@@ -174,6 +178,15 @@ impl Gateway {
             })
             .collect();
         let client = client_settings(&config);
+        let shield = match previous {
+            Some(p) if p.config.prefixes == config.prefixes => p.shield.clone(),
+            _ => Arc::new(crate::shield::Shield::new(config.prefixes)),
+        };
+        let shield_counters = config
+            .tenants
+            .iter()
+            .map(|t| metrics.shield_counters(&t.id))
+            .collect();
         let via = [
             headers::via_entry("1.1", &config.via_name),
             headers::via_entry("2", &config.via_name),
@@ -187,6 +200,8 @@ impl Gateway {
             access_log,
             retired: CancellationToken::new(),
             via,
+            shield,
+            shield_counters,
         }
     }
 
@@ -367,6 +382,49 @@ async fn proxy(
     };
     record.route = Some(route_idx);
     let route = &tenant.routes[route_idx];
+
+    // Phase 1b: shield decision.
+    if tenant.shield.is_active() {
+        let decision = generation.shield.check(
+            &tenant.shield,
+            tenant_idx,
+            record.client,
+            req.uri().path(),
+            upstream::now_ms(),
+        );
+        if let crate::shield::Decision::Limited {
+            rule,
+            observed,
+            limit,
+            enforce,
+        } = decision
+        {
+            let counters = &generation.shield_counters[tenant_idx];
+            let rule_base = if rule == crate::shield::Rule::Address {
+                0
+            } else {
+                2
+            };
+            counters[rule_base + usize::from(!enforce)].inc();
+            if enforce {
+                let error = match rule {
+                    crate::shield::Rule::Address => ProxyError::RateLimitedAddress,
+                    crate::shield::Rule::Prefix => ProxyError::RateLimitedPrefix,
+                };
+                return Err((error, accept_language(req.headers()), record));
+            }
+            // Dry run: say what would have been refused (prefix only: no full address here).
+            tracing::info!(
+                target: "rempart::shield",
+                tenant = %tenant.id,
+                rule = rule.name(),
+                observed,
+                limit,
+                prefix = %crate::shield::display_prefix(record.client, config.prefixes),
+                "over the limit (log-only mode)"
+            );
+        }
+    }
     let declared_len = match req.headers().get(CONTENT_LENGTH) {
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(n) => Some(n),

@@ -66,6 +66,8 @@ fn text(error: ProxyError, lang: Language) -> Text {
         (UnknownHost, En) => ("Unknown site", "This site name is not served here. Please check the address."),
         (BadHost | BadRequest, Fr) => ("Requête invalide", "La requête reçue est incorrecte et n'a pas été transmise."),
         (BadHost | BadRequest, En) => ("Bad request", "The request was malformed and was not forwarded."),
+        (RateLimitedAddress | RateLimitedPrefix, Fr) => ("Trop de demandes", "Votre connexion a envoyé trop de demandes en peu de temps. Patientez quelques secondes puis rechargez la page."),
+        (RateLimitedAddress | RateLimitedPrefix, En) => ("Too many requests", "Your connection sent too many requests in a short time. Please wait a few seconds, then reload the page."),
         (NoRoute, Fr) => ("Page introuvable", "Aucun service ne correspond à cette adresse."),
         (NoRoute, En) => ("Page not found", "No service matches this address."),
         (BodyTooLarge, Fr) => ("Envoi trop volumineux", "Le contenu envoyé dépasse la taille autorisée pour ce service. Réduisez la taille des pièces jointes et réessayez."),
@@ -125,7 +127,13 @@ pub fn error_response(
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if error.blame() == crate::error::Blame::Upstream {
+    if matches!(
+        error,
+        ProxyError::RateLimitedAddress | ProxyError::RateLimitedPrefix
+    ) {
+        // The limits count over a one-second sliding window.
+        h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    } else if error.blame() == crate::error::Blame::Upstream {
         h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
     }
     resp

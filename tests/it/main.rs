@@ -11,4 +11,5 @@ mod health;
 mod process;
 mod protocols;
 mod reload;
+mod shield;
 mod tls;

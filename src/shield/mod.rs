@@ -1,0 +1,300 @@
+//! Flood defence (first part of issue 3): per-address and per-prefix request-rate limits
+//! counted in fixed memory, with default exemptions and a log-only mode. The decision code is
+//! pure (it takes `now_ms`); the pipeline calls `Shield::check` after routing and turns a
+//! `Limited` decision into a 429 page with `Retry-After`.
+
+pub mod sketch;
+
+use std::net::IpAddr;
+
+use sketch::WindowSketch;
+
+/// Paths never limited, whatever the policy: crawlers' and ACME's files.
+pub const DEFAULT_EXEMPT_PREFIXES: [&str; 2] = ["/robots.txt", "/.well-known/"];
+
+/// What the shield does with a request over a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer 429.
+    Enforce,
+    /// Count and log, let it through (dry run).
+    LogOnly,
+}
+
+/// A tenant's shield policy (validated configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Enforce or log only.
+    pub mode: Mode,
+    /// Requests per second allowed per client address (0 = no limit).
+    pub address_rate: u32,
+    /// Requests per second allowed per client prefix (0 = no limit).
+    pub prefix_rate: u32,
+    /// Path prefixes never limited, on top of `DEFAULT_EXEMPT_PREFIXES`.
+    pub exempt_paths: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            address_rate: 0,
+            prefix_rate: 0,
+            exempt_paths: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// Whether any limit is configured.
+    pub fn is_active(&self) -> bool {
+        self.address_rate > 0 || self.prefix_rate > 0
+    }
+
+    fn exempt(&self, path: &str) -> bool {
+        DEFAULT_EXEMPT_PREFIXES.iter().any(|p| path.starts_with(p))
+            || self
+                .exempt_paths
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// Which rule a request broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Too many requests from one address.
+    Address,
+    /// Too many requests from one network prefix.
+    Prefix,
+}
+
+impl Rule {
+    /// Name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Address => "address_rate",
+            Self::Prefix => "prefix_rate",
+        }
+    }
+}
+
+/// The shield's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    /// Let it through.
+    Allow,
+    /// Over a limit.
+    Limited {
+        /// The rule.
+        rule: Rule,
+        /// The estimated rate that broke it (requests over the last second).
+        observed: f64,
+        /// The configured limit.
+        limit: u32,
+        /// Whether to refuse (`Enforce`) or only log (`LogOnly`).
+        enforce: bool,
+    },
+}
+
+/// Prefix lengths used to group addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixLengths {
+    /// IPv4 prefix length (default 24).
+    pub v4: u8,
+    /// IPv6 prefix length (default 64).
+    pub v6: u8,
+}
+
+impl Default for PrefixLengths {
+    fn default() -> Self {
+        Self { v4: 24, v6: 64 }
+    }
+}
+
+/// The network prefix of `ip` (host bits cleared), tagged with its family.
+pub fn prefix_of(ip: IpAddr, lengths: PrefixLengths) -> (u8, u128) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let len = u32::from(lengths.v4.min(32));
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            (4, u128::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let len = u32::from(lengths.v6.min(128));
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            (6, u128::from(v6) & mask)
+        }
+    }
+}
+
+/// The client's prefix for logs (`192.0.2.0/24`): never the full address.
+pub fn display_prefix(ip: IpAddr, lengths: PrefixLengths) -> String {
+    match (ip, prefix_of(ip, lengths)) {
+        (IpAddr::V4(_), (_, bits)) => {
+            let v4 = std::net::Ipv4Addr::from(u32::try_from(bits).unwrap_or(0));
+            format!("{v4}/{}", lengths.v4)
+        }
+        (IpAddr::V6(_), (_, bits)) => format!("{}/{}", std::net::Ipv6Addr::from(bits), lengths.v6),
+    }
+}
+
+/// Counters shared by all tenants (keys include the tenant), kept across reloads.
+#[derive(Debug)]
+pub struct Shield {
+    by_address: WindowSketch,
+    by_prefix: WindowSketch,
+    prefixes: PrefixLengths,
+}
+
+/// Sketch width (counters per row): 4 rows x 2 windows x 65,536 x 4 bytes = 2 MiB per sketch.
+pub const SKETCH_WIDTH: usize = 65_536;
+
+impl Shield {
+    /// A shield with the given prefix lengths.
+    pub fn new(prefixes: PrefixLengths) -> Self {
+        Self {
+            by_address: WindowSketch::new(SKETCH_WIDTH, 1000),
+            by_prefix: WindowSketch::new(SKETCH_WIDTH, 1000),
+            prefixes,
+        }
+    }
+
+    /// Memory used by the counters (fixed).
+    pub fn memory_bytes(&self) -> usize {
+        self.by_address.memory_bytes() + self.by_prefix.memory_bytes()
+    }
+
+    /// Counts a request from `ip` to `tenant` and decides.
+    pub fn check(
+        &self,
+        policy: &Policy,
+        tenant: usize,
+        ip: IpAddr,
+        path: &str,
+        now_ms: u64,
+    ) -> Decision {
+        if !policy.is_active() || policy.exempt(path) {
+            return Decision::Allow;
+        }
+        let enforce = policy.mode == Mode::Enforce;
+        if policy.address_rate > 0 {
+            let observed = self.by_address.observe(&(tenant, ip), 1, now_ms);
+            if observed > f64::from(policy.address_rate) {
+                return Decision::Limited {
+                    rule: Rule::Address,
+                    observed,
+                    limit: policy.address_rate,
+                    enforce,
+                };
+            }
+        }
+        if policy.prefix_rate > 0 {
+            let prefix = prefix_of(ip, self.prefixes);
+            let observed = self.by_prefix.observe(&(tenant, prefix), 1, now_ms);
+            if observed > f64::from(policy.prefix_rate) {
+                return Decision::Limited {
+                    rule: Rule::Prefix,
+                    observed,
+                    limit: policy.prefix_rate,
+                    enforce,
+                };
+            }
+        }
+        Decision::Allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(address_rate: u32, prefix_rate: u32) -> Policy {
+        Policy {
+            mode: Mode::Enforce,
+            address_rate,
+            prefix_rate,
+            exempt_paths: vec!["/statut".into()],
+        }
+    }
+
+    #[test]
+    fn prefixes_group_neighbours() {
+        let l = PrefixLengths::default();
+        let a = |s: &str| prefix_of(s.parse().unwrap(), l);
+        assert_eq!(a("192.0.2.1"), a("192.0.2.254"));
+        assert_ne!(a("192.0.2.1"), a("192.0.3.1"));
+        assert_eq!(a("2001:db8:1:2::1"), a("2001:db8:1:2:ffff::9"));
+        assert_ne!(a("2001:db8:1:2::1"), a("2001:db8:1:3::1"));
+        assert_ne!(a("0.0.0.0"), a("::"));
+    }
+
+    #[test]
+    fn address_limit_then_recovery() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = policy(10, 0);
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let other: IpAddr = "198.51.100.8".parse().unwrap();
+        let mut limited = 0;
+        for i in 0..30 {
+            if shield.check(&p, 0, ip, "/", 10_000 + i) != Decision::Allow {
+                limited += 1;
+            }
+        }
+        assert_eq!(limited, 20);
+        // Another address and another tenant are unaffected.
+        assert_eq!(shield.check(&p, 0, other, "/", 10_100), Decision::Allow);
+        assert_eq!(shield.check(&p, 1, ip, "/", 10_100), Decision::Allow);
+        // Exempt paths are never limited.
+        assert_eq!(
+            shield.check(&p, 0, ip, "/robots.txt", 10_100),
+            Decision::Allow
+        );
+        assert_eq!(
+            shield.check(&p, 0, ip, "/statut/feed.atom", 10_100),
+            Decision::Allow
+        );
+        // Two seconds later the window has passed.
+        assert_eq!(shield.check(&p, 0, ip, "/", 12_100), Decision::Allow);
+    }
+
+    #[test]
+    fn prefix_limit_catches_many_addresses_under_the_address_limit() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = policy(5, 50);
+        let mut limited = None;
+        for i in 0..200u32 {
+            let ip: IpAddr = format!("203.0.113.{}", i % 200).parse().unwrap();
+            if let Decision::Limited { rule, .. } =
+                shield.check(&p, 0, ip, "/", 50_000 + u64::from(i))
+            {
+                limited.get_or_insert(rule);
+            }
+        }
+        assert_eq!(limited, Some(Rule::Prefix));
+    }
+
+    #[test]
+    fn log_only_reports_without_enforcing() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = Policy {
+            mode: Mode::LogOnly,
+            ..policy(1, 0)
+        };
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        shield.check(&p, 0, ip, "/", 1_000);
+        assert!(matches!(
+            shield.check(&p, 0, ip, "/", 1_001),
+            Decision::Limited { enforce: false, .. }
+        ));
+    }
+
+    #[test]
+    fn inactive_policy_counts_nothing() {
+        let shield = Shield::new(PrefixLengths::default());
+        assert_eq!(
+            shield.check(&Policy::default(), 0, "192.0.2.1".parse().unwrap(), "/", 0),
+            Decision::Allow
+        );
+    }
+}

@@ -139,6 +139,14 @@ pub fn display_prefix(ip: IpAddr, lengths: PrefixLengths) -> String {
     }
 }
 
+/// An address as a sketch key (IPv4 mapped into IPv6 space, so families never collide).
+fn address_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
 /// Counters shared by all tenants (keys include the tenant), kept across reloads.
 #[derive(Debug)]
 pub struct Shield {
@@ -178,28 +186,38 @@ impl Shield {
             return Decision::Allow;
         }
         let enforce = policy.mode == Mode::Enforce;
-        if policy.address_rate > 0 {
-            let observed = self.by_address.observe(&(tenant, ip), 1, now_ms);
-            if observed > f64::from(policy.address_rate) {
-                return Decision::Limited {
-                    rule: Rule::Address,
-                    observed,
-                    limit: policy.address_rate,
-                    enforce,
-                };
+        // Count under one rule; a limit of 0 means the rule is off.
+        let over = |sketch: &WindowSketch, key: &dyn Fn() -> (usize, u128), rule, limit: u32| {
+            if limit == 0 {
+                return None;
             }
+            let observed = sketch.observe(&key(), 1, now_ms);
+            (observed > f64::from(limit)).then_some(Decision::Limited {
+                rule,
+                observed,
+                limit,
+                enforce,
+            })
+        };
+        let address = || (tenant, address_key(ip));
+        // IPv4 prefixes (< 2^32) get the top bit, which no routable IPv6 prefix has (8000::/1
+        // is unallocated), so the two families never share a key.
+        let prefix = || {
+            (
+                tenant,
+                prefix_of(ip, self.prefixes).1 | (u128::from(ip.is_ipv4()) << 127),
+            )
+        };
+        if let Some(d) = over(
+            &self.by_address,
+            &address,
+            Rule::Address,
+            policy.address_rate,
+        ) {
+            return d;
         }
-        if policy.prefix_rate > 0 {
-            let prefix = prefix_of(ip, self.prefixes);
-            let observed = self.by_prefix.observe(&(tenant, prefix), 1, now_ms);
-            if observed > f64::from(policy.prefix_rate) {
-                return Decision::Limited {
-                    rule: Rule::Prefix,
-                    observed,
-                    limit: policy.prefix_rate,
-                    enforce,
-                };
-            }
+        if let Some(d) = over(&self.by_prefix, &prefix, Rule::Prefix, policy.prefix_rate) {
+            return d;
         }
         Decision::Allow
     }

@@ -46,6 +46,38 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// List, add or remove bans on a running gateway (admin API).
+    Bans {
+        /// Configuration file of the running gateway (gives the admin address and token).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: BanAction,
+    },
+}
+
+/// `rempart bans` actions.
+#[derive(Debug, Subcommand)]
+pub enum BanAction {
+    /// Show active bans with their reason, expiry and hits.
+    List,
+    /// Ban an address or network.
+    Add {
+        /// Address or CIDR (`192.0.2.7`, `198.51.100.0/24`).
+        target: String,
+        /// Why (shown to other operators).
+        #[arg(long)]
+        reason: String,
+        /// How long (`30m`, `2h`); forever when absent.
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// Lift a ban.
+    Remove {
+        /// Address or CIDR, as listed.
+        target: String,
+    },
 }
 
 /// `rempart check`.
@@ -72,22 +104,132 @@ pub fn check(config: &std::path::Path) -> i32 {
     }
 }
 
-/// `rempart reload`.
-pub async fn reload(config: &std::path::Path) -> i32 {
-    // The admin address and token come from the file as it is now; the gateway re-reads it.
+/// The admin address and token from a config file, or an exit code after saying why.
+fn admin_of(config: &std::path::Path, doing: &str) -> Result<(std::net::SocketAddr, String), i32> {
+    // The admin address and token come from the file as it is now.
     let (address, token) = match crate::config::load(config) {
         Ok(rt) => (rt.admin.address, rt.admin.token),
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("not reloading: the file does not validate (the running gateway keeps its configuration)");
-            return 2;
+            eprintln!("not {doing}: the file does not validate (the running gateway keeps its configuration)");
+            return Err(2);
         }
     };
-    let Some(token) = token else {
-        eprintln!("admin.token_file or admin.token_env must be set to use the admin API");
-        return 2;
+    match token {
+        Some(t) => Ok((address, t)),
+        None => {
+            eprintln!("admin.token_file or admin.token_env must be set to use the admin API");
+            Err(2)
+        }
+    }
+}
+
+/// `rempart bans ...`.
+pub async fn bans(config: &std::path::Path, action: BanAction) -> i32 {
+    let (address, token) = match admin_of(config, "changing bans") {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-    match post_reload(address, &token).await {
+    let call = match &action {
+        BanAction::List => {
+            admin_call(
+                address,
+                &token,
+                http::Method::GET,
+                "/admin/bans".into(),
+                None,
+            )
+            .await
+        }
+        BanAction::Add {
+            target,
+            reason,
+            duration,
+        } => {
+            let body =
+                serde_json::json!({ "target": target, "reason": reason, "duration": duration });
+            admin_call(
+                address,
+                &token,
+                http::Method::POST,
+                "/admin/bans".into(),
+                Some(body.to_string()),
+            )
+            .await
+        }
+        BanAction::Remove { target } => {
+            let path = format!("/admin/bans?target={}", target.replace('/', "%2F"));
+            admin_call(address, &token, http::Method::DELETE, path, None).await
+        }
+    };
+    match call {
+        Ok((200, body)) => {
+            if matches!(action, BanAction::List) {
+                print_bans(&body);
+            } else {
+                println!("ok");
+            }
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!("admin API answered {status}: {}", body.trim());
+            if status == 404 || status == 400 {
+                2
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot reach the admin API at {address}: {e}");
+            1
+        }
+    }
+}
+
+fn print_bans(body: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        println!("{body}");
+        return;
+    };
+    let now = v["now_ms"].as_u64().unwrap_or(0);
+    let bans = v["bans"].as_array().cloned().unwrap_or_default();
+    if bans.is_empty() {
+        println!("no active ban");
+        return;
+    }
+    println!(
+        "{:<22} {:>10} {:>8}  reason",
+        "target", "expires in", "hits"
+    );
+    for b in bans {
+        let expires = b["expires_ms"].as_u64().map_or("never".to_owned(), |e| {
+            format!("{}s", e.saturating_sub(now) / 1000)
+        });
+        println!(
+            "{:<22} {:>10} {:>8}  {}",
+            b["target"].as_str().unwrap_or("?"),
+            expires,
+            b["hits"].as_u64().unwrap_or(0),
+            b["reason"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// `rempart reload`.
+pub async fn reload(config: &std::path::Path) -> i32 {
+    let (address, token) = match admin_of(config, "reloading") {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match admin_call(
+        address,
+        &token,
+        http::Method::POST,
+        "/admin/reload".into(),
+        None,
+    )
+    .await
+    {
         Ok((200, body)) => {
             let changes = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -121,16 +263,27 @@ pub async fn reload(config: &std::path::Path) -> i32 {
     }
 }
 
-async fn post_reload(address: std::net::SocketAddr, token: &str) -> anyhow::Result<(u16, String)> {
-    use http_body_util::{BodyExt, Empty};
+async fn admin_call(
+    address: std::net::SocketAddr,
+    token: &str,
+    method: http::Method,
+    path: String,
+    json: Option<String>,
+) -> anyhow::Result<(u16, String)> {
+    use http_body_util::{BodyExt, Full};
     let stream = tokio::net::TcpStream::connect(address).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = http::Request::post("/admin/reload")
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header(http::header::HOST, address.to_string())
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Empty::<bytes::Bytes>::new())?;
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    if json.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(json.unwrap_or_default())))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();

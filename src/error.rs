@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Over the per-prefix request rate.
     #[error("rate limited (prefix)")]
     RateLimitedPrefix,
+    /// The client address or network is banned.
+    #[error("banned")]
+    Banned,
     /// The upstream refused or could not be reached before anything was sent.
     #[error("upstream unreachable")]
     UpstreamConnect,
@@ -63,7 +66,8 @@ impl ProxyError {
             | Self::BodyTooLarge
             | Self::BadRequest
             | Self::RateLimitedAddress
-            | Self::RateLimitedPrefix => Blame::Downstream,
+            | Self::RateLimitedPrefix
+            | Self::Banned => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
             Self::Internal => Blame::Internal,
         }
@@ -82,6 +86,7 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimitedAddress | Self::RateLimitedPrefix => StatusCode::TOO_MANY_REQUESTS,
+            Self::Banned => StatusCode::FORBIDDEN,
             Self::UpstreamConnect | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,6 +103,7 @@ impl ProxyError {
             Self::BadRequest => "bad_request",
             Self::RateLimitedAddress => "rate_limited_address",
             Self::RateLimitedPrefix => "rate_limited_prefix",
+            Self::Banned => "banned",
             Self::UpstreamConnect => "upstream_connect",
             Self::UpstreamFailed => "upstream_failed",
             Self::UpstreamTimeout => "upstream_timeout",

@@ -84,6 +84,98 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
     }
 }
 
+/// A ban request: `{"target": "192.0.2.7", "reason": "...", "duration": "2h"}`.
+#[derive(serde::Deserialize)]
+struct BanRequest {
+    target: String,
+    reason: String,
+    duration: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct BanTarget {
+    target: String,
+}
+
+fn parse_target(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "ok": false, "error": message })),
+    )
+        .into_response()
+}
+
+async fn list_bans(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let now = crate::proxy::upstream::now_ms();
+    let bans = state.gateway.current().bans.list(now);
+    Json(serde_json::json!({ "now_ms": now, "bans": bans })).into_response()
+}
+
+async fn add_ban(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Json(req): Json<BanRequest>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let Some(target) = parse_target(&req.target) else {
+        return bad_request(format!("`{}` is not an address or CIDR", req.target));
+    };
+    if req.reason.trim().is_empty() {
+        return bad_request("a ban needs a reason".into());
+    }
+    let duration_ms = match req
+        .duration
+        .as_deref()
+        .map(crate::config::validate::parse_duration)
+    {
+        None => None,
+        Some(Ok(d)) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        Some(Err(e)) => return bad_request(e),
+    };
+    state.gateway.current().bans.add(
+        target,
+        req.reason.trim(),
+        duration_ms,
+        crate::proxy::upstream::now_ms(),
+    );
+    tracing::warn!(target: "rempart::shield", ban = %target.trunc(), reason = %req.reason.trim(), "ban added by an operator");
+    Json(serde_json::json!({ "ok": true, "target": target.trunc().to_string() })).into_response()
+}
+
+async fn remove_ban(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<BanTarget>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let Some(target) = parse_target(&q.target) else {
+        return bad_request(format!("`{}` is not an address or CIDR", q.target));
+    };
+    if state.gateway.current().bans.remove(target) {
+        tracing::warn!(target: "rempart::shield", ban = %target.trunc(), "ban removed by an operator");
+        Json(serde_json::json!({ "ok": true })).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "ok": false, "error": "no such ban" })),
+        )
+            .into_response()
+    }
+}
+
 /// Binds the admin listener and serves until `shutdown`.
 pub async fn start(
     address: SocketAddr,
@@ -97,6 +189,10 @@ pub async fn start(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
+        .route(
+            "/admin/bans",
+            get(list_bans).post(add_ban).delete(remove_ban),
+        )
         .with_state(AdminState { gateway, reloader });
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -63,6 +63,8 @@ pub struct Generation {
     pub via: [HeaderValue; 2],
     /// Flood-defence counters (kept across reloads while the prefix lengths are unchanged).
     pub shield: Arc<crate::shield::Shield>,
+    /// Bans (kept across reloads).
+    pub bans: Arc<crate::shield::bans::BanList>,
     /// Shield decision counters per tenant (see `Metrics::shield_counters`).
     pub shield_counters: Vec<[Counter; 4]>,
 }
@@ -182,6 +184,10 @@ impl Gateway {
             Some(p) if p.config.prefixes == config.prefixes => p.shield.clone(),
             _ => Arc::new(crate::shield::Shield::new(config.prefixes)),
         };
+        let bans = previous.map_or_else(
+            || Arc::new(crate::shield::bans::BanList::new()),
+            |p| p.bans.clone(),
+        );
         let shield_counters = config
             .tenants
             .iter()
@@ -202,6 +208,7 @@ impl Gateway {
             via,
             shield,
             shield_counters,
+            bans,
         }
     }
 
@@ -383,7 +390,14 @@ async fn proxy(
     record.route = Some(route_idx);
     let route = &tenant.routes[route_idx];
 
-    // Phase 1b: shield decision.
+    // Phase 1b: shield decision. Bans apply to every tenant.
+    if generation
+        .bans
+        .check(record.client, upstream::now_ms())
+        .is_some()
+    {
+        return Err((ProxyError::Banned, accept_language(req.headers()), record));
+    }
     if tenant.shield.is_active() {
         let decision = generation.shield.check(
             &tenant.shield,

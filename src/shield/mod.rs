@@ -3,6 +3,7 @@
 //! pure (it takes `now_ms`); the pipeline calls `Shield::check` after routing and turns a
 //! `Limited` decision into a 429 page with `Retry-After`.
 
+pub mod bans;
 pub mod sketch;
 
 use std::net::IpAddr;

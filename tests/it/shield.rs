@@ -60,3 +60,78 @@ async fn log_mode_only_counts() {
     let m = crate::health::admin_metrics(&gw).await;
     assert!(m.contains("rempart_shield_decisions_total{tenant=\"ville\",rule=\"address_rate\",action=\"logged\"} 8"), "{m}");
 }
+
+#[tokio::test]
+async fn bans_through_the_cli_refuse_then_release() {
+    let origin = Origin::start("a").await;
+    let admin_port = closed_port().await.port();
+    let config = format!(
+        "[admin]\naddress = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start(&config).await;
+    let c = h1_client();
+    let path = gw.path.clone();
+    let run = |args: Vec<String>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+                .arg("bans")
+                .arg("--config")
+                .arg(&path)
+                .args(&args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, _, err) = run(vec![
+        "add".into(),
+        "127.0.0.0/8".into(),
+        "--reason".into(),
+        "drill: loopback flood".into(),
+        "--for".into(),
+        "1h".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let got = get(&c, gw.addr, "ville.test", "/").await;
+    assert_eq!(got.status, 403);
+    assert!(got.body.contains("Accès refusé"), "{}", got.body);
+    assert_eq!(origin.count(), 0);
+    let (code, out, _) = run(vec!["list".into()]).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("127.0.0.0/8") && out.contains("drill: loopback flood"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("127.0.0.0/8") && l.contains(" 1  ")),
+        "hit count: {out}"
+    );
+    let (code, _, err) = run(vec![
+        "add".into(),
+        "not-an-ip".into(),
+        "--reason".into(),
+        "x".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not an address or CIDR"), "{err}");
+    let (code, _, _) = run(vec!["remove".into(), "127.0.0.0/8".into()])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 200);
+    let (code, _, _) = run(vec!["remove".into(), "127.0.0.0/8".into()])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2));
+}

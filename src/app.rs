@@ -25,7 +25,6 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     server: Server,
     admin_shutdown: CancellationToken,
-    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 /// Options for `start`.
@@ -73,17 +72,11 @@ pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Ru
     if options.sighup {
         reloader.spawn_sighup();
     }
-    let watcher = if options.watch_file {
-        match reloader.spawn_file_watch() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP or the admin API");
-                None
-            }
+    if options.watch_file {
+        if let Err(e) = reloader.spawn_file_watch() {
+            tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP or the admin API");
         }
-    } else {
-        None
-    };
+    }
     Ok(Running {
         listen_addrs: server.local_addrs.clone(),
         gateway,
@@ -91,7 +84,6 @@ pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Ru
         admin_addr,
         server,
         admin_shutdown,
-        _watcher: watcher,
     })
 }
 
@@ -101,6 +93,7 @@ impl Running {
         let deadline = self.gateway.current().config.timeouts.shutdown_drain;
         let drained = self.server.shutdown(deadline).await;
         self.admin_shutdown.cancel();
+        self.reloader.stop_watching();
         self.gateway.current().retired.cancel();
         drained
     }

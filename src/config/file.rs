@@ -202,6 +202,10 @@ pub struct TenantShieldFile {
     /// Path prefixes never limited (on top of /robots.txt and /.well-known/).
     #[serde(default)]
     pub exempt_paths: Vec<String>,
+    /// File listing clients never limited (one address or CIDR per line); reloaded on change.
+    pub allow_file: Option<String>,
+    /// File listing clients always refused (403); reloaded on change.
+    pub deny_file: Option<String>,
 }
 
 /// PEM certificate chain and key.

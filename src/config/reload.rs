@@ -3,8 +3,10 @@
 //! admin API. An invalid file is refused with the same messages as `rempart check`, and the
 //! running configuration keeps serving.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -18,6 +20,20 @@ pub struct Reloader {
     path: PathBuf,
     gateway: Arc<Gateway>,
     lock: tokio::sync::Mutex<()>,
+    /// Files whose change triggers a reload, as (canonical directory, file name).
+    watched: Arc<RwLock<HashSet<(PathBuf, OsString)>>>,
+    /// The directory watcher and the directories it watches.
+    watcher: Mutex<Option<(notify::RecommendedWatcher, HashSet<PathBuf>)>>,
+}
+
+/// (canonical directory, file name) of `path`.
+fn watch_key(path: &Path) -> Option<(PathBuf, OsString)> {
+    let name = path.file_name()?.to_owned();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some((dir.canonicalize().unwrap_or_else(|_| dir.to_owned()), name))
 }
 
 impl Reloader {
@@ -27,6 +43,8 @@ impl Reloader {
             path,
             gateway,
             lock: tokio::sync::Mutex::new(()),
+            watched: Arc::default(),
+            watcher: Mutex::new(None),
         })
     }
 
@@ -43,7 +61,9 @@ impl Reloader {
             });
         match loaded {
             Ok(runtime) => {
+                let files = runtime.watched_files.clone();
                 let summary = self.gateway.apply(runtime);
+                self.refresh_watches(&files);
                 self.gateway
                     .metrics
                     .reloads
@@ -80,29 +100,31 @@ impl Reloader {
         });
     }
 
-    /// Watches the config file's directory and reloads when the file changes (debounced).
-    /// The returned watcher must be kept alive.
-    pub fn spawn_file_watch(self: &Arc<Self>) -> notify::Result<notify::RecommendedWatcher> {
+    /// Watches the config file and the files it names (allow/deny lists) and reloads when one
+    /// changes (debounced). Watches are updated after every successful reload.
+    pub fn spawn_file_watch(self: &Arc<Self>) -> notify::Result<()> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let file_name = self.path.file_name().map(|f| f.to_owned());
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(ev) = event {
-                    let ours = ev
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name() == file_name.as_deref());
-                    if ours && (ev.kind.is_modify() || ev.kind.is_create()) {
-                        let _ = tx.send(());
-                    }
-                }
-            })?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), PathBuf::from);
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let watched = self.watched.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(ev) = event else { return };
+            if !(ev.kind.is_modify() || ev.kind.is_create()) {
+                return;
+            }
+            let Ok(set) = watched.read() else { return };
+            if ev
+                .paths
+                .iter()
+                .filter_map(|p| watch_key(p))
+                .any(|k| set.contains(&k))
+            {
+                let _ = tx.send(());
+            }
+        })?;
+        if let Ok(mut slot) = self.watcher.lock() {
+            *slot = Some((watcher, HashSet::new()));
+        }
+        let files = self.gateway.current().config.watched_files.clone();
+        self.refresh_watches(&files);
         let me = self.clone();
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
@@ -117,6 +139,42 @@ impl Reloader {
                 let _ = me.reload("file change").await;
             }
         });
-        Ok(watcher)
+        Ok(())
+    }
+
+    /// Stops watching files (ends the watch task).
+    pub fn stop_watching(&self) {
+        if let Ok(mut slot) = self.watcher.lock() {
+            *slot = None;
+        }
+    }
+
+    /// Watches the config file plus `files`, adding directory watches as needed.
+    fn refresh_watches(&self, files: &[PathBuf]) {
+        let keys: HashSet<(PathBuf, OsString)> = std::iter::once(self.path.as_path())
+            .chain(files.iter().map(PathBuf::as_path))
+            .filter_map(watch_key)
+            .collect();
+        let Ok(mut slot) = self.watcher.lock() else {
+            return;
+        };
+        let Some((watcher, dirs)) = slot.as_mut() else {
+            return;
+        };
+        for (dir, _) in &keys {
+            if !dirs.contains(dir) {
+                match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        dirs.insert(dir.clone());
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; use SIGHUP to reload")
+                    }
+                }
+            }
+        }
+        if let Ok(mut set) = self.watched.write() {
+            *set = keys;
+        }
     }
 }

@@ -219,6 +219,8 @@ pub struct Runtime {
     pub tenants: Vec<Tenant>,
     /// Prefix lengths used to group client addresses.
     pub prefixes: crate::shield::PrefixLengths,
+    /// Files besides the config whose change triggers a reload (allow/deny lists).
+    pub watched_files: Vec<PathBuf>,
     pub(crate) hosts_exact: HashMap<String, usize>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

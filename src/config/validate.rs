@@ -278,7 +278,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
                 }
             }
         });
-        let shield = tenant_shield(&mut c, &p, &tf.shield);
+        let shield = tenant_shield(&mut c, &p, &tf.shield, base);
         let pools = pools(&mut c, &p, &tf.pools);
         let routes = routes(&mut c, &p, tf, &pools, &hosts, &limits, &timeouts);
         tenants.push(Tenant {
@@ -342,7 +342,15 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     }
 
     if c.problems.is_empty() {
+        let watched_files = file
+            .tenants
+            .iter()
+            .flat_map(|t| [&t.shield.allow_file, &t.shield.deny_file])
+            .flatten()
+            .map(|f| base.join(f))
+            .collect();
         Ok(Runtime {
+            watched_files,
             prefixes,
             source: source.to_owned(),
             listeners,
@@ -361,7 +369,12 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     }
 }
 
-fn tenant_shield(c: &mut Collector, p: &str, f: &TenantShieldFile) -> crate::shield::Policy {
+fn tenant_shield(
+    c: &mut Collector,
+    p: &str,
+    f: &TenantShieldFile,
+    base: &Path,
+) -> crate::shield::Policy {
     use crate::shield::{Mode, Policy};
     let mode = match f.mode.as_deref() {
         None | Some("enforce") => Mode::Enforce,
@@ -393,11 +406,29 @@ fn tenant_shield(c: &mut Collector, p: &str, f: &TenantShieldFile) -> crate::shi
             Some("a prefix holds many addresses: give it at least the per-address rate"),
         );
     }
+    let mut list = |key: &str, file: &Option<String>| match file {
+        None => std::sync::Arc::default(),
+        Some(f) => match crate::shield::cidr::CidrSet::load(&base.join(f)) {
+            Ok(set) => std::sync::Arc::new(set),
+            Err(e) => {
+                c.push(
+                    format!("{p}.shield.{key}"),
+                    e,
+                    Some("one address or CIDR per line, # for comments"),
+                );
+                std::sync::Arc::default()
+            }
+        },
+    };
+    let allow = list("allow_file", &f.allow_file);
+    let deny = list("deny_file", &f.deny_file);
     Policy {
         mode,
         address_rate,
         prefix_rate,
         exempt_paths: f.exempt_paths.clone(),
+        allow,
+        deny,
     }
 }
 

@@ -406,6 +406,9 @@ async fn proxy(
             req.uri().path(),
             upstream::now_ms(),
         );
+        if decision == crate::shield::Decision::Denied {
+            return Err((ProxyError::Banned, accept_language(req.headers()), record));
+        }
         if let crate::shield::Decision::Limited {
             rule,
             observed,

@@ -4,6 +4,7 @@
 //! `Limited` decision into a 429 page with `Retry-After`.
 
 pub mod bans;
+pub mod cidr;
 pub mod sketch;
 
 use std::net::IpAddr;
@@ -33,6 +34,10 @@ pub struct Policy {
     pub prefix_rate: u32,
     /// Path prefixes never limited, on top of `DEFAULT_EXEMPT_PREFIXES`.
     pub exempt_paths: Vec<String>,
+    /// Clients never limited (good bots, partners), from `allow_file`.
+    pub allow: std::sync::Arc<cidr::CidrSet>,
+    /// Clients always refused, from `deny_file`.
+    pub deny: std::sync::Arc<cidr::CidrSet>,
 }
 
 impl Default for Policy {
@@ -42,14 +47,16 @@ impl Default for Policy {
             address_rate: 0,
             prefix_rate: 0,
             exempt_paths: Vec::new(),
+            allow: std::sync::Arc::default(),
+            deny: std::sync::Arc::default(),
         }
     }
 }
 
 impl Policy {
-    /// Whether any limit is configured.
+    /// Whether any limit or list is configured.
     pub fn is_active(&self) -> bool {
-        self.address_rate > 0 || self.prefix_rate > 0
+        self.address_rate > 0 || self.prefix_rate > 0 || !self.deny.is_empty()
     }
 
     fn exempt(&self, path: &str) -> bool {
@@ -85,6 +92,8 @@ impl Rule {
 pub enum Decision {
     /// Let it through.
     Allow,
+    /// On the tenant's deny list: refuse, whatever the mode.
+    Denied,
     /// Over a limit.
     Limited {
         /// The rule.
@@ -186,6 +195,12 @@ impl Shield {
         if !policy.is_active() || policy.exempt(path) {
             return Decision::Allow;
         }
+        if policy.deny.contains(ip) {
+            return Decision::Denied;
+        }
+        if policy.allow.contains(ip) {
+            return Decision::Allow;
+        }
         let enforce = policy.mode == Mode::Enforce;
         // Count under one rule; a limit of 0 means the rule is off.
         let over = |sketch: &WindowSketch, key: &dyn Fn() -> (usize, u128), rule, limit: u32| {
@@ -230,10 +245,10 @@ mod tests {
 
     fn policy(address_rate: u32, prefix_rate: u32) -> Policy {
         Policy {
-            mode: Mode::Enforce,
             address_rate,
             prefix_rate,
             exempt_paths: vec!["/statut".into()],
+            ..Policy::default()
         }
     }
 
@@ -306,6 +321,35 @@ mod tests {
             shield.check(&p, 0, ip, "/", 1_001),
             Decision::Limited { enforce: false, .. }
         ));
+    }
+
+    #[test]
+    fn lists_override_limits() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = Policy {
+            allow: std::sync::Arc::new(cidr::CidrSet::parse("192.0.2.0/24").unwrap()),
+            deny: std::sync::Arc::new(cidr::CidrSet::parse("198.51.100.66").unwrap()),
+            ..policy(1, 0)
+        };
+        let good: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..10 {
+            assert_eq!(shield.check(&p, 0, good, "/", 1_000 + i), Decision::Allow);
+        }
+        assert_eq!(
+            shield.check(&p, 0, "198.51.100.66".parse().unwrap(), "/", 1_000),
+            Decision::Denied
+        );
+        // Exempt paths stay reachable even from a denied address (robots, ACME).
+        assert_eq!(
+            shield.check(
+                &p,
+                0,
+                "198.51.100.66".parse().unwrap(),
+                "/robots.txt",
+                1_000
+            ),
+            Decision::Allow
+        );
     }
 
     #[test]

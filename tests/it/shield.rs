@@ -135,3 +135,53 @@ async fn bans_through_the_cli_refuse_then_release() {
         .unwrap();
     assert_eq!(code, Some(2));
 }
+
+#[tokio::test]
+async fn deny_and_allow_lists_apply_and_reload_on_change() {
+    let origin = Origin::start("a").await;
+    let config = format!(
+        "{}\n[tenants.shield]\naddress_rate = 3\ndeny_file = \"deny.txt\"\nallow_file = \"allow.txt\"\n",
+        one_tenant(&[origin.addr], "", "")
+    );
+    // The lists must exist before the gateway validates its config.
+    let gw = Gw::start_with_files(
+        &config,
+        &[
+            ("deny.txt", "# nobody yet\n192.0.2.1\n"),
+            ("allow.txt", "127.0.0.1 # monitoring\n"),
+        ],
+        rempart::app::Options {
+            watch_file: true,
+            sighup: false,
+            access_log: false,
+        },
+    )
+    .await;
+    let c = h1_client();
+    // Allow-listed: the address limit does not apply.
+    for _ in 0..10 {
+        assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 200);
+    }
+    // Deny ourselves by editing the list: the gateway reloads it.
+    std::fs::write(gw.dir.path().join("deny.txt.tmp"), "127.0.0.0/8\n").unwrap();
+    std::fs::rename(
+        gw.dir.path().join("deny.txt.tmp"),
+        gw.dir.path().join("deny.txt"),
+    )
+    .unwrap();
+    let denied = eventually(std::time::Duration::from_secs(10), || async {
+        get(&c, gw.addr, "ville.test", "/").await.status == 403
+    })
+    .await;
+    assert!(denied, "deny list change was not picked up");
+    // A broken list is refused with its file and line; the previous lists keep applying.
+    std::fs::write(
+        gw.dir.path().join("deny.txt"),
+        "127.0.0.0/8\nnot-a-network\n",
+    )
+    .unwrap();
+    let (status, body) = gw.admin_reload().await;
+    assert_eq!(status, 422);
+    assert!(body.contains("deny.txt:2"), "{body}");
+    assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 403);
+}

@@ -239,7 +239,19 @@ impl Gw {
     }
 
     pub async fn start_with(config: &str, options: rempart::app::Options) -> Self {
+        Self::start_with_files(config, &[], options).await
+    }
+
+    /// Like `start_with`, writing `files` (name, content) next to the config first.
+    pub async fn start_with_files(
+        config: &str,
+        files: &[(&str, &str)],
+        options: rempart::app::Options,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
         let path = dir.path().join("rempart.toml");
         std::fs::write(&path, with_defaults(config)).unwrap();

@@ -15,7 +15,8 @@ pub const REQUESTS_TOTAL: &str = "rempart_requests";
 pub const UPSTREAM_RESPONSE_SECONDS: &str = "rempart_upstream_response_seconds";
 /// `rempart_downstream_connections_active`.
 pub const CONNECTIONS_ACTIVE: &str = "rempart_downstream_connections_active";
-/// `rempart_downstream_connections_total{result}` (`accepted`, `rejected_limit`, `proxy_protocol_error`, `tls_error`).
+/// `rempart_downstream_connections_total{result}` (`accepted`, `rejected_limit`,
+/// `rejected_per_address`, `proxy_protocol_error`, `tls_error`).
 pub const CONNECTIONS_TOTAL: &str = "rempart_downstream_connections";
 /// `rempart_upstream_server_healthy{tenant,pool,server}`: 1 healthy, 0 out of rotation.
 pub const UPSTREAM_HEALTHY: &str = "rempart_upstream_server_healthy";

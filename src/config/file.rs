@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 /// Default maximum number of concurrent downstream connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Default maximum concurrent connections from one client address (a browser opens about 6
+/// per host; a town hall behind one NAT address may hold a few hundred).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 /// Default maximum concurrent HTTP/2 streams per connection.
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Default admin listener address (loopback only).
@@ -135,6 +138,8 @@ pub struct LimitsFile {
     pub max_body_bytes: Option<u64>,
     /// Maximum concurrent downstream connections.
     pub max_connections: Option<usize>,
+    /// Maximum concurrent connections from one client address (0 = no cap).
+    pub max_connections_per_address: Option<usize>,
     /// Maximum concurrent HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: Option<u32>,
     /// Idle upstream connections kept per server.

@@ -83,6 +83,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Maximum concurrent downstream connections.
     pub max_connections: usize,
+    /// Maximum concurrent connections per client address (0 = no cap; trusted proxies exempt).
+    pub max_connections_per_address: usize,
     /// Maximum concurrent h2 streams per connection.
     pub h2_max_concurrent_streams: u32,
     /// Idle upstream connections kept per server.

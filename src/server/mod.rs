@@ -29,6 +29,44 @@ use crate::config::runtime::{Listener, ListenerProtocol};
 use crate::proxy::upstream::now_ms;
 use crate::proxy::{ConnInfo, Gateway};
 
+/// Open connections per client address, for the per-address cap.
+#[derive(Debug, Default)]
+struct PerAddress {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// Holds one of an address's connection slots until dropped.
+struct AddressSlot<'a> {
+    table: &'a PerAddress,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// Takes a slot for `ip` unless it already holds `max`.
+    fn acquire(&self, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot<'_>> {
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { table: self, ip })
+    }
+}
+
+impl Drop for AddressSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.table.open.lock() {
+            if let Some(n) = open.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
 /// Listeners bound and serving, plus what is needed to drain them.
 pub struct Server {
     /// Bound addresses, in config order (useful with port 0).
@@ -45,6 +83,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        let per_address = Arc::new(PerAddress::default());
         let tls = if config.has_tls_listener() {
             let cfg = tls::server_config(&gateway).map_err(io::Error::other)?;
             Some(TlsAcceptor::from(cfg))
@@ -58,15 +97,14 @@ impl Server {
             let acceptor = (spec.protocol == ListenerProtocol::Https)
                 .then(|| tls.clone())
                 .flatten();
-            tracker.spawn(accept_loop(
-                listener,
-                spec.clone(),
-                gateway.clone(),
-                acceptor,
-                permits.clone(),
-                shutdown.clone(),
-                tracker.clone(),
-            ));
+            let shared = Shared {
+                gateway: gateway.clone(),
+                permits: permits.clone(),
+                per_address: per_address.clone(),
+                shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+            };
+            tracker.spawn(accept_loop(listener, spec.clone(), acceptor, shared));
             tracing::info!(listener = %spec.name, address = %local_addrs[local_addrs.len() - 1], "listening");
         }
         Ok(Self {
@@ -98,15 +136,29 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// What every accept loop of one server shares.
+#[derive(Clone)]
+struct Shared {
+    gateway: Arc<Gateway>,
+    permits: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     spec: Listener,
-    gateway: Arc<Gateway>,
     tls: Option<TlsAcceptor>,
-    permits: Arc<Semaphore>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    shared: Shared,
 ) {
+    let Shared {
+        gateway,
+        permits,
+        per_address,
+        shutdown,
+        tracker,
+    } = shared;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -131,10 +183,20 @@ async fn accept_loop(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         let proxy_protocol = spec.proxy_protocol;
+        let per_address = per_address.clone();
         tracker.spawn(async move {
             let _permit = permit;
             gw.metrics.connections_active.inc();
-            serve_connection(stream, peer, proxy_protocol, tls, gw.clone(), shutdown).await;
+            serve_connection(
+                stream,
+                peer,
+                proxy_protocol,
+                tls,
+                gw.clone(),
+                shutdown,
+                &per_address,
+            )
+            .await;
             gw.metrics.connections_active.dec();
         });
     }
@@ -147,6 +209,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
+    per_address: &PerAddress,
 ) {
     let config = gateway.current().config.clone();
     let header_timeout = config.timeouts.downstream_header_read;
@@ -165,6 +228,19 @@ async fn serve_connection(
             }
         }
     }
+    // Per-address cap, on the real client address; trusted proxies carry many clients.
+    let cap = config.limits.max_connections_per_address;
+    let _slot = if cap > 0 && !config.is_trusted_proxy(peer.ip()) {
+        match per_address.acquire(peer.ip(), cap) {
+            Some(slot) => Some(slot),
+            None => {
+                gateway.metrics.connection("rejected_per_address");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let activity = Arc::new(AtomicU64::new(now_ms()));
     match tls {
         Some(acceptor) => {

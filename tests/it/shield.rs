@@ -185,3 +185,56 @@ async fn deny_and_allow_lists_apply_and_reload_on_change() {
     assert!(body.contains("deny.txt:2"), "{body}");
     assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 403);
 }
+
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        "[limits]\nmax_connections_per_address = 2\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ))
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    // The third is closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        third.read_to_end(&mut out),
+    )
+    .await
+    .unwrap();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_downstream_connections_total{result=\"rejected_per_address\"} 1"),
+        "{m}"
+    );
+    // Closing one frees a slot.
+    drop(held.pop());
+    let freed = eventually(std::time::Duration::from_secs(5), || async {
+        let answer = raw(
+            gw.addr,
+            b"GET / HTTP/1.1\r\nHost: ville.test\r\nConnection: close\r\n\r\n",
+            std::time::Duration::from_secs(2),
+        )
+        .await;
+        answer.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(freed);
+}

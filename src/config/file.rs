@@ -207,6 +207,10 @@ pub struct TenantShieldFile {
     /// Path prefixes never limited (on top of /robots.txt and /.well-known/).
     #[serde(default)]
     pub exempt_paths: Vec<String>,
+    /// Requests per second from one address that earn it an automatic ban (0/absent = never).
+    pub ban_rate: Option<u32>,
+    /// Length of an automatic ban (default "10m").
+    pub ban_for: Option<String>,
     /// File listing clients never limited (one address or CIDR per line); reloaded on change.
     pub allow_file: Option<String>,
     /// File listing clients always refused (403); reloaded on change.

@@ -425,11 +425,22 @@ fn tenant_shield(
     };
     let allow = list("allow_file", &f.allow_file);
     let deny = list("deny_file", &f.deny_file);
+    let ban_rate = f.ban_rate.unwrap_or(0);
+    if ban_rate > 0 && (address_rate == 0 || ban_rate <= address_rate) {
+        c.push(
+            format!("{p}.shield.ban_rate"),
+            format!("{ban_rate} needs an address_rate below it"),
+            Some("set address_rate, and ban_rate well above it (a ban is for clients far over the limit)"),
+        );
+    }
+    let ban_for = c.duration(&format!("{p}.shield.ban_for"), f.ban_for.as_deref(), "10m");
     Policy {
         mode,
         address_rate,
         prefix_rate,
         exempt_paths: f.exempt_paths.clone(),
+        ban_rate,
+        ban_for_ms: u64::try_from(ban_for.as_millis()).unwrap_or(u64::MAX),
         allow,
         deny,
     }

@@ -414,8 +414,30 @@ async fn proxy(
             observed,
             limit,
             enforce,
+            ban,
         } = decision
         {
+            if ban {
+                let reason = format!(
+                    "automatic: {observed:.0} requests/s from this address on tenant {} (ban_rate {}, address_rate {limit})",
+                    tenant.id, tenant.shield.ban_rate
+                );
+                let now = upstream::now_ms();
+                generation.bans.add(
+                    ipnet::IpNet::from(record.client),
+                    &reason,
+                    Some(tenant.shield.ban_for_ms),
+                    now,
+                );
+                tracing::warn!(
+                    target: "rempart::shield",
+                    tenant = %tenant.id,
+                    prefix = %crate::shield::display_prefix(record.client, config.prefixes),
+                    observed,
+                    ban_rate = tenant.shield.ban_rate,
+                    "address banned automatically"
+                );
+            }
             let counters = &generation.shield_counters[tenant_idx];
             let rule_base = if rule == crate::shield::Rule::Address {
                 0

@@ -34,6 +34,10 @@ pub struct Policy {
     pub prefix_rate: u32,
     /// Path prefixes never limited, on top of `DEFAULT_EXEMPT_PREFIXES`.
     pub exempt_paths: Vec<String>,
+    /// Requests per second from one address that earn an automatic ban (0 = never).
+    pub ban_rate: u32,
+    /// Length of an automatic ban, in milliseconds.
+    pub ban_for_ms: u64,
     /// Clients never limited (good bots, partners), from `allow_file`.
     pub allow: std::sync::Arc<cidr::CidrSet>,
     /// Clients always refused, from `deny_file`.
@@ -47,6 +51,8 @@ impl Default for Policy {
             address_rate: 0,
             prefix_rate: 0,
             exempt_paths: Vec::new(),
+            ban_rate: 0,
+            ban_for_ms: 600_000,
             allow: std::sync::Arc::default(),
             deny: std::sync::Arc::default(),
         }
@@ -104,6 +110,8 @@ pub enum Decision {
         limit: u32,
         /// Whether to refuse (`Enforce`) or only log (`LogOnly`).
         enforce: bool,
+        /// Whether the rate also crossed the policy's `ban_rate` (ban the address).
+        ban: bool,
     },
 }
 
@@ -208,11 +216,16 @@ impl Shield {
                 return None;
             }
             let observed = sketch.observe(&key(), 1, now_ms);
+            let ban = enforce
+                && rule == Rule::Address
+                && policy.ban_rate > 0
+                && observed > f64::from(policy.ban_rate);
             (observed > f64::from(limit)).then_some(Decision::Limited {
                 rule,
                 observed,
                 limit,
                 enforce,
+                ban,
             })
         };
         let address = || (tenant, address_key(ip));
@@ -350,6 +363,26 @@ mod tests {
             ),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn a_much_higher_rate_earns_a_ban() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = Policy {
+            ban_rate: 20,
+            ..policy(5, 0)
+        };
+        let ip: IpAddr = "192.0.2.50".parse().unwrap();
+        let bans: Vec<bool> = (0..25)
+            .map(|i| {
+                matches!(
+                    shield.check(&p, 0, ip, "/", 1_000 + i),
+                    Decision::Limited { ban: true, .. }
+                )
+            })
+            .collect();
+        assert!(!bans[..20].iter().any(|b| *b));
+        assert!(bans[20..].iter().all(|b| *b));
     }
 
     #[test]

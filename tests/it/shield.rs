@@ -238,3 +238,41 @@ async fn connections_per_address_are_capped() {
     .await;
     assert!(freed);
 }
+
+#[tokio::test]
+async fn far_over_the_limit_earns_an_explained_ban() {
+    let origin = Origin::start("a").await;
+    let config = format!(
+        "{}\n[tenants.shield]\naddress_rate = 3\nban_rate = 6\nban_for = \"1h\"\n",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start(&config).await;
+    let c = h1_client();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(get(&c, gw.addr, "ville.test", "/").await.status);
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&403), "{statuses:?}");
+    let admin = gw.running().admin_addr;
+    let got = get_with(
+        &c,
+        admin,
+        &admin.to_string(),
+        "/admin/bans",
+        &[("authorization", &format!("Bearer {}", gw.token))],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    let ban = &v["bans"][0];
+    assert_eq!(ban["target"], "127.0.0.1/32");
+    let reason = ban["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("automatic: ")
+            && reason.contains("ban_rate 6")
+            && reason.contains("tenant ville"),
+        "{reason}"
+    );
+    assert!(ban["hits"].as_u64().unwrap() >= 1);
+}

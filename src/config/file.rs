@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Default maximum concurrent connections from one client address (a browser opens about 6
 /// per host; a town hall behind one NAT address may hold a few hundred).
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// Default requests served on one connection before a graceful close.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
 /// Default maximum concurrent HTTP/2 streams per connection.
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Default admin listener address (loopback only).
@@ -138,6 +140,8 @@ pub struct LimitsFile {
     pub max_body_bytes: Option<u64>,
     /// Maximum concurrent downstream connections.
     pub max_connections: Option<usize>,
+    /// Requests served on one connection before it is closed gracefully (0 = no limit).
+    pub max_requests_per_connection: Option<u64>,
     /// Maximum concurrent connections from one client address (0 = no cap).
     pub max_connections_per_address: Option<usize>,
     /// Maximum concurrent HTTP/2 streams per connection.

@@ -83,6 +83,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Maximum concurrent downstream connections.
     pub max_connections: usize,
+    /// Requests served on one connection before a graceful close (0 = no limit).
+    pub max_requests_per_connection: u64,
     /// Maximum concurrent connections per client address (0 = no cap; trusted proxies exempt).
     pub max_connections_per_address: usize,
     /// Maximum concurrent h2 streams per connection.

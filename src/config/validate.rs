@@ -151,6 +151,9 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         max_header_bytes: l.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
         max_body_bytes: l.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_requests_per_connection: l
+            .max_requests_per_connection
+            .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
         max_connections_per_address: l
             .max_connections_per_address
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),

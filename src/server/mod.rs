@@ -319,7 +319,20 @@ async fn serve_http<I>(
         .keep_alive_timeout(Duration::from_secs(10));
     let info = Arc::new(info);
     let gw = gateway.clone();
-    let service = service_fn(move |req| gw.clone().handle(info.clone(), req));
+    // Max requests per connection: past it, the connection is closed gracefully (HTTP/1.1
+    // `Connection: close` after the response, HTTP/2 GOAWAY), which spreads long-lived
+    // clients over fresh connections and bounds what one connection can do.
+    let max_requests = config.limits.max_requests_per_connection;
+    let served = Arc::new(AtomicU64::new(0));
+    let limit_reached = Arc::new(tokio::sync::Notify::new());
+    let (served_in, reached_in) = (served.clone(), limit_reached.clone());
+    let service = service_fn(move |req| {
+        let n = served_in.fetch_add(1, Ordering::Relaxed) + 1;
+        if max_requests > 0 && n == max_requests {
+            reached_in.notify_one();
+        }
+        gw.clone().handle(info.clone(), req)
+    });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = config.timeouts.downstream_idle;
@@ -333,6 +346,10 @@ async fn serve_http<I>(
                 return;
             }
             _ = shutdown.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = limit_reached.notified(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

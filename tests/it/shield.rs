@@ -276,3 +276,54 @@ async fn far_over_the_limit_earns_an_explained_ban() {
     );
     assert!(ban["hits"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn connections_close_after_max_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        "[limits]\nmax_requests_per_connection = 3\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 1..=3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n\r\n")
+            .await
+            .unwrap();
+        // Read one whole response: head, then the 12-byte body ("hello from a").
+        let head_end = loop {
+            if let Some(p) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed before response {i}");
+            pending.extend_from_slice(&buf[..n]);
+        };
+        while pending.len() < head_end + 12 {
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            pending.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(
+            head.contains("connection: close"),
+            i == 3,
+            "response {i}: {head}"
+        );
+        pending.drain(..head_end + 12);
+    }
+    // After the third response the gateway closes the connection.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+}

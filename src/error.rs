@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Over the per-prefix request rate.
     #[error("rate limited (prefix)")]
     RateLimitedPrefix,
+    /// The client sent its body too slowly (slow POST).
+    #[error("request body too slow")]
+    BodyTooSlow,
     /// The client address or network is banned.
     #[error("banned")]
     Banned,
@@ -67,7 +70,8 @@ impl ProxyError {
             | Self::BadRequest
             | Self::RateLimitedAddress
             | Self::RateLimitedPrefix
-            | Self::Banned => Blame::Downstream,
+            | Self::Banned
+            | Self::BodyTooSlow => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
             Self::Internal => Blame::Internal,
         }
@@ -87,6 +91,7 @@ impl ProxyError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimitedAddress | Self::RateLimitedPrefix => StatusCode::TOO_MANY_REQUESTS,
             Self::Banned => StatusCode::FORBIDDEN,
+            Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamConnect | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,6 +109,7 @@ impl ProxyError {
             Self::RateLimitedAddress => "rate_limited_address",
             Self::RateLimitedPrefix => "rate_limited_prefix",
             Self::Banned => "banned",
+            Self::BodyTooSlow => "body_too_slow",
             Self::UpstreamConnect => "upstream_connect",
             Self::UpstreamFailed => "upstream_failed",
             Self::UpstreamTimeout => "upstream_timeout",

@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Default maximum concurrent connections from one client address (a browser opens about 6
 /// per host; a town hall behind one NAT address may hold a few hundred).
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// Default minimum request-body rate (bytes/s) once the grace period is over.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
+/// Default grace period before the minimum body rate applies.
+pub const DEFAULT_DOWNSTREAM_BODY_GRACE: &str = "10s";
 /// Default requests served on one connection before a graceful close.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
 /// Default maximum concurrent HTTP/2 streams per connection.
@@ -128,6 +132,8 @@ pub struct TimeoutsFile {
     pub request: Option<String>,
     /// Drain deadline on shutdown.
     pub shutdown_drain: Option<String>,
+    /// Time a request body may take before `limits.min_body_rate` applies.
+    pub downstream_body_grace: Option<String>,
 }
 
 /// Global limits.
@@ -140,6 +146,8 @@ pub struct LimitsFile {
     pub max_body_bytes: Option<u64>,
     /// Maximum concurrent downstream connections.
     pub max_connections: Option<usize>,
+    /// Minimum request-body data rate in bytes per second after the grace period (0 = off).
+    pub min_body_rate: Option<u64>,
     /// Requests served on one connection before it is closed gracefully (0 = no limit).
     pub max_requests_per_connection: Option<u64>,
     /// Maximum concurrent connections from one client address (0 = no cap).

@@ -72,6 +72,8 @@ pub struct Timeouts {
     pub per_request: RequestTimeouts,
     /// Drain deadline on shutdown.
     pub shutdown_drain: Duration,
+    /// Time a request body may take before the minimum data rate applies.
+    pub downstream_body_grace: Duration,
 }
 
 /// Global limits.
@@ -83,6 +85,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Maximum concurrent downstream connections.
     pub max_connections: usize,
+    /// Minimum request-body rate in bytes/s after `Timeouts::downstream_body_grace` (0 = off).
+    pub min_body_rate: u64,
     /// Requests served on one connection before a graceful close (0 = no limit).
     pub max_requests_per_connection: u64,
     /// Maximum concurrent connections per client address (0 = no cap; trusted proxies exempt).

@@ -144,6 +144,11 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             t.shutdown_drain.as_deref(),
             DEFAULT_SHUTDOWN_DRAIN,
         ),
+        downstream_body_grace: c.duration(
+            "timeouts.downstream_body_grace",
+            t.downstream_body_grace.as_deref(),
+            DEFAULT_DOWNSTREAM_BODY_GRACE,
+        ),
     };
 
     let l = &file.limits;
@@ -151,6 +156,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         max_header_bytes: l.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
         max_body_bytes: l.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        min_body_rate: l.min_body_rate.unwrap_or(DEFAULT_MIN_BODY_RATE),
         max_requests_per_connection: l
             .max_requests_per_connection
             .unwrap_or(DEFAULT_MAX_REQUESTS_PER_CONNECTION),
@@ -702,6 +708,7 @@ fn routes(
         };
         let t = &rf.timeouts;
         if t.downstream_header_read.is_some()
+            || t.downstream_body_grace.is_some()
             || t.downstream_idle.is_some()
             || t.upstream_connect.is_some()
             || t.shutdown_drain.is_some()

@@ -28,6 +28,9 @@ pub enum RequestBodyError {
     /// The downstream connection failed.
     #[error("downstream body: {0}")]
     Downstream(#[from] hyper::Error),
+    /// The client sends its body slower than the minimum data rate (slow POST).
+    #[error("request body slower than the minimum data rate")]
+    TooSlow,
 }
 
 pin_project! {
@@ -37,6 +40,38 @@ pin_project! {
         inner: Option<Incoming>,
         remaining: u64,
         received: Option<Arc<AtomicU64>>,
+        pace: Option<Pace>,
+    }
+}
+
+/// The minimum-data-rate rule for a body: after `grace`, the bytes received must keep up with
+/// `min_rate` bytes per second since the start.
+#[derive(Debug)]
+pub struct Pace {
+    start: Instant,
+    grace: std::time::Duration,
+    min_rate: u64,
+    got: u64,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Pace {
+    /// A pace rule starting now.
+    pub fn new(grace: std::time::Duration, min_rate: u64) -> Self {
+        Self {
+            start: Instant::now(),
+            grace,
+            min_rate: min_rate.max(1),
+            got: 0,
+            timer: None,
+        }
+    }
+
+    /// When the body is too slow unless more bytes arrive: start + grace + got / min_rate.
+    fn deadline(&self) -> Instant {
+        let earned =
+            std::time::Duration::from_millis(self.got.saturating_mul(1000) / self.min_rate);
+        self.start + self.grace + earned
     }
 }
 
@@ -47,7 +82,14 @@ impl RequestBody {
             inner: Some(inner),
             remaining: limit,
             received: Some(received),
+            pace: None,
         }
+    }
+
+    /// Also enforce a minimum data rate (`None` disables it).
+    pub fn with_pace(mut self, pace: Option<Pace>) -> Self {
+        self.pace = pace;
+        self
     }
 
     /// An empty body (health checks, retries of body-less requests).
@@ -56,6 +98,7 @@ impl RequestBody {
             inner: None,
             remaining: 0,
             received: None,
+            pace: None,
         }
     }
 }
@@ -72,7 +115,23 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(inner.poll_frame(cx)) {
+        let polled = inner.poll_frame(cx);
+        if polled.is_pending() {
+            if let Some(pace) = this.pace.as_mut() {
+                let deadline = pace.deadline();
+                let timer = pace
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(RequestBodyError::TooSlow)));
+                }
+            }
+            return Poll::Pending;
+        }
+        match ready!(polled) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -80,6 +139,9 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
                     }
                     *this.remaining -= n;
+                    if let Some(pace) = this.pace.as_mut() {
+                        pace.got += n;
+                    }
                     if let Some(r) = this.received {
                         r.fetch_add(n, Ordering::Relaxed);
                     }

@@ -56,6 +56,9 @@ pub enum ClientError {
     /// The downstream body failed while we forwarded it.
     #[error("downstream body failed")]
     DownstreamBody,
+    /// The downstream body came slower than the minimum data rate.
+    #[error("downstream body too slow")]
+    DownstreamTooSlow,
     /// The connection failed or the origin sent something invalid.
     #[error("upstream: {0}")]
     Failed(&'static str),
@@ -256,6 +259,7 @@ async fn write_body(
             Ok(f) => f,
             Err(RequestBodyError::TooLarge) => return Err(ClientError::BodyTooLarge),
             Err(RequestBodyError::Downstream(_)) => return Err(ClientError::DownstreamBody),
+            Err(RequestBodyError::TooSlow) => return Err(ClientError::DownstreamTooSlow),
         };
         let Ok(data) = frame.into_data() else {
             continue;

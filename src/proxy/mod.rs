@@ -537,11 +537,16 @@ async fn proxy(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let body_empty = http_body::Body::is_end_stream(&incoming) || declared_len == Some(0);
     let can_retry = is_idempotent(&parts.method) && body_empty && !upgrade;
-    let mut body = Some(RequestBody::new(
-        incoming,
-        route.max_body_bytes,
-        record.bytes_in.clone(),
-    ));
+    // Slow-POST guard: a body must keep up with the minimum data rate after the grace period.
+    let pace = (!body_empty && config.limits.min_body_rate > 0).then(|| {
+        body::Pace::new(
+            config.timeouts.downstream_body_grace,
+            config.limits.min_body_rate,
+        )
+    });
+    let mut body = Some(
+        RequestBody::new(incoming, route.max_body_bytes, record.bytes_in.clone()).with_pace(pace),
+    );
     let pool = &generation.pools[tenant_idx][route.pool];
     let deadline = record.start + route.timeouts.request;
     let mut excluded: Option<Arc<UpstreamServer>> = None;
@@ -575,6 +580,9 @@ async fn proxy(
             }
             Ok(Err(ClientError::BodyTooLarge)) => {
                 return Err((ProxyError::BodyTooLarge, original_headers, record));
+            }
+            Ok(Err(ClientError::DownstreamTooSlow)) => {
+                return Err((ProxyError::BodyTooSlow, original_headers, record));
             }
             Ok(Err(ClientError::DownstreamBody)) => {
                 // The client went away or sent a broken body: not the origin's fault.

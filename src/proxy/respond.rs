@@ -66,6 +66,8 @@ fn text(error: ProxyError, lang: Language) -> Text {
         (UnknownHost, En) => ("Unknown site", "This site name is not served here. Please check the address."),
         (BadHost | BadRequest, Fr) => ("Requête invalide", "La requête reçue est incorrecte et n'a pas été transmise."),
         (BadHost | BadRequest, En) => ("Bad request", "The request was malformed and was not forwarded."),
+        (BodyTooSlow, Fr) => ("Envoi trop lent", "Le contenu envoyé arrivait trop lentement et l'envoi a été interrompu. Vérifiez votre connexion et réessayez."),
+        (BodyTooSlow, En) => ("Upload too slow", "What you sent arrived too slowly and the upload was stopped. Please check your connection and try again."),
         (Banned, Fr) => ("Accès refusé", "L'accès à ce site est temporairement refusé depuis votre connexion. Si vous pensez qu'il s'agit d'une erreur, contactez la collectivité."),
         (Banned, En) => ("Access denied", "Access to this site is temporarily refused from your connection. If you think this is a mistake, please contact the council."),
         (RateLimitedAddress | RateLimitedPrefix, Fr) => ("Trop de demandes", "Votre connexion a envoyé trop de demandes en peu de temps. Patientez quelques secondes puis rechargez la page."),

@@ -327,3 +327,38 @@ async fn connections_close_after_max_requests() {
         .unwrap();
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn slow_post_is_cut_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        "[timeouts]\ndownstream_body_grace = \"300ms\"\n\n[limits]\nmin_body_rate = 1000\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: ville.test\r\nContent-Length: 100000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("trop lentement"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // A body at a normal pace passes.
+    let c = h1_client();
+    let req = http::Request::post(gw.url("/upload"))
+        .header("host", "ville.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'x';
+            50_000
+        ])))
+        .unwrap();
+    let got = collect(c.request(req).await.unwrap()).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "50000"));
+}

@@ -168,9 +168,14 @@ fn address_key(ip: IpAddr) -> u128 {
 /// Counters shared by all tenants (keys include the tenant), kept across reloads.
 #[derive(Debug)]
 pub struct Shield {
-    by_address: WindowSketch,
-    by_prefix: WindowSketch,
+    // Allocated on first use, so a gateway without limits does not carry 4 MiB of counters.
+    by_address: std::sync::OnceLock<WindowSketch>,
+    by_prefix: std::sync::OnceLock<WindowSketch>,
     prefixes: PrefixLengths,
+}
+
+fn new_sketch() -> WindowSketch {
+    WindowSketch::new(SKETCH_WIDTH, 1000)
 }
 
 /// Sketch width (counters per row): 4 rows x 2 windows x 65,536 x 4 bytes = 2 MiB per sketch.
@@ -180,15 +185,16 @@ impl Shield {
     /// A shield with the given prefix lengths.
     pub fn new(prefixes: PrefixLengths) -> Self {
         Self {
-            by_address: WindowSketch::new(SKETCH_WIDTH, 1000),
-            by_prefix: WindowSketch::new(SKETCH_WIDTH, 1000),
+            by_address: std::sync::OnceLock::new(),
+            by_prefix: std::sync::OnceLock::new(),
             prefixes,
         }
     }
 
     /// Memory used by the counters (fixed).
     pub fn memory_bytes(&self) -> usize {
-        self.by_address.memory_bytes() + self.by_prefix.memory_bytes()
+        self.by_address.get().map_or(0, WindowSketch::memory_bytes)
+            + self.by_prefix.get().map_or(0, WindowSketch::memory_bytes)
     }
 
     /// Counts a request from `ip` to `tenant` and decides.
@@ -237,16 +243,22 @@ impl Shield {
                 prefix_of(ip, self.prefixes).1 | (u128::from(ip.is_ipv4()) << 127),
             )
         };
-        if let Some(d) = over(
-            &self.by_address,
-            &address,
-            Rule::Address,
-            policy.address_rate,
-        ) {
-            return d;
-        }
-        if let Some(d) = over(&self.by_prefix, &prefix, Rule::Prefix, policy.prefix_rate) {
-            return d;
+        let rules = [
+            (
+                &self.by_address,
+                &address as &dyn Fn() -> (usize, u128),
+                Rule::Address,
+                policy.address_rate,
+            ),
+            (&self.by_prefix, &prefix, Rule::Prefix, policy.prefix_rate),
+        ];
+        for (sketch, key, rule, limit) in rules {
+            if limit == 0 {
+                continue;
+            }
+            if let Some(d) = over(sketch.get_or_init(new_sketch), key, rule, limit) {
+                return d;
+            }
         }
         Decision::Allow
     }

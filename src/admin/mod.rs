@@ -111,6 +111,37 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
+async fn top_clients(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let now = crate::proxy::upstream::now_ms();
+    let generation = state.gateway.current();
+    let name = |mut h: crate::shield::top::Hitter| {
+        h.tenant_id = generation
+            .config
+            .tenants
+            .get(h.tenant)
+            .map_or_else(|| "-".into(), |t| t.id.clone());
+        h
+    };
+    let addresses: Vec<_> = generation
+        .shield
+        .top_addresses
+        .list(now)
+        .into_iter()
+        .map(name)
+        .collect();
+    let prefixes: Vec<_> = generation
+        .shield
+        .top_prefixes
+        .list(now)
+        .into_iter()
+        .map(name)
+        .collect();
+    Json(serde_json::json!({ "addresses": addresses, "prefixes": prefixes })).into_response()
+}
+
 async fn list_bans(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
         return unauthorized();
@@ -193,6 +224,7 @@ pub async fn start(
             "/admin/bans",
             get(list_bans).post(add_ban).delete(remove_ban),
         )
+        .route("/admin/top", get(top_clients))
         .with_state(AdminState { gateway, reloader });
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -6,6 +6,7 @@
 pub mod bans;
 pub mod cidr;
 pub mod sketch;
+pub mod top;
 
 use std::net::IpAddr;
 
@@ -171,6 +172,10 @@ pub struct Shield {
     // Allocated on first use, so a gateway without limits does not carry 4 MiB of counters.
     by_address: std::sync::OnceLock<WindowSketch>,
     by_prefix: std::sync::OnceLock<WindowSketch>,
+    /// Highest per-address and per-prefix rates right now.
+    pub top_addresses: top::TopTable,
+    /// Highest per-prefix rates right now.
+    pub top_prefixes: top::TopTable,
     prefixes: PrefixLengths,
 }
 
@@ -187,6 +192,8 @@ impl Shield {
         Self {
             by_address: std::sync::OnceLock::new(),
             by_prefix: std::sync::OnceLock::new(),
+            top_addresses: top::TopTable::default(),
+            top_prefixes: top::TopTable::default(),
             prefixes,
         }
     }
@@ -221,7 +228,25 @@ impl Shield {
             if limit == 0 {
                 return None;
             }
-            let observed = sketch.observe(&key(), 1, now_ms);
+            let k = key();
+            let observed = sketch.observe(&k, 1, now_ms);
+            // Hot clients (at least half their limit) go to the heavy-hitter table; one update
+            // in four keeps its lock out of the way under a flood.
+            if observed >= f64::from(limit) / 2.0 && (observed as u64) % 4 == 0 {
+                match rule {
+                    Rule::Address => {
+                        self.top_addresses
+                            .record(k.0, k.1, || ip.to_string(), observed, now_ms)
+                    }
+                    Rule::Prefix => self.top_prefixes.record(
+                        k.0,
+                        k.1,
+                        || display_prefix(ip, self.prefixes),
+                        observed,
+                        now_ms,
+                    ),
+                }
+            }
             let ban = enforce
                 && rule == Rule::Address
                 && policy.ban_rate > 0

@@ -362,3 +362,39 @@ async fn slow_post_is_cut_with_408() {
     let got = collect(c.request(req).await.unwrap()).await;
     assert_eq!((got.status, got.body.as_str()), (200, "50000"));
 }
+
+#[tokio::test]
+async fn heavy_hitters_are_listed_for_operators() {
+    let origin = Origin::start("a").await;
+    let config = format!(
+        "{}\n[tenants.shield]\naddress_rate = 10\nprefix_rate = 10\n",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start(&config).await;
+    let c = h1_client();
+    for _ in 0..20 {
+        get(&c, gw.addr, "ville.test", "/").await;
+    }
+    let admin = gw.running().admin_addr;
+    let auth = format!("Bearer {}", gw.token);
+    let got = get_with(
+        &c,
+        admin,
+        &admin.to_string(),
+        "/admin/top",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(v["addresses"][0]["client"], "127.0.0.1", "{v}");
+    assert_eq!(v["addresses"][0]["tenant_id"], "ville");
+    assert!(v["addresses"][0]["rate"].as_f64().unwrap() >= 5.0);
+    assert_eq!(v["prefixes"][0]["client"], "127.0.0.0/24", "{v}");
+    assert_eq!(
+        get(&c, admin, &admin.to_string(), "/admin/top")
+            .await
+            .status,
+        401
+    );
+}

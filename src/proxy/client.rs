@@ -90,6 +90,19 @@ impl IdlePool {
         None
     }
 
+    /// Closes idle connections that are too old or that the origin has closed (otherwise they
+    /// would sit in CLOSE_WAIT until traffic picks them). Returns how many were closed.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let Ok(mut conns) = self.conns.lock() else {
+            return 0;
+        };
+        let before = conns.len();
+        conns.retain(|c| {
+            now.saturating_duration_since(c.idle_since) < IDLE_TIMEOUT && !looks_closed(c)
+        });
+        before - conns.len()
+    }
+
     fn put(&self, mut conn: UpstreamConn, max_idle: usize) {
         conn.idle_since = Instant::now();
         if let Ok(mut conns) = self.conns.lock() {
@@ -726,6 +739,41 @@ mod tests {
             }
         }
         Ok((out, framing))
+    }
+
+    #[tokio::test]
+    async fn sweep_closes_connections_the_origin_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = IdlePool::default();
+        let mut server_sides = Vec::new();
+        for _ in 0..2 {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            server_sides.push(listener.accept().await.unwrap().0);
+            pool.put(
+                UpstreamConn {
+                    stream,
+                    buf: BytesMut::new(),
+                    idle_since: Instant::now(),
+                },
+                8,
+            );
+        }
+        assert_eq!(pool.sweep(Instant::now()), 0, "both alive");
+        drop(server_sides.pop());
+        // The FIN arrives asynchronously: poll until the sweep sees it (bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut closed = 0;
+        while closed == 0 && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+            closed = pool.sweep(Instant::now());
+        }
+        assert_eq!(closed, 1);
+        assert_eq!(
+            pool.sweep(Instant::now() + IDLE_TIMEOUT),
+            1,
+            "the other one aged out"
+        );
     }
 
     #[test]

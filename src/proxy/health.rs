@@ -15,6 +15,7 @@ use super::Generation;
 
 /// Starts the health-check tasks of `generation`.
 pub fn spawn(generation: &Arc<Generation>) {
+    spawn_idle_sweeper(generation);
     for (ti, pools) in generation.pools.iter().enumerate() {
         for pool in pools {
             let Some(path) = pool.spec.health.path.clone() else {
@@ -40,6 +41,27 @@ pub fn spawn(generation: &Arc<Generation>) {
             });
         }
     }
+}
+
+/// Every few seconds, closes idle upstream connections that aged out or that the origin closed.
+fn spawn_idle_sweeper(generation: &Arc<Generation>) {
+    let pools: Vec<Arc<Pool>> = generation.pools.iter().flatten().cloned().collect();
+    let retired = generation.retired.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = retired.cancelled() => return,
+                _ = tick.tick() => {
+                    let now = tokio::time::Instant::now();
+                    for server in pools.iter().flat_map(|p| p.servers.iter()) {
+                        server.idle.sweep(now);
+                    }
+                }
+            }
+        }
+    });
 }
 
 async fn probe_pool(settings: &ClientSettings, pool: &Pool, path: &str, host: &str) {

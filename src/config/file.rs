@@ -76,6 +76,9 @@ pub struct FileConfig {
     /// Flood-defence settings shared by all tenants.
     #[serde(default)]
     pub shield: ShieldFile,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogFile,
     /// Tenants (municipalities, agencies).
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
@@ -194,6 +197,15 @@ pub struct TenantFile {
     /// Flood-defence policy of this tenant.
     #[serde(default)]
     pub shield: TenantShieldFile,
+}
+
+/// Logging settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// How the client address appears in the access log: `prefix` (default: the /24 or /64
+    /// network, personal data kept out of logs) or `full`.
+    pub client_address: Option<String>,
 }
 
 /// Flood-defence settings shared by all tenants.

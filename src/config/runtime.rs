@@ -227,6 +227,8 @@ pub struct Runtime {
     pub tenants: Vec<Tenant>,
     /// Prefix lengths used to group client addresses.
     pub prefixes: crate::shield::PrefixLengths,
+    /// Whether the access log shows full client addresses (else their prefix).
+    pub log_full_client_address: bool,
     /// Files besides the config whose change triggers a reload (allow/deny lists).
     pub watched_files: Vec<PathBuf>,
     pub(crate) hosts_exact: HashMap<String, usize>,

@@ -353,6 +353,19 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         );
     }
 
+    let log_full_client_address = match file.log.client_address.as_deref() {
+        None | Some("prefix") => false,
+        Some("full") => true,
+        Some(other) => {
+            c.push(
+                "log.client_address",
+                format!("unknown value `{other}`"),
+                Some("use \"prefix\" or \"full\""),
+            );
+            false
+        }
+    };
+
     if c.problems.is_empty() {
         let watched_files = file
             .tenants
@@ -362,6 +375,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .map(|f| base.join(f))
             .collect();
         Ok(Runtime {
+            log_full_client_address,
             watched_files,
             prefixes,
             source: source.to_owned(),

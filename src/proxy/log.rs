@@ -63,9 +63,23 @@ impl Drop for AccessRecord {
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out,
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
-            client = %self.client,
+            client = %ClientField(self.client, &g.config),
             upstream = self.upstream.as_ref().map_or("-", |u| u.address.as_str()),
             reason = self.reason.unwrap_or("-"),
         );
+    }
+}
+
+/// The client address as the access log shows it: its network prefix unless the operator
+/// asked for full addresses (`log.client_address = "full"`).
+struct ClientField<'a>(IpAddr, &'a crate::config::Runtime);
+
+impl std::fmt::Display for ClientField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.1.log_full_client_address {
+            write!(f, "{}", self.0)
+        } else {
+            f.write_str(&crate::shield::display_prefix(self.0, self.1.prefixes))
+        }
     }
 }

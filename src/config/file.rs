@@ -311,6 +311,9 @@ pub struct RouteFile {
     pub pool: String,
     /// Body limit for this route.
     pub max_body_bytes: Option<u64>,
+    /// How many requests one request here counts for in the shield's rate limits (default 1;
+    /// search, login and form routes cost more than static pages).
+    pub cost: Option<u32>,
     /// Timeouts for this route (only upstream and request keys apply).
     #[serde(default)]
     pub timeouts: TimeoutsFile,

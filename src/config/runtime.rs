@@ -160,6 +160,8 @@ pub struct Route {
     pub pool: usize,
     /// Body limit.
     pub max_body_bytes: u64,
+    /// Weight of one request in rate limits.
+    pub cost: u32,
     /// Timeouts.
     pub timeouts: RequestTimeouts,
 }

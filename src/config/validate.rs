@@ -720,6 +720,13 @@ fn routes(
                 0
             }
         };
+        if rf.cost.is_some_and(|c| !(1..=1000).contains(&c)) {
+            c.push(
+                format!("{rp}.cost"),
+                format!("cost {} is out of range", rf.cost.unwrap_or(0)),
+                Some("use 1 to 1000"),
+            );
+        }
         let t = &rf.timeouts;
         if t.downstream_header_read.is_some()
             || t.downstream_body_grace.is_some()
@@ -753,6 +760,7 @@ fn routes(
             path_prefix: rf.path_prefix.clone(),
             pool,
             max_body_bytes: rf.max_body_bytes.unwrap_or(limits.max_body_bytes),
+            cost: rf.cost.unwrap_or(1),
             timeouts,
         });
     }

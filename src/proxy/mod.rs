@@ -404,6 +404,7 @@ async fn proxy(
             tenant_idx,
             record.client,
             req.uri().path(),
+            route.cost,
             upstream::now_ms(),
         );
         if decision == crate::shield::Decision::Denied {

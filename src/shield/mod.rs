@@ -204,13 +204,14 @@ impl Shield {
             + self.by_prefix.get().map_or(0, WindowSketch::memory_bytes)
     }
 
-    /// Counts a request from `ip` to `tenant` and decides.
+    /// Counts a request from `ip` to `tenant` (weighing `cost` requests) and decides.
     pub fn check(
         &self,
         policy: &Policy,
         tenant: usize,
         ip: IpAddr,
         path: &str,
+        cost: u32,
         now_ms: u64,
     ) -> Decision {
         if !policy.is_active() || policy.exempt(path) {
@@ -229,7 +230,7 @@ impl Shield {
                 return None;
             }
             let k = key();
-            let observed = sketch.observe(&k, 1, now_ms);
+            let observed = sketch.observe(&k, cost.max(1), now_ms);
             // Hot clients (at least half their limit) go to the heavy-hitter table; one update
             // in four keeps its lock out of the way under a flood.
             if observed >= f64::from(limit) / 2.0 && (observed as u64) % 4 == 0 {
@@ -321,25 +322,25 @@ mod tests {
         let other: IpAddr = "198.51.100.8".parse().unwrap();
         let mut limited = 0;
         for i in 0..30 {
-            if shield.check(&p, 0, ip, "/", 10_000 + i) != Decision::Allow {
+            if shield.check(&p, 0, ip, "/", 1, 10_000 + i) != Decision::Allow {
                 limited += 1;
             }
         }
         assert_eq!(limited, 20);
         // Another address and another tenant are unaffected.
-        assert_eq!(shield.check(&p, 0, other, "/", 10_100), Decision::Allow);
-        assert_eq!(shield.check(&p, 1, ip, "/", 10_100), Decision::Allow);
+        assert_eq!(shield.check(&p, 0, other, "/", 1, 10_100), Decision::Allow);
+        assert_eq!(shield.check(&p, 1, ip, "/", 1, 10_100), Decision::Allow);
         // Exempt paths are never limited.
         assert_eq!(
-            shield.check(&p, 0, ip, "/robots.txt", 10_100),
+            shield.check(&p, 0, ip, "/robots.txt", 1, 10_100),
             Decision::Allow
         );
         assert_eq!(
-            shield.check(&p, 0, ip, "/statut/feed.atom", 10_100),
+            shield.check(&p, 0, ip, "/statut/feed.atom", 1, 10_100),
             Decision::Allow
         );
         // Two seconds later the window has passed.
-        assert_eq!(shield.check(&p, 0, ip, "/", 12_100), Decision::Allow);
+        assert_eq!(shield.check(&p, 0, ip, "/", 1, 12_100), Decision::Allow);
     }
 
     #[test]
@@ -350,7 +351,7 @@ mod tests {
         for i in 0..200u32 {
             let ip: IpAddr = format!("203.0.113.{}", i % 200).parse().unwrap();
             if let Decision::Limited { rule, .. } =
-                shield.check(&p, 0, ip, "/", 50_000 + u64::from(i))
+                shield.check(&p, 0, ip, "/", 1, 50_000 + u64::from(i))
             {
                 limited.get_or_insert(rule);
             }
@@ -366,9 +367,9 @@ mod tests {
             ..policy(1, 0)
         };
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
-        shield.check(&p, 0, ip, "/", 1_000);
+        shield.check(&p, 0, ip, "/", 1, 1_000);
         assert!(matches!(
-            shield.check(&p, 0, ip, "/", 1_001),
+            shield.check(&p, 0, ip, "/", 1, 1_001),
             Decision::Limited { enforce: false, .. }
         ));
     }
@@ -383,10 +384,13 @@ mod tests {
         };
         let good: IpAddr = "192.0.2.1".parse().unwrap();
         for i in 0..10 {
-            assert_eq!(shield.check(&p, 0, good, "/", 1_000 + i), Decision::Allow);
+            assert_eq!(
+                shield.check(&p, 0, good, "/", 1, 1_000 + i),
+                Decision::Allow
+            );
         }
         assert_eq!(
-            shield.check(&p, 0, "198.51.100.66".parse().unwrap(), "/", 1_000),
+            shield.check(&p, 0, "198.51.100.66".parse().unwrap(), "/", 1, 1_000),
             Decision::Denied
         );
         // Exempt paths stay reachable even from a denied address (robots, ACME).
@@ -396,6 +400,7 @@ mod tests {
                 0,
                 "198.51.100.66".parse().unwrap(),
                 "/robots.txt",
+                1,
                 1_000
             ),
             Decision::Allow
@@ -413,7 +418,7 @@ mod tests {
         let bans: Vec<bool> = (0..25)
             .map(|i| {
                 matches!(
-                    shield.check(&p, 0, ip, "/", 1_000 + i),
+                    shield.check(&p, 0, ip, "/", 1, 1_000 + i),
                     Decision::Limited { ban: true, .. }
                 )
             })
@@ -426,7 +431,14 @@ mod tests {
     fn inactive_policy_counts_nothing() {
         let shield = Shield::new(PrefixLengths::default());
         assert_eq!(
-            shield.check(&Policy::default(), 0, "192.0.2.1".parse().unwrap(), "/", 0),
+            shield.check(
+                &Policy::default(),
+                0,
+                "192.0.2.1".parse().unwrap(),
+                "/",
+                1,
+                0
+            ),
             Decision::Allow
         );
     }

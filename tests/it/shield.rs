@@ -398,3 +398,27 @@ async fn heavy_hitters_are_listed_for_operators() {
         401
     );
 }
+
+#[tokio::test]
+async fn costly_routes_use_up_the_budget_faster() {
+    let origin = Origin::start("a").await;
+    let config = format!(
+        "{}\n[[tenants.routes]]\nname = \"recherche\"\npath_prefix = \"/recherche\"\npool = \"web\"\ncost = 5\n\n[tenants.shield]\naddress_rate = 10\n",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start(&config).await;
+    let c = h1_client();
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(
+                get(&c, gw.addr, "ville.test", "/recherche?q=etat+civil")
+                    .await
+                    .status,
+            );
+        }
+        v
+    };
+    // 5 + 5 = 10 fits the budget of 10 per second; the third search (15) does not.
+    assert_eq!(statuses, vec![200, 200, 429, 429]);
+}

@@ -390,80 +390,15 @@ async fn proxy(
     record.route = Some(route_idx);
     let route = &tenant.routes[route_idx];
 
-    // Phase 1b: shield decision. Bans apply to every tenant.
-    if generation
-        .bans
-        .check(record.client, upstream::now_ms())
-        .is_some()
-    {
-        return Err((ProxyError::Banned, accept_language(req.headers()), record));
-    }
-    if tenant.shield.is_active() {
-        let decision = generation.shield.check(
-            &tenant.shield,
-            tenant_idx,
-            record.client,
-            req.uri().path(),
-            route.cost,
-            upstream::now_ms(),
-        );
-        if decision == crate::shield::Decision::Denied {
-            return Err((ProxyError::Banned, accept_language(req.headers()), record));
-        }
-        if let crate::shield::Decision::Limited {
-            rule,
-            observed,
-            limit,
-            enforce,
-            ban,
-        } = decision
-        {
-            if ban {
-                let reason = format!(
-                    "automatic: {observed:.0} requests/s from this address on tenant {} (ban_rate {}, address_rate {limit})",
-                    tenant.id, tenant.shield.ban_rate
-                );
-                let now = upstream::now_ms();
-                generation.bans.add(
-                    ipnet::IpNet::from(record.client),
-                    &reason,
-                    Some(tenant.shield.ban_for_ms),
-                    now,
-                );
-                tracing::warn!(
-                    target: "rempart::shield",
-                    tenant = %tenant.id,
-                    prefix = %crate::shield::display_prefix(record.client, config.prefixes),
-                    observed,
-                    ban_rate = tenant.shield.ban_rate,
-                    "address banned automatically"
-                );
-            }
-            let counters = &generation.shield_counters[tenant_idx];
-            let rule_base = if rule == crate::shield::Rule::Address {
-                0
-            } else {
-                2
-            };
-            counters[rule_base + usize::from(!enforce)].inc();
-            if enforce {
-                let error = match rule {
-                    crate::shield::Rule::Address => ProxyError::RateLimitedAddress,
-                    crate::shield::Rule::Prefix => ProxyError::RateLimitedPrefix,
-                };
-                return Err((error, accept_language(req.headers()), record));
-            }
-            // Dry run: say what would have been refused (prefix only: no full address here).
-            tracing::info!(
-                target: "rempart::shield",
-                tenant = %tenant.id,
-                rule = rule.name(),
-                observed,
-                limit,
-                prefix = %crate::shield::display_prefix(record.client, config.prefixes),
-                "over the limit (log-only mode)"
-            );
-        }
+    // Phase 1b: shield decision.
+    if let Err(error) = shield_phase(
+        generation,
+        tenant_idx,
+        route,
+        req.uri().path(),
+        record.client,
+    ) {
+        return Err((error, accept_language(req.headers()), record));
     }
     let declared_len = match req.headers().get(CONTENT_LENGTH) {
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
@@ -639,6 +574,82 @@ async fn proxy(
             Ok(response.map(|()| ResponseBody::local(Bytes::new(), Some(record))))
         }
     }
+}
+
+/// Phase 1b: bans (every tenant), then the tenant's shield policy. Acts on the decision:
+/// counts it, bans automatically when asked, logs dry runs, and returns the error to answer
+/// with when the request is refused.
+fn shield_phase(
+    generation: &Generation,
+    tenant_idx: usize,
+    route: &crate::config::runtime::Route,
+    path: &str,
+    client: std::net::IpAddr,
+) -> Result<(), ProxyError> {
+    use crate::shield::{display_prefix, Decision, Rule};
+    let now = upstream::now_ms();
+    if generation.bans.check(client, now).is_some() {
+        return Err(ProxyError::Banned);
+    }
+    let config = &generation.config;
+    let tenant = &config.tenants[tenant_idx];
+    if !tenant.shield.is_active() {
+        return Ok(());
+    }
+    let decision =
+        generation
+            .shield
+            .check(&tenant.shield, tenant_idx, client, path, route.cost, now);
+    let (rule, observed, limit, enforce, ban) = match decision {
+        Decision::Allow => return Ok(()),
+        Decision::Denied => return Err(ProxyError::Banned),
+        Decision::Limited {
+            rule,
+            observed,
+            limit,
+            enforce,
+            ban,
+        } => (rule, observed, limit, enforce, ban),
+    };
+    if ban {
+        let reason = format!(
+            "automatic: {observed:.0} requests/s from this address on tenant {} (ban_rate {}, address_rate {limit})",
+            tenant.id, tenant.shield.ban_rate
+        );
+        generation.bans.add(
+            ipnet::IpNet::from(client),
+            &reason,
+            Some(tenant.shield.ban_for_ms),
+            now,
+        );
+        tracing::warn!(
+            target: "rempart::shield",
+            tenant = %tenant.id,
+            prefix = %display_prefix(client, config.prefixes),
+            observed,
+            ban_rate = tenant.shield.ban_rate,
+            "address banned automatically"
+        );
+    }
+    let rule_base = if rule == Rule::Address { 0 } else { 2 };
+    generation.shield_counters[tenant_idx][rule_base + usize::from(!enforce)].inc();
+    if enforce {
+        return Err(match rule {
+            Rule::Address => ProxyError::RateLimitedAddress,
+            Rule::Prefix => ProxyError::RateLimitedPrefix,
+        });
+    }
+    // Dry run: say what would have been refused (the prefix only, never the address).
+    tracing::info!(
+        target: "rempart::shield",
+        tenant = %tenant.id,
+        rule = rule.name(),
+        observed,
+        limit,
+        prefix = %display_prefix(client, config.prefixes),
+        "over the limit (log-only mode)"
+    );
+    Ok(())
 }
 
 /// Copies bytes both ways between an upgraded downstream connection and the origin.

@@ -118,3 +118,51 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     // Not accepting any more.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn h2_uploads_reach_the_origin_with_and_without_length() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // With content-length.
+    let req = http::Request::post("http://ville.test/upload")
+        .header("content-length", "5000")
+        .body(Full::new(Bytes::from(vec![b'z'; 5000])))
+        .unwrap();
+    let got = collect(sender.send_request(req).await.unwrap()).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "5000"));
+    // Without: Rempart re-frames it as chunked for the HTTP/1.1 origin.
+    let (stream_sender, conn) = {
+        let stream = TcpStream::connect(gw.addr).await.unwrap();
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::StreamBody<_>>(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap()
+    };
+    tokio::spawn(conn);
+    let mut stream_sender = stream_sender;
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..2)
+        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'z'; 3500]))))
+        .collect();
+    let req = http::Request::post("http://ville.test/upload")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )))
+        .unwrap();
+    let got = collect(stream_sender.send_request(req).await.unwrap()).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "7000"));
+    assert!(origin.header("content-length").is_none());
+    assert_eq!(
+        origin.header("transfer-encoding").as_deref(),
+        Some("chunked")
+    );
+}

@@ -3,6 +3,7 @@
 //! (or a local page) downstream, counts bytes, enforces the whole-request deadline, and
 //! closes the access-log record when dropped.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -289,5 +290,3 @@ impl Body for ResponseBody {
         }
     }
 }
-
-use std::future::Future;

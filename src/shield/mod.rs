@@ -224,66 +224,51 @@ impl Shield {
             return Decision::Allow;
         }
         let enforce = policy.mode == Mode::Enforce;
-        // Count under one rule; a limit of 0 means the rule is off.
-        let over = |sketch: &WindowSketch, key: &dyn Fn() -> (usize, u128), rule, limit: u32| {
-            if limit == 0 {
-                return None;
-            }
-            let k = key();
-            let observed = sketch.observe(&k, cost.max(1), now_ms);
+        let rules = [
+            (Rule::Address, &self.by_address, policy.address_rate),
+            (Rule::Prefix, &self.by_prefix, policy.prefix_rate),
+        ];
+        // A limit of 0 turns its rule off (and never allocates its sketch).
+        for (rule, sketch, limit) in rules.into_iter().filter(|r| r.2 > 0) {
+            let key = match rule {
+                Rule::Address => address_key(ip),
+                // IPv4 prefixes (< 2^32) get the top bit, which no routable IPv6 prefix has
+                // (8000::/1 is unallocated), so the two families never share a key.
+                Rule::Prefix => prefix_of(ip, self.prefixes).1 | (u128::from(ip.is_ipv4()) << 127),
+            };
+            let observed =
+                sketch
+                    .get_or_init(new_sketch)
+                    .observe(&(tenant, key), cost.max(1), now_ms);
             // Hot clients (at least half their limit) go to the heavy-hitter table; one update
             // in four keeps its lock out of the way under a flood.
             if observed >= f64::from(limit) / 2.0 && (observed as u64) % 4 == 0 {
                 match rule {
                     Rule::Address => {
                         self.top_addresses
-                            .record(k.0, k.1, || ip.to_string(), observed, now_ms)
+                            .record(tenant, key, || ip.to_string(), observed, now_ms)
                     }
                     Rule::Prefix => self.top_prefixes.record(
-                        k.0,
-                        k.1,
+                        tenant,
+                        key,
                         || display_prefix(ip, self.prefixes),
                         observed,
                         now_ms,
                     ),
                 }
             }
-            let ban = enforce
-                && rule == Rule::Address
-                && policy.ban_rate > 0
-                && observed > f64::from(policy.ban_rate);
-            (observed > f64::from(limit)).then_some(Decision::Limited {
-                rule,
-                observed,
-                limit,
-                enforce,
-                ban,
-            })
-        };
-        let address = || (tenant, address_key(ip));
-        // IPv4 prefixes (< 2^32) get the top bit, which no routable IPv6 prefix has (8000::/1
-        // is unallocated), so the two families never share a key.
-        let prefix = || {
-            (
-                tenant,
-                prefix_of(ip, self.prefixes).1 | (u128::from(ip.is_ipv4()) << 127),
-            )
-        };
-        let rules = [
-            (
-                &self.by_address,
-                &address as &dyn Fn() -> (usize, u128),
-                Rule::Address,
-                policy.address_rate,
-            ),
-            (&self.by_prefix, &prefix, Rule::Prefix, policy.prefix_rate),
-        ];
-        for (sketch, key, rule, limit) in rules {
-            if limit == 0 {
-                continue;
-            }
-            if let Some(d) = over(sketch.get_or_init(new_sketch), key, rule, limit) {
-                return d;
+            if observed > f64::from(limit) {
+                let ban = enforce
+                    && rule == Rule::Address
+                    && policy.ban_rate > 0
+                    && observed > f64::from(policy.ban_rate);
+                return Decision::Limited {
+                    rule,
+                    observed,
+                    limit,
+                    enforce,
+                    ban,
+                };
             }
         }
         Decision::Allow

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -14,22 +13,12 @@ use crate::support::*;
 async fn h2c_prior_knowledge_is_proxied_to_http1_upstream() {
     let origin = Origin::start("a").await;
     let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
-    let client: H1Client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
     // h2 carries the host in :authority; the origin must still see Host.
     let req = http::Request::get(format!("http://ville.test:{}/headers", gw.addr.port()))
         .body(Full::new(Bytes::new()))
         .unwrap();
     // Connect to the gateway's address while keeping the authority.
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(gw.addr).await;
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let got = collect(resp).await;
@@ -52,7 +41,6 @@ async fn h2c_prior_knowledge_is_proxied_to_http1_upstream() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    drop(client);
 }
 
 #[tokio::test]
@@ -123,14 +111,7 @@ async fn graceful_shutdown_drains_in_flight_requests() {
 async fn h2_uploads_reach_the_origin_with_and_without_length() {
     let origin = Origin::start("a").await;
     let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(gw.addr).await;
     // With content-length.
     let req = http::Request::post("http://ville.test/upload")
         .header("content-length", "5000")
@@ -139,17 +120,7 @@ async fn h2_uploads_reach_the_origin_with_and_without_length() {
     let got = collect(sender.send_request(req).await.unwrap()).await;
     assert_eq!((got.status, got.body.as_str()), (200, "5000"));
     // Without: Rempart re-frames it as chunked for the HTTP/1.1 origin.
-    let (stream_sender, conn) = {
-        let stream = TcpStream::connect(gw.addr).await.unwrap();
-        hyper::client::conn::http2::handshake::<_, _, http_body_util::StreamBody<_>>(
-            TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap()
-    };
-    tokio::spawn(conn);
-    let mut stream_sender = stream_sender;
+    let mut stream_sender = h2c(gw.addr).await;
     let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..2)
         .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'z'; 3500]))))
         .collect();

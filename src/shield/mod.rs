@@ -3,8 +3,10 @@
 //! pure (it takes `now_ms`); the pipeline calls `Shield::check` after routing and turns a
 //! `Limited` decision into a 429 page with `Retry-After`.
 
+pub mod admission;
 pub mod bans;
 pub mod cidr;
+pub mod pass;
 pub mod sketch;
 pub mod top;
 

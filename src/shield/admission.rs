@@ -1,0 +1,401 @@
+//! Protecting the origin, verified users first: the pure parts (no clock reads, no sockets).
+//!
+//! - `ConcurrencyLimit` learns how many requests a pool can take at once from the latency it
+//!   observes (a gradient on round-trip time, in the spirit of Netflix's concurrency-limits
+//!   and Envoy's adaptive concurrency): while latency stays near the no-load latency the limit
+//!   grows towards the configured ceiling; when the origin starts queueing, latency rises and
+//!   the limit shrinks.
+//! - `PriorityQueue` holds requests waiting for a slot, in three classes; when full, the
+//!   newest request of the lowest class below the newcomer's is shed to make room.
+//! - `Pressure` says whether a tenant is shedding, with hysteresis, and since when.
+//! - `GoodHistory` remembers, in fixed memory, addresses that were served normally before an
+//!   attack began.
+//!
+//! `proxy::admission` wraps these in the async gate the pipeline awaits.
+
+use std::collections::VecDeque;
+
+/// Request classes, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Valid pass cookie, good history or allow-listed.
+    Verified = 0,
+    /// Nothing known.
+    Unknown = 1,
+    /// Invalid pass, no browser headers, or close to a limit.
+    Suspicious = 2,
+}
+
+impl Priority {
+    /// All classes, best first.
+    pub const ALL: [Priority; 3] = [Self::Verified, Self::Unknown, Self::Suspicious];
+
+    /// Name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Unknown => "unknown",
+            Self::Suspicious => "suspicious",
+        }
+    }
+}
+
+/// An adaptive concurrency limit driven by round-trip times.
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimit {
+    limit: f64,
+    min: f64,
+    max: f64,
+    /// Lowest RTT seen in the current and the previous window (no-load latency estimate).
+    min_rtt_now: f64,
+    min_rtt_prev: f64,
+    window_started_ms: u64,
+    window_ms: u64,
+    /// Smoothed recent RTT.
+    recent_rtt: f64,
+    /// RTT may grow to this multiple of the no-load RTT before the limit backs off.
+    tolerance: f64,
+}
+
+impl ConcurrencyLimit {
+    /// A limit between `min` and `max`, starting at `max`.
+    pub fn new(min: u32, max: u32) -> Self {
+        let max = f64::from(max.max(1));
+        Self {
+            limit: max,
+            min: f64::from(min.max(1)).min(max),
+            max,
+            min_rtt_now: f64::INFINITY,
+            min_rtt_prev: f64::INFINITY,
+            window_started_ms: 0,
+            window_ms: 30_000,
+            recent_rtt: 0.0,
+            tolerance: 2.0,
+        }
+    }
+
+    /// The current limit (whole requests).
+    pub fn limit(&self) -> usize {
+        self.limit as usize
+    }
+
+    /// The no-load RTT estimate, ms.
+    pub fn no_load_rtt(&self) -> f64 {
+        self.min_rtt_now.min(self.min_rtt_prev)
+    }
+
+    /// Takes one completed request's RTT (ms) with the number in flight when it was sent.
+    pub fn on_sample(&mut self, rtt_ms: f64, in_flight: usize, now_ms: u64) {
+        if !rtt_ms.is_finite() || rtt_ms < 0.0 {
+            return;
+        }
+        let rtt = rtt_ms.max(0.05);
+        if now_ms.saturating_sub(self.window_started_ms) >= self.window_ms {
+            self.min_rtt_prev = self.min_rtt_now;
+            self.min_rtt_now = f64::INFINITY;
+            self.window_started_ms = now_ms;
+        }
+        self.min_rtt_now = self.min_rtt_now.min(rtt);
+        self.recent_rtt = if self.recent_rtt == 0.0 {
+            rtt
+        } else {
+            0.9 * self.recent_rtt + 0.1 * rtt
+        };
+        let no_load = self.no_load_rtt();
+        let gradient = ((self.tolerance * no_load) / self.recent_rtt).clamp(0.5, 1.0);
+        // Room to grow (the square root of the limit, as a queue allowance) only while the
+        // pool actually uses most of its limit: an idle pool says nothing about capacity.
+        let growth = if (in_flight as f64) >= self.limit * 0.5 {
+            self.limit.sqrt()
+        } else {
+            0.0
+        };
+        let target = self.limit * gradient + growth;
+        self.limit = (0.8 * self.limit + 0.2 * target).clamp(self.min, self.max);
+    }
+}
+
+/// A bounded queue with three priority classes, FIFO within a class.
+#[derive(Debug)]
+pub struct PriorityQueue<T> {
+    classes: [VecDeque<T>; 3],
+    capacity: usize,
+}
+
+/// What happened to a pushed item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed<T> {
+    /// Queued.
+    Queued,
+    /// Queued, and this lower-priority item was shed to make room.
+    Evicted(T),
+    /// Not queued: the queue is full of items at least as important.
+    Refused(T),
+}
+
+impl<T> PriorityQueue<T> {
+    /// A queue holding at most `capacity` items.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            classes: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
+            capacity,
+        }
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.classes.iter().map(VecDeque::len).sum()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Items waiting in one class.
+    pub fn len_of(&self, p: Priority) -> usize {
+        self.classes[p as usize].len()
+    }
+
+    /// Queues `item`; when full, sheds the newest item of the lowest class below `p`.
+    pub fn push(&mut self, p: Priority, item: T) -> Pushed<T> {
+        if self.len() < self.capacity {
+            self.classes[p as usize].push_back(item);
+            return Pushed::Queued;
+        }
+        for lower in Priority::ALL.iter().rev().filter(|c| **c > p) {
+            if let Some(victim) = self.classes[*lower as usize].pop_back() {
+                self.classes[p as usize].push_back(item);
+                return Pushed::Evicted(victim);
+            }
+        }
+        Pushed::Refused(item)
+    }
+
+    /// The next item: the oldest of the best class.
+    pub fn pop(&mut self) -> Option<(Priority, T)> {
+        Priority::ALL
+            .iter()
+            .find_map(|p| self.classes[*p as usize].pop_front().map(|t| (*p, t)))
+    }
+
+    /// Drops items for which `keep` is false (waiters that gave up).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for c in &mut self.classes {
+            c.retain(&mut keep);
+        }
+    }
+}
+
+/// Whether a tenant is under pressure (shedding), with hysteresis: on at the first shed,
+/// off after `calm_ms` without any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pressure {
+    since_ms: Option<u64>,
+    last_shed_ms: u64,
+}
+
+impl Pressure {
+    /// Records a shed request.
+    pub fn on_shed(&mut self, now_ms: u64) {
+        self.last_shed_ms = now_ms;
+        self.since_ms.get_or_insert(now_ms);
+    }
+
+    /// Since when the pressure lasts, or `None` when calm.
+    pub fn since(&mut self, now_ms: u64, calm_ms: u64) -> Option<u64> {
+        if self.since_ms.is_some() && now_ms.saturating_sub(self.last_shed_ms) > calm_ms {
+            self.since_ms = None;
+        }
+        self.since_ms
+    }
+}
+
+/// Addresses served normally, in fixed memory: a direct-mapped table of (tag, first-seen
+/// minute) slots. A colliding address overwrites the slot, so the table never grows; an
+/// address counts as "good" only if it was first seen well before the current pressure began,
+/// so bots that arrive with the attack never qualify.
+#[derive(Debug)]
+pub struct GoodHistory {
+    slots: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// Minutes an address must have been known before pressure began to count as good.
+pub const GOOD_HISTORY_MIN_AGE_MIN: u64 = 2;
+/// Days after which a remembered address is forgotten.
+pub const GOOD_HISTORY_TTL_MIN: u64 = 7 * 24 * 60;
+
+impl GoodHistory {
+    /// A table of `slots` entries (8 bytes each).
+    pub fn new(slots: usize) -> Self {
+        Self {
+            slots: (0..slots.max(1))
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Memory used, bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.len() * 8
+    }
+
+    fn slot(&self, key_hash: u64) -> (&std::sync::atomic::AtomicU64, u64) {
+        let idx = (key_hash % self.slots.len() as u64) as usize;
+        // Tag: the top 32 bits, never 0 (0 marks an empty slot).
+        let tag = (key_hash >> 32).max(1);
+        (&self.slots[idx], tag)
+    }
+
+    /// Remembers that `key_hash` was served normally at minute `now_min`.
+    pub fn record(&self, key_hash: u64, now_min: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (slot, tag) = self.slot(key_hash);
+        let current = slot.load(Relaxed);
+        let (cur_tag, first) = (current >> 32, current & 0xffff_ffff);
+        if cur_tag == tag && now_min.saturating_sub(first) < GOOD_HISTORY_TTL_MIN {
+            return;
+        }
+        slot.store(tag << 32 | (now_min & 0xffff_ffff), Relaxed);
+    }
+
+    /// Whether `key_hash` was known at least `GOOD_HISTORY_MIN_AGE_MIN` minutes before
+    /// `pressure_since_min` (pass the current minute when calm).
+    pub fn is_good(&self, key_hash: u64, pressure_since_min: u64, now_min: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (slot, tag) = self.slot(key_hash);
+        let current = slot.load(Relaxed);
+        let (cur_tag, first) = (current >> 32, current & 0xffff_ffff);
+        cur_tag == tag
+            && first + GOOD_HISTORY_MIN_AGE_MIN <= pressure_since_min.min(now_min)
+            && now_min.saturating_sub(first) < GOOD_HISTORY_TTL_MIN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_serves_best_class_first_fifo_within() {
+        let mut q = PriorityQueue::new(10);
+        q.push(Priority::Unknown, "u1");
+        q.push(Priority::Suspicious, "s1");
+        q.push(Priority::Verified, "v1");
+        q.push(Priority::Unknown, "u2");
+        q.push(Priority::Verified, "v2");
+        let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|(_, t)| t)).collect();
+        assert_eq!(order, ["v1", "v2", "u1", "u2", "s1"]);
+    }
+
+    #[test]
+    fn full_queue_sheds_lowest_class_newest_first() {
+        let mut q = PriorityQueue::new(3);
+        assert_eq!(q.push(Priority::Suspicious, 1), Pushed::Queued);
+        assert_eq!(q.push(Priority::Suspicious, 2), Pushed::Queued);
+        assert_eq!(q.push(Priority::Unknown, 3), Pushed::Queued);
+        // A verified request evicts the newest suspicious one.
+        assert_eq!(q.push(Priority::Verified, 4), Pushed::Evicted(2));
+        // An unknown one evicts the remaining suspicious one.
+        assert_eq!(q.push(Priority::Unknown, 5), Pushed::Evicted(1));
+        // Nothing below unknown left: another unknown is refused, a verified evicts unknowns.
+        assert_eq!(q.push(Priority::Unknown, 6), Pushed::Refused(6));
+        assert_eq!(q.push(Priority::Verified, 7), Pushed::Evicted(5));
+        assert_eq!(q.push(Priority::Suspicious, 8), Pushed::Refused(8));
+        assert_eq!(q.len_of(Priority::Verified), 2);
+        q.retain(|i| *i != 4);
+        assert_eq!(q.pop(), Some((Priority::Verified, 7)));
+        assert_eq!(q.pop(), Some((Priority::Unknown, 3)));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn limit_shrinks_when_latency_climbs_and_recovers() {
+        let mut l = ConcurrencyLimit::new(2, 64);
+        // Healthy: 5 ms at any concurrency: stays at the ceiling.
+        for i in 0..200 {
+            l.on_sample(5.0, 64, i);
+        }
+        assert_eq!(l.limit(), 64);
+        // The origin saturates: latency grows with concurrency (8 workers x 5 ms).
+        let mut t = 1_000;
+        for _ in 0..400 {
+            let in_flight = l.limit();
+            let rtt = 5.0 * (in_flight as f64 / 8.0).max(1.0);
+            l.on_sample(rtt, in_flight, t);
+            t += 1;
+        }
+        let settled = l.limit();
+        assert!((8..=24).contains(&settled), "settled at {settled}");
+        // Latency back to normal: the limit grows back.
+        for _ in 0..400 {
+            l.on_sample(5.0, l.limit(), t);
+            t += 1;
+        }
+        assert_eq!(l.limit(), 64);
+        // A collapsing origin: halved on every round, down to a handful (the square-root
+        // allowance keeps probing), never below the floor.
+        for _ in 0..100 {
+            l.on_sample(10_000.0, 64, t);
+        }
+        assert!((2..=4).contains(&l.limit()), "{}", l.limit());
+        let mut floor = ConcurrencyLimit::new(6, 64);
+        floor.on_sample(5.0, 64, 0);
+        for _ in 0..100 {
+            floor.on_sample(10_000.0, 64, 0);
+        }
+        assert_eq!(floor.limit(), 6);
+    }
+
+    #[test]
+    fn idle_pool_does_not_grow_its_limit() {
+        let mut l = ConcurrencyLimit::new(1, 100);
+        for i in 0..50 {
+            l.on_sample(50.0, 100, i);
+        }
+        for i in 0..100 {
+            l.on_sample(400.0, 100, 100 + i);
+        }
+        let low = l.limit();
+        assert!(low < 100);
+        for i in 0..100 {
+            l.on_sample(50.0, 0, 300 + i);
+        }
+        assert!(l.limit() <= low);
+    }
+
+    #[test]
+    fn pressure_has_hysteresis() {
+        let mut p = Pressure::default();
+        assert_eq!(p.since(0, 10_000), None);
+        p.on_shed(1_000);
+        p.on_shed(5_000);
+        assert_eq!(p.since(14_000, 10_000), Some(1_000));
+        assert_eq!(p.since(15_001, 10_000), None);
+        p.on_shed(20_000);
+        assert_eq!(p.since(20_000, 10_000), Some(20_000));
+    }
+
+    #[test]
+    fn good_history_excludes_newcomers_and_is_bounded() {
+        let h = GoodHistory::new(1024);
+        let resident = 0x1234_5678_9abc_def0_u64;
+        let bot = 0x0fed_cba9_8765_4321_u64;
+        h.record(resident, 100);
+        // Calm at minute 101: not yet old enough.
+        assert!(!h.is_good(resident, 101, 101));
+        assert!(h.is_good(resident, 102, 102));
+        // Pressure begins at minute 110; the bot first appears at minute 109.
+        h.record(bot, 109);
+        assert!(h.is_good(resident, 110, 130));
+        assert!(!h.is_good(bot, 110, 130));
+        // Recording again does not reset the first-seen minute.
+        h.record(resident, 129);
+        assert!(h.is_good(resident, 110, 130));
+        // Fixed memory, whatever the number of addresses.
+        for k in 0..100_000u64 {
+            h.record(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 200);
+        }
+        assert_eq!(h.memory_bytes(), 8 * 1024);
+    }
+}

@@ -39,6 +39,12 @@ pub enum ProxyError {
     /// Over the per-prefix request rate.
     #[error("rate limited (prefix)")]
     RateLimitedPrefix,
+    /// Over the per-pass request rate.
+    #[error("rate limited (pass)")]
+    RateLimitedPass,
+    /// The origin is at capacity and the request could not wait (load shedding).
+    #[error("shed")]
+    Shed,
     /// The client sent its body too slowly (slow POST).
     #[error("request body too slow")]
     BodyTooSlow,
@@ -70,10 +76,11 @@ impl ProxyError {
             | Self::BadRequest
             | Self::RateLimitedAddress
             | Self::RateLimitedPrefix
+            | Self::RateLimitedPass
             | Self::Banned
             | Self::BodyTooSlow => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
-            Self::Internal => Blame::Internal,
+            Self::Internal | Self::Shed => Blame::Internal,
         }
     }
 
@@ -89,7 +96,10 @@ impl ProxyError {
             Self::BadHost | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimitedAddress | Self::RateLimitedPrefix => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimitedAddress | Self::RateLimitedPrefix | Self::RateLimitedPass => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::Shed => StatusCode::SERVICE_UNAVAILABLE,
             Self::Banned => StatusCode::FORBIDDEN,
             Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamConnect | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
@@ -108,6 +118,8 @@ impl ProxyError {
             Self::BadRequest => "bad_request",
             Self::RateLimitedAddress => "rate_limited_address",
             Self::RateLimitedPrefix => "rate_limited_prefix",
+            Self::RateLimitedPass => "rate_limited_pass",
+            Self::Shed => "shed",
             Self::Banned => "banned",
             Self::BodyTooSlow => "body_too_slow",
             Self::UpstreamConnect => "upstream_connect",

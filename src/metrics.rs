@@ -27,6 +27,12 @@ pub const UPSTREAM_RETRIES: &str = "rempart_upstream_retries";
 pub const SHIELD_DECISIONS: &str = "rempart_shield_decisions";
 /// `rempart_config_reloads_total{result}` (`ok`, `refused`).
 pub const RELOADS_TOTAL: &str = "rempart_config_reloads";
+/// Requests shed by a pool's admission gate (counter), by priority class.
+pub const ADMISSION_SHED: &str = "rempart_admission_shed";
+/// Current adaptive concurrency limit of a pool (gauge).
+pub const ADMISSION_LIMIT: &str = "rempart_admission_limit";
+/// Requests waiting for a pool slot (gauge).
+pub const ADMISSION_QUEUED: &str = "rempart_admission_queued";
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +76,17 @@ pub struct ShieldLabels {
     pub action: &'static str,
 }
 
+/// Labels of shed requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Pool name.
+    pub pool: String,
+    /// Priority class of the shed request.
+    pub priority: &'static str,
+}
+
 /// A single `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -103,6 +120,12 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     /// Shield decisions.
     pub shield: Family<ShieldLabels, Counter>,
+    /// Shed requests.
+    pub admission_shed: Family<ShedLabels, Counter>,
+    /// Adaptive limits.
+    pub admission_limit: Family<PoolLabels, Gauge>,
+    /// Queue lengths.
+    pub admission_queued: Family<PoolLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -159,7 +182,28 @@ impl Default for Metrics {
             "Requests over a shield limit, by rule and action",
             shield.clone(),
         );
+        let admission_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            ADMISSION_SHED,
+            "Requests shed by a pool's admission gate (503), by priority class",
+            admission_shed.clone(),
+        );
+        let admission_limit = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            ADMISSION_LIMIT,
+            "Current adaptive concurrency limit towards a pool",
+            admission_limit.clone(),
+        );
+        let admission_queued = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            ADMISSION_QUEUED,
+            "Requests waiting for a slot towards a pool",
+            admission_queued.clone(),
+        );
         Self {
+            admission_shed,
+            admission_limit,
+            admission_queued,
             shield,
             registry,
             requests,
@@ -206,12 +250,16 @@ impl Metrics {
 
 impl Metrics {
     /// Shield counters of a tenant: address limited, address logged, prefix limited, prefix logged.
-    pub fn shield_counters(&self, tenant: &str) -> [Counter; 4] {
+    pub fn shield_counters(&self, tenant: &str) -> [Counter; SHIELD_COUNTERS] {
         [
             ("address_rate", "limited"),
             ("address_rate", "logged"),
             ("prefix_rate", "limited"),
             ("prefix_rate", "logged"),
+            ("pass_rate", "limited"),
+            ("challenge", "issued"),
+            ("challenge", "passed"),
+            ("challenge", "refused"),
         ]
         .map(|(rule, action)| {
             self.shield
@@ -224,6 +272,17 @@ impl Metrics {
         })
     }
 }
+
+/// Number of per-tenant shield counters (see `Metrics::shield_counters` for their order).
+pub const SHIELD_COUNTERS: usize = 8;
+/// Index of the pass-rate counter in `shield_counters`.
+pub const SHIELD_PASS_LIMITED: usize = 4;
+/// Index of the challenges-issued counter.
+pub const SHIELD_CHALLENGE_ISSUED: usize = 5;
+/// Index of the challenges-passed counter.
+pub const SHIELD_CHALLENGE_PASSED: usize = 6;
+/// Index of the challenges-refused counter.
+pub const SHIELD_CHALLENGE_REFUSED: usize = 7;
 
 /// Index of a status code's class in `route_counters`.
 pub fn status_class_index(status: u16) -> usize {

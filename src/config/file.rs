@@ -51,6 +51,23 @@ pub const DEFAULT_PASSIVE_EJECT: &str = "10s";
 pub const DEFAULT_UPSTREAM_IDLE_PER_SERVER: usize = 256;
 /// Default server weight.
 pub const DEFAULT_WEIGHT: u32 = 1;
+/// Default ceiling of a pool's adaptive concurrency limit.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
+/// Default floor of a pool's adaptive concurrency limit.
+pub const DEFAULT_MIN_CONCURRENCY: u32 = 4;
+/// Default number of requests that may wait for a pool slot.
+pub const DEFAULT_QUEUE_SIZE: usize = 1024;
+/// Default longest wait for a pool slot.
+pub const DEFAULT_QUEUE_TIMEOUT: &str = "1s";
+/// Default proof-of-work difficulty (leading zero bits; 14 is about 16,000 hashes, well under
+/// a second on an old phone).
+pub const DEFAULT_CHALLENGE_DIFFICULTY: u8 = 14;
+/// Default wait of the no-JavaScript challenge.
+pub const DEFAULT_CHALLENGE_WAIT: &str = "5s";
+/// Default lifetime of a pass cookie.
+pub const DEFAULT_PASS_TTL: &str = "1h";
+/// Default requests per second allowed per pass cookie (a page and its assets).
+pub const DEFAULT_PASS_RATE: u32 = 50;
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -216,6 +233,10 @@ pub struct ShieldFile {
     pub prefix_v4: Option<u8>,
     /// IPv6 prefix length that groups addresses (default 64).
     pub prefix_v6: Option<u8>,
+    /// File holding the keys that sign pass cookies, one per line (hex or text, at least 32
+    /// bytes), newest first; older keys still verify (rotation). Without it, a random key
+    /// is made at start: passes then last until a restart and are not shared between nodes.
+    pub secret_file: Option<String>,
 }
 
 /// A tenant's flood-defence policy.
@@ -239,6 +260,18 @@ pub struct TenantShieldFile {
     pub allow_file: Option<String>,
     /// File listing clients always refused (403); reloaded on change.
     pub deny_file: Option<String>,
+    /// Challenge clients without a pass while a pool of this tenant sheds load (default true).
+    pub auto_challenge: Option<bool>,
+    /// Start in under-attack mode: challenge every client without a valid pass.
+    pub under_attack: Option<bool>,
+    /// Proof-of-work difficulty in leading zero bits (default 14, 8 to 24).
+    pub challenge_difficulty: Option<u8>,
+    /// Wait before a browser without JavaScript gets its pass (default "5s").
+    pub challenge_wait: Option<String>,
+    /// Lifetime of a pass cookie (default "1h").
+    pub pass_ttl: Option<String>,
+    /// Requests per second allowed per pass cookie (default 50; 0 = no limit).
+    pub pass_rate: Option<u32>,
 }
 
 /// PEM certificate chain and key.
@@ -264,6 +297,15 @@ pub struct PoolFile {
     /// Active and passive health checking.
     #[serde(default)]
     pub health: HealthFile,
+    /// Ceiling of the adaptive concurrency limit towards this pool (default 256; 0 = no
+    /// admission control). Set it to what the origin can serve at once.
+    pub max_concurrency: Option<u32>,
+    /// Floor of the adaptive concurrency limit (default 4).
+    pub min_concurrency: Option<u32>,
+    /// Requests that may wait for a slot (default 1024).
+    pub queue_size: Option<usize>,
+    /// Longest wait for a slot before a 503 (default "1s").
+    pub queue_timeout: Option<String>,
 }
 
 /// An upstream server.

@@ -145,6 +145,8 @@ pub struct PoolSpec {
     pub servers: Vec<ServerSpec>,
     /// Health checking.
     pub health: HealthSpec,
+    /// Admission control (adaptive concurrency limit and priority queue).
+    pub admission: crate::proxy::admission::AdmissionSettings,
 }
 
 /// A route.
@@ -231,8 +233,10 @@ pub struct Runtime {
     pub prefixes: crate::shield::PrefixLengths,
     /// Whether the access log shows full client addresses (else their prefix).
     pub log_full_client_address: bool,
-    /// Files besides the config whose change triggers a reload (allow/deny lists).
+    /// Files besides the config whose change triggers a reload (allow/deny lists, keys).
     pub watched_files: Vec<PathBuf>,
+    /// Keys signing pass cookies, when configured (else the gateway makes a random one).
+    pub pass_keys: Option<Arc<crate::shield::pass::KeyRing>>,
     pub(crate) hosts_exact: HashMap<String, usize>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

@@ -64,6 +64,32 @@ impl Collector {
     }
 }
 
+/// Reads a pass-cookie key ring: one key per line (blank lines and `#` comments skipped),
+/// newest first, each at least 32 bytes.
+fn load_key_ring(path: &Path) -> Result<crate::shield::pass::KeyRing, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut secrets = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.len() < 32 {
+            // Never echo the key itself.
+            return Err(format!(
+                "{}:{}: key is {} characters, too short",
+                path.display(),
+                i + 1,
+                line.len()
+            ));
+        }
+        secrets.push(line.as_bytes().to_vec());
+    }
+    crate::shield::pass::KeyRing::new(&secrets)
+        .ok_or_else(|| format!("`{}` holds no key (or more than 255)", path.display()))
+}
+
 /// Parses `500ms`, `10s`, `2m`, `1h` (and combinations are refused: keep it obvious).
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let s = raw.trim();
@@ -353,6 +379,20 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         );
     }
 
+    let pass_keys = file.shield.secret_file.as_ref().and_then(|f| {
+        match load_key_ring(&base.join(f)) {
+            Ok(ring) => Some(Arc::new(ring)),
+            Err(e) => {
+                c.push(
+                    "shield.secret_file",
+                    e,
+                    Some("one key per line, newest first, each at least 32 characters (for example `openssl rand -hex 32`)"),
+                );
+                None
+            }
+        }
+    });
+
     let log_full_client_address = match file.log.client_address.as_deref() {
         None | Some("prefix") => false,
         Some("full") => true,
@@ -371,10 +411,12 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .tenants
             .iter()
             .flat_map(|t| [&t.shield.allow_file, &t.shield.deny_file])
+            .chain(std::iter::once(&file.shield.secret_file))
             .flatten()
             .map(|f| base.join(f))
             .collect();
         Ok(Runtime {
+            pass_keys,
             log_full_client_address,
             watched_files,
             prefixes,
@@ -457,7 +499,40 @@ fn tenant_shield(
         );
     }
     let ban_for = c.duration(&format!("{p}.shield.ban_for"), f.ban_for.as_deref(), "10m");
+    let challenge_difficulty = f
+        .challenge_difficulty
+        .unwrap_or(DEFAULT_CHALLENGE_DIFFICULTY);
+    if !(8..=24).contains(&challenge_difficulty) {
+        c.push(
+            format!("{p}.shield.challenge_difficulty"),
+            format!("{challenge_difficulty} is out of range"),
+            Some("use 8 to 24 leading zero bits; every extra bit doubles the work of an old phone"),
+        );
+    }
+    let challenge_wait = c.duration(
+        &format!("{p}.shield.challenge_wait"),
+        f.challenge_wait.as_deref(),
+        DEFAULT_CHALLENGE_WAIT,
+    );
+    if challenge_wait > Duration::from_secs(60) {
+        c.push(
+            format!("{p}.shield.challenge_wait"),
+            format!("{challenge_wait:?} is too long for a person to wait"),
+            Some("use at most \"60s\""),
+        );
+    }
+    let pass_ttl = c.duration(
+        &format!("{p}.shield.pass_ttl"),
+        f.pass_ttl.as_deref(),
+        DEFAULT_PASS_TTL,
+    );
     Policy {
+        auto_challenge: f.auto_challenge.unwrap_or(true),
+        under_attack: f.under_attack.unwrap_or(false),
+        challenge_difficulty: challenge_difficulty.clamp(8, 24),
+        challenge_wait_s: u8::try_from(challenge_wait.as_secs().min(60)).unwrap_or(60),
+        pass_ttl_s: pass_ttl.as_secs().max(1),
+        pass_rate: f.pass_rate.unwrap_or(DEFAULT_PASS_RATE),
         mode,
         address_rate,
         prefix_rate,
@@ -662,11 +737,31 @@ fn pools(c: &mut Collector, p: &str, files: &[PoolFile]) -> Vec<PoolSpec> {
                 DEFAULT_PASSIVE_EJECT,
             ),
         };
+        let max_concurrency = pf.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        let min_concurrency = pf.min_concurrency.unwrap_or(DEFAULT_MIN_CONCURRENCY).max(1);
+        if max_concurrency > 0 && min_concurrency > max_concurrency {
+            c.push(
+                format!("{pp}.min_concurrency"),
+                format!("{min_concurrency} is above max_concurrency {max_concurrency}"),
+                None,
+            );
+        }
+        let admission = crate::proxy::admission::AdmissionSettings {
+            max_concurrency,
+            min_concurrency: min_concurrency.min(max_concurrency.max(1)),
+            queue_size: pf.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+            queue_timeout: c.duration(
+                &format!("{pp}.queue_timeout"),
+                pf.queue_timeout.as_deref(),
+                DEFAULT_QUEUE_TIMEOUT,
+            ),
+        };
         out.push(PoolSpec {
             name: pf.name.clone(),
             balance,
             servers,
             health,
+            admission,
         });
     }
     out

@@ -58,6 +58,37 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
+/// Removes the cookie `name` from the `Cookie` headers (Rempart's own pass cookie is none of
+/// the origin's business); headers left empty are removed.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let prefix = format!("{name}=");
+    let values: Vec<HeaderValue> = headers.get_all(http::header::COOKIE).iter().cloned().collect();
+    if !values
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains(prefix.as_str())))
+    {
+        return;
+    }
+    headers.remove(http::header::COOKIE);
+    for v in values {
+        let Ok(text) = v.to_str() else {
+            headers.append(http::header::COOKIE, v);
+            continue;
+        };
+        let kept: Vec<&str> = text
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty() && !pair.starts_with(prefix.as_str()))
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.append(http::header::COOKIE, v);
+        }
+    }
+}
+
 /// Removes hop-by-hop headers; keeps `Connection: upgrade` + `Upgrade` when `keep_upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let upgrade = if keep_upgrade {

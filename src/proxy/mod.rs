@@ -12,8 +12,11 @@
 //! Errors from any phase go to `respond::error_response`, the one place that turns them
 //! into HTTP responses.
 
+pub mod admission;
 pub mod body;
+pub mod challenge;
 pub mod client;
+pub mod defence;
 pub mod headers;
 pub mod health;
 pub mod log;
@@ -66,7 +69,13 @@ pub struct Generation {
     /// Bans (kept across reloads).
     pub bans: Arc<crate::shield::bans::BanList>,
     /// Shield decision counters per tenant (see `Metrics::shield_counters`).
-    pub shield_counters: Vec<[Counter; 4]>,
+    pub shield_counters: Vec<[Counter; crate::metrics::SHIELD_COUNTERS]>,
+    /// Keys signing pass cookies and challenge tokens.
+    pub keys: Arc<crate::shield::pass::KeyRing>,
+    /// Defence state shared by all generations.
+    pub defence: Arc<defence::Defence>,
+    /// Per-tenant defence state, in `config.tenants` order (kept across reloads by id).
+    pub tenant_states: Vec<Arc<defence::TenantState>>,
 }
 
 /// Per-connection facts handed to every request on it.
@@ -193,6 +202,26 @@ impl Gateway {
             .iter()
             .map(|t| metrics.shield_counters(&t.id))
             .collect();
+        let defence = previous.map_or_else(
+            || Arc::new(defence::Defence::new()),
+            |p| p.defence.clone(),
+        );
+        let keys = config
+            .pass_keys
+            .clone()
+            .unwrap_or_else(|| defence.random_keys.clone());
+        let tenant_states = config
+            .tenants
+            .iter()
+            .map(|t| {
+                previous
+                    .and_then(|p| {
+                        let i = p.config.tenants.iter().position(|pt| pt.id == t.id)?;
+                        Some(p.tenant_states[i].clone())
+                    })
+                    .unwrap_or_else(|| Arc::new(defence::TenantState::new(&t.id)))
+            })
+            .collect();
         let via = [
             headers::via_entry("1.1", &config.via_name),
             headers::via_entry("2", &config.via_name),
@@ -209,7 +238,27 @@ impl Gateway {
             shield,
             shield_counters,
             bans,
+            keys,
+            defence,
+            tenant_states,
         }
+    }
+
+    /// Switches a tenant's under-attack mode on until `until_ms` (see `upstream::now_ms`;
+    /// `u64::MAX` = until switched off) or off (`0`). `false` when no such tenant.
+    pub fn set_under_attack(&self, tenant_id: &str, until_ms: u64) -> bool {
+        let generation = self.generation.load();
+        let Some(i) = generation.config.tenants.iter().position(|t| t.id == tenant_id) else {
+            return false;
+        };
+        generation.tenant_states[i].set_under_attack(until_ms);
+        tracing::warn!(
+            target: "rempart::shield",
+            tenant = tenant_id,
+            on = until_ms > upstream::now_ms(),
+            "under-attack mode switched by an operator"
+        );
+        true
     }
 
     /// Swaps in a new validated configuration; in-flight requests finish on the old one.
@@ -384,6 +433,9 @@ async fn proxy(
     };
     record.tenant = Some(tenant_idx);
     let tenant = &config.tenants[tenant_idx];
+    if req.uri().path().starts_with(challenge::LOCAL_PREFIX) {
+        return local_page(generation, conn, &req, tenant_idx, record);
+    }
     let Some(route_idx) = tenant.route_index(&host, req.uri().path()) else {
         return Err((ProxyError::NoRoute, accept_language(req.headers()), record));
     };
@@ -391,15 +443,20 @@ async fn proxy(
     let route = &tenant.routes[route_idx];
 
     // Phase 1b: shield decision.
-    if let Err(error) = shield_phase(
-        generation,
-        tenant_idx,
-        route,
-        req.uri().path(),
-        record.client,
-    ) {
-        return Err((error, accept_language(req.headers()), record));
-    }
+    let (priority, calm) = match shield_phase(generation, tenant_idx, route, &req, record.client)
+    {
+        Ok(Verdict::Admit { priority, calm }) => (priority, calm),
+        Ok(Verdict::Challenge) => {
+            return Ok(challenge_page(
+                generation,
+                tenant_idx,
+                &req,
+                record,
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            ))
+        }
+        Err(error) => return Err((error, accept_language(req.headers()), record)),
+    };
     let declared_len = match req.headers().get(CONTENT_LENGTH) {
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(n) => Some(n),
@@ -444,6 +501,7 @@ async fn proxy(
     let (mut parts, incoming) = req.into_parts();
     let original_headers = accept_language(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_cookie(&mut parts.headers, crate::shield::pass::PASS_COOKIE);
     if let Some(h) = host_header {
         parts.headers.insert(HOST, h);
     }
@@ -485,9 +543,22 @@ async fn proxy(
     );
     let pool = &generation.pools[tenant_idx][route.pool];
     let deadline = record.start + route.timeouts.request;
+    // Admission: wait for a slot at the origin, verified clients first; shed when it cannot.
+    let mut permit = match &pool.admission {
+        None => None,
+        Some(gate) => match gate.acquire(priority).await {
+            Ok(p) => Some(p),
+            Err(shed) => {
+                pool.shed[priority as usize].inc();
+                generation.tenant_states[tenant_idx].on_shed(upstream::now_ms());
+                tracing::debug!(tenant = %tenant.id, pool = %pool.spec.name, priority = priority.name(), ?shed, "request shed");
+                return Err((ProxyError::Shed, original_headers, record));
+            }
+        },
+    };
     let mut excluded: Option<Arc<UpstreamServer>> = None;
 
-    let (exchange, inflight) = loop {
+    let (exchange, mut inflight) = loop {
         let Some(server) = pool.pick(upstream::now_ms(), excluded.as_ref()) else {
             return Err((ProxyError::UpstreamConnect, original_headers, record));
         };
@@ -511,6 +582,9 @@ async fn proxy(
         let error = match outcome {
             Ok(Ok(exchange)) => {
                 pool.latency.observe(sent_at.elapsed().as_secs_f64());
+                if let Some(p) = permit.as_mut() {
+                    p.sample();
+                }
                 server.record_request(true, &pool.spec.health, upstream::now_ms());
                 break (exchange, inflight);
             }
@@ -561,6 +635,17 @@ async fn proxy(
     headers::remove_hop_by_hop(response.headers_mut(), switching);
     headers::append_via(response.headers_mut(), &generation.via[0]);
     record.status = head.status.as_u16();
+    if calm && head.status.as_u16() < 400 {
+        // Served normally while calm: remembered as good history for the next attack.
+        generation.defence.history.record(
+            crate::shield::history_key(record.client),
+            upstream::now_ms() / 60_000,
+        );
+    }
+    if body_or_tunnel.is_ok() {
+        // The slot is held until the body is done; a tunnel gives it back at once.
+        inflight.hold(permit);
+    }
     match body_or_tunnel {
         // Phases 4 and 5 happen as the body streams and when it is dropped.
         Ok(body) => Ok(response.map(|()| ResponseBody::upstream(body, deadline, record, inflight))),
@@ -576,80 +661,308 @@ async fn proxy(
     }
 }
 
-/// Phase 1b: bans (every tenant), then the tenant's shield policy. Acts on the decision:
-/// counts it, bans automatically when asked, logs dry runs, and returns the error to answer
-/// with when the request is refused.
+/// What the shield phase decided for a request that may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Go to the pool's admission gate with this priority; `calm` when the tenant is not
+    /// shedding load (the request may then count as good history).
+    Admit {
+        priority: crate::shield::admission::Priority,
+        calm: bool,
+    },
+    /// Answer with the proof-of-work challenge.
+    Challenge,
+}
+
+/// What a pass and a challenge are bound to for this request.
+fn binding(
+    generation: &Generation,
+    tenant_idx: usize,
+    client: std::net::IpAddr,
+    headers: &http::HeaderMap,
+) -> crate::shield::pass::Binding {
+    let ua = headers
+        .get(http::header::USER_AGENT)
+        .map_or(&b""[..], HeaderValue::as_bytes);
+    crate::shield::pass::Binding {
+        tenant: generation.tenant_states[tenant_idx].binding_id,
+        prefix: crate::shield::prefix_key(client, generation.config.prefixes),
+        fingerprint: defence::stable_hash(ua),
+    }
+}
+
+/// Wall-clock seconds (pass cookies are shared by nodes and survive restarts).
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Phase 1b: bans (every tenant), the tenant's rate limits and lists, then the pass cookie,
+/// pressure and under-attack mode. Acts on the decision: counts it, bans automatically when
+/// asked, logs dry runs, and returns the error to answer with, the challenge, or the
+/// request's priority at the admission gate.
 fn shield_phase(
     generation: &Generation,
     tenant_idx: usize,
     route: &crate::config::runtime::Route,
-    path: &str,
+    req: &Request<Incoming>,
     client: std::net::IpAddr,
-) -> Result<(), ProxyError> {
-    use crate::shield::{display_prefix, Decision, Rule};
+) -> Result<Verdict, ProxyError> {
+    use crate::shield::admission::Priority;
+    use crate::shield::{display_prefix, pass, Decision, Mode, Rule};
     let now = upstream::now_ms();
     if generation.bans.check(client, now).is_some() {
         return Err(ProxyError::Banned);
     }
     let config = &generation.config;
     let tenant = &config.tenants[tenant_idx];
-    if !tenant.shield.is_active() {
-        return Ok(());
-    }
-    let decision =
-        generation
+    let policy = &tenant.shield;
+    let path = req.uri().path();
+    let counters = &generation.shield_counters[tenant_idx];
+    if policy.is_active() {
+        let decision = generation
             .shield
-            .check(&tenant.shield, tenant_idx, client, path, route.cost, now);
-    let (rule, observed, limit, enforce, ban) = match decision {
-        Decision::Allow => return Ok(()),
-        Decision::Denied => return Err(ProxyError::Banned),
-        Decision::Limited {
-            rule,
-            observed,
-            limit,
-            enforce,
-            ban,
-        } => (rule, observed, limit, enforce, ban),
-    };
-    if ban {
-        let reason = format!(
-            "automatic: {observed:.0} requests/s from this address on tenant {} (ban_rate {}, address_rate {limit})",
-            tenant.id, tenant.shield.ban_rate
-        );
-        generation.bans.add(
-            ipnet::IpNet::from(client),
-            &reason,
-            Some(tenant.shield.ban_for_ms),
-            now,
-        );
-        tracing::warn!(
+            .check(policy, tenant_idx, client, path, route.cost, now);
+        match decision {
+            Decision::Allow => {}
+            Decision::Denied => return Err(ProxyError::Banned),
+            Decision::Limited {
+                rule,
+                observed,
+                limit,
+                enforce,
+                ban,
+            } => {
+                if ban {
+                    let reason = format!(
+                        "automatic: {observed:.0} requests/s from this address on tenant {} (ban_rate {}, address_rate {limit})",
+                        tenant.id, policy.ban_rate
+                    );
+                    generation.bans.add(
+                        ipnet::IpNet::from(client),
+                        &reason,
+                        Some(policy.ban_for_ms),
+                        now,
+                    );
+                    tracing::warn!(
+                        target: "rempart::shield",
+                        tenant = %tenant.id,
+                        prefix = %display_prefix(client, config.prefixes),
+                        observed,
+                        ban_rate = policy.ban_rate,
+                        "address banned automatically"
+                    );
+                }
+                let rule_base = if rule == Rule::Address { 0 } else { 2 };
+                counters[rule_base + usize::from(!enforce)].inc();
+                if enforce {
+                    return Err(match rule {
+                        Rule::Address => ProxyError::RateLimitedAddress,
+                        Rule::Prefix => ProxyError::RateLimitedPrefix,
+                    });
+                }
+                // Dry run: say what would have been refused (the prefix, never the address).
+                tracing::info!(
+                    target: "rempart::shield",
+                    tenant = %tenant.id,
+                    rule = rule.name(),
+                    observed,
+                    limit,
+                    prefix = %display_prefix(client, config.prefixes),
+                    "over the limit (log-only mode)"
+                );
+            }
+        }
+    }
+    let state = &generation.tenant_states[tenant_idx];
+    let pressure = state.pressure_since(now);
+    let calm = pressure.is_none();
+    if !policy.allow.is_empty() && policy.allow.contains(client) {
+        return Ok(Verdict::Admit {
+            priority: Priority::Verified,
+            calm,
+        });
+    }
+    let headers = req.headers();
+    let cookie = pass::find_cookie(
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    let mut invalid_pass = false;
+    if let Some(value) = cookie {
+        let b = binding(generation, tenant_idx, client, headers);
+        match pass::verify_pass(&generation.keys, &b, value, unix_now_s()) {
+            Ok(p) => {
+                if policy.pass_rate > 0 {
+                    let observed = generation.shield.observe_pass(tenant_idx, p.id, now);
+                    if observed > f64::from(policy.pass_rate) {
+                        counters[crate::metrics::SHIELD_PASS_LIMITED].inc();
+                        if policy.mode == Mode::Enforce {
+                            return Err(ProxyError::RateLimitedPass);
+                        }
+                    }
+                }
+                return Ok(Verdict::Admit {
+                    priority: Priority::Verified,
+                    calm,
+                });
+            }
+            Err(_) => invalid_pass = true,
+        }
+    }
+    let now_min = now / 60_000;
+    let good = generation.defence.history.is_good(
+        crate::shield::history_key(client),
+        pressure.map_or(now_min, |p| p / 60_000),
+        now_min,
+    );
+    let under_attack = policy.under_attack || state.under_attack_until(now).is_some();
+    let challenge = (under_attack || (policy.auto_challenge && !calm && !good))
+        && !policy.exempt(path);
+    if challenge {
+        if policy.mode == Mode::Enforce {
+            return Ok(Verdict::Challenge);
+        }
+        tracing::info!(
             target: "rempart::shield",
             tenant = %tenant.id,
             prefix = %display_prefix(client, config.prefixes),
-            observed,
-            ban_rate = tenant.shield.ban_rate,
-            "address banned automatically"
+            "would challenge (log-only mode)"
         );
     }
-    let rule_base = if rule == Rule::Address { 0 } else { 2 };
-    generation.shield_counters[tenant_idx][rule_base + usize::from(!enforce)].inc();
-    if enforce {
-        return Err(match rule {
-            Rule::Address => ProxyError::RateLimitedAddress,
-            Rule::Prefix => ProxyError::RateLimitedPrefix,
-        });
-    }
-    // Dry run: say what would have been refused (the prefix only, never the address).
-    tracing::info!(
-        target: "rempart::shield",
-        tenant = %tenant.id,
-        rule = rule.name(),
-        observed,
-        limit,
-        prefix = %display_prefix(client, config.prefixes),
-        "over the limit (log-only mode)"
+    // Browsers always send these; their absence marks a script.
+    let scripted = !headers.contains_key(http::header::USER_AGENT)
+        || !headers.contains_key(http::header::ACCEPT);
+    let priority = if good {
+        Priority::Verified
+    } else if invalid_pass || scripted {
+        Priority::Suspicious
+    } else {
+        Priority::Unknown
+    };
+    Ok(Verdict::Admit { priority, calm })
+}
+
+/// A locally built response with its access record.
+fn local_response(
+    page: Response<Bytes>,
+    mut record: AccessRecord,
+    reason: &'static str,
+) -> Response<ResponseBody> {
+    record.status = page.status().as_u16();
+    record.reason = Some(reason);
+    let (parts, bytes) = page.into_parts();
+    Response::from_parts(parts, ResponseBody::local(bytes, Some(record)))
+}
+
+/// The challenge page for this request, sending the browser to `return_to` afterwards.
+fn challenge_page(
+    generation: &Generation,
+    tenant_idx: usize,
+    req: &Request<Incoming>,
+    record: AccessRecord,
+    return_to: &str,
+) -> Response<ResponseBody> {
+    let tenant = &generation.config.tenants[tenant_idx];
+    let state = &generation.tenant_states[tenant_idx];
+    let now = upstream::now_ms();
+    // Harder while the tenant sheds load or is under attack.
+    let stressed = state.pressure_since(now).is_some() || state.under_attack_until(now).is_some();
+    let difficulty = tenant
+        .shield
+        .challenge_difficulty
+        .saturating_add(if stressed { 2 } else { 0 })
+        .min(24);
+    let page = challenge::challenge_response(
+        &generation.keys,
+        &challenge::ChallengeRequest {
+            tenant: &tenant.name,
+            lang: respond::negotiate_language(
+                req.headers().get(http::header::ACCEPT_LANGUAGE),
+                tenant.language,
+            ),
+            return_to,
+            binding: binding(generation, tenant_idx, record.client, req.headers()),
+            difficulty,
+            wait_s: tenant.shield.challenge_wait_s,
+            nonce: generation.defence.nonce(),
+        },
+        now,
     );
-    Ok(())
+    generation.shield_counters[tenant_idx][crate::metrics::SHIELD_CHALLENGE_ISSUED].inc();
+    local_response(page, record, "challenge")
+}
+
+/// Rempart's own pages under `/.rempart/`: the challenge script and the answer endpoint.
+fn local_page(
+    generation: &Generation,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    tenant_idx: usize,
+    record: AccessRecord,
+) -> Result<Response<ResponseBody>, PhaseError> {
+    use crate::shield::pass::{self, Answer, Reject};
+    let now = upstream::now_ms();
+    if generation.bans.check(record.client, now).is_some() {
+        return Err((ProxyError::Banned, accept_language(req.headers()), record));
+    }
+    match req.uri().path() {
+        challenge::POW_JS_PATH => Ok(local_response(challenge::pow_js(), record, "local")),
+        challenge::PASS_PATH => {
+            let tenant = &generation.config.tenants[tenant_idx];
+            let q = challenge::parse_pass_query(req.uri().query().unwrap_or(""));
+            let b = binding(generation, tenant_idx, record.client, req.headers());
+            let answer = match (&q.counter, q.waited) {
+                (Some(n), _) => Answer::Work(n),
+                (None, true) => Answer::Waited,
+                (None, false) => Answer::Work(""),
+            };
+            let outcome = pass::verify_answer(
+                &generation.keys,
+                &b,
+                &q.token,
+                answer,
+                defence::CHALLENGE_MAX_AGE_MS,
+                now,
+            )
+            .and_then(|solved| {
+                if generation.defence.first_use(solved.nonce, now) {
+                    Ok(solved)
+                } else {
+                    Err(Reject::Replayed)
+                }
+            });
+            let counters = &generation.shield_counters[tenant_idx];
+            match outcome {
+                Ok(_) => {
+                    counters[crate::metrics::SHIELD_CHALLENGE_PASSED].inc();
+                    let ttl = tenant.shield.pass_ttl_s;
+                    let value = pass::issue_pass(&generation.keys, &b, unix_now_s() + ttl);
+                    let page =
+                        challenge::pass_granted(&value, ttl, conn.proto == "https", &q.return_to);
+                    Ok(local_response(page, record, "pass_granted"))
+                }
+                Err(reject) => {
+                    counters[crate::metrics::SHIELD_CHALLENGE_REFUSED].inc();
+                    tracing::debug!(
+                        target: "rempart::shield",
+                        tenant = %tenant.id,
+                        reason = reject.name(),
+                        "challenge answer refused"
+                    );
+                    // A fresh challenge: a person is never stuck on an error.
+                    let return_to = challenge::safe_return(&q.return_to).to_owned();
+                    Ok(challenge_page(
+                        generation, tenant_idx, req, record, &return_to,
+                    ))
+                }
+            }
+        }
+        _ => Err((ProxyError::NoRoute, accept_language(req.headers()), record)),
+    }
 }
 
 /// Copies bytes both ways between an upgraded downstream connection and the origin.

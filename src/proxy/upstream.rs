@@ -114,15 +114,21 @@ impl UpstreamServer {
     }
 }
 
-/// Counts a request in flight on a server until dropped.
+/// Counts a request in flight on a server until dropped; also holds the request's admission
+/// slot, so the slot is freed when the response body is done.
 #[derive(Debug)]
-pub struct InflightGuard(Arc<UpstreamServer>);
+pub struct InflightGuard(Arc<UpstreamServer>, Option<super::admission::Permit>);
 
 impl InflightGuard {
     /// Starts counting.
     pub fn new(server: Arc<UpstreamServer>) -> Self {
         server.inflight.fetch_add(1, Ordering::Relaxed);
-        Self(server)
+        Self(server, None)
+    }
+
+    /// Keeps `permit` until this guard is dropped.
+    pub fn hold(&mut self, permit: Option<super::admission::Permit>) {
+        self.1 = permit;
     }
 }
 
@@ -147,6 +153,10 @@ pub struct Pool {
     pub latency: Histogram,
     /// Retries on another server.
     pub retries: prometheus_client::metrics::counter::Counter,
+    /// Admission gate (adaptive concurrency limit + priority queue), unless disabled.
+    pub admission: Option<Arc<super::admission::Admission>>,
+    /// Shed counters by priority class (`Priority as usize`).
+    pub shed: [prometheus_client::metrics::counter::Counter; 3],
 }
 
 /// Builds the smooth weighted round-robin order (nginx's algorithm) for `weights`.
@@ -214,7 +224,36 @@ impl Pool {
                 pool: spec.name.clone(),
             })
             .clone();
+        let labels = crate::metrics::PoolLabels {
+            tenant: tenant.to_owned(),
+            pool: spec.name.clone(),
+        };
+        // The gate (its queue, its learned limit) survives a reload that keeps its settings.
+        let admission = (spec.admission.max_concurrency > 0).then(|| {
+            previous
+                .and_then(|p| p.admission.clone())
+                .filter(|a| a.settings == spec.admission)
+                .unwrap_or_else(|| {
+                    super::admission::Admission::new(
+                        spec.admission,
+                        metrics.admission_limit.get_or_create(&labels).clone(),
+                        metrics.admission_queued.get_or_create(&labels).clone(),
+                    )
+                })
+        });
+        let shed = crate::shield::admission::Priority::ALL.map(|p| {
+            metrics
+                .admission_shed
+                .get_or_create(&crate::metrics::ShedLabels {
+                    tenant: tenant.to_owned(),
+                    pool: spec.name.clone(),
+                    priority: p.name(),
+                })
+                .clone()
+        });
         Self {
+            admission,
+            shed,
             retries,
             tenant: tenant.to_owned(),
             spec: spec.clone(),
@@ -317,6 +356,12 @@ mod tests {
                 unhealthy_threshold: 2,
                 passive_failures: 3,
                 passive_eject: Duration::from_secs(10),
+            },
+            admission: crate::proxy::admission::AdmissionSettings {
+                max_concurrency: 0,
+                min_concurrency: 1,
+                queue_size: 0,
+                queue_timeout: Duration::from_secs(1),
             },
         }
     }

@@ -45,6 +45,19 @@ pub struct Policy {
     pub allow: std::sync::Arc<cidr::CidrSet>,
     /// Clients always refused, from `deny_file`.
     pub deny: std::sync::Arc<cidr::CidrSet>,
+    /// Challenge clients without a pass while the tenant sheds load.
+    pub auto_challenge: bool,
+    /// Challenge every client without a pass (set in the config; the admin API can also
+    /// switch it on for a while).
+    pub under_attack: bool,
+    /// Proof-of-work difficulty, leading zero bits.
+    pub challenge_difficulty: u8,
+    /// Seconds a browser without JavaScript waits for its pass.
+    pub challenge_wait_s: u8,
+    /// Lifetime of a pass, seconds.
+    pub pass_ttl_s: u64,
+    /// Requests per second allowed per pass (0 = no limit).
+    pub pass_rate: u32,
 }
 
 impl Default for Policy {
@@ -58,6 +71,12 @@ impl Default for Policy {
             ban_for_ms: 600_000,
             allow: std::sync::Arc::default(),
             deny: std::sync::Arc::default(),
+            auto_challenge: true,
+            under_attack: false,
+            challenge_difficulty: 14,
+            challenge_wait_s: 5,
+            pass_ttl_s: 3600,
+            pass_rate: 50,
         }
     }
 }
@@ -68,7 +87,8 @@ impl Policy {
         self.address_rate > 0 || self.prefix_rate > 0 || !self.deny.is_empty()
     }
 
-    fn exempt(&self, path: &str) -> bool {
+    /// Whether `path` is never limited nor challenged.
+    pub fn exempt(&self, path: &str) -> bool {
         DEFAULT_EXEMPT_PREFIXES.iter().any(|p| path.starts_with(p))
             || self
                 .exempt_paths
@@ -160,6 +180,22 @@ pub fn display_prefix(ip: IpAddr, lengths: PrefixLengths) -> String {
     }
 }
 
+/// A client's prefix as one number: IPv4 prefixes (< 2^32) get the top bit, which no
+/// routable IPv6 prefix has (8000::/1 is unallocated), so the two families never collide.
+pub fn prefix_key(ip: IpAddr, lengths: PrefixLengths) -> u128 {
+    prefix_of(ip, lengths).1 | (u128::from(ip.is_ipv4()) << 127)
+}
+
+/// An address as a 64-bit key for the good-history table.
+pub fn history_key(ip: IpAddr) -> u64 {
+    let k = address_key(ip);
+    // Fold and mix (splitmix64 finaliser) so neighbouring addresses spread over the table.
+    let mut x = (k as u64) ^ ((k >> 64) as u64).rotate_left(29);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// An address as a sketch key (IPv4 mapped into IPv6 space, so families never collide).
 fn address_key(ip: IpAddr) -> u128 {
     match ip {
@@ -174,6 +210,7 @@ pub struct Shield {
     // Allocated on first use, so a gateway without limits does not carry 4 MiB of counters.
     by_address: std::sync::OnceLock<WindowSketch>,
     by_prefix: std::sync::OnceLock<WindowSketch>,
+    by_pass: std::sync::OnceLock<WindowSketch>,
     /// Highest per-address and per-prefix rates right now.
     pub top_addresses: top::TopTable,
     /// Highest per-prefix rates right now.
@@ -194,6 +231,7 @@ impl Shield {
         Self {
             by_address: std::sync::OnceLock::new(),
             by_prefix: std::sync::OnceLock::new(),
+            by_pass: std::sync::OnceLock::new(),
             top_addresses: top::TopTable::default(),
             top_prefixes: top::TopTable::default(),
             prefixes,
@@ -204,6 +242,15 @@ impl Shield {
     pub fn memory_bytes(&self) -> usize {
         self.by_address.get().map_or(0, WindowSketch::memory_bytes)
             + self.by_prefix.get().map_or(0, WindowSketch::memory_bytes)
+            + self.by_pass.get().map_or(0, WindowSketch::memory_bytes)
+    }
+
+    /// Counts a request carrying pass `pass_id` and returns its rate (requests over the last
+    /// second): a pass is a privilege, and a stolen or shared one must not become a hose.
+    pub fn observe_pass(&self, tenant: usize, pass_id: u64, now_ms: u64) -> f64 {
+        self.by_pass
+            .get_or_init(new_sketch)
+            .observe(&(tenant, u128::from(pass_id)), 1, now_ms)
     }
 
     /// Counts a request from `ip` to `tenant` (weighing `cost` requests) and decides.
@@ -234,9 +281,7 @@ impl Shield {
         for (rule, sketch, limit) in rules.into_iter().filter(|r| r.2 > 0) {
             let key = match rule {
                 Rule::Address => address_key(ip),
-                // IPv4 prefixes (< 2^32) get the top bit, which no routable IPv6 prefix has
-                // (8000::/1 is unallocated), so the two families never share a key.
-                Rule::Prefix => prefix_of(ip, self.prefixes).1 | (u128::from(ip.is_ipv4()) << 127),
+                Rule::Prefix => prefix_key(ip, self.prefixes),
             };
             let observed =
                 sketch

@@ -55,6 +55,33 @@ pub enum Command {
         #[command(subcommand)]
         action: BanAction,
     },
+    /// Flood shield of a running gateway: status and under-attack mode (admin API).
+    Shield {
+        /// Configuration file of the running gateway (gives the admin address and token).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: ShieldAction,
+    },
+}
+
+/// `rempart shield` actions.
+#[derive(Debug, Subcommand)]
+pub enum ShieldAction {
+    /// Show each tenant's under-attack mode, shedding and admission gates.
+    Status,
+    /// Challenge every client without a valid pass on TENANT (`on`), or stop (`off`).
+    UnderAttack {
+        /// Tenant id.
+        tenant: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// How long (`30m`, `2h`); until switched off when absent.
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
 }
 
 /// `rempart bans` actions.
@@ -168,6 +195,82 @@ pub async fn bans(config: &std::path::Path, action: BanAction) -> i32 {
                 print_bans(&body);
             } else {
                 println!("ok");
+            }
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!("admin API answered {status}: {}", body.trim());
+            if status == 404 || status == 400 {
+                2
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot reach the admin API at {address}: {e}");
+            1
+        }
+    }
+}
+
+/// `rempart shield ...`.
+pub async fn shield(config: &std::path::Path, action: ShieldAction) -> i32 {
+    let (address, token) = match admin_of(config, "changing the shield") {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let call = match &action {
+        ShieldAction::Status => {
+            admin_call(address, &token, http::Method::GET, "/admin/shield".into(), None).await
+        }
+        ShieldAction::UnderAttack {
+            tenant,
+            state,
+            duration,
+        } => {
+            let body = serde_json::json!({ "tenant": tenant, "on": state == "on", "for": duration });
+            admin_call(
+                address,
+                &token,
+                http::Method::POST,
+                "/admin/shield/under-attack".into(),
+                Some(body.to_string()),
+            )
+            .await
+        }
+    };
+    match call {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let tenants = match v.get("tenants").and_then(|t| t.as_array()) {
+                Some(ts) => ts.clone(),
+                None => vec![v],
+            };
+            for t in tenants {
+                let attack = if t["under_attack"] == true {
+                    match t["under_attack_remaining_s"].as_u64() {
+                        Some(s) => format!("ON ({}m left)", s.div_ceil(60)),
+                        None => "ON".into(),
+                    }
+                } else {
+                    "off".into()
+                };
+                let shedding = t["shedding_for_s"]
+                    .as_u64()
+                    .map_or_else(|| "no".into(), |s| format!("yes, for {s}s"));
+                println!(
+                    "{}: under-attack {attack}; shedding {shedding}",
+                    t["tenant"].as_str().unwrap_or("?")
+                );
+                for p in t["pools"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "  pool {}: limit {}, in flight {}, queued {}",
+                        p["pool"].as_str().unwrap_or("?"),
+                        p["limit"],
+                        p["in_flight"],
+                        p["queued"]
+                    );
+                }
             }
             0
         }

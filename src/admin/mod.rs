@@ -1,5 +1,6 @@
 //! The admin listener (loopback by default): `/healthz` (open), and with the bearer token
-//! `/metrics` and `POST /admin/reload`. Served by axum on its own socket, never on the
+//! `/metrics`, `POST /admin/reload`, bans, heavy hitters, and the shield's state and
+//! under-attack switch. Served by axum on its own socket, never on the
 //! public listeners.
 
 use std::net::SocketAddr;
@@ -207,6 +208,92 @@ async fn remove_ban(
     }
 }
 
+/// `{"tenant": "ville", "on": true, "for": "2h"}`.
+#[derive(serde::Deserialize)]
+struct UnderAttackRequest {
+    tenant: String,
+    on: bool,
+    #[serde(rename = "for")]
+    duration: Option<String>,
+}
+
+/// Each tenant's defence state: under-attack mode, pressure, and its pools' admission gates.
+fn shield_status(gateway: &Gateway) -> serde_json::Value {
+    let generation = gateway.current();
+    let now = crate::proxy::upstream::now_ms();
+    let tenants: Vec<serde_json::Value> = generation
+        .config
+        .tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let state = &generation.tenant_states[i];
+            let until = state.under_attack_until(now);
+            let pools: Vec<serde_json::Value> = generation.pools[i]
+                .iter()
+                .map(|p| {
+                    let snap = p.admission.as_ref().map(|a| a.snapshot());
+                    serde_json::json!({
+                        "pool": p.spec.name,
+                        "limit": snap.map(|s| s.limit),
+                        "in_flight": snap.map(|s| s.in_flight),
+                        "queued": snap.map(|s| s.queued),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "tenant": t.id,
+                "under_attack": t.shield.under_attack || until.is_some(),
+                "under_attack_from_config": t.shield.under_attack,
+                "under_attack_remaining_s": until.filter(|u| *u != u64::MAX).map(|u| (u - now) / 1000),
+                "shedding_for_s": state.pressure_since(now).map(|s| (now - s) / 1000),
+                "pools": pools,
+            })
+        })
+        .collect();
+    serde_json::json!({ "tenants": tenants })
+}
+
+async fn get_shield(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    Json(shield_status(&state.gateway)).into_response()
+}
+
+async fn under_attack(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Json(req): Json<UnderAttackRequest>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let now = crate::proxy::upstream::now_ms();
+    let until = match (req.on, req.duration.as_deref()) {
+        (false, _) => 0,
+        (true, None) => u64::MAX,
+        (true, Some(d)) => match crate::config::validate::parse_duration(d) {
+            Ok(d) => now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Err(e) => return bad_request(e),
+        },
+    };
+    if !state.gateway.set_under_attack(&req.tenant, until) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "ok": false, "error": format!("no tenant `{}`", req.tenant) })),
+        )
+            .into_response();
+    }
+    let status = shield_status(&state.gateway);
+    let tenant = status["tenants"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["tenant"] == req.tenant.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    Json(tenant).into_response()
+}
+
 /// Binds the admin listener and serves until `shutdown`.
 pub async fn start(
     address: SocketAddr,
@@ -225,6 +312,8 @@ pub async fn start(
             get(list_bans).post(add_ban).delete(remove_ban),
         )
         .route("/admin/top", get(top_clients))
+        .route("/admin/shield", get(get_shield))
+        .route("/admin/shield/under-attack", post(under_attack))
         .with_state(AdminState { gateway, reloader });
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

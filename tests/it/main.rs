@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod challenge;
 mod check;
 mod errors;
 mod forwarding;

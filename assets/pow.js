@@ -80,6 +80,7 @@
   var difficulty = parseInt(script.getAttribute("data-difficulty"), 10);
   var back = script.getAttribute("data-return") || "/";
   var status = document.getElementById("rempart-status");
+  if (status) status.textContent = status.getAttribute("data-working");
   function go(n) {
     location.replace("/.rempart/pass?t=" + token + "&n=" + n + "&r=" + encodeURIComponent(back));
   }

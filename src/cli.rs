@@ -221,14 +221,22 @@ pub async fn shield(config: &std::path::Path, action: ShieldAction) -> i32 {
     };
     let call = match &action {
         ShieldAction::Status => {
-            admin_call(address, &token, http::Method::GET, "/admin/shield".into(), None).await
+            admin_call(
+                address,
+                &token,
+                http::Method::GET,
+                "/admin/shield".into(),
+                None,
+            )
+            .await
         }
         ShieldAction::UnderAttack {
             tenant,
             state,
             duration,
         } => {
-            let body = serde_json::json!({ "tenant": tenant, "on": state == "on", "for": duration });
+            let body =
+                serde_json::json!({ "tenant": tenant, "on": state == "on", "for": duration });
             admin_call(
                 address,
                 &token,

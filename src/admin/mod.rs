@@ -281,7 +281,9 @@ async fn under_attack(
     if !state.gateway.set_under_attack(&req.tenant, until) {
         return (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "ok": false, "error": format!("no tenant `{}`", req.tenant) })),
+            Json(
+                serde_json::json!({ "ok": false, "error": format!("no tenant `{}`", req.tenant) }),
+            ),
         )
             .into_response();
     }

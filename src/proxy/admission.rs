@@ -191,8 +191,11 @@ impl Permit {
         self.sampled = true;
         let rtt = self.started.elapsed().as_secs_f64() * 1000.0;
         let mut s = lock(&self.gate.state);
-        s.limit
-            .on_sample(rtt, self.in_flight_at_start, crate::proxy::upstream::now_ms());
+        s.limit.on_sample(
+            rtt,
+            self.in_flight_at_start,
+            crate::proxy::upstream::now_ms(),
+        );
     }
 }
 

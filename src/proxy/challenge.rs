@@ -85,7 +85,11 @@ pub struct ChallengeRequest<'a> {
 }
 
 /// The challenge page (403, never cached).
-pub fn challenge_response(keys: &KeyRing, req: &ChallengeRequest<'_>, now_ms: u64) -> Response<Bytes> {
+pub fn challenge_response(
+    keys: &KeyRing,
+    req: &ChallengeRequest<'_>,
+    now_ms: u64,
+) -> Response<Bytes> {
     let c = pass::issue_challenge(
         keys,
         &req.binding,
@@ -153,7 +157,10 @@ pub fn pow_js() -> Response<Bytes> {
         CONTENT_TYPE,
         HeaderValue::from_static("text/javascript; charset=utf-8"),
     );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
 }
@@ -191,7 +198,12 @@ pub fn parse_pass_query(query: &str) -> PassQuery {
 
 /// The response to a correct answer: the pass cookie and a redirect to where the client was
 /// going.
-pub fn pass_granted(cookie_value: &str, ttl_s: u64, secure: bool, return_to: &str) -> Response<Bytes> {
+pub fn pass_granted(
+    cookie_value: &str,
+    ttl_s: u64,
+    secure: bool,
+    return_to: &str,
+) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::new());
     *resp.status_mut() = StatusCode::SEE_OTHER;
     let cookie = format!(

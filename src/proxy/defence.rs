@@ -64,7 +64,8 @@ impl TenantState {
     /// Switches under-attack mode on until `until_ms` (`u64::MAX`: until switched off) or off
     /// (`0`).
     pub fn set_under_attack(&self, until_ms: u64) {
-        self.under_attack_until_ms.store(until_ms, Ordering::Relaxed);
+        self.under_attack_until_ms
+            .store(until_ms, Ordering::Relaxed);
     }
 
     /// Until when under-attack mode holds (ms), if on.

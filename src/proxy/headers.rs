@@ -62,7 +62,11 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// the origin's business); headers left empty are removed.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     let prefix = format!("{name}=");
-    let values: Vec<HeaderValue> = headers.get_all(http::header::COOKIE).iter().cloned().collect();
+    let values: Vec<HeaderValue> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .cloned()
+        .collect();
     if !values
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.contains(prefix.as_str())))

@@ -202,10 +202,8 @@ impl Gateway {
             .iter()
             .map(|t| metrics.shield_counters(&t.id))
             .collect();
-        let defence = previous.map_or_else(
-            || Arc::new(defence::Defence::new()),
-            |p| p.defence.clone(),
-        );
+        let defence =
+            previous.map_or_else(|| Arc::new(defence::Defence::new()), |p| p.defence.clone());
         let keys = config
             .pass_keys
             .clone()
@@ -248,7 +246,12 @@ impl Gateway {
     /// `u64::MAX` = until switched off) or off (`0`). `false` when no such tenant.
     pub fn set_under_attack(&self, tenant_id: &str, until_ms: u64) -> bool {
         let generation = self.generation.load();
-        let Some(i) = generation.config.tenants.iter().position(|t| t.id == tenant_id) else {
+        let Some(i) = generation
+            .config
+            .tenants
+            .iter()
+            .position(|t| t.id == tenant_id)
+        else {
             return false;
         };
         generation.tenant_states[i].set_under_attack(until_ms);
@@ -443,8 +446,7 @@ async fn proxy(
     let route = &tenant.routes[route_idx];
 
     // Phase 1b: shield decision.
-    let (priority, calm) = match shield_phase(generation, tenant_idx, route, &req, record.client)
-    {
+    let (priority, calm) = match shield_phase(generation, tenant_idx, route, &req, record.client) {
         Ok(Verdict::Admit { priority, calm }) => (priority, calm),
         Ok(Verdict::Challenge) => {
             return Ok(challenge_page(
@@ -820,8 +822,8 @@ fn shield_phase(
         now_min,
     );
     let under_attack = policy.under_attack || state.under_attack_until(now).is_some();
-    let challenge = (under_attack || (policy.auto_challenge && !calm && !good))
-        && !policy.exempt(path);
+    let challenge =
+        (under_attack || (policy.auto_challenge && !calm && !good)) && !policy.exempt(path);
     if challenge {
         if policy.mode == Mode::Enforce {
             return Ok(Verdict::Challenge);
@@ -897,6 +899,8 @@ fn challenge_page(
 }
 
 /// Rempart's own pages under `/.rempart/`: the challenge script and the answer endpoint.
+// Same error shape as the other phases (moved once per request, never copied around).
+#[allow(clippy::result_large_err)]
 fn local_page(
     generation: &Generation,
     conn: &ConnInfo,

@@ -297,9 +297,7 @@ pub fn verify_answer(
             let plain = !counter.is_empty()
                 && counter.len() <= 20
                 && counter.bytes().all(|b| b.is_ascii_digit());
-            if !plain
-                || leading_zero_bits(&work_digest(token, counter)) < u32::from(difficulty)
-            {
+            if !plain || leading_zero_bits(&work_digest(token, counter)) < u32::from(difficulty) {
                 return Err(Reject::BadWork);
             }
         }
@@ -452,7 +450,14 @@ mod tests {
         let k = keys();
         let c = issue_challenge(&k, &binding(), 99, 8, 5, 1_000_000);
         let n = solve(&c.token, c.difficulty).to_string();
-        let ok = verify_answer(&k, &binding(), &c.token, Answer::Work(&n), 60_000, 1_000_500);
+        let ok = verify_answer(
+            &k,
+            &binding(),
+            &c.token,
+            Answer::Work(&n),
+            60_000,
+            1_000_500,
+        );
         assert_eq!(
             ok,
             Ok(Solved {
@@ -482,7 +487,14 @@ mod tests {
         }
         // Too late.
         assert_eq!(
-            verify_answer(&k, &binding(), &c.token, Answer::Work(&n), 60_000, 1_070_000),
+            verify_answer(
+                &k,
+                &binding(),
+                &c.token,
+                Answer::Work(&n),
+                60_000,
+                1_070_000
+            ),
             Err(Reject::Expired)
         );
     }
@@ -497,7 +509,14 @@ mod tests {
             .find(|n| leading_zero_bits(&work_digest(&c.token, &n.to_string())) < 12)
             .unwrap();
         assert_eq!(
-            verify_answer(&k, &binding(), &c.token, Answer::Work(&bad.to_string()), 60_000, 10_001),
+            verify_answer(
+                &k,
+                &binding(),
+                &c.token,
+                Answer::Work(&bad.to_string()),
+                60_000,
+                10_001
+            ),
             Err(Reject::BadWork)
         );
         for junk in ["", "-1", "1e3", "99999999999999999999999"] {
@@ -510,7 +529,14 @@ mod tests {
         let mut raw: [u8; TOKEN_LEN] = unhex(&c.token).unwrap();
         raw[18] = 0;
         assert_eq!(
-            verify_answer(&k, &binding(), &hex(&raw), Answer::Work(&good.to_string()), 60_000, 10_001),
+            verify_answer(
+                &k,
+                &binding(),
+                &hex(&raw),
+                Answer::Work(&good.to_string()),
+                60_000,
+                10_001
+            ),
             Err(Reject::BadMac)
         );
         assert_eq!(

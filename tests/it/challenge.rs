@@ -6,7 +6,10 @@ use std::time::Duration;
 use crate::support::*;
 
 const BROWSER: [(&str, &str); 2] = [
-    ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
+    ),
     ("accept", "text/html"),
 ];
 
@@ -41,7 +44,10 @@ async fn solve_page(c: &H1Client, gw: &Gw, page: &Got, headers: &[(&str, &str)])
     assert_eq!(got.status, 303, "{}", got.body);
     assert_eq!(got.headers.get("location").unwrap(), "/headers?a=1");
     let cookie = got.headers.get("set-cookie").unwrap().to_str().unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     cookie.split(';').next().unwrap().to_owned()
 }
 
@@ -55,14 +61,25 @@ async fn under_attack_challenges_then_the_pass_reaches_the_origin() {
     assert_eq!(page.status, 403);
     assert_eq!(page.headers.get("x-rempart-challenge").unwrap(), "pow");
     assert_eq!(page.headers.get("cache-control").unwrap(), "no-store");
-    assert!(page.body.contains("Vérification de votre navigateur"), "{}", page.body);
+    assert!(
+        page.body.contains("Vérification de votre navigateur"),
+        "{}",
+        page.body
+    );
     assert!(page.body.len() < 4096);
-    assert_eq!(origin.count(), 0, "a challenged request never reaches the origin");
+    assert_eq!(
+        origin.count(),
+        0,
+        "a challenged request never reaches the origin"
+    );
     // The script is served by Rempart itself, and exempt paths are never challenged.
     let js = get_with(&c, gw.addr, "ville.test", "/.rempart/pow.js", &BROWSER).await;
     assert_eq!(js.status, 200);
     assert!(js.body.contains("new Worker"));
-    assert_eq!(get(&c, gw.addr, "ville.test", "/robots.txt").await.status, 200);
+    assert_eq!(
+        get(&c, gw.addr, "ville.test", "/robots.txt").await.status,
+        200
+    );
 
     let cookie = solve_page(&c, &gw, &page, &BROWSER).await;
     let with_pass = [BROWSER[0], BROWSER[1], ("cookie", cookie.as_str())];
@@ -78,17 +95,24 @@ async fn under_attack_challenges_then_the_pass_reaches_the_origin() {
         ("cookie", cookie.as_str()),
     ];
     assert_eq!(
-        get_with(&c, gw.addr, "ville.test", "/", &other).await.status,
+        get_with(&c, gw.addr, "ville.test", "/", &other)
+            .await
+            .status,
         403
     );
     // A forged cookie is worthless.
     let forged = [
         BROWSER[0],
         BROWSER[1],
-        ("cookie", "rempart_pass=0100ffffffffffffffff00000000000000000000000000000000"),
+        (
+            "cookie",
+            "rempart_pass=0100ffffffffffffffff00000000000000000000000000000000",
+        ),
     ];
     assert_eq!(
-        get_with(&c, gw.addr, "ville.test", "/", &forged).await.status,
+        get_with(&c, gw.addr, "ville.test", "/", &forged)
+            .await
+            .status,
         403
     );
     let m = crate::health::admin_metrics(&gw).await;
@@ -107,7 +131,12 @@ async fn replays_and_wrong_work_get_a_fresh_challenge() {
     let (token, difficulty) = challenge_of(&page.body);
     let n = rempart::shield::pass::solve(&token, difficulty);
     let url = format!("/.rempart/pass?t={token}&n={n}&r=/");
-    assert_eq!(get_with(&c, gw.addr, "ville.test", &url, &BROWSER).await.status, 303);
+    assert_eq!(
+        get_with(&c, gw.addr, "ville.test", &url, &BROWSER)
+            .await
+            .status,
+        303
+    );
     // The same answer again: refused, and the client gets a new challenge, not a dead end.
     let again = get_with(&c, gw.addr, "ville.test", &url, &BROWSER).await;
     assert_eq!(again.status, 403);
@@ -126,10 +155,24 @@ async fn replays_and_wrong_work_get_a_fresh_challenge() {
     .await;
     assert_eq!(got.status, 403);
     // Garbage never reaches the origin and never errors.
-    for junk in ["/.rempart/pass", "/.rempart/pass?t=zz&n=1", "/.rempart/pass?t=%00&w=1"] {
-        assert_eq!(get_with(&c, gw.addr, "ville.test", junk, &BROWSER).await.status, 403);
+    for junk in [
+        "/.rempart/pass",
+        "/.rempart/pass?t=zz&n=1",
+        "/.rempart/pass?t=%00&w=1",
+    ] {
+        assert_eq!(
+            get_with(&c, gw.addr, "ville.test", junk, &BROWSER)
+                .await
+                .status,
+            403
+        );
     }
-    assert_eq!(get(&c, gw.addr, "ville.test", "/.rempart/nope").await.status, 404);
+    assert_eq!(
+        get(&c, gw.addr, "ville.test", "/.rempart/nope")
+            .await
+            .status,
+        404
+    );
     assert_eq!(origin.count(), 0);
 }
 
@@ -141,10 +184,20 @@ async fn without_javascript_the_wait_path_gives_a_pass() {
     let page = get_with(&c, gw.addr, "ville.test", "/ecole", &BROWSER).await;
     // The meta refresh is in <noscript>, pointing at the wait path.
     let start = page.body.find("content=\"1;url=").expect("meta refresh") + 15;
-    let url = page.body[start..start + page.body[start..].find('"').unwrap()].replace("&#38;", "&").replace("&amp;", "&");
-    assert!(url.starts_with("/.rempart/pass?t=") && url.contains("&w=1"), "{url}");
+    let url = page.body[start..start + page.body[start..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert!(
+        url.starts_with("/.rempart/pass?t=") && url.contains("&w=1"),
+        "{url}"
+    );
     // Too early: a fresh challenge.
-    assert_eq!(get_with(&c, gw.addr, "ville.test", &url, &BROWSER).await.status, 403);
+    assert_eq!(
+        get_with(&c, gw.addr, "ville.test", &url, &BROWSER)
+            .await
+            .status,
+        403
+    );
     // After the wait (1 s), the same link works.
     // Each refused try is answered with a fresh challenge; the original link stays valid
     // until its wait is over (polled against a deadline).
@@ -166,7 +219,9 @@ async fn admin_api_switches_under_attack_mode() {
     let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
     let c = h1_client();
     assert_eq!(
-        get_with(&c, gw.addr, "ville.test", "/", &BROWSER).await.status,
+        get_with(&c, gw.addr, "ville.test", "/", &BROWSER)
+            .await
+            .status,
         200
     );
     let admin = gw.running().admin_addr;
@@ -177,7 +232,9 @@ async fn admin_api_switches_under_attack_mode() {
             let req = hyper::Request::post(format!("http://{admin}/admin/shield/under-attack"))
                 .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
-                .body(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())))
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    body.as_bytes(),
+                )))
                 .unwrap();
             collect(h1_client().request(req).await.unwrap()).await
         }
@@ -186,14 +243,23 @@ async fn admin_api_switches_under_attack_mode() {
     assert_eq!(on.status, 200, "{}", on.body);
     assert!(on.body.contains("\"under_attack\":true"), "{}", on.body);
     assert_eq!(
-        get_with(&c, gw.addr, "ville.test", "/", &BROWSER).await.status,
+        get_with(&c, gw.addr, "ville.test", "/", &BROWSER)
+            .await
+            .status,
         403
     );
     assert_eq!(call(r#"{"tenant":"nope","on":true}"#).await.status, 404);
-    assert_eq!(call(r#"{"tenant":"ville","on":true,"for":"soon"}"#).await.status, 400);
+    assert_eq!(
+        call(r#"{"tenant":"ville","on":true,"for":"soon"}"#)
+            .await
+            .status,
+        400
+    );
     assert_eq!(call(r#"{"tenant":"ville","on":false}"#).await.status, 200);
     assert_eq!(
-        get_with(&c, gw.addr, "ville.test", "/", &BROWSER).await.status,
+        get_with(&c, gw.addr, "ville.test", "/", &BROWSER)
+            .await
+            .status,
         200
     );
 }
@@ -201,7 +267,8 @@ async fn admin_api_switches_under_attack_mode() {
 #[tokio::test]
 async fn shedding_answers_503_then_challenges_clients_without_a_pass() {
     let origin = Origin::start("a").await;
-    let pool = "max_concurrency = 1\nmin_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"200ms\"";
+    let pool =
+        "max_concurrency = 1\nmin_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"200ms\"";
     let config = format!(
         "{}\n[tenants.shield]\nchallenge_difficulty = 8\n",
         one_tenant(&[origin.addr], pool, "")
@@ -210,7 +277,9 @@ async fn shedding_answers_503_then_challenges_clients_without_a_pass() {
     let c = h1_client();
     // Calm: no challenge.
     assert_eq!(
-        get_with(&c, gw.addr, "ville.test", "/", &BROWSER).await.status,
+        get_with(&c, gw.addr, "ville.test", "/", &BROWSER)
+            .await
+            .status,
         200
     );
     // One slow request holds the only slot, one waits, the third is shed at once.
@@ -248,10 +317,20 @@ async fn shedding_answers_503_then_challenges_clients_without_a_pass() {
     let cookie = solve_page(&c, &gw, &page, &BROWSER).await;
     let with_pass = [BROWSER[0], BROWSER[1], ("cookie", cookie.as_str())];
     assert_eq!(
-        get_with(&c, gw.addr, "ville.test", "/", &with_pass).await.status,
+        get_with(&c, gw.addr, "ville.test", "/", &with_pass)
+            .await
+            .status,
         200
     );
     let m = crate::health::admin_metrics(&gw).await;
-    assert!(m.contains("rempart_admission_shed_total{tenant=\"ville\",pool=\"web\",priority=\"unknown\"}"), "{m}");
-    assert!(m.contains("rempart_admission_limit{tenant=\"ville\",pool=\"web\"} 1"), "{m}");
+    assert!(
+        m.contains(
+            "rempart_admission_shed_total{tenant=\"ville\",pool=\"web\",priority=\"unknown\"}"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("rempart_admission_limit{tenant=\"ville\",pool=\"web\"} 1"),
+        "{m}"
+    );
 }

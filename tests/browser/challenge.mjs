@@ -1,0 +1,53 @@
+// Drives Debian's headless Chromium through Rempart's challenge to the origin page.
+// Usage: node challenge.mjs URL js|nojs EXPECTED_TEXT SCREENSHOT_PREFIX [HOST_RULE]
+// Prints one JSON line: {"ok":bool,"ms":elapsed,"url":final,"challenge_seen":bool,...}.
+import { chromium } from "playwright-core";
+
+const [url, mode, expected, shotPrefix, hostRule] = process.argv.slice(2);
+const args = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+if (hostRule) args.push(`--host-resolver-rules=${hostRule}`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args,
+});
+const result = { ok: false, mode };
+try {
+  const context = await browser.newContext({
+    javaScriptEnabled: mode !== "nojs",
+    locale: "fr-FR",
+  });
+  const page = await context.newPage();
+  let challengeSeen = false;
+  page.on("response", (r) => {
+    if (r.headers()["x-rempart-challenge"]) challengeSeen = true;
+  });
+  const started = Date.now();
+  await page.goto(url, { waitUntil: "domcontentloaded" });
+  await page.screenshot({ path: `${shotPrefix}-challenge.png` }).catch(() => {});
+  result.challenge_title = await page.title();
+  await page.waitForFunction(
+    (text) => document.body && document.body.innerText.includes(text),
+    expected,
+    { timeout: 20000, polling: 50 },
+  );
+  result.ms = Date.now() - started;
+  result.url = page.url();
+  result.challenge_seen = challengeSeen;
+  result.cookies = (await context.cookies()).map((c) => ({ name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite }));
+  await page.screenshot({ path: `${shotPrefix}-origin.png` });
+  // A second visit goes straight through with the pass.
+  challengeSeen = false;
+  await page.goto(url, { waitUntil: "domcontentloaded" });
+  result.second_visit_challenged = challengeSeen;
+  result.second_visit_text = (await page.innerText("body")).slice(0, 80);
+  result.ok = true;
+} catch (e) {
+  result.error = String(e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));

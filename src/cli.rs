@@ -55,6 +55,37 @@ pub enum Command {
         #[command(subcommand)]
         action: BanAction,
     },
+    /// Run a flood drill against a gateway on loopback: residents and an attack mix from a
+    /// scenario file; reports residents' success rate and what reached the origin.
+    Drill {
+        /// Gateway address (loopback only).
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        /// Scenario file (see bench/scenarios/).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Address of a `rempart drill-origin` behind the gateway, to report what reached it.
+        #[arg(long)]
+        origin: Option<std::net::SocketAddr>,
+        /// Process id of the gateway, to report its CPU and memory.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve an origin of limited capacity for drills (loopback only).
+    DrillOrigin {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Requests served at once.
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Time each request takes (`5ms`).
+        #[arg(long, default_value = "5ms")]
+        service: String,
+    },
     /// Flood shield of a running gateway: status and under-attack mode (admin API).
     Shield {
         /// Configuration file of the running gateway (gives the admin address and token).
@@ -209,6 +240,62 @@ pub async fn bans(config: &std::path::Path, action: BanAction) -> i32 {
         Err(e) => {
             eprintln!("cannot reach the admin API at {address}: {e}");
             1
+        }
+    }
+}
+
+/// `rempart drill ...`.
+pub async fn drill(
+    target: std::net::SocketAddr,
+    scenario: &std::path::Path,
+    origin: Option<std::net::SocketAddr>,
+    pid: Option<u32>,
+    json: bool,
+) -> i32 {
+    let text = match std::fs::read_to_string(scenario) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", scenario.display());
+            return 2;
+        }
+    };
+    let parsed = match crate::drill::scenario::Scenario::parse(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", scenario.display());
+            return 2;
+        }
+    };
+    match crate::drill::run(target, parsed, origin, pid).await {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{report}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("drill failed: {e}");
+            2
+        }
+    }
+}
+
+/// `rempart drill-origin`.
+pub async fn drill_origin(listen: std::net::SocketAddr, workers: usize, service: &str) -> i32 {
+    let service = match crate::config::validate::parse_duration(service) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("--service: {e}");
+            return 2;
+        }
+    };
+    match crate::drill::origin::run(listen, workers, service).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("drill origin failed: {e}");
+            2
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod drill;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -74,6 +74,18 @@ async fn run(command: Command) -> i32 {
         Command::Reload { config } => rempart::cli::reload(&config).await,
         Command::Bans { config, action } => rempart::cli::bans(&config, action).await,
         Command::Shield { config, action } => rempart::cli::shield(&config, action).await,
+        Command::Drill {
+            target,
+            scenario,
+            origin,
+            pid,
+            json,
+        } => rempart::cli::drill(target, &scenario, origin, pid, json).await,
+        Command::DrillOrigin {
+            listen,
+            workers,
+            service,
+        } => rempart::cli::drill_origin(listen, workers, &service).await,
         Command::Check { config } => rempart::cli::check(&config),
     }
 }

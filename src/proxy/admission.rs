@@ -61,6 +61,8 @@ pub enum Shed {
 /// A slot at the origin, released when dropped (hand-off to the next waiter).
 pub struct Permit {
     gate: Arc<Admission>,
+    /// How long the request waited in the queue for this slot.
+    pub waited: Duration,
     started: Instant,
     in_flight_at_start: usize,
     sampled: bool,
@@ -105,6 +107,13 @@ impl Admission {
         })
     }
 
+    /// A wait in the queue longer than this means the origin is saturated: the tenant is
+    /// under pressure (auto-challenge starts) before anything has to be shed. A tenth of the
+    /// queue timeout, at least 20 ms.
+    pub fn pressure_wait(&self) -> Duration {
+        (self.settings.queue_timeout / 10).max(Duration::from_millis(20))
+    }
+
     /// Current numbers.
     pub fn snapshot(&self) -> Snapshot {
         let s = lock(&self.state);
@@ -115,9 +124,10 @@ impl Admission {
         }
     }
 
-    fn permit(self: &Arc<Self>, in_flight: usize) -> Permit {
+    fn permit(self: &Arc<Self>, in_flight: usize, waited: Duration) -> Permit {
         Permit {
             gate: self.clone(),
+            waited,
             started: Instant::now(),
             in_flight_at_start: in_flight,
             sampled: false,
@@ -131,7 +141,7 @@ impl Admission {
             if s.in_flight < s.limit.limit() && s.queue.is_empty() {
                 s.in_flight += 1;
                 let n = s.in_flight;
-                return Ok(self.permit(n));
+                return Ok(self.permit(n, Duration::ZERO));
             }
             let (tx, rx) = oneshot::channel();
             if s.queue.len() >= self.settings.queue_size {
@@ -147,15 +157,16 @@ impl Admission {
             self.queued_gauge.set(s.queue.len() as i64);
             rx
         };
-        let deadline = Instant::now() + self.settings.queue_timeout;
+        let queued_at = Instant::now();
+        let deadline = queued_at + self.settings.queue_timeout;
         match tokio::time::timeout_at(deadline, &mut rx).await {
-            Ok(Ok(())) => Ok(self.permit(lock(&self.state).in_flight)),
+            Ok(Ok(())) => Ok(self.permit(lock(&self.state).in_flight, queued_at.elapsed())),
             Ok(Err(_)) => Err(Shed::Evicted),
             Err(_) => {
                 // A slot may have been handed over just as the wait ended: take it then.
                 rx.close();
                 match rx.try_recv() {
-                    Ok(()) => Ok(self.permit(lock(&self.state).in_flight)),
+                    Ok(()) => Ok(self.permit(lock(&self.state).in_flight, queued_at.elapsed())),
                     Err(_) => Err(Shed::Timeout),
                 }
             }

@@ -51,8 +51,8 @@ impl TenantState {
         }
     }
 
-    /// Records a shed request.
-    pub fn on_shed(&self, now_ms: u64) {
+    /// Records a sign of overload: a shed request, or a request that queued too long.
+    pub fn on_overload(&self, now_ms: u64) {
         lock(&self.pressure).on_shed(now_ms);
     }
 

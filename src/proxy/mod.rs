@@ -549,10 +549,17 @@ async fn proxy(
     let mut permit = match &pool.admission {
         None => None,
         Some(gate) => match gate.acquire(priority).await {
-            Ok(p) => Some(p),
+            Ok(p) => {
+                if p.waited > gate.pressure_wait() {
+                    // A standing queue: challenge clients without a pass from now on, before
+                    // anyone has to be shed.
+                    generation.tenant_states[tenant_idx].on_overload(upstream::now_ms());
+                }
+                Some(p)
+            }
             Err(shed) => {
                 pool.shed[priority as usize].inc();
-                generation.tenant_states[tenant_idx].on_shed(upstream::now_ms());
+                generation.tenant_states[tenant_idx].on_overload(upstream::now_ms());
                 tracing::debug!(tenant = %tenant.id, pool = %pool.spec.name, priority = priority.name(), ?shed, "request shed");
                 return Err((ProxyError::Shed, original_headers, record));
             }

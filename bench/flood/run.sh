@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Flood benchmark: the drill scenarios of bench/scenarios/ against the drill origin alone
+# (8 workers x 5 ms = 1,600 requests/s), nginx (limit_req + limit_conn + max_conns), HAProxy
+# (stick table + maxconn queue) and Rempart (defaults + the origin's concurrency ceiling).
+# The system under test runs on core 0; the drill (load generator and origin) on core 1.
+# Every address is loopback; the drill refuses anything else.
+#
+#   bench/flood/run.sh                                # every scenario, every target
+#   SCENARIOS="flood-10k low-and-slow" TARGETS="rempart nginx" bench/flood/run.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+SCENARIOS=${SCENARIOS:-"flood-10k low-and-slow smart-10pct slowloris-rapid-reset login-post"}
+TARGETS=${TARGETS:-"origin nginx haproxy rempart"}
+SUT_CORE=${SUT_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+(cd "$root" && cargo build --release --locked --quiet)
+bin="$root/target/release/rempart"
+ulimit -n 20000 2>/dev/null || true
+
+work=$(mktemp -d /tmp/rempart-flood.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+origin_port=$(free_port)
+taskset -c "$LOAD_CORE" "$bin" drill-origin --listen "127.0.0.1:$origin_port" --workers 8 --service 5ms > "$work/origin.log" 2>&1 & pids+=($!)
+wait_port "$origin_port"
+
+sut_pid=""
+start_target() { # name -> sets port and sut_pid
+  port=$(free_port)
+  case $1 in
+    origin) port=$origin_port; sut_pid="";;
+    nginx)
+      sed -e "s#BENCH_DIR#$work#g" -e "s#ORIGIN_PORT#$origin_port#g" -e "s#PORT#$port#g" "$here/nginx.conf" > "$work/nginx.conf"
+      taskset -c "$SUT_CORE" nginx -c "$work/nginx.conf" -p "$work" -g "daemon off;" & sut_pid=$!;;
+    haproxy)
+      sed -e "s#ORIGIN_PORT#$origin_port#g" -e "s#PORT#$port#g" "$here/haproxy.cfg" > "$work/haproxy.cfg"
+      taskset -c "$SUT_CORE" haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & sut_pid=$!;;
+    rempart)
+      admin_port=$(free_port)
+      sed -e "s#ADMIN_PORT#$admin_port#g" -e "s#ORIGIN_PORT#$origin_port#g" -e "s#PORT#$port#g" "$here/rempart.toml" > "$work/rempart.toml"
+      REMPART_BENCH_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+        taskset -c "$SUT_CORE" "$bin" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & sut_pid=$!;;
+  esac
+  [ -n "$sut_pid" ] && pids+=("$sut_pid")
+  wait_port "$port"
+}
+stop_target() { [ -n "$sut_pid" ] && { kill "$sut_pid" 2>/dev/null || true; wait "$sut_pid" 2>/dev/null || true; }; sut_pid=""; }
+
+results="$work/results.jsonl"
+: > "$results"
+for scenario in $SCENARIOS; do
+  for target in $TARGETS; do
+    start_target "$target"
+    # A fresh process per run: no state (passes, history, learned limits) carries over.
+    # nginx serves from its worker process, not from the master we started.
+    measured=$sut_pid
+    if [ "$target" = nginx ]; then measured=$(pgrep -P "$sut_pid" | head -1); fi
+    pid_arg=(); [ -n "$measured" ] && pid_arg=(--pid "$measured")
+    out=$(taskset -c "$LOAD_CORE" "$bin" drill --target "127.0.0.1:$port" --origin "127.0.0.1:$origin_port" \
+      --scenario "$root/bench/scenarios/$scenario.toml" "${pid_arg[@]}" --json)
+    echo "{\"target\":\"$target\",\"scenario_file\":\"$scenario\",\"report\":$out}" >> "$results"
+    echo "$scenario / $target: $(echo "$out" | python3 -c 'import json,sys;r=json.load(sys.stdin);print("%.2f %% residents ok, p99 %d ms" % (r["legit_success_pct"], r["legit_p99_ms"]))')" >&2
+    stop_target
+  done
+done
+
+python3 - "$results" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print()
+print("| scenario | target | residents ok | p50 / p99 ms | p99 after pass | attack req/s | attack reached origin | origin busiest s / capacity | origin peak queue | gateway CPU / peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    p = r["report"]; o = p.get("origin") or {}; g = p.get("gateway") or {}
+    gw = f'{g["cpu_seconds"]/p["duration_s"]:.2f} cores / {g["peak_rss_mib"]:.0f} MiB' if g else "-"
+    print(f'| {r["scenario_file"]} | {r["target"]} | {p["legit_success_pct"]:.2f} % of {p["legit_loads"]} | {p["legit_p50_ms"]} / {p["legit_p99_ms"]} | {p["legit_p99_after_pass_ms"]} | {p["attack_rate"]:.0f} | {o.get("attack", "-")} | {o.get("peak_per_second", "-")} / {o.get("capacity_per_second", "-")} | {o.get("peak_queue", "-")} | {gw} |')
+PY

@@ -1,0 +1,758 @@
+//! `rempart drill`: a flood drill in one process. It plays a population of residents
+//! (browsers on HTTP/1.1 and HTTP/2 that load a page and its assets, solve challenges, keep
+//! their pass cookie and think between pages) against an attack mix (GET floods from many
+//! source addresses bound across 127.0.0.0/8 with rotating user agents and cache-busting
+//! query strings, login-form POST floods, slowloris, HTTP/2 rapid reset, and a "smart"
+//! fraction of bots that solve challenges), then reports what residents experienced and what
+//! reached the origin. It only ever sends to loopback, and is bounded in time and size.
+
+pub mod origin;
+pub mod scenario;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use scenario::{attack_source, legit_source, Attack, AttackKind, Scenario};
+
+/// Refuses any address outside loopback (the drill and its origin never touch a network).
+pub fn require_loopback(ip: IpAddr) -> anyhow::Result<()> {
+    if ip.is_loopback() {
+        Ok(())
+    } else {
+        anyhow::bail!("refusing {ip}: the drill only sends to loopback (127.0.0.0/8, ::1)")
+    }
+}
+
+const BROWSER_AGENTS: [&str; 6] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 Edg/131.0",
+];
+
+/// A tiny xorshift generator (the drill needs speed and spread, not secrecy).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+enum Conn {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+async fn tcp_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        let s = TcpSocket::new_v4()?;
+        s.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+        s
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn connect(source: Ipv4Addr, target: SocketAddr, h2: bool) -> anyhow::Result<Conn> {
+    let io = TokioIo::new(tcp_from(source, target).await?);
+    if h2 {
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        Ok(Conn::H2(send))
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        Ok(Conn::H1(send))
+    }
+}
+
+impl Conn {
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> anyhow::Result<Response<Incoming>> {
+        Ok(match self {
+            Conn::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Conn::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        })
+    }
+}
+
+/// A response read whole.
+struct Answer {
+    status: u16,
+    challenge: bool,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    body: Bytes,
+}
+
+async fn exchange(conn: &mut Conn, req: Request<Full<Bytes>>) -> anyhow::Result<Answer> {
+    let resp = conn.send(req).await?;
+    let h = resp.headers();
+    let text = |name: http::header::HeaderName| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = resp.status().as_u16();
+    let challenge = h.contains_key(crate::proxy::challenge::CHALLENGE_HEADER);
+    let location = text(http::header::LOCATION);
+    let set_cookie = text(http::header::SET_COOKIE);
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Answer {
+        status,
+        challenge,
+        location,
+        set_cookie,
+        body,
+    })
+}
+
+fn attribute<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("{name}=\"");
+    let start = body.find(&key)? + key.len();
+    let len = body[start..].find('"')?;
+    Some(&body[start..start + len])
+}
+
+/// What a browser sends.
+struct Browser<'a> {
+    host: &'a str,
+    user_agent: &'a str,
+    cookie: Option<String>,
+    tag: &'static str,
+}
+
+impl Browser<'_> {
+    fn get(&self, target: &str, h2: bool) -> Request<Full<Bytes>> {
+        self.request(http::Method::GET, target, h2, Bytes::new())
+    }
+
+    fn request(&self, method: http::Method, target: &str, h2: bool, body: Bytes) -> Request<Full<Bytes>> {
+        let mut b = Request::builder().method(method);
+        b = if h2 {
+            b.uri(format!("http://{}{target}", self.host))
+                .version(http::Version::HTTP_2)
+        } else {
+            b.uri(target).header(http::header::HOST, self.host)
+        };
+        b = b
+            .header(http::header::USER_AGENT, self.user_agent)
+            .header(http::header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .header(http::header::ACCEPT_LANGUAGE, "fr-FR,fr;q=0.9")
+            .header("x-drill", self.tag);
+        if let Some(c) = &self.cookie {
+            b = b.header(http::header::COOKIE, c.as_str());
+        }
+        if !body.is_empty() {
+            b = b.header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        }
+        b.body(Full::new(body)).unwrap_or_default()
+    }
+
+    /// Fetches `target`, solving a challenge on the way when one comes back. Returns the final
+    /// status and whether a challenge was solved.
+    async fn fetch(&mut self, conn: &mut Conn, target: &str, h2: bool) -> anyhow::Result<(u16, bool)> {
+        let first = exchange(conn, self.get(target, h2)).await?;
+        if !(first.status == 403 && first.challenge) {
+            return Ok((first.status, false));
+        }
+        let body = String::from_utf8_lossy(&first.body);
+        let (Some(token), Some(difficulty)) = (
+            attribute(&body, "data-token"),
+            attribute(&body, "data-difficulty").and_then(|d| d.parse::<u8>().ok()),
+        ) else {
+            return Ok((first.status, false));
+        };
+        let n = crate::shield::pass::solve(token, difficulty);
+        let claim = format!("/.rempart/pass?t={token}&n={n}&r=%2F");
+        let granted = exchange(conn, self.get(&claim, h2)).await?;
+        if granted.status != 303 || granted.location.is_none() {
+            return Ok((granted.status, true));
+        }
+        if let Some(c) = granted.set_cookie {
+            self.cookie = c.split(';').next().map(str::to_owned);
+        }
+        let again = exchange(conn, self.get(target, h2)).await?;
+        Ok((again.status, true))
+    }
+}
+
+/// What residents experienced.
+#[derive(Debug, Default)]
+struct LegitStats {
+    loads: AtomicU64,
+    ok: AtomicU64,
+    failed_status: AtomicU64,
+    too_slow: AtomicU64,
+    errors: AtomicU64,
+    challenges: AtomicU64,
+    latencies_ms: std::sync::Mutex<Vec<(u32, bool)>>,
+}
+
+async fn resident(
+    i: u32,
+    target: SocketAddr,
+    scenario: Arc<Scenario>,
+    stats: Arc<LegitStats>,
+    stop: CancellationToken,
+) {
+    let legit = &scenario.legit;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(i) + 1) * 0x2545_f491_4f6c_dd1d);
+    let h2 = rng.unit() < legit.h2_fraction;
+    let source = legit_source(i);
+    let mut browser = Browser {
+        host: &scenario.host,
+        user_agent: BROWSER_AGENTS[i as usize % BROWSER_AGENTS.len()],
+        cookie: None,
+        tag: "legit",
+    };
+    // Residents arrive spread over the first think time, not all in the same millisecond.
+    let first = Duration::from_secs_f64(legit.think.as_secs_f64() * rng.unit());
+    tokio::select! {
+        () = stop.cancelled() => return,
+        () = tokio::time::sleep(first) => {}
+    }
+    let mut conn: Option<Conn> = None;
+    while !stop.is_cancelled() {
+        let path = legit.paths[rng.below(legit.paths.len() as u64) as usize].clone();
+        let started = Instant::now();
+        let load = async {
+            if conn.is_none() {
+                conn = Some(connect(source, target, h2).await?);
+            }
+            let Some(c) = conn.as_mut() else {
+                anyhow::bail!("no connection");
+            };
+            let (status, mut challenged) = browser.fetch(c, &path, h2).await?;
+            let mut all_ok = (200..300).contains(&status);
+            for a in 0..legit.assets {
+                if !all_ok {
+                    break;
+                }
+                let (s, asset_challenged) =
+                    browser.fetch(c, &format!("/static/asset-{a}.css"), h2).await?;
+                all_ok = (200..300).contains(&s);
+                challenged |= asset_challenged;
+            }
+            Ok::<_, anyhow::Error>((all_ok, challenged))
+        };
+        // A resident gives up after 10 s; the budget for success is `legit.budget`.
+        let outcome = tokio::select! {
+            () = stop.cancelled() => break,
+            r = tokio::time::timeout(Duration::from_secs(10), load) => r,
+        };
+        let elapsed = started.elapsed();
+        stats.loads.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(Ok((true, challenged))) => {
+                if challenged {
+                    stats.challenges.fetch_add(1, Ordering::Relaxed);
+                }
+                if elapsed <= legit.budget {
+                    stats.ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.too_slow.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut l) = stats.latencies_ms.lock() {
+                    l.push((u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX), challenged));
+                }
+            }
+            Ok(Ok((false, _))) => {
+                stats.failed_status.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+        let think = legit.think.as_secs_f64() * (0.5 + rng.unit());
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs_f64(think)) => {}
+        }
+    }
+}
+
+/// What the attack achieved, by outcome.
+#[derive(Debug, Default)]
+struct AttackStats {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    challenged: AtomicU64,
+    limited: AtomicU64,
+    refused: AtomicU64,
+    shed: AtomicU64,
+    other: AtomicU64,
+    errors: AtomicU64,
+    connections: AtomicU64,
+    solved: AtomicU64,
+    resets: AtomicU64,
+    closed_by_server: AtomicU64,
+}
+
+impl AttackStats {
+    fn count(&self, status: u16, challenge: bool) {
+        let slot = match status {
+            200..=399 => &self.ok,
+            403 if challenge => &self.challenged,
+            403 => &self.refused,
+            429 => &self.limited,
+            503 => &self.shed,
+            _ => &self.other,
+        };
+        slot.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn pacer(attack: &Attack) -> Option<tokio::time::Interval> {
+    (attack.rate > 0).then(|| {
+        let per_conn = f64::from(attack.rate) / f64::from(attack.connections);
+        let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / per_conn.max(0.001)));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        i
+    })
+}
+
+async fn bot(
+    w: u32,
+    target: SocketAddr,
+    host: Arc<str>,
+    attack: Arc<Attack>,
+    stats: Arc<AttackStats>,
+    stop: CancellationToken,
+) {
+    let mut rng = Rng(0xdead_beef_cafe_f00d ^ (u64::from(w) + 7) * 0x9e37_79b9_7f4a_7c15);
+    let smart = rng.unit() < attack.smart_fraction;
+    let mut pace = pacer(&attack);
+    let mut next_source = w % attack.sources;
+    let h2 = attack.kind == AttackKind::H2RapidReset;
+    while !stop.is_cancelled() {
+        let source = attack_source(next_source);
+        next_source = (next_source + attack.connections) % attack.sources;
+        let conn = tokio::select! {
+            () = stop.cancelled() => return,
+            c = connect(source, target, h2) => c,
+        };
+        let Ok(mut conn) = conn else {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            continue;
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let ua = if attack.rotate_user_agents && !smart {
+            BROWSER_AGENTS[rng.below(BROWSER_AGENTS.len() as u64) as usize]
+        } else {
+            BROWSER_AGENTS[w as usize % BROWSER_AGENTS.len()]
+        };
+        let mut browser = Browser {
+            host: &host,
+            user_agent: ua,
+            cookie: None,
+            tag: "attack",
+        };
+        for _ in 0..attack.requests_per_connection {
+            if let Some(p) = pace.as_mut() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = p.tick() => {}
+                }
+            } else if stop.is_cancelled() {
+                return;
+            }
+            let path = &attack.paths[rng.below(attack.paths.len() as u64) as usize];
+            let target_path = if attack.cache_bust {
+                format!("{path}?_={}", rng.next())
+            } else {
+                path.clone()
+            };
+            stats.sent.fetch_add(1, Ordering::Relaxed);
+            let result = match attack.kind {
+                AttackKind::H2RapidReset => {
+                    // Open a stream and cancel it at once: the future is polled once (the
+                    // request goes out) and dropped (RST_STREAM).
+                    let req = browser.get(&target_path, true);
+                    match &mut conn {
+                        Conn::H2(s) => {
+                            if s.ready().await.is_err() {
+                                stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            let _ = tokio::time::timeout(Duration::ZERO, s.send_request(req)).await;
+                            stats.resets.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Conn::H1(_) => {}
+                    }
+                    continue;
+                }
+                AttackKind::LoginPost => {
+                    let body = Bytes::from(format!("identifiant=user{}&mot_de_passe=x{}", rng.below(100_000), rng.next()));
+                    exchange(&mut conn, browser.request(http::Method::POST, &target_path, false, body))
+                        .await
+                        .map(|a| (a.status, a.challenge, a.body))
+                }
+                _ => exchange(&mut conn, browser.get(&target_path, false))
+                    .await
+                    .map(|a| (a.status, a.challenge, a.body)),
+            };
+            match result {
+                Ok((status, challenge, body)) => {
+                    stats.count(status, challenge);
+                    if smart && challenge && attack.kind == AttackKind::Flood {
+                        // A bot that runs the proof of work like a browser would.
+                        match browser.fetch(&mut conn, path, false).await {
+                            Ok((s, true)) if (200..300).contains(&s) => {
+                                stats.solved.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                        let _ = body;
+                    }
+                }
+                Err(_) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn slowloris(w: u32, target: SocketAddr, host: Arc<str>, attack: Arc<Attack>, stats: Arc<AttackStats>, stop: CancellationToken) {
+    let mut next_source = w % attack.sources;
+    while !stop.is_cancelled() {
+        let source = attack_source(next_source);
+        next_source = (next_source + attack.connections) % attack.sources;
+        let Ok(mut stream) = tcp_from(source, target).await else {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\n", BROWSER_AGENTS[0]);
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            continue;
+        }
+        stats.sent.fetch_add(1, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        let mut buf = [0u8; 512];
+        let mut n = 0u32;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                read = stream.read(&mut buf) => {
+                    // The gateway answered (408) or closed: the connection was shed.
+                    let _ = read;
+                    stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                _ = tick.tick() => {
+                    n += 1;
+                    if stream.write_all(format!("X-Pad-{n}: {n}\r\n").as_bytes()).await.is_err() {
+                        stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rempart's resource use, sampled from /proc.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Usage {
+    /// CPU time used during the drill, seconds.
+    pub cpu_seconds: f64,
+    /// Highest resident memory seen, MiB.
+    pub peak_rss_mib: f64,
+}
+
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, inside parentheses).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// The drill's findings.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seconds.
+    pub duration_s: f64,
+    /// Page loads attempted by residents.
+    pub legit_loads: u64,
+    /// Page loads with every response 2xx within the budget, first challenge included.
+    pub legit_ok: u64,
+    /// `legit_ok / legit_loads`, percent.
+    pub legit_success_pct: f64,
+    /// Loads that ended with a non-2xx status.
+    pub legit_failed_status: u64,
+    /// Loads that succeeded, but over the budget.
+    pub legit_too_slow: u64,
+    /// Loads that failed on the network.
+    pub legit_errors: u64,
+    /// Challenges residents solved.
+    pub legit_challenges: u64,
+    /// Median page-load time, ms.
+    pub legit_p50_ms: u32,
+    /// 99th percentile page-load time, ms.
+    pub legit_p99_ms: u32,
+    /// 99th percentile of loads that did not include a challenge (after the first pass), ms.
+    pub legit_p99_after_pass_ms: u32,
+    /// Attack requests sent.
+    pub attack_sent: u64,
+    /// Attack requests per second achieved.
+    pub attack_rate: f64,
+    /// Attack answers: 2xx/3xx.
+    pub attack_ok: u64,
+    /// Attack answers: challenge page.
+    pub attack_challenged: u64,
+    /// Attack answers: 429.
+    pub attack_limited: u64,
+    /// Attack answers: 403 (ban, deny list).
+    pub attack_refused: u64,
+    /// Attack answers: 503 (shed).
+    pub attack_shed: u64,
+    /// Other attack answers.
+    pub attack_other: u64,
+    /// Attack network errors.
+    pub attack_errors: u64,
+    /// Attack connections opened.
+    pub attack_connections: u64,
+    /// Challenges solved by smart bots.
+    pub attack_solved: u64,
+    /// HTTP/2 streams reset.
+    pub attack_resets: u64,
+    /// Connections the server closed (slowloris, rapid reset).
+    pub attack_closed_by_server: u64,
+    /// What the origin saw (when `--origin` was given).
+    pub origin: Option<origin::OriginStats>,
+    /// Rempart's resource use (when `--pid` was given).
+    pub gateway: Option<Usage>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn origin_call(origin: SocketAddr, path: &str) -> anyhow::Result<Bytes> {
+    let mut conn = connect(Ipv4Addr::LOCALHOST, origin, false).await?;
+    let req = Request::builder()
+        .uri(path)
+        .header(http::header::HOST, origin.to_string())
+        .body(Full::new(Bytes::new()))?;
+    Ok(exchange(&mut conn, req).await?.body)
+}
+
+/// Runs `scenario` against `target` (loopback only).
+pub async fn run(
+    target: SocketAddr,
+    scenario: Scenario,
+    origin: Option<SocketAddr>,
+    pid: Option<u32>,
+) -> anyhow::Result<Report> {
+    require_loopback(target.ip())?;
+    if let Some(o) = origin {
+        require_loopback(o.ip())?;
+        origin_call(o, "/__drill/reset").await?;
+    }
+    let scenario = Arc::new(scenario);
+    let stop = CancellationToken::new();
+    let legit = Arc::new(LegitStats::default());
+    let attack = Arc::new(AttackStats::default());
+    let host: Arc<str> = Arc::from(scenario.host.as_str());
+    let started = Instant::now();
+    let cpu_before = pid.and_then(proc_cpu_ticks);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..scenario.legit.clients {
+        tasks.spawn(resident(i, target, scenario.clone(), legit.clone(), stop.child_token()));
+    }
+    for a in &scenario.attacks {
+        let a = Arc::new(a.clone());
+        for w in 0..a.connections {
+            let (a, stats, stop, host) = (a.clone(), attack.clone(), stop.child_token(), host.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(a.start) => {}
+                }
+                if a.kind == AttackKind::Slowloris {
+                    slowloris(w, target, host, a, stats, stop).await;
+                } else {
+                    bot(w, target, host, a, stats, stop).await;
+                }
+            });
+        }
+    }
+    // Sample the gateway's memory while the drill runs.
+    let mut peak_rss = 0u64;
+    let deadline = started + scenario.duration;
+    let mut sample = tokio::time::interval(Duration::from_millis(250));
+    while Instant::now() < deadline {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = sample.tick() => {
+                if let Some(kib) = pid.and_then(proc_rss_kib) {
+                    peak_rss = peak_rss.max(kib);
+                }
+            }
+        }
+    }
+    stop.cancel();
+    let elapsed = started.elapsed().as_secs_f64();
+    let gateway = pid.map(|p| Usage {
+        cpu_seconds: match (cpu_before, proc_cpu_ticks(p)) {
+            (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / 100.0,
+            _ => 0.0,
+        },
+        peak_rss_mib: peak_rss as f64 / 1024.0,
+    });
+    // Give the tasks a moment to notice; whatever is still stuck is aborted.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    let origin_stats = match origin {
+        Some(o) => serde_json::from_slice(&origin_call(o, "/__drill/stats").await?).ok(),
+        None => None,
+    };
+    let mut lat = legit.latencies_ms.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    let all: Vec<u32> = lat.iter().map(|(ms, _)| *ms).collect();
+    let mut after: Vec<u32> = lat.iter().filter(|(_, c)| !c).map(|(ms, _)| *ms).collect();
+    after.sort_unstable();
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let loads = g(&legit.loads);
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        duration_s: elapsed,
+        legit_loads: loads,
+        legit_ok: g(&legit.ok),
+        legit_success_pct: if loads == 0 { 0.0 } else { 100.0 * g(&legit.ok) as f64 / loads as f64 },
+        legit_failed_status: g(&legit.failed_status),
+        legit_too_slow: g(&legit.too_slow),
+        legit_errors: g(&legit.errors),
+        legit_challenges: g(&legit.challenges),
+        legit_p50_ms: percentile(&all, 0.5),
+        legit_p99_ms: percentile(&all, 0.99),
+        legit_p99_after_pass_ms: percentile(&after, 0.99),
+        attack_sent: g(&attack.sent),
+        attack_rate: g(&attack.sent) as f64 / elapsed,
+        attack_ok: g(&attack.ok),
+        attack_challenged: g(&attack.challenged),
+        attack_limited: g(&attack.limited),
+        attack_refused: g(&attack.refused),
+        attack_shed: g(&attack.shed),
+        attack_other: g(&attack.other),
+        attack_errors: g(&attack.errors),
+        attack_connections: g(&attack.connections),
+        attack_solved: g(&attack.solved),
+        attack_resets: g(&attack.resets),
+        attack_closed_by_server: g(&attack.closed_by_server),
+        origin: origin_stats,
+        gateway,
+    })
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "scenario: {} ({:.1} s)", self.scenario, self.duration_s)?;
+        writeln!(
+            f,
+            "residents: {:.2} % of {} page loads 2xx within budget (p50 {} ms, p99 {} ms, p99 after the first pass {} ms); {} challenges solved; {} non-2xx, {} too slow, {} errors",
+            self.legit_success_pct, self.legit_loads, self.legit_p50_ms, self.legit_p99_ms,
+            self.legit_p99_after_pass_ms, self.legit_challenges, self.legit_failed_status,
+            self.legit_too_slow, self.legit_errors
+        )?;
+        writeln!(
+            f,
+            "attack: {} requests ({:.0}/s) on {} connections: {} ok, {} challenged, {} limited, {} refused, {} shed, {} other, {} errors; {} challenges solved by bots; {} h2 resets; {} closed by the server",
+            self.attack_sent, self.attack_rate, self.attack_connections, self.attack_ok,
+            self.attack_challenged, self.attack_limited, self.attack_refused, self.attack_shed,
+            self.attack_other, self.attack_errors, self.attack_solved, self.attack_resets,
+            self.attack_closed_by_server
+        )?;
+        if let Some(o) = &self.origin {
+            writeln!(
+                f,
+                "origin: {} served ({} attack, {} legit); peak {} inside (workers {}), peak queue {}, busiest second {} (capacity {}/s)",
+                o.served, o.attack, o.legit, o.peak_concurrency, o.workers, o.peak_queue,
+                o.peak_per_second, o.capacity_per_second
+            )?;
+        }
+        if let Some(g) = &self.gateway {
+            writeln!(
+                f,
+                "gateway: {:.1} CPU s ({:.2} cores), peak RSS {:.1} MiB",
+                g.cpu_seconds,
+                g.cpu_seconds / self.duration_s,
+                g.peak_rss_mib
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! Drill scenarios (TOML files in `bench/scenarios/`): a legitimate population and an attack
+//! mix, bounded in time and size.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::validate::parse_duration;
+
+/// Longest drill.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Most distinct source addresses (127.100.0.0 upwards).
+pub const MAX_SOURCES: u32 = 2_000_000;
+/// Most concurrent connections per attack.
+pub const MAX_CONNECTIONS: u32 = 20_000;
+
+/// A scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// What it shows.
+    pub name: String,
+    /// Length of the drill (`20s`).
+    pub duration: String,
+    /// Host header sent.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Residents.
+    pub legit: LegitFile,
+    /// Attacks, all running at once.
+    #[serde(default)]
+    pub attack: Vec<AttackFile>,
+}
+
+fn default_host() -> String {
+    "ville.test".into()
+}
+
+/// The legitimate population.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegitFile {
+    /// Browsers.
+    pub clients: u32,
+    /// Mean think time between page loads (`1s`).
+    #[serde(default = "default_think")]
+    pub think: String,
+    /// Assets loaded with each page.
+    #[serde(default)]
+    pub assets: u32,
+    /// Pages visited.
+    #[serde(default = "default_paths")]
+    pub paths: Vec<String>,
+    /// Fraction of browsers speaking HTTP/2 (h2c prior knowledge).
+    #[serde(default)]
+    pub h2_fraction: f64,
+    /// A page load counts as a success when every response is 2xx within this time.
+    #[serde(default = "default_budget")]
+    pub budget: String,
+}
+
+fn default_think() -> String {
+    "1s".into()
+}
+
+fn default_budget() -> String {
+    "1s".into()
+}
+
+fn default_paths() -> Vec<String> {
+    vec!["/".into()]
+}
+
+/// One attack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackFile {
+    /// `flood`, `login_post`, `slowloris` or `h2_rapid_reset`.
+    pub kind: String,
+    /// Distinct source addresses.
+    pub sources: u32,
+    /// Concurrent connections.
+    pub connections: u32,
+    /// Total requests per second aimed at (flood, login_post, h2_rapid_reset); 0 = as fast
+    /// as the connections go.
+    #[serde(default)]
+    pub rate: u32,
+    /// Requests per connection before moving to the next source address.
+    #[serde(default = "default_per_connection")]
+    pub requests_per_connection: u32,
+    /// Random query strings (cache busting).
+    #[serde(default)]
+    pub cache_bust: bool,
+    /// A different browser-like user agent on each connection.
+    #[serde(default)]
+    pub rotate_user_agents: bool,
+    /// Fraction of connections whose bot solves challenges.
+    #[serde(default)]
+    pub smart_fraction: f64,
+    /// When the attack starts (`0s`).
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Paths attacked.
+    #[serde(default = "default_paths")]
+    pub paths: Vec<String>,
+}
+
+fn default_per_connection() -> u32 {
+    100
+}
+
+/// Kinds of attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttackKind {
+    /// GET flood.
+    Flood,
+    /// POST flood on a login form.
+    LoginPost,
+    /// Headers sent one line every few seconds.
+    Slowloris,
+    /// HTTP/2 streams opened and cancelled at once.
+    H2RapidReset,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Name.
+    pub name: String,
+    /// Duration.
+    pub duration: Duration,
+    /// Host header.
+    pub host: String,
+    /// Residents.
+    pub legit: Legit,
+    /// Attacks.
+    pub attacks: Vec<Attack>,
+}
+
+/// Residents, validated.
+#[derive(Debug, Clone)]
+pub struct Legit {
+    /// Browsers.
+    pub clients: u32,
+    /// Mean think time.
+    pub think: Duration,
+    /// Assets per page.
+    pub assets: u32,
+    /// Pages.
+    pub paths: Vec<String>,
+    /// Fraction on HTTP/2.
+    pub h2_fraction: f64,
+    /// Success budget per page load.
+    pub budget: Duration,
+}
+
+/// An attack, validated.
+#[derive(Debug, Clone)]
+pub struct Attack {
+    /// Kind.
+    pub kind: AttackKind,
+    /// Source addresses.
+    pub sources: u32,
+    /// Connections.
+    pub connections: u32,
+    /// Requests per second (0 = unpaced).
+    pub rate: u32,
+    /// Requests per connection.
+    pub requests_per_connection: u32,
+    /// Cache busting.
+    pub cache_bust: bool,
+    /// User-agent rotation.
+    pub rotate_user_agents: bool,
+    /// Fraction solving challenges.
+    pub smart_fraction: f64,
+    /// Start offset.
+    pub start: Duration,
+    /// Paths.
+    pub paths: Vec<String>,
+}
+
+fn duration(field: &str, raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|e| format!("{field}: {e}"))
+}
+
+impl Scenario {
+    /// Parses and validates a scenario file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let f: ScenarioFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let d = duration("duration", &f.duration)?;
+        if d > MAX_DURATION || d.is_zero() {
+            return Err(format!("duration: must be between 1s and {MAX_DURATION:?}"));
+        }
+        let paths_ok = |paths: &[String]| paths.iter().all(|p| p.starts_with('/')) && !paths.is_empty();
+        if !paths_ok(&f.legit.paths) {
+            return Err("legit.paths: each path must start with '/'".into());
+        }
+        let legit = Legit {
+            clients: f.legit.clients.min(10_000),
+            think: duration("legit.think", &f.legit.think)?,
+            assets: f.legit.assets.min(50),
+            paths: f.legit.paths,
+            h2_fraction: f.legit.h2_fraction.clamp(0.0, 1.0),
+            budget: duration("legit.budget", &f.legit.budget)?,
+        };
+        let mut attacks = Vec::new();
+        for (i, a) in f.attack.into_iter().enumerate() {
+            let kind = match a.kind.as_str() {
+                "flood" => AttackKind::Flood,
+                "login_post" => AttackKind::LoginPost,
+                "slowloris" => AttackKind::Slowloris,
+                "h2_rapid_reset" => AttackKind::H2RapidReset,
+                other => {
+                    return Err(format!(
+                        "attack[{i}].kind: unknown `{other}` (flood, login_post, slowloris, h2_rapid_reset)"
+                    ))
+                }
+            };
+            if a.sources == 0 || a.sources > MAX_SOURCES {
+                return Err(format!("attack[{i}].sources: 1 to {MAX_SOURCES}"));
+            }
+            if a.connections == 0 || a.connections > MAX_CONNECTIONS {
+                return Err(format!("attack[{i}].connections: 1 to {MAX_CONNECTIONS}"));
+            }
+            if !paths_ok(&a.paths) {
+                return Err(format!("attack[{i}].paths: each path must start with '/'"));
+            }
+            attacks.push(Attack {
+                kind,
+                sources: a.sources,
+                connections: a.connections,
+                rate: a.rate.min(1_000_000),
+                requests_per_connection: a.requests_per_connection.max(1),
+                cache_bust: a.cache_bust,
+                rotate_user_agents: a.rotate_user_agents,
+                smart_fraction: a.smart_fraction.clamp(0.0, 1.0),
+                start: match a.start {
+                    Some(s) => parse_duration(&s)
+                        .or_else(|e| if s == "0s" { Ok(Duration::ZERO) } else { Err(e) })
+                        .map_err(|e| format!("attack[{i}].start: {e}"))?,
+                    None => Duration::ZERO,
+                },
+                paths: a.paths,
+            });
+        }
+        Ok(Self {
+            name: f.name,
+            duration: d,
+            host: f.host,
+            legit,
+            attacks,
+        })
+    }
+}
+
+/// The `i`-th attack source address: spread over 4,096 /24 networks of 127.100.0.0/10 so
+/// that per-prefix limits meet what real floods look like (few addresses per network).
+pub fn attack_source(i: u32) -> std::net::Ipv4Addr {
+    let prefix = i % 4096;
+    let host = (i / 4096) % 254 + 1;
+    std::net::Ipv4Addr::new(
+        127,
+        100 + u8::try_from(prefix / 256).unwrap_or(0),
+        u8::try_from(prefix % 256).unwrap_or(0),
+        u8::try_from(host).unwrap_or(1),
+    )
+}
+
+/// The `i`-th resident's address: each in its own /24 of 127.10.0.0/16.
+pub fn legit_source(i: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(
+        127,
+        10 + u8::try_from(i / 256).unwrap_or(0),
+        u8::try_from(i % 256).unwrap_or(0),
+        1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_parses_and_bounds() {
+        let s = Scenario::parse(
+            r#"
+name = "x"
+duration = "5s"
+[legit]
+clients = 3
+[[attack]]
+kind = "flood"
+sources = 10000
+connections = 100
+rate = 1000
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.attacks[0].kind, AttackKind::Flood);
+        assert_eq!(s.legit.budget, Duration::from_secs(1));
+        assert!(Scenario::parse("name = \"x\"\nduration = \"1h\"\n[legit]\nclients = 1\n").is_err());
+        assert!(Scenario::parse("name = \"x\"\nduration = \"5s\"\nbogus = 1\n[legit]\nclients = 1\n").is_err());
+    }
+
+    #[test]
+    fn sources_are_loopback_and_distinct() {
+        let a: std::collections::HashSet<_> = (0..1_000_000).map(attack_source).collect();
+        assert_eq!(a.len(), 1_000_000);
+        assert!(a.iter().all(|ip| ip.is_loopback()));
+        assert!(legit_source(300).is_loopback());
+        assert!(!a.contains(&legit_source(0)));
+    }
+}

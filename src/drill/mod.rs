@@ -156,6 +156,9 @@ struct Browser<'a> {
     user_agent: &'a str,
     cookie: Option<String>,
     tag: &'static str,
+    /// Bots share one solver (the botnet's machines are not the residents' devices: in the
+    /// drill, bots' proof-of-work must not run on residents' time); `None` = its own thread.
+    shared_solver: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Browser<'_> {
@@ -202,7 +205,16 @@ impl Browser<'_> {
         ) else {
             return Ok((first.status, false));
         };
-        let n = crate::shield::pass::solve(token, difficulty);
+        // The work runs on a blocking thread, as a browser's runs in a worker: the drill's
+        // other clients keep going meanwhile.
+        let owned = token.to_owned();
+        let _turn = match &self.shared_solver {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        let n = tokio::task::spawn_blocking(move || crate::shield::pass::solve(&owned, difficulty))
+            .await
+            .unwrap_or(0);
         let claim = format!("/.rempart/pass?t={token}&n={n}&r=%2F");
         let granted = exchange(conn, self.get(&claim, h2)).await?;
         if granted.status != 303 || granted.location.is_none() {
@@ -244,6 +256,7 @@ async fn resident(
         user_agent: BROWSER_AGENTS[i as usize % BROWSER_AGENTS.len()],
         cookie: None,
         tag: "legit",
+        shared_solver: None,
     };
     // Residents arrive spread over the first think time, not all in the same millisecond.
     let first = Duration::from_secs_f64(legit.think.as_secs_f64() * rng.unit());
@@ -352,7 +365,9 @@ fn pacer(attack: &Attack) -> Option<tokio::time::Interval> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn bot(
+    solver: Arc<tokio::sync::Semaphore>,
     w: u32,
     target: SocketAddr,
     host: Arc<str>,
@@ -365,9 +380,14 @@ async fn bot(
     let mut pace = pacer(&attack);
     let mut next_source = w % attack.sources;
     let h2 = attack.kind == AttackKind::H2RapidReset;
+    let mut smart_cookie: Option<String> = None;
     while !stop.is_cancelled() {
         let source = attack_source(next_source);
-        next_source = (next_source + attack.connections) % attack.sources;
+        // A smart bot behaves like a browser: it keeps its address (and so its pass); the
+        // others move to the next address after each connection.
+        if !smart {
+            next_source = (next_source + attack.connections) % attack.sources;
+        }
         let conn = tokio::select! {
             () = stop.cancelled() => return,
             c = connect(source, target, h2) => c,
@@ -389,8 +409,9 @@ async fn bot(
         let mut browser = Browser {
             host: &host,
             user_agent: ua,
-            cookie: None,
+            cookie: smart_cookie.take(),
             tag: "attack",
+            shared_solver: Some(solver.clone()),
         };
         for _ in 0..attack.requests_per_connection {
             if let Some(p) = pace.as_mut() {
@@ -456,6 +477,9 @@ async fn bot(
                     break;
                 }
             }
+        }
+        if smart {
+            smart_cookie = browser.cookie.take();
         }
     }
 }
@@ -627,6 +651,7 @@ pub async fn run(
     let started = Instant::now();
     let cpu_before = pid.and_then(proc_cpu_ticks);
     let mut tasks = tokio::task::JoinSet::new();
+    let bot_solver = Arc::new(tokio::sync::Semaphore::new(1));
     for i in 0..scenario.legit.clients {
         tasks.spawn(resident(i, target, scenario.clone(), legit.clone(), stop.child_token()));
     }
@@ -634,6 +659,7 @@ pub async fn run(
         let a = Arc::new(a.clone());
         for w in 0..a.connections {
             let (a, stats, stop, host) = (a.clone(), attack.clone(), stop.child_token(), host.clone());
+            let solver = bot_solver.clone();
             tasks.spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -642,7 +668,7 @@ pub async fn run(
                 if a.kind == AttackKind::Slowloris {
                     slowloris(w, target, host, a, stats, stop).await;
                 } else {
-                    bot(w, target, host, a, stats, stop).await;
+                    bot(solver, w, target, host, a, stats, stop).await;
                 }
             });
         }

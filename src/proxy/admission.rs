@@ -114,6 +114,16 @@ impl Admission {
         (self.settings.queue_timeout / 10).max(Duration::from_millis(20))
     }
 
+    /// Sheds every waiter worse than `p` at once (they get `Shed::Evicted`): used when the
+    /// tenant comes under pressure, so that clients without a pass are challenged now instead
+    /// of waiting behind the flood.
+    pub fn shed_below(&self, p: Priority) -> usize {
+        let mut s = lock(&self.state);
+        let shed = s.queue.drain_below(p).len();
+        self.queued_gauge.set(s.queue.len() as i64);
+        shed
+    }
+
     /// Current numbers.
     pub fn snapshot(&self) -> Snapshot {
         let s = lock(&self.state);

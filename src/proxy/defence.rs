@@ -52,8 +52,12 @@ impl TenantState {
     }
 
     /// Records a sign of overload: a shed request, or a request that queued too long.
-    pub fn on_overload(&self, now_ms: u64) {
-        lock(&self.pressure).on_shed(now_ms);
+    /// Returns `true` when this starts a pressure episode.
+    pub fn on_overload(&self, now_ms: u64) -> bool {
+        let mut p = lock(&self.pressure);
+        let calm = p.since(now_ms, CALM_AFTER_MS).is_none();
+        p.on_shed(now_ms);
+        calm
     }
 
     /// Since when the tenant sheds load, or `None` when calm.

@@ -452,7 +452,7 @@ async fn proxy(
             return Ok(challenge_page(
                 generation,
                 tenant_idx,
-                &req,
+                req.headers(),
                 record,
                 req.uri().path_and_query().map_or("/", |p| p.as_str()),
             ))
@@ -550,17 +550,29 @@ async fn proxy(
         None => None,
         Some(gate) => match gate.acquire(priority).await {
             Ok(p) => {
+                // A standing queue: challenge clients without a pass from now on, before
+                // anyone has to be shed.
                 if p.waited > gate.pressure_wait() {
-                    // A standing queue: challenge clients without a pass from now on, before
-                    // anyone has to be shed.
-                    generation.tenant_states[tenant_idx].on_overload(upstream::now_ms());
+                    overloaded(generation, tenant_idx, gate);
                 }
                 Some(p)
             }
             Err(shed) => {
                 pool.shed[priority as usize].inc();
-                generation.tenant_states[tenant_idx].on_overload(upstream::now_ms());
+                overloaded(generation, tenant_idx, gate);
                 tracing::debug!(tenant = %tenant.id, pool = %pool.spec.name, priority = priority.name(), ?shed, "request shed");
+                // A shed client without a pass gets the challenge rather than an error page:
+                // once solved, it comes back ahead of the flood.
+                let policy = &tenant.shield;
+                if priority != crate::shield::admission::Priority::Verified
+                    && policy.auto_challenge
+                    && policy.mode == crate::shield::Mode::Enforce
+                    && !policy.exempt(parts.uri.path())
+                {
+                    let return_to = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                    let req = Request::from_parts(parts, ());
+                    return Ok(challenge_page(generation, tenant_idx, req.headers(), record, &return_to));
+                }
                 return Err((ProxyError::Shed, original_headers, record));
             }
         },
@@ -855,6 +867,20 @@ fn shield_phase(
     Ok(Verdict::Admit { priority, calm })
 }
 
+/// Marks the tenant under pressure; at the start of an episode, the pool's queued requests
+/// without a pass are shed at once (they are challenged instead of waiting behind the flood).
+fn overloaded(generation: &Generation, tenant_idx: usize, gate: &admission::Admission) {
+    if generation.tenant_states[tenant_idx].on_overload(upstream::now_ms()) {
+        let shed = gate.shed_below(crate::shield::admission::Priority::Verified);
+        tracing::warn!(
+            target: "rempart::shield",
+            tenant = %generation.config.tenants[tenant_idx].id,
+            shed_waiting = shed,
+            "origin saturated: challenging clients without a pass"
+        );
+    }
+}
+
 /// A locally built response with its access record.
 fn local_response(
     page: Response<Bytes>,
@@ -871,7 +897,7 @@ fn local_response(
 fn challenge_page(
     generation: &Generation,
     tenant_idx: usize,
-    req: &Request<Incoming>,
+    headers: &http::HeaderMap,
     record: AccessRecord,
     return_to: &str,
 ) -> Response<ResponseBody> {
@@ -890,11 +916,11 @@ fn challenge_page(
         &challenge::ChallengeRequest {
             tenant: &tenant.name,
             lang: respond::negotiate_language(
-                req.headers().get(http::header::ACCEPT_LANGUAGE),
+                headers.get(http::header::ACCEPT_LANGUAGE),
                 tenant.language,
             ),
             return_to,
-            binding: binding(generation, tenant_idx, record.client, req.headers()),
+            binding: binding(generation, tenant_idx, record.client, headers),
             difficulty,
             wait_s: tenant.shield.challenge_wait_s,
             nonce: generation.defence.nonce(),
@@ -967,7 +993,11 @@ fn local_page(
                     // A fresh challenge: a person is never stuck on an error.
                     let return_to = challenge::safe_return(&q.return_to).to_owned();
                     Ok(challenge_page(
-                        generation, tenant_idx, req, record, &return_to,
+                        generation,
+                        tenant_idx,
+                        req.headers(),
+                        record,
+                        &return_to,
                     ))
                 }
             }

@@ -179,6 +179,15 @@ impl<T> PriorityQueue<T> {
             .find_map(|p| self.classes[*p as usize].pop_front().map(|t| (*p, t)))
     }
 
+    /// Removes and returns every item of the classes below `p` (worse than `p`).
+    pub fn drain_below(&mut self, p: Priority) -> Vec<T> {
+        let mut out = Vec::new();
+        for lower in Priority::ALL.iter().filter(|c| **c > p) {
+            out.extend(self.classes[*lower as usize].drain(..));
+        }
+        out
+    }
+
     /// Drops items for which `keep` is false (waiters that gave up).
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         for c in &mut self.classes {
@@ -304,6 +313,12 @@ mod tests {
         assert_eq!(q.push(Priority::Suspicious, 8), Pushed::Refused(8));
         assert_eq!(q.len_of(Priority::Verified), 2);
         q.retain(|i| *i != 4);
+        let mut d = PriorityQueue::new(5);
+        d.push(Priority::Suspicious, 1);
+        d.push(Priority::Verified, 2);
+        d.push(Priority::Unknown, 3);
+        assert_eq!(d.drain_below(Priority::Verified), vec![3, 1]);
+        assert_eq!(d.len(), 1);
         assert_eq!(q.pop(), Some((Priority::Verified, 7)));
         assert_eq!(q.pop(), Some((Priority::Unknown, 3)));
         assert!(q.is_empty());

@@ -125,9 +125,7 @@ async fn exchange(conn: &mut Conn, req: Request<Full<Bytes>>) -> anyhow::Result<
     let resp = conn.send(req).await?;
     let h = resp.headers();
     let text = |name: http::header::HeaderName| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     };
     let status = resp.status().as_u16();
     let challenge = h.contains_key(crate::proxy::challenge::CHALLENGE_HEADER);
@@ -166,7 +164,13 @@ impl Browser<'_> {
         self.request(http::Method::GET, target, h2, Bytes::new())
     }
 
-    fn request(&self, method: http::Method, target: &str, h2: bool, body: Bytes) -> Request<Full<Bytes>> {
+    fn request(
+        &self,
+        method: http::Method,
+        target: &str,
+        h2: bool,
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
         let mut b = Request::builder().method(method);
         b = if h2 {
             b.uri(format!("http://{}{target}", self.host))
@@ -176,7 +180,10 @@ impl Browser<'_> {
         };
         b = b
             .header(http::header::USER_AGENT, self.user_agent)
-            .header(http::header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .header(
+                http::header::ACCEPT,
+                "text/html,application/xhtml+xml,*/*;q=0.8",
+            )
             .header(http::header::ACCEPT_LANGUAGE, "fr-FR,fr;q=0.9")
             .header("x-drill", self.tag);
         if let Some(c) = &self.cookie {
@@ -193,7 +200,12 @@ impl Browser<'_> {
 
     /// Fetches `target`, solving a challenge on the way when one comes back. Returns the final
     /// status and whether a challenge was solved.
-    async fn fetch(&mut self, conn: &mut Conn, target: &str, h2: bool) -> anyhow::Result<(u16, bool)> {
+    async fn fetch(
+        &mut self,
+        conn: &mut Conn,
+        target: &str,
+        h2: bool,
+    ) -> anyhow::Result<(u16, bool)> {
         let first = exchange(conn, self.get(target, h2)).await?;
         if !(first.status == 403 && first.challenge) {
             return Ok((first.status, false));
@@ -248,7 +260,8 @@ async fn resident(
     stop: CancellationToken,
 ) {
     let legit = &scenario.legit;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(i) + 1) * 0x2545_f491_4f6c_dd1d);
+    let mut rng =
+        Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(i) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let h2 = rng.unit() < legit.h2_fraction;
     let source = legit_source(i);
     let mut browser = Browser {
@@ -281,8 +294,9 @@ async fn resident(
                 if !all_ok {
                     break;
                 }
-                let (s, asset_challenged) =
-                    browser.fetch(c, &format!("/static/asset-{a}.css"), h2).await?;
+                let (s, asset_challenged) = browser
+                    .fetch(c, &format!("/static/asset-{a}.css"), h2)
+                    .await?;
                 all_ok = (200..300).contains(&s);
                 challenged |= asset_challenged;
             }
@@ -306,7 +320,10 @@ async fn resident(
                     stats.too_slow.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Ok(mut l) = stats.latencies_ms.lock() {
-                    l.push((u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX), challenged));
+                    l.push((
+                        u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+                        challenged,
+                    ));
                 }
             }
             Ok(Ok((false, _))) => {
@@ -375,7 +392,8 @@ async fn bot(
     stats: Arc<AttackStats>,
     stop: CancellationToken,
 ) {
-    let mut rng = Rng(0xdead_beef_cafe_f00d ^ (u64::from(w) + 7) * 0x9e37_79b9_7f4a_7c15);
+    let mut rng =
+        Rng(0xdead_beef_cafe_f00d ^ (u64::from(w) + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let smart = rng.unit() < attack.smart_fraction;
     let mut pace = pacer(&attack);
     let mut next_source = w % attack.sources;
@@ -448,10 +466,17 @@ async fn bot(
                     continue;
                 }
                 AttackKind::LoginPost => {
-                    let body = Bytes::from(format!("identifiant=user{}&mot_de_passe=x{}", rng.below(100_000), rng.next()));
-                    exchange(&mut conn, browser.request(http::Method::POST, &target_path, false, body))
-                        .await
-                        .map(|a| (a.status, a.challenge, a.body))
+                    let body = Bytes::from(format!(
+                        "identifiant=user{}&mot_de_passe=x{}",
+                        rng.below(100_000),
+                        rng.next()
+                    ));
+                    exchange(
+                        &mut conn,
+                        browser.request(http::Method::POST, &target_path, false, body),
+                    )
+                    .await
+                    .map(|a| (a.status, a.challenge, a.body))
                 }
                 _ => exchange(&mut conn, browser.get(&target_path, false))
                     .await
@@ -484,7 +509,14 @@ async fn bot(
     }
 }
 
-async fn slowloris(w: u32, target: SocketAddr, host: Arc<str>, attack: Arc<Attack>, stats: Arc<AttackStats>, stop: CancellationToken) {
+async fn slowloris(
+    w: u32,
+    target: SocketAddr,
+    host: Arc<str>,
+    attack: Arc<Attack>,
+    stats: Arc<AttackStats>,
+    stop: CancellationToken,
+) {
     let mut next_source = w % attack.sources;
     while !stop.is_cancelled() {
         let source = attack_source(next_source);
@@ -498,7 +530,10 @@ async fn slowloris(w: u32, target: SocketAddr, host: Arc<str>, attack: Arc<Attac
             continue;
         };
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\n", BROWSER_AGENTS[0]);
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\n",
+            BROWSER_AGENTS[0]
+        );
         if stream.write_all(head.as_bytes()).await.is_err() {
             continue;
         }
@@ -653,12 +688,19 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let bot_solver = Arc::new(tokio::sync::Semaphore::new(1));
     for i in 0..scenario.legit.clients {
-        tasks.spawn(resident(i, target, scenario.clone(), legit.clone(), stop.child_token()));
+        tasks.spawn(resident(
+            i,
+            target,
+            scenario.clone(),
+            legit.clone(),
+            stop.child_token(),
+        ));
     }
     for a in &scenario.attacks {
         let a = Arc::new(a.clone());
         for w in 0..a.connections {
-            let (a, stats, stop, host) = (a.clone(), attack.clone(), stop.child_token(), host.clone());
+            let (a, stats, stop, host) =
+                (a.clone(), attack.clone(), stop.child_token(), host.clone());
             let solver = bot_solver.clone();
             tasks.spawn(async move {
                 tokio::select! {
@@ -706,7 +748,11 @@ pub async fn run(
         Some(o) => serde_json::from_slice(&origin_call(o, "/__drill/stats").await?).ok(),
         None => None,
     };
-    let mut lat = legit.latencies_ms.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut lat = legit
+        .latencies_ms
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
     lat.sort_unstable();
     let all: Vec<u32> = lat.iter().map(|(ms, _)| *ms).collect();
     let mut after: Vec<u32> = lat.iter().filter(|(_, c)| !c).map(|(ms, _)| *ms).collect();
@@ -718,7 +764,11 @@ pub async fn run(
         duration_s: elapsed,
         legit_loads: loads,
         legit_ok: g(&legit.ok),
-        legit_success_pct: if loads == 0 { 0.0 } else { 100.0 * g(&legit.ok) as f64 / loads as f64 },
+        legit_success_pct: if loads == 0 {
+            0.0
+        } else {
+            100.0 * g(&legit.ok) as f64 / loads as f64
+        },
         legit_failed_status: g(&legit.failed_status),
         legit_too_slow: g(&legit.too_slow),
         legit_errors: g(&legit.errors),

@@ -65,6 +65,24 @@ fn bump_peak(peak: &AtomicU64, value: u64) {
     peak.fetch_max(value, Ordering::Relaxed);
 }
 
+/// Counts one request in a gauge while alive (also when the client goes away mid-request and
+/// the handler is dropped).
+struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn enter(counter: &'a AtomicU64, peak: &AtomicU64, over: u64) -> Self {
+        let now = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        bump_peak(peak, now.saturating_sub(over));
+        Self(counter)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Origin {
     fn stats(&self) -> OriginStats {
         let c = &self.c;
@@ -103,14 +121,21 @@ impl Origin {
         let c = &self.c;
         let now = self.started.elapsed().as_secs();
         let cur = c.second.load(Ordering::Relaxed);
-        if now != cur && c.second.compare_exchange(cur, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if now != cur
+            && c.second
+                .compare_exchange(cur, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             let last = c.this_second.swap(0, Ordering::Relaxed);
             bump_peak(&c.peak_second, last);
         }
         c.this_second.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
         let path = req.uri().path();
         if path == "/__drill/stats" {
             let body = serde_json::to_vec(&self.stats()).unwrap_or_default();
@@ -121,15 +146,21 @@ impl Origin {
             return Ok(Response::new(Full::new(Bytes::from_static(b"{}"))));
         }
         let c = &self.c;
-        let inside = c.inside.fetch_add(1, Ordering::Relaxed) + 1;
-        bump_peak(&c.peak_inside, inside);
-        let waiting = c.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-        bump_peak(&c.peak_waiting, waiting.saturating_sub(self.worker_count));
-        let permit = self.workers.acquire().await;
-        c.waiting.fetch_sub(1, Ordering::Relaxed);
+        let inside = Gauge::enter(&c.inside, &c.peak_inside, 0);
+        // Waiting = no worker free when the request arrived.
+        let permit = match self.workers.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                let _waiting = Gauge::enter(&c.waiting, &c.peak_waiting, 0);
+                match self.workers.acquire().await {
+                    Ok(p) => p,
+                    Err(_) => return Ok(Response::new(Full::new(Bytes::new()))),
+                }
+            }
+        };
         tokio::time::sleep(self.service).await;
         drop(permit);
-        c.inside.fetch_sub(1, Ordering::Relaxed);
+        drop(inside);
         c.served.fetch_add(1, Ordering::Relaxed);
         self.count_second();
         match req.headers().get("x-drill").map(|v| v.as_bytes()) {

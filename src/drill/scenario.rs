@@ -191,7 +191,8 @@ impl Scenario {
         if d > MAX_DURATION || d.is_zero() {
             return Err(format!("duration: must be between 1s and {MAX_DURATION:?}"));
         }
-        let paths_ok = |paths: &[String]| paths.iter().all(|p| p.starts_with('/')) && !paths.is_empty();
+        let paths_ok =
+            |paths: &[String]| paths.iter().all(|p| p.starts_with('/')) && !paths.is_empty();
         if !paths_ok(&f.legit.paths) {
             return Err("legit.paths: each path must start with '/'".into());
         }
@@ -236,7 +237,13 @@ impl Scenario {
                 smart_fraction: a.smart_fraction.clamp(0.0, 1.0),
                 start: match a.start {
                     Some(s) => parse_duration(&s)
-                        .or_else(|e| if s == "0s" { Ok(Duration::ZERO) } else { Err(e) })
+                        .or_else(|e| {
+                            if s == "0s" {
+                                Ok(Duration::ZERO)
+                            } else {
+                                Err(e)
+                            }
+                        })
                         .map_err(|e| format!("attack[{i}].start: {e}"))?,
                     None => Duration::ZERO,
                 },
@@ -298,8 +305,13 @@ rate = 1000
         .unwrap();
         assert_eq!(s.attacks[0].kind, AttackKind::Flood);
         assert_eq!(s.legit.budget, Duration::from_secs(1));
-        assert!(Scenario::parse("name = \"x\"\nduration = \"1h\"\n[legit]\nclients = 1\n").is_err());
-        assert!(Scenario::parse("name = \"x\"\nduration = \"5s\"\nbogus = 1\n[legit]\nclients = 1\n").is_err());
+        assert!(
+            Scenario::parse("name = \"x\"\nduration = \"1h\"\n[legit]\nclients = 1\n").is_err()
+        );
+        assert!(Scenario::parse(
+            "name = \"x\"\nduration = \"5s\"\nbogus = 1\n[legit]\nclients = 1\n"
+        )
+        .is_err());
     }
 
     #[test]

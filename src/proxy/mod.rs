@@ -569,9 +569,19 @@ async fn proxy(
                     && policy.mode == crate::shield::Mode::Enforce
                     && !policy.exempt(parts.uri.path())
                 {
-                    let return_to = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                    let return_to = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned();
                     let req = Request::from_parts(parts, ());
-                    return Ok(challenge_page(generation, tenant_idx, req.headers(), record, &return_to));
+                    return Ok(challenge_page(
+                        generation,
+                        tenant_idx,
+                        req.headers(),
+                        record,
+                        &return_to,
+                    ));
                 }
                 return Err((ProxyError::Shed, original_headers, record));
             }

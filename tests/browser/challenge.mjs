@@ -26,9 +26,15 @@ try {
     if (r.headers()["x-rempart-challenge"]) challengeSeen = true;
   });
   const started = Date.now();
-  await page.goto(url, { waitUntil: "domcontentloaded" });
+  // The first answer is the challenge page; the script may solve it and move on before the
+  // page can be inspected, so its title is read from the response itself.
+  const first = await page.goto(url, { waitUntil: "commit" });
+  challengeSeen = challengeSeen || Boolean(first && first.headers()["x-rempart-challenge"]);
+  const firstHtml = first ? await first.text().catch(() => "") : "";
+  const m = firstHtml.match(/<title>([^<]*)<\/title>/);
+  result.challenge_title = m ? m[1] : "";
+  if (mode === "nojs") await page.waitForLoadState("domcontentloaded");
   await page.screenshot({ path: `${shotPrefix}-challenge.png` }).catch(() => {});
-  result.challenge_title = await page.title();
   await page.waitForFunction(
     (text) => document.body && document.body.innerText.includes(text),
     expected,

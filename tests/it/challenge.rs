@@ -264,16 +264,55 @@ async fn admin_api_switches_under_attack_mode() {
     );
 }
 
-#[tokio::test]
-async fn shedding_answers_503_then_challenges_clients_without_a_pass() {
-    let origin = Origin::start("a").await;
+fn one_slot_pool(origin: std::net::SocketAddr, shield: &str) -> String {
     let pool =
         "max_concurrency = 1\nmin_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"200ms\"";
-    let config = format!(
-        "{}\n[tenants.shield]\nchallenge_difficulty = 8\n",
-        one_tenant(&[origin.addr], pool, "")
+    format!(
+        "{}\n[tenants.shield]\nchallenge_difficulty = 8\n{shield}",
+        one_tenant(&[origin], pool, "")
+    )
+}
+
+fn slow(c: &H1Client, gw: &Gw, ms: u32) -> tokio::task::JoinHandle<Got> {
+    let c = c.clone();
+    let addr = gw.addr;
+    tokio::spawn(async move {
+        get_with(&c, addr, "ville.test", &format!("/slow?ms={ms}"), &BROWSER).await
+    })
+}
+
+#[tokio::test]
+async fn without_auto_challenge_a_full_pool_answers_503() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_slot_pool(origin.addr, "auto_challenge = false")).await;
+    let c = h1_client();
+    // One slow request holds the only slot; later ones wait 200 ms at most, then 503.
+    let holder = slow(&c, &gw, 800);
+    assert!(eventually(Duration::from_secs(2), || async { origin.count() >= 1 }).await);
+    let got = get_with(&c, gw.addr, "ville.test", "/", &BROWSER).await;
+    assert_eq!(got.status, 503, "{}", got.body);
+    assert_eq!(got.headers.get("retry-after").unwrap(), "5");
+    assert!(got.body.contains("Service très demandé"), "{}", got.body);
+    assert_eq!(holder.await.unwrap().status, 200);
+    // The origin only ever saw the one request at a time.
+    assert_eq!(origin.count(), 1);
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains(
+            "rempart_admission_shed_total{tenant=\"ville\",pool=\"web\",priority=\"unknown\"} 1"
+        ),
+        "{m}"
     );
-    let gw = Gw::start(&config).await;
+    assert!(
+        m.contains("rempart_admission_limit{tenant=\"ville\",pool=\"web\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn under_pressure_clients_without_a_pass_are_challenged_and_passes_go_through() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_slot_pool(origin.addr, "")).await;
     let c = h1_client();
     // Calm: no challenge.
     assert_eq!(
@@ -282,39 +321,31 @@ async fn shedding_answers_503_then_challenges_clients_without_a_pass() {
             .status,
         200
     );
-    // One slow request holds the only slot, one waits, the third is shed at once.
-    let slow = |ms: u32| {
-        let c = c.clone();
-        let addr = gw.addr;
-        tokio::spawn(async move {
-            get_with(&c, addr, "ville.test", &format!("/slow?ms={ms}"), &BROWSER).await
-        })
-    };
-    let holder = slow(800);
+    let holder = slow(&c, &gw, 800);
     assert!(eventually(Duration::from_secs(2), || async { origin.count() >= 2 }).await);
-    let waiter = slow(10);
-    let shed = eventually(Duration::from_secs(2), || async {
-        let got = get_with(&c, gw.addr, "ville.test", "/", &BROWSER).await;
-        if got.status == 503 {
-            assert_eq!(got.headers.get("retry-after").unwrap(), "5");
-            assert!(got.body.contains("Service très demandé"), "{}", got.body);
-            true
-        } else {
-            false
-        }
-    })
-    .await;
-    assert!(shed, "nothing was shed");
-    assert_eq!(holder.await.unwrap().status, 200);
-    // The waiter either got the slot or timed out after 200 ms: never more than one at once.
-    assert!([200, 503].contains(&waiter.await.unwrap().status));
-    // Under pressure now: a client without a pass is challenged (no origin work), and once it
-    // holds a pass it goes through.
+    // This one waits for the slot, is shed after 200 ms, and, holding no pass, gets the
+    // challenge instead of an error (harder while shedding: policy difficulty + 2).
     let page = get_with(&c, gw.addr, "ville.test", "/", &BROWSER).await;
     assert_eq!(page.status, 403, "{}", page.body);
-    // Harder while shedding: policy difficulty + 2.
+    assert_eq!(page.headers.get("x-rempart-challenge").unwrap(), "pow");
     assert_eq!(challenge_of(&page.body).1, 10);
+    // Under pressure now: the next client without a pass is challenged at once (no wait).
+    let started = std::time::Instant::now();
+    let again = get_with(&c, gw.addr, "ville.test", "/ecole", &BROWSER).await;
+    assert_eq!(again.status, 403);
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        origin.count(),
+        2,
+        "challenged requests never reach the origin"
+    );
+    // Once it holds a pass, it goes through (verified: first in the queue).
     let cookie = solve_page(&c, &gw, &page, &BROWSER).await;
+    assert_eq!(holder.await.unwrap().status, 200);
     let with_pass = [BROWSER[0], BROWSER[1], ("cookie", cookie.as_str())];
     assert_eq!(
         get_with(&c, gw.addr, "ville.test", "/", &with_pass)
@@ -322,15 +353,18 @@ async fn shedding_answers_503_then_challenges_clients_without_a_pass() {
             .status,
         200
     );
-    let m = crate::health::admin_metrics(&gw).await;
+    let status = {
+        let admin = gw.running().admin_addr;
+        let token = std::fs::read_to_string(gw.dir.path().join("admin.token")).unwrap();
+        let req = hyper::Request::get(format!("http://{admin}/admin/shield"))
+            .header("authorization", format!("Bearer {}", token.trim()))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        collect(h1_client().request(req).await.unwrap()).await
+    };
     assert!(
-        m.contains(
-            "rempart_admission_shed_total{tenant=\"ville\",pool=\"web\",priority=\"unknown\"}"
-        ),
-        "{m}"
-    );
-    assert!(
-        m.contains("rempart_admission_limit{tenant=\"ville\",pool=\"web\"} 1"),
-        "{m}"
+        status.body.contains("\"shedding_for_s\":0"),
+        "{}",
+        status.body
     );
 }

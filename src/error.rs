@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Over the per-prefix request rate.
     #[error("rate limited (prefix)")]
     RateLimitedPrefix,
+    /// Over the per-fingerprint request rate.
+    #[error("rate limited (fingerprint)")]
+    RateLimitedFingerprint,
     /// Over the per-pass request rate.
     #[error("rate limited (pass)")]
     RateLimitedPass,
@@ -77,6 +80,7 @@ impl ProxyError {
             | Self::RateLimitedAddress
             | Self::RateLimitedPrefix
             | Self::RateLimitedPass
+            | Self::RateLimitedFingerprint
             | Self::Banned
             | Self::BodyTooSlow => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
@@ -96,9 +100,10 @@ impl ProxyError {
             Self::BadHost | Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimitedAddress | Self::RateLimitedPrefix | Self::RateLimitedPass => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::RateLimitedAddress
+            | Self::RateLimitedPrefix
+            | Self::RateLimitedPass
+            | Self::RateLimitedFingerprint => StatusCode::TOO_MANY_REQUESTS,
             Self::Shed => StatusCode::SERVICE_UNAVAILABLE,
             Self::Banned => StatusCode::FORBIDDEN,
             Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
@@ -119,6 +124,7 @@ impl ProxyError {
             Self::RateLimitedAddress => "rate_limited_address",
             Self::RateLimitedPrefix => "rate_limited_prefix",
             Self::RateLimitedPass => "rate_limited_pass",
+            Self::RateLimitedFingerprint => "rate_limited_fingerprint",
             Self::Shed => "shed",
             Self::Banned => "banned",
             Self::BodyTooSlow => "body_too_slow",

@@ -27,3 +27,41 @@ pub fn response(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     crate::proxy::client::fuzz_response(&mut buf);
 }
+
+/// TLS ClientHello: the parser never panics, and whatever parses yields a well-formed JA4.
+pub fn client_hello(data: &[u8]) {
+    use crate::shield::fingerprint::{http_fingerprint, ja4, parse_client_hello};
+    if let Ok(hello) = parse_client_hello(data) {
+        let fp = ja4(&hello);
+        let parts: Vec<&str> = fp.split('_').collect();
+        assert_eq!(parts.len(), 3, "{fp}");
+        assert_eq!(parts[0].len(), 10, "{fp}");
+        assert!(parts[1].len() == 12 && parts[2].len() == 12, "{fp}");
+    }
+    let _ = http_fingerprint(data);
+}
+
+/// Pass cookies and challenge answers: arbitrary values are refused, never accepted, never
+/// panic; a forged value never verifies.
+pub fn pass_cookie(data: &[u8]) {
+    use crate::shield::pass::{self, Answer, Binding, KeyRing};
+    let Some(keys) = KeyRing::new(&[b"fuzzing key, 32 bytes or more....".to_vec()]) else {
+        return;
+    };
+    let binding = Binding {
+        tenant: 1,
+        prefix: 2,
+        fingerprint: 3,
+    };
+    let text = String::from_utf8_lossy(data);
+    assert!(pass::verify_pass(&keys, &binding, &text, 0).is_err());
+    let (token, counter) = text.split_once('&').unwrap_or((&text, "0"));
+    assert!(
+        pass::verify_answer(&keys, &binding, token, Answer::Work(counter), 60_000, 1_000).is_err()
+    );
+    assert!(
+        pass::verify_answer(&keys, &binding, token, Answer::Waited, u64::MAX, u64::MAX).is_err()
+    );
+    let headers: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    let _ = pass::find_cookie(headers.into_iter());
+}

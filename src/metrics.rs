@@ -260,6 +260,8 @@ impl Metrics {
             ("challenge", "issued"),
             ("challenge", "passed"),
             ("challenge", "refused"),
+            ("fingerprint_rate", "limited"),
+            ("fingerprint_rate", "logged"),
         ]
         .map(|(rule, action)| {
             self.shield
@@ -274,7 +276,9 @@ impl Metrics {
 }
 
 /// Number of per-tenant shield counters (see `Metrics::shield_counters` for their order).
-pub const SHIELD_COUNTERS: usize = 8;
+pub const SHIELD_COUNTERS: usize = 10;
+/// Index of the fingerprint-rate counter (limited; +1 for logged).
+pub const SHIELD_FINGERPRINT_LIMITED: usize = 8;
 /// Index of the pass-rate counter in `shield_counters`.
 pub const SHIELD_PASS_LIMITED: usize = 4;
 /// Index of the challenges-issued counter.

@@ -272,6 +272,8 @@ pub struct TenantShieldFile {
     pub pass_ttl: Option<String>,
     /// Requests per second allowed per pass cookie (default 50; 0 = no limit).
     pub pass_rate: Option<u32>,
+    /// Requests per second allowed per client fingerprint without a pass (0/absent = off).
+    pub fingerprint_rate: Option<u32>,
 }
 
 /// PEM certificate chain and key.

@@ -533,6 +533,7 @@ fn tenant_shield(
         challenge_wait_s: u8::try_from(challenge_wait.as_secs().min(60)).unwrap_or(60),
         pass_ttl_s: pass_ttl.as_secs().max(1),
         pass_rate: f.pass_rate.unwrap_or(DEFAULT_PASS_RATE),
+        fingerprint_rate: f.fingerprint_rate.unwrap_or(0),
         mode,
         address_rate,
         prefix_rate,

@@ -89,6 +89,10 @@ pub struct ConnInfo {
     pub forwarded_for: String,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// JA4 of the TLS ClientHello (TLS connections whose hello parsed).
+    pub tls_fingerprint: Option<Arc<str>>,
+    /// HTTP fingerprint of the connection's first HTTP/1 request head, once read.
+    pub http_fingerprint: Arc<std::sync::OnceLock<Box<str>>>,
 }
 
 /// The gateway: current generation plus shared metrics.
@@ -446,19 +450,21 @@ async fn proxy(
     let route = &tenant.routes[route_idx];
 
     // Phase 1b: shield decision.
-    let (priority, calm) = match shield_phase(generation, tenant_idx, route, &req, record.client) {
-        Ok(Verdict::Admit { priority, calm }) => (priority, calm),
-        Ok(Verdict::Challenge) => {
-            return Ok(challenge_page(
-                generation,
-                tenant_idx,
-                req.headers(),
-                record,
-                req.uri().path_and_query().map_or("/", |p| p.as_str()),
-            ))
-        }
-        Err(error) => return Err((error, accept_language(req.headers()), record)),
-    };
+    let (priority, calm) =
+        match shield_phase(generation, conn, tenant_idx, route, &req, record.client) {
+            Ok(Verdict::Admit { priority, calm }) => (priority, calm),
+            Ok(Verdict::Challenge) => {
+                return Ok(challenge_page(
+                    generation,
+                    conn,
+                    tenant_idx,
+                    req.headers(),
+                    record,
+                    req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                ))
+            }
+            Err(error) => return Err((error, accept_language(req.headers()), record)),
+        };
     let declared_len = match req.headers().get(CONTENT_LENGTH) {
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(n) => Some(n),
@@ -577,6 +583,7 @@ async fn proxy(
                     let req = Request::from_parts(parts, ());
                     return Ok(challenge_page(
                         generation,
+                        conn,
                         tenant_idx,
                         req.headers(),
                         record,
@@ -711,14 +718,25 @@ fn binding(
     tenant_idx: usize,
     client: std::net::IpAddr,
     headers: &http::HeaderMap,
+    conn: &ConnInfo,
 ) -> crate::shield::pass::Binding {
     let ua = headers
         .get(http::header::USER_AGENT)
         .map_or(&b""[..], HeaderValue::as_bytes);
+    // The user agent and, over TLS, the JA4: a pass copied into another client is worthless.
+    let fingerprint = match &conn.tls_fingerprint {
+        None => defence::stable_hash(ua),
+        Some(ja4) => {
+            let mut bytes = ua.to_vec();
+            bytes.push(0);
+            bytes.extend_from_slice(ja4.as_bytes());
+            defence::stable_hash(&bytes)
+        }
+    };
     crate::shield::pass::Binding {
         tenant: generation.tenant_states[tenant_idx].binding_id,
         prefix: crate::shield::prefix_key(client, generation.config.prefixes),
-        fingerprint: defence::stable_hash(ua),
+        fingerprint,
     }
 }
 
@@ -735,6 +753,7 @@ fn unix_now_s() -> u64 {
 /// request's priority at the admission gate.
 fn shield_phase(
     generation: &Generation,
+    conn: &ConnInfo,
     tenant_idx: usize,
     route: &crate::config::runtime::Route,
     req: &Request<Incoming>,
@@ -824,7 +843,7 @@ fn shield_phase(
     );
     let mut invalid_pass = false;
     if let Some(value) = cookie {
-        let b = binding(generation, tenant_idx, client, headers);
+        let b = binding(generation, tenant_idx, client, headers, conn);
         match pass::verify_pass(&generation.keys, &b, value, unix_now_s()) {
             Ok(p) => {
                 if policy.pass_rate > 0 {
@@ -842,6 +861,20 @@ fn shield_phase(
                 });
             }
             Err(_) => invalid_pass = true,
+        }
+    }
+    if policy.fingerprint_rate > 0 {
+        let tls = conn.tls_fingerprint.as_deref().unwrap_or("-");
+        let http = conn.http_fingerprint.get().map_or("-", |f| &**f);
+        let key = defence::stable_hash(format!("{tls} {http}").as_bytes());
+        let observed = generation.shield.observe_fingerprint(tenant_idx, key, now);
+        if observed > f64::from(policy.fingerprint_rate) {
+            let enforce = policy.mode == Mode::Enforce;
+            counters[crate::metrics::SHIELD_FINGERPRINT_LIMITED + usize::from(!enforce)].inc();
+            if enforce {
+                return Err(ProxyError::RateLimitedFingerprint);
+            }
+            tracing::info!(target: "rempart::shield", tenant = %tenant.id, ja4 = tls, http_fingerprint = http, observed, "over the fingerprint limit (log-only mode)");
         }
     }
     let now_min = now / 60_000;
@@ -866,7 +899,11 @@ fn shield_phase(
     }
     // Browsers always send these; their absence marks a script.
     let scripted = !headers.contains_key(http::header::USER_AGENT)
-        || !headers.contains_key(http::header::ACCEPT);
+        || !headers.contains_key(http::header::ACCEPT)
+        || conn
+            .http_fingerprint
+            .get()
+            .is_some_and(|fp| crate::shield::fingerprint::lacks_browser_headers(fp));
     let priority = if good {
         Priority::Verified
     } else if invalid_pass || scripted {
@@ -906,6 +943,7 @@ fn local_response(
 /// The challenge page for this request, sending the browser to `return_to` afterwards.
 fn challenge_page(
     generation: &Generation,
+    conn: &ConnInfo,
     tenant_idx: usize,
     headers: &http::HeaderMap,
     record: AccessRecord,
@@ -930,7 +968,7 @@ fn challenge_page(
                 tenant.language,
             ),
             return_to,
-            binding: binding(generation, tenant_idx, record.client, headers),
+            binding: binding(generation, tenant_idx, record.client, headers, conn),
             difficulty,
             wait_s: tenant.shield.challenge_wait_s,
             nonce: generation.defence.nonce(),
@@ -961,7 +999,7 @@ fn local_page(
         challenge::PASS_PATH => {
             let tenant = &generation.config.tenants[tenant_idx];
             let q = challenge::parse_pass_query(req.uri().query().unwrap_or(""));
-            let b = binding(generation, tenant_idx, record.client, req.headers());
+            let b = binding(generation, tenant_idx, record.client, req.headers(), conn);
             let answer = match (&q.counter, q.waited) {
                 (Some(n), _) => Answer::Work(n),
                 (None, true) => Answer::Waited,
@@ -1004,6 +1042,7 @@ fn local_page(
                     let return_to = challenge::safe_return(&q.return_to).to_owned();
                     Ok(challenge_page(
                         generation,
+                        conn,
                         tenant_idx,
                         req.headers(),
                         record,

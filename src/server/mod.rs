@@ -4,6 +4,7 @@
 //! watchdog; shutdown stops accepting and drains connections up to the configured deadline.
 
 pub mod proxy_protocol;
+pub mod record;
 pub mod tls;
 
 use std::io;
@@ -244,15 +245,25 @@ async fn serve_connection(
     let activity = Arc::new(AtomicU64::new(now_ms()));
     match tls {
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
-            let Ok(Ok(tls_stream)) = handshake else {
+            let handshake = tokio::time::timeout(
+                header_timeout,
+                acceptor.accept(record::HelloRecorder::new(stream)),
+            )
+            .await;
+            let Ok(Ok(mut tls_stream)) = handshake else {
                 gateway.metrics.connection("tls_error");
                 return;
             };
             gateway.metrics.connection("accepted");
+            let tls_fingerprint = tls_stream.get_mut().0.take_ja4();
+            let http_fingerprint = Arc::new(std::sync::OnceLock::new());
             let io = ActivityIo {
                 inner: tls_stream,
                 activity: activity.clone(),
+                head: Some(record::HeadRecorder::new(
+                    config.limits.max_header_bytes,
+                    http_fingerprint.clone(),
+                )),
             };
             serve_http(
                 io,
@@ -261,6 +272,8 @@ async fn serve_connection(
                     forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
                     peer,
                     proto: "https",
+                    tls_fingerprint,
+                    http_fingerprint,
                 },
                 gateway,
                 shutdown,
@@ -270,9 +283,14 @@ async fn serve_connection(
         }
         None => {
             gateway.metrics.connection("accepted");
+            let http_fingerprint = Arc::new(std::sync::OnceLock::new());
             let io = ActivityIo {
                 inner: stream,
                 activity: activity.clone(),
+                head: Some(record::HeadRecorder::new(
+                    config.limits.max_header_bytes,
+                    http_fingerprint.clone(),
+                )),
             };
             serve_http(
                 io,
@@ -281,6 +299,8 @@ async fn serve_connection(
                     forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
                     peer,
                     proto: "http",
+                    tls_fingerprint: None,
+                    http_fingerprint,
                 },
                 gateway,
                 shutdown,
@@ -385,6 +405,7 @@ pin_project! {
         #[pin]
         inner: I,
         activity: Arc<AtomicU64>,
+        head: Option<record::HeadRecorder>,
     }
 }
 
@@ -399,6 +420,11 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
         let r = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.store(now_ms(), Ordering::Relaxed);
+            if let Some(head) = this.head.as_mut() {
+                if !head.feed(&buf.filled()[before..]) {
+                    *this.head = None;
+                }
+            }
         }
         r
     }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod bans;
 pub mod cidr;
+pub mod fingerprint;
 pub mod pass;
 pub mod sketch;
 pub mod top;
@@ -58,6 +59,9 @@ pub struct Policy {
     pub pass_ttl_s: u64,
     /// Requests per second allowed per pass (0 = no limit).
     pub pass_rate: u32,
+    /// Requests per second allowed per client fingerprint (JA4 + HTTP fingerprint) from
+    /// clients without a pass (0 = no limit).
+    pub fingerprint_rate: u32,
 }
 
 impl Default for Policy {
@@ -77,6 +81,7 @@ impl Default for Policy {
             challenge_wait_s: 5,
             pass_ttl_s: 3600,
             pass_rate: 50,
+            fingerprint_rate: 0,
         }
     }
 }
@@ -211,6 +216,7 @@ pub struct Shield {
     by_address: std::sync::OnceLock<WindowSketch>,
     by_prefix: std::sync::OnceLock<WindowSketch>,
     by_pass: std::sync::OnceLock<WindowSketch>,
+    by_fingerprint: std::sync::OnceLock<WindowSketch>,
     /// Highest per-address and per-prefix rates right now.
     pub top_addresses: top::TopTable,
     /// Highest per-prefix rates right now.
@@ -232,6 +238,7 @@ impl Shield {
             by_address: std::sync::OnceLock::new(),
             by_prefix: std::sync::OnceLock::new(),
             by_pass: std::sync::OnceLock::new(),
+            by_fingerprint: std::sync::OnceLock::new(),
             top_addresses: top::TopTable::default(),
             top_prefixes: top::TopTable::default(),
             prefixes,
@@ -243,6 +250,20 @@ impl Shield {
         self.by_address.get().map_or(0, WindowSketch::memory_bytes)
             + self.by_prefix.get().map_or(0, WindowSketch::memory_bytes)
             + self.by_pass.get().map_or(0, WindowSketch::memory_bytes)
+            + self
+                .by_fingerprint
+                .get()
+                .map_or(0, WindowSketch::memory_bytes)
+    }
+
+    /// Counts a request from a client fingerprint and returns its rate (requests over the
+    /// last second): one flood tool on many addresses shares one fingerprint.
+    pub fn observe_fingerprint(&self, tenant: usize, fingerprint: u64, now_ms: u64) -> f64 {
+        self.by_fingerprint.get_or_init(new_sketch).observe(
+            &(tenant, u128::from(fingerprint)),
+            1,
+            now_ms,
+        )
     }
 
     /// Counts a request carrying pass `pass_id` and returns its rate (requests over the last

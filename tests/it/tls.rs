@@ -121,3 +121,94 @@ pool = "web"
     let got = collect(resp).await;
     assert_eq!((got.status, got.body.as_str()), (200, "hello from agglo"));
 }
+
+/// One GET over a fresh TLS connection whose ClientHello offers only `suites`; the status.
+async fn get_with_suites(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    suites: Vec<rustls::SupportedCipherSuite>,
+) -> u16 {
+    let mut store = rustls::RootCertStore::empty();
+    store.add(root.clone()).unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites,
+        ..rustls::crypto::ring::default_provider()
+    };
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("ville.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/")
+        .header("host", "ville.test")
+        .header("user-agent", "Mozilla/5.0")
+        .header("accept", "text/html")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send.send_request(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn fingerprint_limit_follows_the_tls_client_not_the_address() {
+    let origin = Origin::start("ville").await;
+    let certs = tempfile::tempdir().unwrap();
+    let root = cert(certs.path(), "ville.test");
+    let d = certs.path().display();
+    let config = format!(
+        r#"[[listeners]]
+address = "127.0.0.1:0"
+protocol = "https"
+
+[limits]
+max_connections_per_address = 0
+
+[[tenants]]
+id = "ville"
+name = "Ville"
+hosts = ["ville.test"]
+tls = {{ cert = "{d}/ville.test.pem", key = "{d}/ville.test.key" }}
+[[tenants.pools]]
+name = "web"
+servers = [{{ address = "{}" }}]
+[[tenants.routes]]
+pool = "web"
+[tenants.shield]
+fingerprint_rate = 3
+"#,
+        origin.addr
+    );
+    let gw = Gw::start(&config).await;
+    use rustls::crypto::ring::cipher_suite as cs;
+    let tool = || vec![cs::TLS13_AES_128_GCM_SHA256];
+    let browser = || {
+        vec![
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS13_AES_128_GCM_SHA256,
+        ]
+    };
+    // One "tool" (one ClientHello shape) from the same address, new connection each time.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(get_with_suites(gw.addr, &root, tool()).await);
+    }
+    assert_eq!(&statuses[..3], [200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Same address, same HTTP head, another TLS client: its own budget (JA4 differs).
+    assert_eq!(get_with_suites(gw.addr, &root, browser()).await, 200);
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rule=\"fingerprint_rate\",action=\"limited\"} 3"),
+        "{m}"
+    );
+}

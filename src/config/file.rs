@@ -274,6 +274,10 @@ pub struct TenantShieldFile {
     pub pass_rate: Option<u32>,
     /// Requests per second allowed per client fingerprint without a pass (0/absent = off).
     pub fingerprint_rate: Option<u32>,
+    /// `reject` (default: 429 at once) or `tarpit` (429 after `tarpit_for`).
+    pub over_limit: Option<String>,
+    /// How long a tarpitted request is held (default "10s").
+    pub tarpit_for: Option<String>,
 }
 
 /// PEM certificate chain and key.

@@ -526,7 +526,28 @@ fn tenant_shield(
         f.pass_ttl.as_deref(),
         DEFAULT_PASS_TTL,
     );
+    let tarpit_for = c.duration(&format!("{p}.shield.tarpit_for"), f.tarpit_for.as_deref(), "10s");
+    if tarpit_for > Duration::from_secs(60) {
+        c.push(
+            format!("{p}.shield.tarpit_for"),
+            format!("{tarpit_for:?} is too long"),
+            Some("use at most \"60s\": held requests still take a connection each"),
+        );
+    }
+    let tarpit_ms = match f.over_limit.as_deref() {
+        None | Some("reject") => 0,
+        Some("tarpit") => u64::try_from(tarpit_for.as_millis()).unwrap_or(60_000),
+        Some(other) => {
+            c.push(
+                format!("{p}.shield.over_limit"),
+                format!("unknown action `{other}`"),
+                Some("use \"reject\" or \"tarpit\""),
+            );
+            0
+        }
+    };
     Policy {
+        tarpit_ms,
         auto_challenge: f.auto_challenge.unwrap_or(true),
         under_attack: f.under_attack.unwrap_or(false),
         challenge_difficulty: challenge_difficulty.clamp(8, 24),

@@ -89,7 +89,13 @@ pub struct Defence {
     next_nonce: AtomicU64,
     /// Addresses served normally (before any pressure).
     pub history: GoodHistory,
+    /// Places for tarpitted requests (bounded: past it, over-limit requests are rejected at
+    /// once).
+    pub tarpit: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most requests held in the tarpit at once.
+pub const TARPIT_CAPACITY: usize = 10_000;
 
 impl Default for Defence {
     fn default() -> Self {
@@ -113,6 +119,7 @@ impl Defence {
             replay: Mutex::new(ReplayGuard::new(CHALLENGE_MAX_AGE_MS, REPLAY_CAPACITY)),
             next_nonce: AtomicU64::new(start),
             history: GoodHistory::new(GOOD_HISTORY_SLOTS),
+            tarpit: Arc::new(tokio::sync::Semaphore::new(TARPIT_CAPACITY)),
         }
     }
 

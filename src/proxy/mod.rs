@@ -314,6 +314,21 @@ impl Gateway {
             Ok(resp) => Ok(resp),
             Err((error, accept_language, mut record)) => {
                 let tenant = record.tenant.map(|t| &generation.config.tenants[t]);
+                let limited = matches!(
+                    error,
+                    ProxyError::RateLimitedAddress
+                        | ProxyError::RateLimitedPrefix
+                        | ProxyError::RateLimitedPass
+                        | ProxyError::RateLimitedFingerprint
+                );
+                let tarpit_ms = tenant.map_or(0, |t| t.shield.tarpit_ms);
+                if limited && tarpit_ms > 0 {
+                    // Hold the over-limit request (its connection idles, nothing else is
+                    // spent), within a bounded number of places.
+                    if let Ok(_place) = generation.defence.tarpit.clone().try_acquire_owned() {
+                        tokio::time::sleep(std::time::Duration::from_millis(tarpit_ms)).await;
+                    }
+                }
                 let page = respond::error_response(error, tenant, accept_language.as_ref());
                 record.status = page.status().as_u16();
                 record.reason = Some(error.reason());
@@ -897,9 +912,15 @@ fn shield_phase(
             "would challenge (log-only mode)"
         );
     }
-    // Browsers always send these; their absence marks a script.
-    let scripted = !headers.contains_key(http::header::USER_AGENT)
-        || !headers.contains_key(http::header::ACCEPT)
+    // Browsers always send these; their absence marks a script, as does a library's user
+    // agent.
+    let ua_class = crate::shield::user_agent_class(
+        headers.get(http::header::USER_AGENT).map(HeaderValue::as_bytes),
+    );
+    let scripted = matches!(
+        ua_class,
+        crate::shield::UserAgentClass::Tool | crate::shield::UserAgentClass::Missing
+    ) || !headers.contains_key(http::header::ACCEPT)
         || conn
             .http_fingerprint
             .get()

@@ -15,8 +15,52 @@ use std::net::IpAddr;
 
 use sketch::WindowSketch;
 
-/// Paths never limited, whatever the policy: crawlers' and ACME's files.
-pub const DEFAULT_EXEMPT_PREFIXES: [&str; 2] = ["/robots.txt", "/.well-known/"];
+/// Paths never limited nor challenged, whatever the policy: crawlers' and ACME's files and
+/// the legal pages a French public site must keep reachable (legal notice, accessibility
+/// statement, personal-data policy).
+pub const DEFAULT_EXEMPT_PREFIXES: [&str; 6] = [
+    "/robots.txt",
+    "/.well-known/",
+    "/mentions-legales",
+    "/accessibilite",
+    "/donnees-personnelles",
+    "/politique-de-confidentialite",
+];
+
+/// What kind of client a `User-Agent` says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAgentClass {
+    /// A mainstream browser (`Mozilla/5.0 ...` without a crawler marker).
+    Browser,
+    /// A declared crawler (search engines, monitoring): verified by address lists only.
+    Crawler,
+    /// An HTTP library or attack tool (curl, python-requests, Go, sqlmap...).
+    Tool,
+    /// No user agent, or an empty one.
+    Missing,
+}
+
+/// Classifies a `User-Agent` value (cheap: a few substring checks on the lowercased start).
+pub fn user_agent_class(ua: Option<&[u8]>) -> UserAgentClass {
+    const TOOLS: [&str; 18] = [
+        "curl/", "wget/", "python-requests", "python-urllib", "python-httpx", "aiohttp",
+        "go-http-client", "java/", "okhttp", "libwww-perl", "apache-httpclient", "axios/",
+        "node-fetch", "scrapy", "sqlmap", "nikto", "masscan", "zgrab",
+    ];
+    let Some(ua) = ua.filter(|u| !u.iter().all(u8::is_ascii_whitespace)) else {
+        return UserAgentClass::Missing;
+    };
+    let lower = String::from_utf8_lossy(&ua[..ua.len().min(256)]).to_ascii_lowercase();
+    if TOOLS.iter().any(|t| lower.contains(t)) {
+        UserAgentClass::Tool
+    } else if ["bot", "crawler", "spider", "slurp"].iter().any(|t| lower.contains(t)) {
+        UserAgentClass::Crawler
+    } else if lower.starts_with("mozilla/5.0") {
+        UserAgentClass::Browser
+    } else {
+        UserAgentClass::Tool
+    }
+}
 
 /// What the shield does with a request over a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +106,8 @@ pub struct Policy {
     /// Requests per second allowed per client fingerprint (JA4 + HTTP fingerprint) from
     /// clients without a pass (0 = no limit).
     pub fingerprint_rate: u32,
+    /// Hold over-limit requests this long before answering 429 (0 = answer at once).
+    pub tarpit_ms: u64,
 }
 
 impl Default for Policy {
@@ -82,6 +128,7 @@ impl Default for Policy {
             pass_ttl_s: 3600,
             pass_rate: 50,
             fingerprint_rate: 0,
+            tarpit_ms: 0,
         }
     }
 }
@@ -354,6 +401,19 @@ mod tests {
             exempt_paths: vec!["/statut".into()],
             ..Policy::default()
         }
+    }
+
+    #[test]
+    fn user_agents_are_classified() {
+        let c = |s: &str| user_agent_class(Some(s.as_bytes()));
+        assert_eq!(c("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"), UserAgentClass::Browser);
+        assert_eq!(c("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"), UserAgentClass::Crawler);
+        assert_eq!(c("curl/8.5.0"), UserAgentClass::Tool);
+        assert_eq!(c("python-requests/2.31"), UserAgentClass::Tool);
+        assert_eq!(c("Mozilla/5.0 python-requests"), UserAgentClass::Tool);
+        assert_eq!(c("SomethingElse/1.0"), UserAgentClass::Tool);
+        assert_eq!(c("  "), UserAgentClass::Missing);
+        assert_eq!(user_agent_class(None), UserAgentClass::Missing);
     }
 
     #[test]

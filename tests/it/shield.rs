@@ -422,3 +422,41 @@ async fn costly_routes_use_up_the_budget_faster() {
     // 5 + 5 = 10 fits the budget of 10 per second; the third search (15) does not.
     assert_eq!(statuses, vec![200, 200, 429, 429]);
 }
+
+#[tokio::test]
+async fn tarpit_holds_over_limit_requests_before_the_429() {
+    let origin = Origin::start("a").await;
+    let config = format!(
+        "{}\n[tenants.shield]\naddress_rate = 1\nover_limit = \"tarpit\"\ntarpit_for = \"400ms\"\n",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start(&config).await;
+    let c = h1_client();
+    let first = std::time::Instant::now();
+    assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 200);
+    assert!(first.elapsed() < std::time::Duration::from_millis(300));
+    let held = std::time::Instant::now();
+    let got = get(&c, gw.addr, "ville.test", "/").await;
+    assert_eq!(got.status, 429);
+    assert!(
+        held.elapsed() >= std::time::Duration::from_millis(400),
+        "{:?}",
+        held.elapsed()
+    );
+    assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test]
+async fn legal_pages_stay_reachable_under_attack_mode() {
+    let origin = Origin::start("a").await;
+    let config = format!(
+        "{}\n[tenants.shield]\nunder_attack = true\n",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start(&config).await;
+    let c = h1_client();
+    for path in ["/mentions-legales", "/accessibilite", "/robots.txt"] {
+        assert_eq!(get(&c, gw.addr, "ville.test", path).await.status, 200, "{path}");
+    }
+    assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 403);
+}

@@ -39,6 +39,12 @@ pub enum ProxyError {
     /// Over the per-prefix request rate.
     #[error("rate limited (prefix)")]
     RateLimitedPrefix,
+    /// An API route without a valid key.
+    #[error("api key required")]
+    ApiKeyRequired,
+    /// Over the per-key request rate of an API route.
+    #[error("rate limited (api key)")]
+    RateLimitedKey,
     /// Over the per-fingerprint request rate.
     #[error("rate limited (fingerprint)")]
     RateLimitedFingerprint,
@@ -81,6 +87,8 @@ impl ProxyError {
             | Self::RateLimitedPrefix
             | Self::RateLimitedPass
             | Self::RateLimitedFingerprint
+            | Self::RateLimitedKey
+            | Self::ApiKeyRequired
             | Self::Banned
             | Self::BodyTooSlow => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
@@ -103,7 +111,9 @@ impl ProxyError {
             Self::RateLimitedAddress
             | Self::RateLimitedPrefix
             | Self::RateLimitedPass
-            | Self::RateLimitedFingerprint => StatusCode::TOO_MANY_REQUESTS,
+            | Self::RateLimitedFingerprint
+            | Self::RateLimitedKey => StatusCode::TOO_MANY_REQUESTS,
+            Self::ApiKeyRequired => StatusCode::UNAUTHORIZED,
             Self::Shed => StatusCode::SERVICE_UNAVAILABLE,
             Self::Banned => StatusCode::FORBIDDEN,
             Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
@@ -125,6 +135,8 @@ impl ProxyError {
             Self::RateLimitedPrefix => "rate_limited_prefix",
             Self::RateLimitedPass => "rate_limited_pass",
             Self::RateLimitedFingerprint => "rate_limited_fingerprint",
+            Self::RateLimitedKey => "rate_limited_key",
+            Self::ApiKeyRequired => "api_key_required",
             Self::Shed => "shed",
             Self::Banned => "banned",
             Self::BodyTooSlow => "body_too_slow",

@@ -365,6 +365,12 @@ pub struct RouteFile {
     /// Timeouts for this route (only upstream and request keys apply).
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    /// API route: the header carrying the client's key (with `api_keys_file`).
+    pub api_key_header: Option<String>,
+    /// SHA-256 digests (hex) of the valid keys, one per line.
+    pub api_keys_file: Option<String>,
+    /// Requests per second allowed per API key (default 20).
+    pub api_key_rate: Option<u32>,
 }
 
 fn default_prefix() -> String {

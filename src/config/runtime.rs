@@ -166,6 +166,20 @@ pub struct Route {
     pub cost: u32,
     /// Timeouts.
     pub timeouts: RequestTimeouts,
+    /// Key authentication of an API route.
+    pub api: Option<ApiKeys>,
+}
+
+/// An API route's keys: requests must carry a valid key; they are rate-limited per key and
+/// never challenged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeys {
+    /// Header carrying the key.
+    pub header: http::HeaderName,
+    /// SHA-256 digests of the valid keys.
+    pub digests: Arc<std::collections::HashSet<[u8; 32]>>,
+    /// Requests per second per key (0 = no limit).
+    pub rate: u32,
 }
 
 /// A tenant.

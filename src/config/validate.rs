@@ -64,6 +64,44 @@ impl Collector {
     }
 }
 
+/// Reads an API route's key digests: one SHA-256 (64 hex digits) per line, `#` comments.
+fn load_api_keys(path: &Path) -> Result<HashSet<[u8; 32]>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut out = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bytes = line.as_bytes();
+        let digest: Option<[u8; 32]> = (bytes.len() == 64)
+            .then(|| {
+                let mut d = [0u8; 32];
+                for (j, pair) in bytes.chunks(2).enumerate() {
+                    let hex = std::str::from_utf8(pair).ok()?;
+                    d[j] = u8::from_str_radix(hex, 16).ok()?;
+                }
+                Some(d)
+            })
+            .flatten();
+        match digest {
+            Some(d) => {
+                out.insert(d);
+            }
+            // Never echo the line: it may be a key pasted by mistake.
+            None => {
+                return Err(format!(
+                    "{}:{}: not a SHA-256 digest",
+                    path.display(),
+                    i + 1
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a pass-cookie key ring: one key per line (blank lines and `#` comments skipped),
 /// newest first, each at least 32 bytes.
 fn load_key_ring(path: &Path) -> Result<crate::shield::pass::KeyRing, String> {
@@ -318,7 +356,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         });
         let shield = tenant_shield(&mut c, &p, &tf.shield, base);
         let pools = pools(&mut c, &p, &tf.pools);
-        let routes = routes(&mut c, &p, tf, &pools, &hosts, &limits, &timeouts);
+        let routes = routes(&mut c, &p, tf, &pools, &hosts, &limits, base, &timeouts);
         tenants.push(Tenant {
             id: tf.id.clone(),
             name: tf.name.clone(),
@@ -410,7 +448,11 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         let watched_files = file
             .tenants
             .iter()
-            .flat_map(|t| [&t.shield.allow_file, &t.shield.deny_file])
+            .flat_map(|t| {
+                [&t.shield.allow_file, &t.shield.deny_file]
+                    .into_iter()
+                    .chain(t.routes.iter().map(|r| &r.api_keys_file))
+            })
             .chain(std::iter::once(&file.shield.secret_file))
             .flatten()
             .map(|f| base.join(f))
@@ -526,7 +568,11 @@ fn tenant_shield(
         f.pass_ttl.as_deref(),
         DEFAULT_PASS_TTL,
     );
-    let tarpit_for = c.duration(&format!("{p}.shield.tarpit_for"), f.tarpit_for.as_deref(), "10s");
+    let tarpit_for = c.duration(
+        &format!("{p}.shield.tarpit_for"),
+        f.tarpit_for.as_deref(),
+        "10s",
+    );
     if tarpit_for > Duration::from_secs(60) {
         c.push(
             format!("{p}.shield.tarpit_for"),
@@ -789,6 +835,7 @@ fn pools(c: &mut Collector, p: &str, files: &[PoolFile]) -> Vec<PoolSpec> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn routes(
     c: &mut Collector,
     p: &str,
@@ -796,6 +843,7 @@ fn routes(
     pools: &[PoolSpec],
     hosts: &[String],
     limits: &Limits,
+    base: &Path,
     timeouts: &Timeouts,
 ) -> Vec<Route> {
     let mut out = Vec::new();
@@ -844,6 +892,46 @@ fn routes(
                 Some("use 1 to 1000"),
             );
         }
+        let api = match (&rf.api_key_header, &rf.api_keys_file) {
+            (None, None) => None,
+            (Some(h), Some(f)) => {
+                let header = match http::HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(name) => Some(name),
+                    Err(_) => {
+                        c.push(
+                            format!("{rp}.api_key_header"),
+                            format!("`{h}` is not a header name"),
+                            None,
+                        );
+                        None
+                    }
+                };
+                let digests = match load_api_keys(&base.join(f)) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        c.push(
+                            format!("{rp}.api_keys_file"),
+                            e,
+                            Some("one SHA-256 digest (64 hex digits) of a key per line: printf %s \"$KEY\" | sha256sum"),
+                        );
+                        None
+                    }
+                };
+                header.zip(digests).map(|(header, digests)| ApiKeys {
+                    header,
+                    digests: Arc::new(digests),
+                    rate: rf.api_key_rate.unwrap_or(20),
+                })
+            }
+            _ => {
+                c.push(
+                    format!("{rp}.api_key_header"),
+                    "api_key_header and api_keys_file go together",
+                    None,
+                );
+                None
+            }
+        };
         let t = &rf.timeouts;
         if t.downstream_header_read.is_some()
             || t.downstream_body_grace.is_some()
@@ -878,6 +966,7 @@ fn routes(
             pool,
             max_body_bytes: rf.max_body_bytes.unwrap_or(limits.max_body_bytes),
             cost: rf.cost.unwrap_or(1),
+            api,
             timeouts,
         });
     }

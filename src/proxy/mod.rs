@@ -320,6 +320,7 @@ impl Gateway {
                         | ProxyError::RateLimitedPrefix
                         | ProxyError::RateLimitedPass
                         | ProxyError::RateLimitedFingerprint
+                        | ProxyError::RateLimitedKey
                 );
                 let tarpit_ms = tenant.map_or(0, |t| t.shield.tarpit_ms);
                 if limited && tarpit_ms > 0 {
@@ -785,6 +786,36 @@ fn shield_phase(
     let policy = &tenant.shield;
     let path = req.uri().path();
     let counters = &generation.shield_counters[tenant_idx];
+    if let Some(api) = &route.api {
+        // API route: the key decides; limited per key, never challenged.
+        let digest = req.headers().get(&api.header).map(|v| {
+            let d = ring::digest::digest(&ring::digest::SHA256, v.as_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(d.as_ref());
+            out
+        });
+        let Some(digest) = digest.filter(|d| api.digests.contains(d)) else {
+            return Err(ProxyError::ApiKeyRequired);
+        };
+        if api.rate > 0 {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(&digest[..8]);
+            let observed =
+                generation
+                    .shield
+                    .observe_api_key(tenant_idx, u64::from_le_bytes(eight), now);
+            if observed > f64::from(api.rate) {
+                return Err(ProxyError::RateLimitedKey);
+            }
+        }
+        let calm = generation.tenant_states[tenant_idx]
+            .pressure_since(now)
+            .is_none();
+        return Ok(Verdict::Admit {
+            priority: crate::shield::admission::Priority::Verified,
+            calm,
+        });
+    }
     if policy.is_active() {
         let decision = generation
             .shield
@@ -915,7 +946,9 @@ fn shield_phase(
     // Browsers always send these; their absence marks a script, as does a library's user
     // agent.
     let ua_class = crate::shield::user_agent_class(
-        headers.get(http::header::USER_AGENT).map(HeaderValue::as_bytes),
+        headers
+            .get(http::header::USER_AGENT)
+            .map(HeaderValue::as_bytes),
     );
     let scripted = matches!(
         ua_class,

@@ -72,8 +72,10 @@ fn text(error: ProxyError, lang: Language) -> Text {
         (Banned, En) => ("Access denied", "Access to this site is temporarily refused from your connection. If you think this is a mistake, please contact the council."),
         (Shed, Fr) => ("Service très demandé", "Le service reçoit en ce moment plus de demandes qu'il ne peut en traiter. Merci de réessayer dans quelques secondes."),
         (Shed, En) => ("Service very busy", "The service is receiving more requests than it can handle right now. Please try again in a few seconds."),
-        (RateLimitedAddress | RateLimitedPrefix | RateLimitedPass | RateLimitedFingerprint, Fr) => ("Trop de demandes", "Votre connexion a envoyé trop de demandes en peu de temps. Patientez quelques secondes puis rechargez la page."),
-        (RateLimitedAddress | RateLimitedPrefix | RateLimitedPass | RateLimitedFingerprint, En) => ("Too many requests", "Your connection sent too many requests in a short time. Please wait a few seconds, then reload the page."),
+        (ApiKeyRequired, Fr) => ("Clé d'accès requise", "Ce service est réservé aux applications munies d'une clé d'accès valide."),
+        (ApiKeyRequired, En) => ("Access key required", "This service is for applications holding a valid access key."),
+        (RateLimitedAddress | RateLimitedPrefix | RateLimitedPass | RateLimitedFingerprint | RateLimitedKey, Fr) => ("Trop de demandes", "Votre connexion a envoyé trop de demandes en peu de temps. Patientez quelques secondes puis rechargez la page."),
+        (RateLimitedAddress | RateLimitedPrefix | RateLimitedPass | RateLimitedFingerprint | RateLimitedKey, En) => ("Too many requests", "Your connection sent too many requests in a short time. Please wait a few seconds, then reload the page."),
         (NoRoute, Fr) => ("Page introuvable", "Aucun service ne correspond à cette adresse."),
         (NoRoute, En) => ("Page not found", "No service matches this address."),
         (BodyTooLarge, Fr) => ("Envoi trop volumineux", "Le contenu envoyé dépasse la taille autorisée pour ce service. Réduisez la taille des pièces jointes et réessayez."),
@@ -139,6 +141,7 @@ pub fn error_response(
             | ProxyError::RateLimitedPrefix
             | ProxyError::RateLimitedPass
             | ProxyError::RateLimitedFingerprint
+            | ProxyError::RateLimitedKey
     ) {
         // The limits count over a one-second sliding window.
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));

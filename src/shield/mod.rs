@@ -43,9 +43,24 @@ pub enum UserAgentClass {
 /// Classifies a `User-Agent` value (cheap: a few substring checks on the lowercased start).
 pub fn user_agent_class(ua: Option<&[u8]>) -> UserAgentClass {
     const TOOLS: [&str; 18] = [
-        "curl/", "wget/", "python-requests", "python-urllib", "python-httpx", "aiohttp",
-        "go-http-client", "java/", "okhttp", "libwww-perl", "apache-httpclient", "axios/",
-        "node-fetch", "scrapy", "sqlmap", "nikto", "masscan", "zgrab",
+        "curl/",
+        "wget/",
+        "python-requests",
+        "python-urllib",
+        "python-httpx",
+        "aiohttp",
+        "go-http-client",
+        "java/",
+        "okhttp",
+        "libwww-perl",
+        "apache-httpclient",
+        "axios/",
+        "node-fetch",
+        "scrapy",
+        "sqlmap",
+        "nikto",
+        "masscan",
+        "zgrab",
     ];
     let Some(ua) = ua.filter(|u| !u.iter().all(u8::is_ascii_whitespace)) else {
         return UserAgentClass::Missing;
@@ -53,7 +68,10 @@ pub fn user_agent_class(ua: Option<&[u8]>) -> UserAgentClass {
     let lower = String::from_utf8_lossy(&ua[..ua.len().min(256)]).to_ascii_lowercase();
     if TOOLS.iter().any(|t| lower.contains(t)) {
         UserAgentClass::Tool
-    } else if ["bot", "crawler", "spider", "slurp"].iter().any(|t| lower.contains(t)) {
+    } else if ["bot", "crawler", "spider", "slurp"]
+        .iter()
+        .any(|t| lower.contains(t))
+    {
         UserAgentClass::Crawler
     } else if lower.starts_with("mozilla/5.0") {
         UserAgentClass::Browser
@@ -264,6 +282,7 @@ pub struct Shield {
     by_prefix: std::sync::OnceLock<WindowSketch>,
     by_pass: std::sync::OnceLock<WindowSketch>,
     by_fingerprint: std::sync::OnceLock<WindowSketch>,
+    by_api_key: std::sync::OnceLock<WindowSketch>,
     /// Highest per-address and per-prefix rates right now.
     pub top_addresses: top::TopTable,
     /// Highest per-prefix rates right now.
@@ -286,6 +305,7 @@ impl Shield {
             by_prefix: std::sync::OnceLock::new(),
             by_pass: std::sync::OnceLock::new(),
             by_fingerprint: std::sync::OnceLock::new(),
+            by_api_key: std::sync::OnceLock::new(),
             top_addresses: top::TopTable::default(),
             top_prefixes: top::TopTable::default(),
             prefixes,
@@ -301,6 +321,15 @@ impl Shield {
                 .by_fingerprint
                 .get()
                 .map_or(0, WindowSketch::memory_bytes)
+            + self.by_api_key.get().map_or(0, WindowSketch::memory_bytes)
+    }
+
+    /// Counts a request made with an API key (identified by its digest's first bytes) and
+    /// returns its rate.
+    pub fn observe_api_key(&self, tenant: usize, key: u64, now_ms: u64) -> f64 {
+        self.by_api_key
+            .get_or_init(new_sketch)
+            .observe(&(tenant, u128::from(key)), 1, now_ms)
     }
 
     /// Counts a request from a client fingerprint and returns its rate (requests over the
@@ -406,8 +435,14 @@ mod tests {
     #[test]
     fn user_agents_are_classified() {
         let c = |s: &str| user_agent_class(Some(s.as_bytes()));
-        assert_eq!(c("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"), UserAgentClass::Browser);
-        assert_eq!(c("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"), UserAgentClass::Crawler);
+        assert_eq!(
+            c("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"),
+            UserAgentClass::Browser
+        );
+        assert_eq!(
+            c("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
+            UserAgentClass::Crawler
+        );
         assert_eq!(c("curl/8.5.0"), UserAgentClass::Tool);
         assert_eq!(c("python-requests/2.31"), UserAgentClass::Tool);
         assert_eq!(c("Mozilla/5.0 python-requests"), UserAgentClass::Tool);

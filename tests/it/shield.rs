@@ -456,7 +456,51 @@ async fn legal_pages_stay_reachable_under_attack_mode() {
     let gw = Gw::start(&config).await;
     let c = h1_client();
     for path in ["/mentions-legales", "/accessibilite", "/robots.txt"] {
-        assert_eq!(get(&c, gw.addr, "ville.test", path).await.status, 200, "{path}");
+        assert_eq!(
+            get(&c, gw.addr, "ville.test", path).await.status,
+            200,
+            "{path}"
+        );
     }
+    assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 403);
+}
+
+#[tokio::test]
+async fn api_routes_want_a_key_are_limited_per_key_and_never_challenged() {
+    let origin = Origin::start("a").await;
+    // The file holds the SHA-256 of the key, never the key.
+    let keys = "# partenaire transport\n2534b85a918523e962bfcd66aca18e28284889b02660197f447beb1d1b5c52c1\n";
+    let config = format!(
+        "{}\n[[tenants.routes]]\nname = \"api\"\npath_prefix = \"/api\"\npool = \"web\"\napi_key_header = \"X-Api-Key\"\napi_keys_file = \"keys.txt\"\napi_key_rate = 3\n[tenants.shield]\nunder_attack = true\n",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start_with_files(&config, &[("keys.txt", keys)], Default::default()).await;
+    let c = h1_client();
+    // No key, wrong key: 401, the origin never sees them.
+    assert_eq!(
+        get(&c, gw.addr, "ville.test", "/api/horaires").await.status,
+        401
+    );
+    let wrong = [("x-api-key", "devine")];
+    assert_eq!(
+        get_with(&c, gw.addr, "ville.test", "/api/horaires", &wrong)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(origin.count(), 0);
+    // A valid key goes through although the tenant is under attack (no challenge), up to
+    // its rate.
+    let good = [("x-api-key", "cle-application-1234567890")];
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            get_with(&c, gw.addr, "ville.test", "/api/horaires", &good)
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // The rest of the site is challenged.
     assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 403);
 }

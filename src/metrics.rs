@@ -27,6 +27,8 @@ pub const UPSTREAM_RETRIES: &str = "rempart_upstream_retries";
 pub const SHIELD_DECISIONS: &str = "rempart_shield_decisions";
 /// `rempart_config_reloads_total{result}` (`ok`, `refused`).
 pub const RELOADS_TOTAL: &str = "rempart_config_reloads";
+/// Request rate of the busiest client prefixes right now (gauge, top 32, computed at scrape).
+pub const SHIELD_TOP_PREFIX_RATE: &str = "rempart_shield_top_prefix_rate";
 /// Requests shed by a pool's admission gate (counter), by priority class.
 pub const ADMISSION_SHED: &str = "rempart_admission_shed";
 /// Current adaptive concurrency limit of a pool (gauge).
@@ -74,6 +76,52 @@ pub struct ShieldLabels {
     pub rule: &'static str,
     /// `limited` or `logged`.
     pub action: &'static str,
+}
+
+/// Labels of a heavy-hitter prefix.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Network prefix (never a full address: metrics hold no personal data).
+    pub prefix: String,
+}
+
+/// Where the heavy-hitter collector gets its rows at scrape time (set by the gateway).
+pub type TopSource = Box<dyn Fn() -> Vec<(TopLabels, f64)> + Send + Sync>;
+
+/// Emits the current heavy-hitter prefixes at each scrape: only the rows of the moment,
+/// so the series do not pile up the way label families would.
+struct TopCollector(std::sync::Arc<std::sync::OnceLock<TopSource>>);
+
+impl std::fmt::Debug for TopCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TopCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for TopCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some(source) = self.0.get() else {
+            return Ok(());
+        };
+        let rows = source();
+        let mut metric = encoder.encode_descriptor(
+            SHIELD_TOP_PREFIX_RATE,
+            "Requests over the last second from the busiest client prefixes (top 32)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (labels, rate) in rows {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(rate);
+            gauge.encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Labels of shed requests.
@@ -126,6 +174,8 @@ pub struct Metrics {
     pub admission_limit: Family<PoolLabels, Gauge>,
     /// Queue lengths.
     pub admission_queued: Family<PoolLabels, Gauge>,
+    /// Heavy-hitter rows, provided by the gateway once it exists.
+    pub top_source: std::sync::Arc<std::sync::OnceLock<TopSource>>,
 }
 
 impl Default for Metrics {
@@ -200,7 +250,10 @@ impl Default for Metrics {
             "Requests waiting for a slot towards a pool",
             admission_queued.clone(),
         );
+        let top_source = std::sync::Arc::new(std::sync::OnceLock::new());
+        registry.register_collector(Box::new(TopCollector(top_source.clone())));
         Self {
+            top_source,
             admission_shed,
             admission_limit,
             admission_queued,

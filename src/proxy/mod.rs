@@ -149,6 +149,30 @@ impl Gateway {
             metrics,
         });
         health::spawn(&gw.generation.load_full());
+        let weak = Arc::downgrade(&gw);
+        let _ = gw.metrics.top_source.set(Box::new(move || {
+            let Some(gw) = weak.upgrade() else {
+                return Vec::new();
+            };
+            let generation = gw.current();
+            let now = upstream::now_ms();
+            generation
+                .shield
+                .top_prefixes
+                .list(now)
+                .into_iter()
+                .filter_map(|h| {
+                    let tenant = generation.config.tenants.get(h.tenant)?.id.clone();
+                    Some((
+                        crate::metrics::TopLabels {
+                            tenant,
+                            prefix: h.client,
+                        },
+                        h.rate,
+                    ))
+                })
+                .collect()
+        }));
         gw
     }
 

@@ -391,6 +391,13 @@ async fn heavy_hitters_are_listed_for_operators() {
     assert_eq!(v["addresses"][0]["tenant_id"], "ville");
     assert!(v["addresses"][0]["rate"].as_f64().unwrap() >= 5.0);
     assert_eq!(v["prefixes"][0]["client"], "127.0.0.0/24", "{v}");
+    // Metrics show the prefixes (never full addresses).
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_shield_top_prefix_rate{tenant=\"ville\",prefix=\"127.0.0.0/24\"}"),
+        "{m}"
+    );
+    assert!(!m.contains("127.0.0.1\""), "{m}");
     assert_eq!(
         get(&c, admin, &admin.to_string(), "/admin/top")
             .await

@@ -137,3 +137,55 @@ async fn h2_uploads_reach_the_origin_with_and_without_length() {
         Some("chunked")
     );
 }
+
+/// Raw HTTP/2 frames for abuse tests: the client preface, then `frames`.
+fn h2_frames(frames: &[(u8, u8, u32, &[u8])]) -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    for (kind, flags, stream, payload) in frames {
+        out.extend(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.push(*kind);
+        out.push(*flags);
+        out.extend(stream.to_be_bytes());
+        out.extend(*payload);
+    }
+    out
+}
+
+#[tokio::test]
+async fn h2_ping_and_settings_floods_do_not_starve_other_clients() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
+    // A client that floods PING and SETTINGS frames and never reads the answers.
+    let mut flood_frames: Vec<(u8, u8, u32, &[u8])> = vec![(4, 0, 0, &[])];
+    for _ in 0..2_000 {
+        flood_frames.push((6, 0, 0, b"12345678"));
+        flood_frames.push((4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    }
+    let burst = h2_frames(&flood_frames);
+    let addr = gw.addr;
+    let flooder = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&burst).await.unwrap();
+        // Then the frames again and again (no second preface); writes stop when the gateway
+        // stops reading or closes.
+        let mut written = burst.len();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while s.write_all(&burst[24..]).await.is_ok() {
+                written += burst.len() - 24;
+            }
+        })
+        .await;
+        written
+    });
+    // Meanwhile, others are served promptly.
+    let c = h1_client();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(get(&c, gw.addr, "ville.test", "/").await.status, 200);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+    // The flood really went on (megabytes of frames), yet nobody else waited.
+    let written = flooder.await.unwrap();
+    assert!(written > 1_000_000, "{written}");
+}

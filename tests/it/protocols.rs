@@ -189,3 +189,42 @@ async fn h2_ping_and_settings_floods_do_not_starve_other_clients() {
     let written = flooder.await.unwrap();
     assert!(written > 1_000_000, "{written}");
 }
+
+#[tokio::test]
+async fn h2_continuation_flood_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
+    // HEADERS without END_HEADERS, then CONTINUATION frames of valid HPACK literals forever:
+    // the header block grows past `max_header_bytes` and the connection must be closed
+    // rather than buffered.
+    let mut literal = vec![0x00, 0x01, b'x', 100];
+    literal.extend([b'y'; 100]);
+    let mut frames: Vec<(u8, u8, u32, &[u8])> = vec![(4, 0, 0, &[]), (1, 0, 1, &literal)];
+    for _ in 0..5_000 {
+        frames.push((9, 0, 1, &literal));
+    }
+    let bytes = h2_frames(&frames);
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _ = s.write_all(&bytes).await;
+    // The gateway answers with GOAWAY (frame type 7) and/or closes; it never hangs on.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "connection still open after the flood");
+    assert_eq!(origin.count(), 0);
+    // Others are still served.
+    assert_eq!(
+        get(&h1_client(), gw.addr, "ville.test", "/").await.status,
+        200
+    );
+}

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const BROWSER: [(&str, &str); 2] = [
+const BROWSER: [(&str, &str); 3] = [
     (
         "user-agent",
         "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
     ),
     ("accept", "text/html"),
+    ("accept-language", "fr-FR,fr;q=0.9"),
 ];
 
 /// The token and difficulty embedded in a challenge page.
@@ -82,7 +83,12 @@ async fn under_attack_challenges_then_the_pass_reaches_the_origin() {
     );
 
     let cookie = solve_page(&c, &gw, &page, &BROWSER).await;
-    let with_pass = [BROWSER[0], BROWSER[1], ("cookie", cookie.as_str())];
+    let with_pass = [
+        BROWSER[0],
+        BROWSER[1],
+        BROWSER[2],
+        ("cookie", cookie.as_str()),
+    ];
     let got = get_with(&c, gw.addr, "ville.test", "/headers", &with_pass).await;
     assert_eq!(got.status, 200, "{}", got.body);
     // Our cookie is not forwarded to the origin.
@@ -104,6 +110,7 @@ async fn under_attack_challenges_then_the_pass_reaches_the_origin() {
     let forged = [
         BROWSER[0],
         BROWSER[1],
+        BROWSER[2],
         (
             "cookie",
             "rempart_pass=0100ffffffffffffffff00000000000000000000000000000000",
@@ -346,7 +353,12 @@ async fn under_pressure_clients_without_a_pass_are_challenged_and_passes_go_thro
     // Once it holds a pass, it goes through (verified: first in the queue).
     let cookie = solve_page(&c, &gw, &page, &BROWSER).await;
     assert_eq!(holder.await.unwrap().status, 200);
-    let with_pass = [BROWSER[0], BROWSER[1], ("cookie", cookie.as_str())];
+    let with_pass = [
+        BROWSER[0],
+        BROWSER[1],
+        BROWSER[2],
+        ("cookie", cookie.as_str()),
+    ];
     assert_eq!(
         get_with(&c, gw.addr, "ville.test", "/", &with_pass)
             .await

@@ -34,9 +34,11 @@ for variant in on off; do
 done
 for run in $(seq 1 "$RUNS"); do
   for variant in on off; do
-    rps=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" -H "Host: bench.localhost" "http://127.0.0.1:${port[$variant]}/1k" | awk '/Requests\/sec/ {print $2}')
-    echo "$variant $rps" >> "$work/rps"
-    echo "run $run shield $variant: $rps req/s" >&2
+    out=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" -H "Host: bench.localhost" -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0" -H "Accept: text/html" -H "Accept-Language: fr" "http://127.0.0.1:${port[$variant]}/1k")
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    bad=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+    echo "$variant $rps ${bad:-0}" >> "$work/rps"
+    echo "run $run shield $variant: $rps req/s, non-2xx ${bad:-0}" >&2
   done
 done
 python3 - "$work/rps" <<'PY'
@@ -44,5 +46,8 @@ import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 on = statistics.median(float(r[1]) for r in rows if r[0] == "on")
 off = statistics.median(float(r[1]) for r in rows if r[0] == "off")
-print(f"shield on: {on:,.0f} req/s (median), shield off: {off:,.0f} req/s, on/off = {on/off:.3f}")
+bad = sum(int(r[2]) for r in rows)
+print(f"shield on: {on:,.0f} req/s (median), shield off: {off:,.0f} req/s, on/off = {on/off:.3f}; non-2xx answers in all runs: {bad}")
+if bad:
+    sys.exit("a request was refused or challenged: the comparison is void")
 PY

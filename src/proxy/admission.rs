@@ -29,7 +29,9 @@ pub struct AdmissionSettings {
 struct State {
     in_flight: usize,
     limit: ConcurrencyLimit,
-    queue: PriorityQueue<oneshot::Sender<()>>,
+    // A granted slot travels to its waiter as a `Permit`: if the waiter is gone by then (its
+    // client hung up), dropping the permit in the channel gives the slot back.
+    queue: PriorityQueue<oneshot::Sender<Permit>>,
 }
 
 /// One pool's gate (kept across reloads while its settings do not change).
@@ -61,6 +63,8 @@ pub enum Shed {
 /// A slot at the origin, released when dropped (hand-off to the next waiter).
 pub struct Permit {
     gate: Arc<Admission>,
+    /// Whether dropping this permit gives a slot back (false for one that never got out).
+    armed: bool,
     /// How long the request waited in the queue for this slot.
     pub waited: Duration,
     started: Instant,
@@ -137,6 +141,7 @@ impl Admission {
     fn permit(self: &Arc<Self>, in_flight: usize, waited: Duration) -> Permit {
         Permit {
             gate: self.clone(),
+            armed: true,
             waited,
             started: Instant::now(),
             in_flight_at_start: in_flight,
@@ -169,21 +174,27 @@ impl Admission {
         };
         let queued_at = Instant::now();
         let deadline = queued_at + self.settings.queue_timeout;
+        let waited = |mut p: Permit| {
+            p.waited = queued_at.elapsed();
+            p.started = Instant::now();
+            p.sampled = false;
+            p
+        };
         match tokio::time::timeout_at(deadline, &mut rx).await {
-            Ok(Ok(())) => Ok(self.permit(lock(&self.state).in_flight, queued_at.elapsed())),
+            Ok(Ok(permit)) => Ok(waited(permit)),
             Ok(Err(_)) => Err(Shed::Evicted),
             Err(_) => {
                 // A slot may have been handed over just as the wait ended: take it then.
                 rx.close();
                 match rx.try_recv() {
-                    Ok(()) => Ok(self.permit(lock(&self.state).in_flight, queued_at.elapsed())),
+                    Ok(permit) => Ok(waited(permit)),
                     Err(_) => Err(Shed::Timeout),
                 }
             }
         }
     }
 
-    fn release(&self, sample: Option<(f64, usize)>) {
+    fn release(self: &Arc<Self>, sample: Option<(f64, usize)>) {
         let mut s = lock(&self.state);
         if let Some((rtt_ms, in_flight)) = sample {
             s.limit
@@ -194,8 +205,16 @@ impl Admission {
             let Some((_, waiter)) = s.queue.pop() else {
                 break;
             };
-            if waiter.send(()).is_ok() {
-                s.in_flight += 1;
+            s.in_flight += 1;
+            let n = s.in_flight;
+            let mut permit = self.permit(n, Duration::ZERO);
+            // Not a latency sample unless its waiter takes it (see `acquire`).
+            permit.sampled = true;
+            if let Err(mut unsent) = waiter.send(permit) {
+                // The waiter gave up before this slot reached it: the slot stays free (and
+                // the permit must not give it back a second time).
+                unsent.armed = false;
+                s.in_flight -= 1;
             }
         }
         self.queued_gauge.set(s.queue.len() as i64);
@@ -222,6 +241,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         // A request that failed before its head arrived still frees its slot; its latency
         // (a timeout, a refused connection) is also a signal.
         let sample = (!self.sampled).then(|| {
@@ -287,6 +309,41 @@ mod tests {
         assert_eq!(order, ["verified", "unknown", "suspicious"]);
         // The last holder keeps its slot 10 ms (virtual time), then the gate is empty.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(g.snapshot().in_flight, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_leaves_gives_its_slot_back() {
+        let g = gate(1, 8);
+        let held = g.acquire(Priority::Unknown).await.unwrap();
+        // Two waiters queue; the first gives up (its client hung up) while queued.
+        let g1 = g.clone();
+        let leaver = tokio::spawn(async move { g1.acquire(Priority::Unknown).await.map(|_| ()) });
+        let g2 = g.clone();
+        let stayer = tokio::spawn(async move { g2.acquire(Priority::Unknown).await.is_ok() });
+        while g.snapshot().queued < 2 {
+            tokio::task::yield_now().await;
+        }
+        leaver.abort();
+        let _ = leaver.await;
+        drop(held);
+        assert!(stayer.await.unwrap());
+        // Every slot came back: nothing leaked, whatever the interleaving.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(g.snapshot().in_flight, 0);
+        for _ in 0..100 {
+            let p = g.acquire(Priority::Unknown).await.unwrap();
+            let g3 = g.clone();
+            let w = tokio::spawn(async move { g3.acquire(Priority::Unknown).await.map(|_| ()) });
+            while g.snapshot().queued < 1 {
+                tokio::task::yield_now().await;
+            }
+            // The slot is handed to the waiter and the waiter disappears at once.
+            drop(p);
+            w.abort();
+            let _ = w.await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(g.snapshot().in_flight, 0);
     }
 

@@ -40,6 +40,9 @@ impl Priority {
     }
 }
 
+/// Round-trip times below this are treated as this (ms).
+pub const RTT_FLOOR_MS: f64 = 5.0;
+
 /// An adaptive concurrency limit driven by round-trip times.
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimit {
@@ -89,7 +92,9 @@ impl ConcurrencyLimit {
         if !rtt_ms.is_finite() || rtt_ms < 0.0 {
             return;
         }
-        let rtt = rtt_ms.max(0.05);
+        // Below the floor, latency says more about the gateway's own CPU than about the
+        // origin: a fast origin answering in 0.1 ms or 2 ms is not overloaded.
+        let rtt = rtt_ms.max(RTT_FLOOR_MS);
         if now_ms.saturating_sub(self.window_started_ms) >= self.window_ms {
             self.min_rtt_prev = self.min_rtt_now;
             self.min_rtt_now = f64::INFINITY;
@@ -360,6 +365,19 @@ mod tests {
             floor.on_sample(10_000.0, 64, 0);
         }
         assert_eq!(floor.limit(), 6);
+    }
+
+    #[test]
+    fn a_fast_origin_keeps_the_ceiling_when_the_gateway_itself_is_busy() {
+        let mut l = ConcurrencyLimit::new(4, 256);
+        // 0.1 ms when idle, 3 ms when the gateway's CPU is saturated: all below the floor.
+        for i in 0..100 {
+            l.on_sample(0.1, 10, i);
+        }
+        for i in 0..1000 {
+            l.on_sample(3.0, 256, 100 + i);
+        }
+        assert_eq!(l.limit(), 256);
     }
 
     #[test]

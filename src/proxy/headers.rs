@@ -61,6 +61,9 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// Removes the cookie `name` from the `Cookie` headers (Rempart's own pass cookie is none of
 /// the origin's business); headers left empty are removed.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    if !headers.contains_key(http::header::COOKIE) {
+        return;
+    }
     let prefix = format!("{name}=");
     let values: Vec<HeaderValue> = headers
         .get_all(http::header::COOKIE)

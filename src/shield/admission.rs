@@ -290,6 +290,49 @@ impl GoodHistory {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever the sequence of pushes and pops: never more than the capacity, pops come
+        /// best class first and in arrival order within a class, and a push only ever sheds
+        /// an item of a worse class.
+        #[test]
+        fn queue_invariants(ops in proptest::collection::vec((0u8..4, 0u8..3), 1..200), cap in 1usize..8) {
+            let class = |c: u8| Priority::ALL[usize::from(c)];
+            let mut q = PriorityQueue::new(cap);
+            // A model: items (class, arrival number).
+            let mut model: Vec<(Priority, u32)> = Vec::new();
+            for (n, (op, c)) in ops.into_iter().enumerate() {
+                let n = n as u32;
+                if op == 0 {
+                    let got = q.pop();
+                    let best = model.iter().enumerate().min_by_key(|(_, (p, a))| (*p, *a)).map(|(i, _)| i);
+                    let want = best.map(|i| model.remove(i));
+                    proptest::prop_assert_eq!(got.map(|(p, (_, a))| (p, a)), want);
+                } else {
+                    let p = class(c);
+                    match q.push(p, (p, n)) {
+                        Pushed::Queued => model.push((p, n)),
+                        Pushed::Evicted((vp, va)) => {
+                            proptest::prop_assert!(vp > p);
+                            // The newest of the worst class below the newcomer.
+                            let worst = model.iter().filter(|(mp, _)| *mp > p).map(|(mp, _)| *mp).max();
+                            proptest::prop_assert_eq!(Some(vp), worst);
+                            let newest = model.iter().filter(|(mp, _)| *mp == vp).map(|(_, a)| *a).max();
+                            proptest::prop_assert_eq!(Some(va), newest);
+                            model.retain(|(_, a)| *a != va);
+                            model.push((p, n));
+                        }
+                        Pushed::Refused(_) => {
+                            proptest::prop_assert_eq!(model.len(), cap);
+                            proptest::prop_assert!(model.iter().all(|(mp, _)| *mp <= p));
+                        }
+                    }
+                }
+                proptest::prop_assert!(q.len() <= cap);
+                proptest::prop_assert_eq!(q.len(), model.len());
+            }
+        }
+    }
+
     #[test]
     fn queue_serves_best_class_first_fifo_within() {
         let mut q = PriorityQueue::new(10);

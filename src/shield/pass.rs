@@ -595,6 +595,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// A pass verifies only for its exact binding and before its expiry, and any single
+        /// changed character makes it worthless.
+        #[test]
+        fn passes_are_bound_and_tamper_proof(
+            tenant in 0u64..4, prefix in 0u128..4, fingerprint in 0u64..4,
+            other in (0u64..4, 0u128..4, 0u64..4),
+            expires in 1u64..1_000_000, now in 0u64..2_000_000,
+            flip in 0usize..52, digit in 0u8..16,
+        ) {
+            let k = keys();
+            let b = Binding { tenant, prefix, fingerprint };
+            let value = issue_pass(&k, &b, expires);
+            let ok = verify_pass(&k, &b, &value, now);
+            proptest::prop_assert_eq!(ok.is_ok(), now < expires);
+            let o = Binding { tenant: other.0, prefix: other.1, fingerprint: other.2 };
+            if o != b {
+                proptest::prop_assert!(verify_pass(&k, &o, &value, 0).is_err());
+            }
+            let mut chars: Vec<u8> = value.into_bytes();
+            let replacement = b"0123456789abcdef"[usize::from(digit)];
+            if chars[flip] != replacement {
+                chars[flip] = replacement;
+                let tampered = String::from_utf8(chars).unwrap();
+                proptest::prop_assert!(verify_pass(&k, &b, &tampered, 0).is_err());
+            }
+        }
+    }
+
     #[test]
     fn cookie_is_found_among_others() {
         let headers: Vec<&[u8]> = vec![b"a=1; b=2", b"x=y;  rempart_pass=abc ; z=1"];

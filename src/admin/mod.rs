@@ -140,7 +140,19 @@ async fn top_clients(State(state): State<AdminState>, headers: HeaderMap) -> Res
         .into_iter()
         .map(name)
         .collect();
-    Json(serde_json::json!({ "addresses": addresses, "prefixes": prefixes })).into_response()
+    let fingerprints: Vec<_> = generation
+        .shield
+        .top_fingerprints
+        .list(now)
+        .into_iter()
+        .map(name)
+        .collect();
+    Json(serde_json::json!({
+        "addresses": addresses,
+        "prefixes": prefixes,
+        "fingerprints": fingerprints,
+    }))
+    .into_response()
 }
 
 async fn list_bans(State(state): State<AdminState>, headers: HeaderMap) -> Response {

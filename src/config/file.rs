@@ -278,6 +278,9 @@ pub struct TenantShieldFile {
     pub over_limit: Option<String>,
     /// How long a tarpitted request is held (default "10s").
     pub tarpit_for: Option<String>,
+    /// Client errors (4xx from the origin) per second per address above which its requests
+    /// are suspicious (default 10; 0 = off).
+    pub error_rate: Option<u32>,
 }
 
 /// PEM certificate chain and key.

@@ -593,6 +593,7 @@ fn tenant_shield(
         }
     };
     Policy {
+        error_rate: f.error_rate.unwrap_or(10),
         tarpit_ms,
         auto_challenge: f.auto_challenge.unwrap_or(true),
         under_attack: f.under_attack.unwrap_or(false),

@@ -713,6 +713,12 @@ async fn proxy(
     headers::remove_hop_by_hop(response.headers_mut(), switching);
     headers::append_via(response.headers_mut(), &generation.via[0]);
     record.status = head.status.as_u16();
+    if (400..500).contains(&record.status) && tenant.shield.error_rate > 0 {
+        // Scanners and credential stuffing leave a trail of 404s, 401s and 403s.
+        generation
+            .shield
+            .observe_error(tenant_idx, record.client, upstream::now_ms());
+    }
     if calm && head.status.as_u16() < 400 {
         // Served normally while calm: remembered as good history for the next attack.
         generation.defence.history.record(
@@ -935,9 +941,31 @@ fn shield_phase(
     }
     if policy.fingerprint_rate > 0 {
         let tls = conn.tls_fingerprint.as_deref().unwrap_or("-");
-        let http = conn.http_fingerprint.get().map_or("-", |f| &**f);
-        let key = defence::stable_hash(format!("{tls} {http}").as_bytes());
+        let h2_fp;
+        let http = match conn.http_fingerprint.get() {
+            Some(f) => &**f,
+            None if req.version() == Version::HTTP_2 => {
+                h2_fp = crate::shield::fingerprint::http2_fingerprint(
+                    req.method().as_str(),
+                    headers.keys().map(http::HeaderName::as_str),
+                );
+                h2_fp.as_str()
+            }
+            None => "-",
+        };
+        let label = format!("{tls} {http}");
+        let key = defence::stable_hash(label.as_bytes());
         let observed = generation.shield.observe_fingerprint(tenant_idx, key, now);
+        let limit = f64::from(policy.fingerprint_rate);
+        if observed >= limit / 2.0 && (observed as u64) % 4 == 0 {
+            generation.shield.top_fingerprints.record(
+                tenant_idx,
+                u128::from(key),
+                || label.clone(),
+                observed,
+                now,
+            );
+        }
         if observed > f64::from(policy.fingerprint_rate) {
             let enforce = policy.mode == Mode::Enforce;
             counters[crate::metrics::SHIELD_FINGERPRINT_LIMITED + usize::from(!enforce)].inc();
@@ -978,6 +1006,11 @@ fn shield_phase(
         ua_class,
         crate::shield::UserAgentClass::Tool | crate::shield::UserAgentClass::Missing
     ) || !headers.contains_key(http::header::ACCEPT)
+        || (req.version() == Version::HTTP_2
+            && !headers.contains_key(http::header::ACCEPT_LANGUAGE))
+        || (policy.error_rate > 0
+            && generation.shield.error_rate(tenant_idx, client, now)
+                > f64::from(policy.error_rate))
         || conn
             .http_fingerprint
             .get()

@@ -322,6 +322,29 @@ pub fn http_fingerprint(head: &[u8]) -> Option<String> {
     ))
 }
 
+/// The HTTP fingerprint of an HTTP/2 request, from its method and header names in the order
+/// they were decoded (HTTP/2 names are lower case, so casing carries nothing): same shape as
+/// `http_fingerprint`, version `20`.
+pub fn http2_fingerprint<'a>(method: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    let has = |h: &str| names.iter().any(|n| n.eq_ignore_ascii_case(h));
+    let flags: String = BROWSER_HEADERS
+        .iter()
+        .zip(['a', 'b', 'c'])
+        .map(|(h, c)| if has(h) { c } else { '-' })
+        .collect();
+    let m: String = method
+        .chars()
+        .take(2)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    format!(
+        "h20{m}{:02}{flags}_{}",
+        names.len().min(99),
+        hash12(&names.join(","))
+    )
+}
+
 /// Whether an HTTP fingerprint lacks a header every browser sends.
 pub fn lacks_browser_headers(http_fingerprint: &str) -> bool {
     http_fingerprint
@@ -471,6 +494,15 @@ mod tests {
         let reordered = b"GET / HTTP/1.1\r\nUser-Agent: Mozilla/5.0\r\nHost: ville.test\r\nAccept: text/html\r\nAccept-Language: fr\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\r\n";
         assert_ne!(http_fingerprint(reordered).unwrap(), fp);
         assert_eq!(http_fingerprint(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None);
+        let h2 = http2_fingerprint(
+            "GET",
+            ["user-agent", "accept", "accept-language"].into_iter(),
+        );
+        assert!(h2.starts_with("h20ge03abc_"), "{h2}");
+        assert!(lacks_browser_headers(&http2_fingerprint(
+            "GET",
+            ["user-agent"].into_iter()
+        )));
         assert_eq!(http_fingerprint(b"\xff\xfe"), None);
     }
 }

@@ -141,6 +141,9 @@ pub struct Policy {
     pub fingerprint_rate: u32,
     /// Hold over-limit requests this long before answering 429 (0 = answer at once).
     pub tarpit_ms: u64,
+    /// Client-error answers (4xx from the origin) per second from one address above which
+    /// its requests are treated as suspicious (scanners, credential stuffing); 0 = off.
+    pub error_rate: u32,
 }
 
 impl Default for Policy {
@@ -162,6 +165,7 @@ impl Default for Policy {
             pass_rate: 50,
             fingerprint_rate: 0,
             tarpit_ms: 0,
+            error_rate: 10,
         }
     }
 }
@@ -298,6 +302,10 @@ pub struct Shield {
     by_pass: std::sync::OnceLock<WindowSketch>,
     by_fingerprint: std::sync::OnceLock<WindowSketch>,
     by_api_key: std::sync::OnceLock<WindowSketch>,
+    by_errors: std::sync::OnceLock<WindowSketch>,
+    /// Highest current rates per client fingerprint (JA4 + HTTP), when fingerprints are
+    /// limited.
+    pub top_fingerprints: top::TopTable,
     /// Highest per-address and per-prefix rates right now.
     pub top_addresses: top::TopTable,
     /// Highest per-prefix rates right now.
@@ -321,6 +329,8 @@ impl Shield {
             by_pass: std::sync::OnceLock::new(),
             by_fingerprint: std::sync::OnceLock::new(),
             by_api_key: std::sync::OnceLock::new(),
+            by_errors: std::sync::OnceLock::new(),
+            top_fingerprints: top::TopTable::default(),
             top_addresses: top::TopTable::default(),
             top_prefixes: top::TopTable::default(),
             prefixes,
@@ -337,6 +347,21 @@ impl Shield {
                 .get()
                 .map_or(0, WindowSketch::memory_bytes)
             + self.by_api_key.get().map_or(0, WindowSketch::memory_bytes)
+            + self.by_errors.get().map_or(0, WindowSketch::memory_bytes)
+    }
+
+    /// Counts a client-error answer (4xx from the origin) to `ip`.
+    pub fn observe_error(&self, tenant: usize, ip: IpAddr, now_ms: u64) {
+        self.by_errors
+            .get_or_init(new_sketch)
+            .observe(&(tenant, address_key(ip)), 1, now_ms);
+    }
+
+    /// Client-error answers per second to `ip` right now.
+    pub fn error_rate(&self, tenant: usize, ip: IpAddr, now_ms: u64) -> f64 {
+        self.by_errors
+            .get()
+            .map_or(0.0, |s| s.estimate(&(tenant, address_key(ip)), now_ms))
     }
 
     /// Counts a request made with an API key (identified by its digest's first bytes) and
@@ -592,6 +617,22 @@ mod tests {
             .collect();
         assert!(!bans[..20].iter().any(|b| *b));
         assert!(bans[20..].iter().all(|b| *b));
+    }
+
+    #[test]
+    fn error_rates_are_counted_per_address_and_fade() {
+        let shield = Shield::new(PrefixLengths::default());
+        let scanner: IpAddr = "203.0.113.9".parse().unwrap();
+        let resident: IpAddr = "203.0.113.10".parse().unwrap();
+        assert_eq!(shield.error_rate(0, scanner, 1_000), 0.0);
+        for i in 0..30 {
+            shield.observe_error(0, scanner, 1_000 + i * 10);
+        }
+        let rate = shield.error_rate(0, scanner, 1_300);
+        assert!((29.0..=31.0).contains(&rate), "{rate}");
+        assert_eq!(shield.error_rate(0, resident, 1_300), 0.0);
+        assert_eq!(shield.error_rate(1, scanner, 1_300), 0.0);
+        assert_eq!(shield.error_rate(0, scanner, 3_500), 0.0);
     }
 
     #[test]

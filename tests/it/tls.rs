@@ -211,4 +211,22 @@ fingerprint_rate = 3
         m.contains("rule=\"fingerprint_rate\",action=\"limited\"} 3"),
         "{m}"
     );
+    // Operators see the busiest fingerprints: a JA4 (TLS 1.3, SNI, 1 cipher suite, ALPN
+    // http/1.1) and the HTTP fingerprint of the head.
+    let admin = gw.running().admin_addr;
+    let top = get_with(
+        &h1_client(),
+        admin,
+        &admin.to_string(),
+        "/admin/top",
+        &[("authorization", &format!("Bearer {}", gw.token))],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&top.body).unwrap();
+    let fp = v["fingerprints"][0]["client"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(fp.starts_with("t13d01"), "{v}");
+    assert!(fp.contains(" h11ge"), "{v}");
 }

@@ -3,12 +3,13 @@
 # origin (nginx, static 1 KiB), same run, interleaved; wrk with 64 keep-alive connections.
 # Gateways on core 0, wrk and the origin on core 1. Prints medians and the on/off ratio.
 #
-#   DURATION=10s RUNS=5 bench/flood/overhead.sh
+#   DURATION=10s RUNS=5 bench/flood/overhead.sh        # CONNS=256 for 256 connections
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-5}
+CONNS=${CONNS:-64}
 command -v wrk >/dev/null && command -v nginx >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light; }
 (cd "$root" && cargo build --release --locked --quiet)
@@ -30,11 +31,11 @@ for variant in on off; do
   sed -e "s#ORIGIN_PORT#$origin#g" -e "s#PORT#${port[$variant]}#g" "$here/shield-$variant.toml" > "$work/$variant.toml"
   taskset -c 0 "$root/target/release/rempart" run --config "$work/$variant.toml" --no-access-log > "$work/$variant.log" 2>&1 & pids+=($!)
   wait_port "${port[$variant]}"
-  taskset -c 1 wrk -t1 -c64 -d2s -H "Host: bench.localhost" "http://127.0.0.1:${port[$variant]}/1k" > /dev/null
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s -H "Host: bench.localhost" "http://127.0.0.1:${port[$variant]}/1k" > /dev/null
 done
 for run in $(seq 1 "$RUNS"); do
   for variant in on off; do
-    out=$(taskset -c 1 wrk -t1 -c64 -d"$DURATION" -H "Host: bench.localhost" -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0" -H "Accept: text/html" -H "Accept-Language: fr" "http://127.0.0.1:${port[$variant]}/1k")
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" -H "Host: bench.localhost" -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0" -H "Accept: text/html" -H "Accept-Language: fr" "http://127.0.0.1:${port[$variant]}/1k")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     bad=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
     echo "$variant $rps ${bad:-0}" >> "$work/rps"

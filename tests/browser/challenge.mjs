@@ -1,6 +1,7 @@
 // Drives Debian's headless Chromium through Rempart's challenge to the origin page.
 // Usage: node challenge.mjs URL js|nojs EXPECTED_TEXT SCREENSHOT_PREFIX [HOST_RULE]
 // Prints one JSON line: {"ok":bool,"ms":elapsed,"url":final,"challenge_seen":bool,...}.
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
 const [url, mode, expected, shotPrefix, hostRule] = process.argv.slice(2);
@@ -32,6 +33,20 @@ try {
   challengeSeen = challengeSeen || Boolean(first && first.headers()["x-rempart-challenge"]);
   const firstHtml = first ? await first.text().catch(() => "") : "";
   const m = firstHtml.match(/<title>([^<]*)<\/title>/);
+  // Accessibility audit (axe-core) of the challenge page as served, without its script (which
+  // would solve the challenge and leave the page), in a context that lets axe run.
+  if (firstHtml && mode === "js") {
+    const auditContext = await browser.newContext({ bypassCSP: true, locale: "fr-FR" });
+    const audit = await auditContext.newPage();
+    await audit.setContent(firstHtml.replace(/<script[^>]*><\/script>/g, ""));
+    await audit.addScriptTag({ path: createRequire(import.meta.url).resolve("axe-core/axe.min.js") });
+    const axe = await audit.evaluate(async () => {
+      const r = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21aa", "best-practice"] });
+      return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length }));
+    });
+    result.axe_violations = axe;
+    await auditContext.close();
+  }
   result.challenge_title = m ? m[1] : "";
   if (mode === "nojs") await page.waitForLoadState("domcontentloaded");
   await page.screenshot({ path: `${shotPrefix}-challenge.png` }).catch(() => {});

@@ -44,6 +44,7 @@ struct Run {
     second_visit_challenged: Option<bool>,
     second_visit_text: Option<String>,
     cookies: Option<Vec<serde_json::Value>>,
+    axe_violations: Option<Vec<serde_json::Value>>,
 }
 
 async fn drive(url: String, mode: &'static str, shot: &str, host_rule: Option<String>) -> Run {
@@ -128,6 +129,15 @@ async fn chromium_passes_the_challenge_with_and_without_javascript() {
     )
     .await;
     assert_through(&js, "javascript, webcrypto");
+    // The challenge page passes an automated accessibility audit (axe-core, WCAG 2.1 A/AA):
+    // no serious or critical violation.
+    let violations = js.axe_violations.clone().expect("axe audit ran");
+    let blocking: Vec<_> = violations
+        .iter()
+        .filter(|v| v["impact"] == "serious" || v["impact"] == "critical")
+        .collect();
+    assert!(blocking.is_empty(), "{violations:?}");
+    eprintln!("axe violations on the challenge page: {violations:?}");
     assert!(js.ms.unwrap() < 5_000, "{:?}", js.ms);
 
     // A plain-HTTP host name is not a secure context: no WebCrypto, the script's SHA-256.

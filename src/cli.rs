@@ -229,18 +229,7 @@ pub async fn bans(config: &std::path::Path, action: BanAction) -> i32 {
             }
             0
         }
-        Ok((status, body)) => {
-            eprintln!("admin API answered {status}: {}", body.trim());
-            if status == 404 || status == 400 {
-                2
-            } else {
-                1
-            }
-        }
-        Err(e) => {
-            eprintln!("cannot reach the admin API at {address}: {e}");
-            1
-        }
+        other => admin_failure(other, address),
     }
 }
 
@@ -369,18 +358,7 @@ pub async fn shield(config: &std::path::Path, action: ShieldAction) -> i32 {
             }
             0
         }
-        Ok((status, body)) => {
-            eprintln!("admin API answered {status}: {}", body.trim());
-            if status == 404 || status == 400 {
-                2
-            } else {
-                1
-            }
-        }
-        Err(e) => {
-            eprintln!("cannot reach the admin API at {address}: {e}");
-            1
-        }
+        other => admin_failure(other, address),
     }
 }
 
@@ -453,6 +431,25 @@ pub async fn reload(config: &std::path::Path) -> i32 {
         Ok((status, body)) => {
             eprintln!("admin API answered {status}: {}", body.trim());
             1
+        }
+        Err(e) => {
+            eprintln!("cannot reach the admin API at {address}: {e}");
+            1
+        }
+    }
+}
+
+/// Says why an admin call did not succeed; the exit code: 2 for a request the gateway
+/// refused as wrong (400, 404), 1 otherwise.
+fn admin_failure(call: anyhow::Result<(u16, String)>, address: std::net::SocketAddr) -> i32 {
+    match call {
+        Ok((status, body)) => {
+            eprintln!("admin API answered {status}: {}", body.trim());
+            if status == 404 || status == 400 {
+                2
+            } else {
+                1
+            }
         }
         Err(e) => {
             eprintln!("cannot reach the admin API at {address}: {e}");

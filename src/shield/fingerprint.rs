@@ -304,29 +304,11 @@ pub fn http_fingerprint(head: &[u8]) -> Option<String> {
         let (name, _) = line.split_once(':')?;
         names.push(name);
     }
-    let has = |h: &str| names.iter().any(|n| n.eq_ignore_ascii_case(h));
-    let flags: String = BROWSER_HEADERS
-        .iter()
-        .zip(['a', 'b', 'c'])
-        .map(|(h, c)| if has(h) { c } else { '-' })
-        .collect();
-    let m: String = method
-        .chars()
-        .take(2)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    Some(format!(
-        "h{version}{m}{:02}{flags}_{}",
-        names.len().min(99),
-        hash12(&names.join(","))
-    ))
+    Some(shape(version, method, &names))
 }
 
-/// The HTTP fingerprint of an HTTP/2 request, from its method and header names in the order
-/// they were decoded (HTTP/2 names are lower case, so casing carries nothing): same shape as
-/// `http_fingerprint`, version `20`.
-pub fn http2_fingerprint<'a>(method: &str, names: impl Iterator<Item = &'a str>) -> String {
-    let names: Vec<&str> = names.collect();
+/// `h{version}{method}{count}{a|-}{b|-}{c|-}_{hash of the names in order}`.
+fn shape(version: &str, method: &str, names: &[&str]) -> String {
     let has = |h: &str| names.iter().any(|n| n.eq_ignore_ascii_case(h));
     let flags: String = BROWSER_HEADERS
         .iter()
@@ -339,10 +321,18 @@ pub fn http2_fingerprint<'a>(method: &str, names: impl Iterator<Item = &'a str>)
         .collect::<String>()
         .to_ascii_lowercase();
     format!(
-        "h20{m}{:02}{flags}_{}",
+        "h{version}{m}{:02}{flags}_{}",
         names.len().min(99),
         hash12(&names.join(","))
     )
+}
+
+/// The HTTP fingerprint of an HTTP/2 request, from its method and header names in the order
+/// they were decoded (HTTP/2 names are lower case, so casing carries nothing): same shape as
+/// `http_fingerprint`, version `20`.
+pub fn http2_fingerprint<'a>(method: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    shape("20", method, &names)
 }
 
 /// Whether an HTTP fingerprint lacks a header every browser sends.

@@ -14,7 +14,8 @@ async fn drill_reports_residents_served_through_a_small_flood() {
         2,
         Duration::from_millis(5),
     ));
-    let pool = "max_concurrency = 2\nmin_concurrency = 1";
+    // A queue wait over 30 ms (a tenth of the queue timeout) means the origin is saturated.
+    let pool = "max_concurrency = 2\nmin_concurrency = 1\nqueue_timeout = \"300ms\"";
     let gw = Gw::start(&one_tenant(&[origin], pool, "")).await;
     let scenario = rempart::drill::scenario::Scenario::parse(
         r#"
@@ -28,7 +29,7 @@ budget = "1s"
 [[attack]]
 kind = "flood"
 sources = 500
-connections = 20
+connections = 40
 rate = 2000
 requests_per_connection = 5
 cache_bust = true
@@ -50,6 +51,7 @@ rotate_user_agents = true
     assert!(o.legit > 0 && o.served == o.legit + o.attack, "{report}");
     assert!(report.gateway.unwrap().peak_rss_mib > 1.0);
     assert!(report.to_string().contains("residents:"));
+    eprintln!("{report}");
 }
 
 #[tokio::test]

@@ -16,7 +16,13 @@ async fn drill_reports_residents_served_through_a_small_flood() {
     ));
     // A queue wait over 30 ms (a tenth of the queue timeout) means the origin is saturated.
     let pool = "max_concurrency = 2\nmin_concurrency = 1\nqueue_timeout = \"300ms\"";
-    let gw = Gw::start(&one_tenant(&[origin], pool, "")).await;
+    // A light proof of work: this drill is a debug build sharing the CPU with the other
+    // tests; the benchmark (bench/flood) runs the release build at the default difficulty.
+    let config = format!(
+        "{}\n[tenants.shield]\nchallenge_difficulty = 8\n",
+        one_tenant(&[origin], pool, "")
+    );
+    let gw = Gw::start(&config).await;
     let scenario = rempart::drill::scenario::Scenario::parse(
         r#"
 name = "small flood"

@@ -31,7 +31,7 @@ duration = "3s"
 clients = 4
 think = "200ms"
 assets = 1
-budget = "1s"
+budget = "5s"
 [[attack]]
 kind = "flood"
 sources = 500
@@ -48,6 +48,8 @@ rotate_user_agents = true
         .unwrap();
     // The origin (2 workers x 5 ms = 400/s) is flooded at ~5x: residents still get through
     // (after their challenge), bots mostly get challenge pages, the origin never queues.
+    // (A 5 s budget: this checks the drill's accounting, in a debug build sharing the CPU
+    // with the other tests; the 1 s budget is measured by bench/flood on release builds.)
     assert!(report.legit_loads >= 8, "{report}");
     assert!(report.legit_success_pct >= 90.0, "{report}");
     assert!(report.attack_challenged > report.attack_ok, "{report}");

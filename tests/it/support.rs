@@ -385,6 +385,15 @@ pub async fn collect(resp: Response<Incoming>) -> Got {
     }
 }
 
+/// GET `path` with `Host: host` through `addr`; `None` on a transport error (for polling).
+pub async fn try_get(client: &H1Client, addr: SocketAddr, host: &str, path: &str) -> Option<Got> {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    Some(collect(client.request(req).await.ok()?).await)
+}
+
 /// GET `path` with `Host: host` through `addr`.
 pub async fn get(client: &H1Client, addr: SocketAddr, host: &str, path: &str) -> Got {
     get_with(client, addr, host, path, &[]).await

@@ -146,7 +146,7 @@ pub struct PoolSpec {
     /// Health checking.
     pub health: HealthSpec,
     /// Admission control (adaptive concurrency limit and priority queue).
-    pub admission: crate::proxy::admission::AdmissionSettings,
+    pub admission: crate::shield::admission::AdmissionSettings,
 }
 
 /// A route.

@@ -815,7 +815,7 @@ fn pools(c: &mut Collector, p: &str, files: &[PoolFile]) -> Vec<PoolSpec> {
                 None,
             );
         }
-        let admission = crate::proxy::admission::AdmissionSettings {
+        let admission = crate::shield::admission::AdmissionSettings {
             max_concurrency,
             min_concurrency: min_concurrency.min(max_concurrency.max(1)),
             queue_size: pf.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),

@@ -13,18 +13,7 @@ use tokio::time::Instant;
 
 use crate::shield::admission::{ConcurrencyLimit, Priority, PriorityQueue, Pushed};
 
-/// Settings of one pool's gate (validated configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdmissionSettings {
-    /// Ceiling of the adaptive limit (0 = no gate).
-    pub max_concurrency: u32,
-    /// Floor of the adaptive limit.
-    pub min_concurrency: u32,
-    /// Requests that may wait for a slot.
-    pub queue_size: usize,
-    /// How long a request may wait.
-    pub queue_timeout: Duration,
-}
+pub use crate::shield::admission::AdmissionSettings;
 
 struct State {
     in_flight: usize,

@@ -357,7 +357,7 @@ mod tests {
                 passive_failures: 3,
                 passive_eject: Duration::from_secs(10),
             },
-            admission: crate::proxy::admission::AdmissionSettings {
+            admission: crate::shield::admission::AdmissionSettings {
                 max_concurrency: 0,
                 min_concurrency: 1,
                 queue_size: 0,

@@ -14,6 +14,20 @@
 //! `proxy::admission` wraps these in the async gate the pipeline awaits.
 
 use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Settings of one pool's gate (validated configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// Ceiling of the adaptive limit (0 = no gate).
+    pub max_concurrency: u32,
+    /// Floor of the adaptive limit.
+    pub min_concurrency: u32,
+    /// Requests that may wait for a slot.
+    pub queue_size: usize,
+    /// How long a request may wait.
+    pub queue_timeout: Duration,
+}
 
 /// Request classes, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -232,7 +232,7 @@ async fn admin_api_switches_under_attack_mode() {
         200
     );
     let admin = gw.running().admin_addr;
-    let token = std::fs::read_to_string(gw.dir.path().join("admin.token")).unwrap();
+    let token = gw.token.clone();
     let call = |body: &'static str| {
         let token = token.trim().to_owned();
         async move {
@@ -367,7 +367,7 @@ async fn under_pressure_clients_without_a_pass_are_challenged_and_passes_go_thro
     );
     let status = {
         let admin = gw.running().admin_addr;
-        let token = std::fs::read_to_string(gw.dir.path().join("admin.token")).unwrap();
+        let token = gw.token.clone();
         let req = hyper::Request::get(format!("http://{admin}/admin/shield"))
             .header("authorization", format!("Bearer {}", token.trim()))
             .body(http_body_util::Full::new(bytes::Bytes::new()))

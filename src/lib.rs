@@ -28,4 +28,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod shield;
+pub mod status;
 pub mod telemetry;

@@ -96,9 +96,86 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogFile,
+    /// Public status pages: storage, off-site copy, time zone.
+    #[serde(default)]
+    pub status: StatusFile,
     /// Tenants (municipalities, agencies).
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
+}
+
+/// Default path of the embedded status database (next to the config file).
+pub const DEFAULT_STATUS_DATABASE: &str = "rempart-status.db";
+/// Default status page path on every host of a tenant with a status page.
+pub const DEFAULT_STATUS_PATH: &str = "/statut";
+/// Default time a component's new state must last before the page shows it.
+pub const DEFAULT_STATUS_DEBOUNCE: &str = "30s";
+/// Default response time above which a request counts as slow for the status page.
+pub const DEFAULT_STATUS_SLOW: &str = "3s";
+/// Default attempts of the publish command after a change.
+pub const DEFAULT_PUBLISH_ATTEMPTS: u32 = 3;
+/// Default time zone of dates on status pages.
+pub const DEFAULT_TIME_ZONE: &str = "Europe/Paris";
+
+/// Global status-page settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StatusFile {
+    /// SQLite database holding history, incidents and subscribers.
+    pub database: Option<String>,
+    /// Directory where the whole status site is written as static files after every change.
+    pub export_dir: Option<String>,
+    /// Shell command run after each export (for example an rsync to another provider);
+    /// `REMPART_STATUS_DIR` names the export directory.
+    pub publish_command: Option<String>,
+    /// Attempts of the publish command before giving up until the next change.
+    pub publish_attempts: Option<u32>,
+    /// Time zone of dates shown to residents: `Europe/Paris`, `UTC` or `+04:00`.
+    pub time_zone: Option<String>,
+}
+
+/// A tenant's status page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStatusFile {
+    /// Hosts serving only the status site (for example `statut.ville.fr`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path of the status site on the tenant's own hosts (`""` for none).
+    pub path: Option<String>,
+    /// Public address of the status page, used in feeds and messages.
+    pub url: Option<String>,
+    /// Publish incidents opened automatically without waiting for an operator.
+    #[serde(default)]
+    pub auto_publish: bool,
+    /// Time a component's new state must last before the page shows it.
+    pub debounce: Option<String>,
+    /// Response time above which a request counts as slow.
+    pub slow: Option<String>,
+    /// Other ways to reach the council, shown on the status and fallback pages.
+    #[serde(default)]
+    pub alternatives: Vec<String>,
+    /// The citizen services shown on the page.
+    #[serde(default)]
+    pub components: Vec<ComponentFile>,
+}
+
+/// One citizen service on the status page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentFile {
+    /// Stable identifier.
+    pub id: String,
+    /// Name in French.
+    pub name: String,
+    /// Name in English.
+    pub name_en: Option<String>,
+    /// Routes (by name) whose pools give the component its state.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Pools (by name) that give the component its state.
+    #[serde(default)]
+    pub pools: Vec<String>,
 }
 
 /// A downstream listener.
@@ -214,6 +291,8 @@ pub struct TenantFile {
     /// Flood-defence policy of this tenant.
     #[serde(default)]
     pub shield: TenantShieldFile,
+    /// Public status page.
+    pub status: Option<TenantStatusFile>,
 }
 
 /// Logging settings.

@@ -203,6 +203,74 @@ pub struct Tenant {
     pub certificate: Option<Arc<CertifiedKey>>,
     /// Flood-defence policy.
     pub shield: crate::shield::Policy,
+    /// Public status page, when configured.
+    pub status: Option<StatusSpec>,
+}
+
+/// A tenant's status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSpec {
+    /// Hosts serving only the status site (lower case).
+    pub hosts: Vec<String>,
+    /// Path of the status site on the tenant's hosts (no trailing slash), if any.
+    pub path: Option<String>,
+    /// Public address of the page, when configured.
+    pub url: Option<String>,
+    /// Publish automatic incidents at once.
+    pub auto_publish: bool,
+    /// Time a new state must last before the page shows it.
+    pub debounce: Duration,
+    /// Response time above which a request counts as slow.
+    pub slow: Duration,
+    /// Other ways to reach the council.
+    pub alternatives: Vec<String>,
+    /// Components, in page order.
+    pub components: Vec<ComponentSpec>,
+}
+
+impl StatusSpec {
+    /// The component a route feeds, if any.
+    pub fn component_of_pool(&self, pool: usize) -> Option<&ComponentSpec> {
+        self.components.iter().find(|c| c.pools.contains(&pool))
+    }
+}
+
+/// A citizen service on the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentSpec {
+    /// Identifier.
+    pub id: String,
+    /// Name in French.
+    pub name: String,
+    /// Name in English.
+    pub name_en: Option<String>,
+    /// Indexes of the tenant's pools behind it.
+    pub pools: Vec<usize>,
+}
+
+impl ComponentSpec {
+    /// The name in `lang`.
+    pub fn name(&self, lang: Language) -> &str {
+        match lang {
+            Language::En => self.name_en.as_deref().unwrap_or(&self.name),
+            Language::Fr => &self.name,
+        }
+    }
+}
+
+/// Global status-page settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSettings {
+    /// SQLite database path.
+    pub database: PathBuf,
+    /// Export directory for the off-site copy.
+    pub export_dir: Option<PathBuf>,
+    /// Command run after each export.
+    pub publish_command: Option<String>,
+    /// Attempts of the publish command.
+    pub publish_attempts: u32,
+    /// Time zone of dates shown to residents.
+    pub time_zone: crate::status::model::TimeZone,
 }
 
 impl Tenant {
@@ -251,6 +319,8 @@ pub struct Runtime {
     pub watched_files: Vec<PathBuf>,
     /// Keys signing pass cookies, when configured (else the gateway makes a random one).
     pub pass_keys: Option<Arc<crate::shield::pass::KeyRing>>,
+    /// Status pages' storage and off-site copy.
+    pub status: StatusSettings,
     pub(crate) hosts_exact: HashMap<String, usize>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

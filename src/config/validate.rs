@@ -357,6 +357,20 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         let shield = tenant_shield(&mut c, &p, &tf.shield, base);
         let pools = pools(&mut c, &p, &tf.pools);
         let routes = routes(&mut c, &p, tf, &pools, &hosts, &limits, base, &timeouts);
+        let status = tf
+            .status
+            .as_ref()
+            .map(|sf| tenant_status(&mut c, &p, sf, &pools, &routes));
+        for (hi, h) in status.iter().flat_map(|s| s.hosts.iter()).enumerate() {
+            if let Some(other) = host_owner.insert(h.clone(), tf.id.clone()) {
+                c.push(
+                    format!("{p}.status.hosts[{hi}]"),
+                    format!("host `{h}` is already served by tenant `{other}`"),
+                    None,
+                );
+            }
+            hosts_exact.insert(h.clone(), ti);
+        }
         tenants.push(Tenant {
             id: tf.id.clone(),
             name: tf.name.clone(),
@@ -367,6 +381,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             routes,
             certificate,
             shield,
+            status,
         });
     }
     // Most specific wildcard first.
@@ -444,6 +459,8 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         }
     };
 
+    let status = status_settings(&mut c, &file.status, base);
+
     if c.problems.is_empty() {
         let watched_files = file
             .tenants
@@ -458,6 +475,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .map(|f| base.join(f))
             .collect();
         Ok(Runtime {
+            status,
             pass_keys,
             log_full_client_address,
             watched_files,
@@ -476,6 +494,166 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         })
     } else {
         Err(c.problems)
+    }
+}
+
+fn status_settings(c: &mut Collector, f: &StatusFile, base: &Path) -> StatusSettings {
+    let time_zone_raw = f.time_zone.as_deref().unwrap_or(DEFAULT_TIME_ZONE);
+    let time_zone = crate::status::model::TimeZone::parse(time_zone_raw).unwrap_or_else(|| {
+        c.push(
+            "status.time_zone",
+            format!("unknown time zone `{time_zone_raw}`"),
+            Some("use \"Europe/Paris\", \"UTC\" or a fixed offset such as \"+04:00\""),
+        );
+        crate::status::model::TimeZone::Paris
+    });
+    let publish_attempts = f.publish_attempts.unwrap_or(DEFAULT_PUBLISH_ATTEMPTS);
+    if publish_attempts == 0 || publish_attempts > 10 {
+        c.push(
+            "status.publish_attempts",
+            format!("{publish_attempts} is out of range"),
+            Some("use 1 to 10"),
+        );
+    }
+    if f.publish_command.is_some() && f.export_dir.is_none() {
+        c.push(
+            "status.publish_command",
+            "a publish command needs an export directory to publish",
+            Some("add status.export_dir = \"/var/lib/rempart/statut\""),
+        );
+    }
+    if f.publish_command.as_deref().is_some_and(|cmd| cmd.trim().is_empty()) {
+        c.push("status.publish_command", "is empty", Some("remove the key or give a command"));
+    }
+    StatusSettings {
+        database: base.join(f.database.as_deref().unwrap_or(DEFAULT_STATUS_DATABASE)),
+        export_dir: f.export_dir.as_ref().map(|d| base.join(d)),
+        publish_command: f.publish_command.clone(),
+        publish_attempts,
+        time_zone,
+    }
+}
+
+fn tenant_status(
+    c: &mut Collector,
+    p: &str,
+    f: &TenantStatusFile,
+    pools: &[PoolSpec],
+    routes: &[Route],
+) -> StatusSpec {
+    let p = format!("{p}.status");
+    let mut hosts = Vec::new();
+    for (hi, h) in f.hosts.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        if !valid_host(&lower) || lower.starts_with('*') {
+            c.push(
+                format!("{p}.hosts[{hi}]"),
+                format!("`{h}` is not a host name"),
+                Some("write an exact name such as \"statut.ville.fr\", without scheme or port"),
+            );
+        } else {
+            hosts.push(lower);
+        }
+    }
+    let path = match f.path.as_deref() {
+        None => Some(DEFAULT_STATUS_PATH.to_owned()),
+        Some("") => None,
+        Some(raw) => {
+            let trimmed = raw.trim_end_matches('/');
+            if !raw.starts_with('/')
+                || trimmed.is_empty()
+                || trimmed.starts_with(crate::proxy::challenge::LOCAL_PREFIX)
+                || !trimmed
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-._".contains(&b))
+            {
+                c.push(
+                    format!("{p}.path"),
+                    format!("`{raw}` is not a usable path"),
+                    Some("write for example \"/statut\", or \"\" to serve the page on its own hosts only"),
+                );
+                None
+            } else {
+                Some(trimmed.to_owned())
+            }
+        }
+    };
+    if path.is_none() && hosts.is_empty() && f.path.as_deref() == Some("") {
+        c.push(
+            format!("{p}"),
+            "the status page has neither a path nor a host",
+            Some("set hosts = [\"statut.ville.fr\"] or a path such as \"/statut\""),
+        );
+    }
+    if let Some(url) = &f.url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            c.push(
+                format!("{p}.url"),
+                format!("`{url}` is not an http(s) address"),
+                Some("write for example \"https://statut.ville.fr/\""),
+            );
+        }
+    }
+    let debounce = c.duration(&format!("{p}.debounce"), f.debounce.as_deref(), DEFAULT_STATUS_DEBOUNCE);
+    let slow = c.duration(&format!("{p}.slow"), f.slow.as_deref(), DEFAULT_STATUS_SLOW);
+    let mut components: Vec<ComponentSpec> = Vec::new();
+    for (ci, cf) in f.components.iter().enumerate() {
+        let cp = format!("{p}.components[{ci}]");
+        if !valid_id(&cf.id) {
+            c.push(
+                format!("{cp}.id"),
+                format!("`{}` is not a valid id", cf.id),
+                Some("use lower-case letters, digits, '-' and '_'"),
+            );
+        } else if components.iter().any(|o| o.id == cf.id) {
+            c.push(format!("{cp}.id"), format!("duplicate component id `{}`", cf.id), None);
+        }
+        let mut pool_idx = Vec::new();
+        for (ri, r) in cf.routes.iter().enumerate() {
+            match routes.iter().find(|route| &route.name == r) {
+                Some(route) => pool_idx.push(route.pool),
+                None => c.push(
+                    format!("{cp}.routes[{ri}]"),
+                    format!("no route is named `{r}`"),
+                    Some("name one of the tenant's routes (its `name`, or its path prefix when unnamed)"),
+                ),
+            }
+        }
+        for (pi, name) in cf.pools.iter().enumerate() {
+            match pools.iter().position(|pool| &pool.name == name) {
+                Some(i) => pool_idx.push(i),
+                None => c.push(
+                    format!("{cp}.pools[{pi}]"),
+                    format!("no pool is named `{name}`"),
+                    Some("name one of the tenant's [[tenants.pools]]"),
+                ),
+            }
+        }
+        pool_idx.sort_unstable();
+        pool_idx.dedup();
+        components.push(ComponentSpec {
+            id: cf.id.clone(),
+            name: cf.name.clone(),
+            name_en: cf.name_en.clone(),
+            pools: pool_idx,
+        });
+    }
+    if components.is_empty() {
+        c.push(
+            format!("{p}.components"),
+            "a status page needs at least one component",
+            Some("add [[tenants.status.components]] with id, name and the routes it covers"),
+        );
+    }
+    StatusSpec {
+        hosts,
+        path,
+        url: f.url.clone(),
+        auto_publish: f.auto_publish,
+        debounce,
+        slow,
+        alternatives: f.alternatives.clone(),
+        components,
     }
 }
 

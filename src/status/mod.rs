@@ -1,0 +1,869 @@
+//! Public status pages: one per tenant, served by Rempart from memory so it stays up when
+//! every origin is down.
+//!
+//! Data flow: the gateway samples each component's pools once a second (servers available,
+//! requests, failures, slow answers) and calls [`StatusService::observe`]; the debounced
+//! detector (`model`) sets the component's state, opens an automatic draft incident when a
+//! service goes down (published at once only when the tenant allows it) and closes it when
+//! the service is back. Operators create incidents, updates and maintenance windows and
+//! override states through the admin API. Every change is written to SQLite (`store`),
+//! re-rendered (`render`: HTML in French and English, Atom, JSON) into [`Pages`] swapped
+//! atomically, and handed to the exporter (`export`), which writes the static off-site copy
+//! and runs the publish command.
+
+pub mod export;
+pub mod model;
+pub mod render;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::config::runtime::{Language, Runtime, StatusSettings, StatusSpec};
+use model::{
+    ComponentState, Debounce, DayTally, Impact, Incident, IncidentKind, IncidentStatus, Sample,
+    DAY_S, HISTORY_DAYS,
+};
+use render::{ComponentSnapshot, Flavor, Snapshot};
+use store::Store;
+
+/// A tenant's rendered status site.
+#[derive(Debug)]
+pub struct Pages {
+    /// HTML page as served, French then English.
+    pub html: [Bytes; 2],
+    /// HTML page for the static copy, French then English.
+    pub static_html: [Bytes; 2],
+    /// Atom feed.
+    pub atom: Bytes,
+    /// JSON summary.
+    pub json: Bytes,
+    /// Entity tag of this rendering.
+    pub etag: String,
+    /// Default language.
+    pub language: Language,
+}
+
+impl Pages {
+    /// The served page in `lang`.
+    pub fn html(&self, lang: Language) -> &Bytes {
+        match lang {
+            Language::Fr => &self.html[0],
+            Language::En => &self.html[1],
+        }
+    }
+}
+
+/// What an operator asked that cannot be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    /// No tenant with a status page has this id.
+    #[error("no tenant `{0}` with a status page")]
+    UnknownTenant(String),
+    /// No such incident for this tenant.
+    #[error("no incident {0} for this tenant")]
+    UnknownIncident(u64),
+    /// No such component.
+    #[error("no component `{0}` on this status page")]
+    UnknownComponent(String),
+    /// A field is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A new incident or maintenance, from an operator.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIncident {
+    /// `incident` (default) or `maintenance`.
+    #[serde(default = "default_kind")]
+    pub kind: IncidentKind,
+    /// Title in French.
+    pub title: String,
+    /// Title in English.
+    pub title_en: Option<String>,
+    /// Impact (default `minor`; `none` for maintenance).
+    pub impact: Option<Impact>,
+    /// Component ids.
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// First stage (default `investigating`, or `scheduled` for maintenance).
+    pub status: Option<IncidentStatus>,
+    /// First public message in French.
+    pub message: String,
+    /// First public message in English.
+    pub message_en: Option<String>,
+    /// Publish at once (default: a draft).
+    #[serde(default)]
+    pub publish: bool,
+    /// Maintenance window start (unix seconds).
+    pub starts_at: Option<u64>,
+    /// Maintenance window end (unix seconds).
+    pub ends_at: Option<u64>,
+}
+
+fn default_kind() -> IncidentKind {
+    IncidentKind::Incident
+}
+
+/// A new timeline entry, from an operator.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUpdate {
+    /// Stage reached.
+    pub status: IncidentStatus,
+    /// Message in French.
+    pub message: String,
+    /// Message in English.
+    pub message_en: Option<String>,
+    /// New impact, when it changed.
+    pub impact: Option<Impact>,
+}
+
+/// Changes to a draft or published incident's header, from an operator.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentEdit {
+    /// Title in French.
+    pub title: Option<String>,
+    /// Title in English.
+    pub title_en: Option<String>,
+    /// Impact.
+    pub impact: Option<Impact>,
+    /// Component ids.
+    pub components: Option<Vec<String>>,
+    /// Publish (true) or take back to draft (false).
+    pub published: Option<bool>,
+}
+
+#[derive(Debug)]
+struct ComponentBoard {
+    id: String,
+    debounce: Debounce,
+    overridden: Option<ComponentState>,
+    shown: ComponentState,
+    changed_at: u64,
+    accrued_to: u64,
+    auto_incident: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Board {
+    tenant_name: String,
+    language: Language,
+    spec: StatusSpec,
+    components: Vec<ComponentBoard>,
+}
+
+#[derive(Debug)]
+struct State {
+    settings: StatusSettings,
+    boards: BTreeMap<String, Board>,
+    incidents: BTreeMap<u64, Incident>,
+    last_id: u64,
+    days: HashMap<(String, String, u64), DayTally>,
+    pending_days: HashMap<(String, String, u64), DayTally>,
+    last_flush: u64,
+    last_render: u64,
+}
+
+/// Outcome of the last export and publish, shown to operators.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PublishOutcome {
+    /// Unix seconds of the last export.
+    pub exported_at: Option<u64>,
+    /// Export error, if the last export failed.
+    pub export_error: Option<String>,
+    /// Unix seconds of the last publish command's end.
+    pub published_at: Option<u64>,
+    /// Whether the last publish command succeeded.
+    pub publish_ok: Option<bool>,
+    /// Attempts the last publish took.
+    pub publish_attempts: u32,
+    /// The last failure's exit status and stderr tail.
+    pub publish_error: Option<String>,
+}
+
+/// The status pages of every tenant that has one.
+pub struct StatusService {
+    state: Mutex<State>,
+    pages: ArcSwap<HashMap<String, Arc<Pages>>>,
+    store: Option<Store>,
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Last export and publish outcome.
+    pub outcome: Mutex<PublishOutcome>,
+}
+
+/// Wall-clock unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn boards_for(config: &Runtime, old: Option<&mut BTreeMap<String, Board>>, loaded_overrides: &HashMap<(String, String), ComponentState>, now: u64) -> BTreeMap<String, Board> {
+    let mut old = old.map(std::mem::take).unwrap_or_default();
+    let mut boards = BTreeMap::new();
+    for t in &config.tenants {
+        let Some(spec) = &t.status else { continue };
+        let mut previous = old.remove(&t.id);
+        let components = spec
+            .components
+            .iter()
+            .map(|c| {
+                previous
+                    .as_mut()
+                    .and_then(|b| {
+                        let i = b.components.iter().position(|pc| pc.id == c.id)?;
+                        Some(b.components.swap_remove(i))
+                    })
+                    .unwrap_or_else(|| {
+                        let overridden = loaded_overrides.get(&(t.id.clone(), c.id.clone())).copied();
+                        ComponentBoard {
+                            id: c.id.clone(),
+                            debounce: Debounce::new(now * 1000),
+                            overridden,
+                            shown: overridden.unwrap_or(ComponentState::Operational),
+                            changed_at: now,
+                            accrued_to: now,
+                            auto_incident: None,
+                        }
+                    })
+            })
+            .collect();
+        boards.insert(
+            t.id.clone(),
+            Board {
+                tenant_name: t.name.clone(),
+                language: t.language,
+                spec: spec.clone(),
+                components,
+            },
+        );
+    }
+    boards
+}
+
+impl StatusService {
+    /// Builds the service for `config`, reading history from its database when a tenant has
+    /// a status page (no database is opened otherwise).
+    pub fn open(config: &Runtime, now: u64) -> Result<Arc<Self>, store::StoreError> {
+        let wanted = config.tenants.iter().any(|t| t.status.is_some());
+        let (store, loaded) = if wanted {
+            let (s, l) = Store::open(&config.status.database, now, HISTORY_DAYS)?;
+            (Some(s), l)
+        } else {
+            (None, store::Loaded::default())
+        };
+        Ok(Arc::new(Self::from_loaded(config, store, loaded, now)))
+    }
+
+    fn from_loaded(config: &Runtime, store: Option<Store>, loaded: store::Loaded, now: u64) -> Self {
+        let boards = boards_for(config, None, &loaded.overrides, now);
+        // An automatic incident still open from before a restart stays attached to its
+        // component, so recovery closes it.
+        let mut boards = boards;
+        for i in loaded.incidents.iter().filter(|i| i.automatic && i.is_open()) {
+            if let Some(b) = boards.get_mut(&i.tenant) {
+                for c in b.components.iter_mut().filter(|c| i.components.contains(&c.id)) {
+                    c.auto_incident = Some(i.id);
+                }
+            }
+        }
+        let state = State {
+            settings: config.status.clone(),
+            boards,
+            incidents: loaded.incidents.into_iter().map(|i| (i.id, i)).collect(),
+            last_id: loaded.last_id,
+            days: loaded.days,
+            pending_days: HashMap::new(),
+            last_flush: now,
+            last_render: now,
+        };
+        let service = Self {
+            state: Mutex::new(state),
+            pages: ArcSwap::from_pointee(HashMap::new()),
+            store,
+            changes: tokio::sync::watch::channel(0).0,
+            outcome: Mutex::new(PublishOutcome::default()),
+        };
+        service.render_all(now);
+        service
+    }
+
+    /// Renders a read-only view of `config`'s status database (for `rempart status export`).
+    pub fn read_only(config: &Runtime, now: u64) -> Result<Self, store::StoreError> {
+        let loaded = Store::read_only(&config.status.database, now, HISTORY_DAYS)?;
+        Ok(Self::from_loaded(config, None, loaded, now))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a reloaded configuration: components keep their state by id.
+    pub fn apply_config(&self, config: &Runtime, now: u64) {
+        {
+            let mut st = self.lock();
+            let mut old = std::mem::take(&mut st.boards);
+            st.boards = boards_for(config, Some(&mut old), &HashMap::new(), now);
+            st.settings = config.status.clone();
+        }
+        self.render_all(now);
+    }
+
+    /// The rendered site of `tenant_id`.
+    pub fn pages(&self, tenant_id: &str) -> Option<Arc<Pages>> {
+        self.pages.load().get(tenant_id).cloned()
+    }
+
+    /// A receiver woken after every re-rendering (the exporter waits on it).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Status settings in force.
+    pub fn settings(&self) -> StatusSettings {
+        self.lock().settings.clone()
+    }
+
+    /// Feeds one sampling interval of `tenant_id`'s components (`samples[i]` for component
+    /// `i` in config order) at `now_ms` (unix milliseconds). Re-renders when a shown state
+    /// changed, and at least once a minute so dates and bars move on.
+    pub fn observe(&self, tenant_id: &str, samples: &[Sample], now_ms: u64) {
+        let now = now_ms / 1000;
+        let changed = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let Some(board) = st.boards.get_mut(tenant_id) else {
+                return;
+            };
+            let hold_ms = board.spec.debounce.as_millis() as u64;
+            let mut changed = false;
+            let mut new_incidents = Vec::new();
+            let mut closed = Vec::new();
+            for (k, comp) in board.components.iter_mut().enumerate() {
+                let spec = &board.spec.components[k];
+                let sample = samples.get(k).copied().unwrap_or_default();
+                let before = comp.debounce.state();
+                if !spec.pools.is_empty() {
+                    comp.debounce.observe(model::raw_state(&sample), now_ms, hold_ms);
+                }
+                let after = comp.debounce.state();
+                if after != before {
+                    tracing::warn!(target: "rempart::status", tenant = tenant_id, component = %comp.id, from = before.name(), to = after.name(), "component state changed");
+                    let down = |s: ComponentState| {
+                        matches!(s, ComponentState::PartialOutage | ComponentState::MajorOutage)
+                    };
+                    if down(after) && comp.auto_incident.is_none() {
+                        new_incidents.push((k, after));
+                    } else if after == ComponentState::Operational {
+                        if let Some(id) = comp.auto_incident.take() {
+                            closed.push(id);
+                        }
+                    }
+                }
+            }
+            for (k, state) in new_incidents {
+                st.last_id += 1;
+                let id = st.last_id;
+                let spec = &board.spec.components[k];
+                let mut incident = Incident {
+                    id,
+                    tenant: tenant_id.to_owned(),
+                    kind: IncidentKind::Incident,
+                    title: format!("{} : service indisponible", spec.name),
+                    title_en: Some(format!("{}: service unavailable", spec.name(Language::En))),
+                    impact: if state == ComponentState::MajorOutage {
+                        Impact::Major
+                    } else {
+                        Impact::Minor
+                    },
+                    components: vec![spec.id.clone()],
+                    published: board.spec.auto_publish,
+                    automatic: true,
+                    created_at: now,
+                    updated_at: now,
+                    resolved_at: None,
+                    starts_at: None,
+                    ends_at: None,
+                    updates: Vec::new(),
+                };
+                incident.push_update(
+                    IncidentStatus::Investigating,
+                    format!("Le service « {} » ne répond plus normalement. Les équipes de la collectivité sont prévenues.", spec.name),
+                    Some(format!("The “{}” service is not responding normally. The council's staff have been alerted.", spec.name(Language::En))),
+                    now,
+                );
+                tracing::warn!(target: "rempart::status", tenant = tenant_id, incident = id, published = incident.published, "automatic incident opened");
+                board.components[k].auto_incident = Some(id);
+                if let Some(store) = &self.store {
+                    store.save_incident(&incident);
+                }
+                st.incidents.insert(id, incident);
+                changed = true;
+            }
+            for id in closed {
+                if let Some(i) = st.incidents.get_mut(&id) {
+                    if i.automatic && i.is_open() {
+                        i.push_update(
+                            IncidentStatus::Resolved,
+                            "Le service fonctionne de nouveau normalement.".to_owned(),
+                            Some("The service is working normally again.".to_owned()),
+                            now,
+                        );
+                        if let Some(store) = &self.store {
+                            store.save_incident(i);
+                        }
+                        changed = true;
+                    }
+                }
+            }
+            changed |= refresh_shown(st, tenant_id, now);
+            let minute_passed = now >= st.last_render + 60;
+            if now >= st.last_flush + 60 {
+                self.flush_days(st, now);
+            }
+            changed || minute_passed
+        };
+        if changed {
+            self.render_tenant(tenant_id, now);
+        }
+    }
+
+    fn flush_days(&self, st: &mut State, now: u64) {
+        st.last_flush = now;
+        let rows: Vec<_> = st
+            .pending_days
+            .drain()
+            .map(|((t, c, d), tally)| (t, c, d, tally))
+            .collect();
+        for (t, c, d, tally) in &rows {
+            let e = st.days.entry((t.clone(), c.clone(), *d)).or_insert([0; 5]);
+            for (x, y) in e.iter_mut().zip(tally) {
+                *x = x.saturating_add(*y);
+            }
+        }
+        let oldest = (now / DAY_S).saturating_sub(HISTORY_DAYS);
+        st.days.retain(|(_, _, d), _| *d >= oldest);
+        if let Some(store) = &self.store {
+            store.add_days(rows);
+        }
+    }
+
+    /// Writes pending history and waits until the database has everything.
+    pub fn flush(&self) {
+        let now = unix_now();
+        {
+            let mut st = self.lock();
+            let tenants: Vec<String> = st.boards.keys().cloned().collect();
+            for t in tenants {
+                refresh_shown(&mut st, &t, now);
+            }
+            self.flush_days(&mut st, now);
+        }
+        if let Some(store) = &self.store {
+            store.flush();
+        }
+    }
+
+    fn check_components(board: &Board, ids: &[String]) -> Result<(), StatusError> {
+        for id in ids {
+            if !board.spec.components.iter().any(|c| &c.id == id) {
+                return Err(StatusError::UnknownComponent(id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn change<T>(
+        &self,
+        tenant_id: &str,
+        now: u64,
+        f: impl FnOnce(&mut State) -> Result<(T, Option<u64>), StatusError>,
+    ) -> Result<T, StatusError> {
+        let out = {
+            let mut st = self.lock();
+            if !st.boards.contains_key(tenant_id) {
+                return Err(StatusError::UnknownTenant(tenant_id.to_owned()));
+            }
+            let (out, saved) = f(&mut st)?;
+            if let (Some(id), Some(store)) = (saved, &self.store) {
+                if let Some(i) = st.incidents.get(&id) {
+                    store.save_incident(i);
+                }
+            }
+            refresh_shown(&mut st, tenant_id, now);
+            out
+        };
+        self.render_tenant(tenant_id, now);
+        Ok(out)
+    }
+
+    /// Opens an incident or a maintenance window.
+    pub fn create_incident(
+        &self,
+        tenant_id: &str,
+        new: NewIncident,
+        now: u64,
+    ) -> Result<Incident, StatusError> {
+        self.change(tenant_id, now, |st| {
+            let board = &st.boards[tenant_id];
+            Self::check_components(board, &new.components)?;
+            if new.title.trim().is_empty() || new.message.trim().is_empty() {
+                return Err(StatusError::Invalid("title and message are required".into()));
+            }
+            let status = new.status.unwrap_or(match new.kind {
+                IncidentKind::Incident => IncidentStatus::Investigating,
+                IncidentKind::Maintenance => IncidentStatus::Scheduled,
+            });
+            if !status.fits(new.kind) {
+                return Err(StatusError::Invalid(format!(
+                    "status `{}` does not fit a {}",
+                    status.name(),
+                    if new.kind == IncidentKind::Incident { "incident" } else { "maintenance" }
+                )));
+            }
+            if new.kind == IncidentKind::Maintenance {
+                match (new.starts_at, new.ends_at) {
+                    (Some(s), Some(e)) if s < e => {}
+                    (Some(_), None) => {}
+                    _ => {
+                        return Err(StatusError::Invalid(
+                            "a maintenance needs starts_at (and ends_at after it)".into(),
+                        ))
+                    }
+                }
+            }
+            st.last_id += 1;
+            let id = st.last_id;
+            let mut incident = Incident {
+                id,
+                tenant: tenant_id.to_owned(),
+                kind: new.kind,
+                title: new.title,
+                title_en: new.title_en,
+                impact: new.impact.unwrap_or(match new.kind {
+                    IncidentKind::Incident => Impact::Minor,
+                    IncidentKind::Maintenance => Impact::None,
+                }),
+                components: new.components,
+                published: new.publish,
+                automatic: false,
+                created_at: now,
+                updated_at: now,
+                resolved_at: None,
+                starts_at: new.starts_at,
+                ends_at: new.ends_at,
+                updates: Vec::new(),
+            };
+            incident.push_update(status, new.message, new.message_en, now);
+            st.incidents.insert(id, incident.clone());
+            Ok((incident, Some(id)))
+        })
+    }
+
+    fn incident_mut<'a>(
+        st: &'a mut State,
+        tenant_id: &str,
+        id: u64,
+    ) -> Result<&'a mut Incident, StatusError> {
+        st.incidents
+            .get_mut(&id)
+            .filter(|i| i.tenant == tenant_id)
+            .ok_or(StatusError::UnknownIncident(id))
+    }
+
+    /// Adds a public update to an incident's timeline.
+    pub fn add_update(
+        &self,
+        tenant_id: &str,
+        id: u64,
+        update: NewUpdate,
+        now: u64,
+    ) -> Result<Incident, StatusError> {
+        self.change(tenant_id, now, |st| {
+            let incident = Self::incident_mut(st, tenant_id, id)?;
+            if !update.status.fits(incident.kind) {
+                return Err(StatusError::Invalid(format!(
+                    "status `{}` does not fit this notice",
+                    update.status.name()
+                )));
+            }
+            if update.message.trim().is_empty() {
+                return Err(StatusError::Invalid("message is required".into()));
+            }
+            if let Some(impact) = update.impact {
+                incident.impact = impact;
+            }
+            incident.automatic = false;
+            incident.push_update(update.status, update.message, update.message_en, now);
+            Ok((incident.clone(), Some(id)))
+        })
+    }
+
+    /// Edits an incident's header, publishes it or takes it back to draft.
+    pub fn edit_incident(
+        &self,
+        tenant_id: &str,
+        id: u64,
+        edit: IncidentEdit,
+        now: u64,
+    ) -> Result<Incident, StatusError> {
+        self.change(tenant_id, now, |st| {
+            if let Some(c) = &edit.components {
+                Self::check_components(&st.boards[tenant_id], c)?;
+            }
+            let incident = Self::incident_mut(st, tenant_id, id)?;
+            if let Some(t) = edit.title.filter(|t| !t.trim().is_empty()) {
+                incident.title = t;
+            }
+            if edit.title_en.is_some() {
+                incident.title_en = edit.title_en;
+            }
+            if let Some(i) = edit.impact {
+                incident.impact = i;
+            }
+            if let Some(c) = edit.components {
+                incident.components = c;
+            }
+            if let Some(p) = edit.published {
+                incident.published = p;
+            }
+            incident.automatic = false;
+            incident.updated_at = now;
+            Ok((incident.clone(), Some(id)))
+        })
+    }
+
+    /// Sets (or clears with `None`) an operator's state for a component.
+    pub fn set_override(
+        &self,
+        tenant_id: &str,
+        component: &str,
+        state: Option<ComponentState>,
+        now: u64,
+    ) -> Result<(), StatusError> {
+        self.change(tenant_id, now, |st| {
+            let board = st
+                .boards
+                .get_mut(tenant_id)
+                .ok_or_else(|| StatusError::UnknownTenant(tenant_id.to_owned()))?;
+            let comp = board
+                .components
+                .iter_mut()
+                .find(|c| c.id == component)
+                .ok_or_else(|| StatusError::UnknownComponent(component.to_owned()))?;
+            comp.overridden = state;
+            Ok(((), None))
+        })?;
+        if let Some(store) = &self.store {
+            store.set_override(tenant_id, component, state);
+        }
+        Ok(())
+    }
+
+    /// Everything operators see of a tenant (drafts included).
+    pub fn admin_view(&self, tenant_id: &str) -> Result<serde_json::Value, StatusError> {
+        let st = self.lock();
+        let board = st
+            .boards
+            .get(tenant_id)
+            .ok_or_else(|| StatusError::UnknownTenant(tenant_id.to_owned()))?;
+        let components: Vec<_> = board
+            .components
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "shown": c.shown.name(),
+                    "detected": c.debounce.state().name(),
+                    "override": c.overridden.map(ComponentState::name),
+                    "changed_at": c.changed_at,
+                })
+            })
+            .collect();
+        let mut incidents: Vec<&Incident> = st
+            .incidents
+            .values()
+            .filter(|i| i.tenant == tenant_id)
+            .collect();
+        incidents.sort_by(|a, b| b.id.cmp(&a.id));
+        let outcome = self
+            .outcome
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        Ok(serde_json::json!({
+            "tenant": tenant_id,
+            "components": components,
+            "incidents": incidents,
+            "export": outcome,
+        }))
+    }
+
+    /// Ids of tenants with a status page.
+    pub fn tenants(&self) -> Vec<String> {
+        self.lock().boards.keys().cloned().collect()
+    }
+
+    fn snapshot(st: &State, tenant_id: &str, now: u64) -> Option<Snapshot> {
+        let board = st.boards.get(tenant_id)?;
+        let today = now / DAY_S;
+        let components = board
+            .components
+            .iter()
+            .zip(&board.spec.components)
+            .map(|(c, spec)| {
+                let key = |d: u64| (tenant_id.to_owned(), c.id.clone(), d);
+                let mut days = render::window(
+                    |d| {
+                        let mut t = st.days.get(&key(d)).copied();
+                        if let Some(p) = st.pending_days.get(&key(d)) {
+                            let base = t.get_or_insert([0; 5]);
+                            for (b, x) in base.iter_mut().zip(p) {
+                                *b += x;
+                            }
+                        }
+                        t
+                    },
+                    today,
+                );
+                // Time not yet accrued counts in the current state.
+                if let Some(last) = days.last_mut() {
+                    let pending = now.saturating_sub(c.accrued_to.max(today * DAY_S));
+                    last[c.shown.index()] += u32::try_from(pending).unwrap_or(0);
+                }
+                ComponentSnapshot {
+                    id: c.id.clone(),
+                    name: spec.name.clone(),
+                    name_en: spec.name_en.clone(),
+                    state: c.shown,
+                    changed_at: c.changed_at,
+                    days,
+                }
+            })
+            .collect();
+        let horizon = now.saturating_sub(HISTORY_DAYS * DAY_S);
+        let mut incidents: Vec<Incident> = st
+            .incidents
+            .values()
+            .filter(|i| i.tenant == tenant_id && i.published && (i.is_open() || i.updated_at >= horizon))
+            .cloned()
+            .collect();
+        incidents.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+        Some(Snapshot {
+            tenant_id: tenant_id.to_owned(),
+            tenant_name: board.tenant_name.clone(),
+            language: board.language,
+            url: board.spec.url.clone(),
+            zone: st.settings.time_zone,
+            components,
+            incidents,
+            alternatives: board.spec.alternatives.clone(),
+            now,
+        })
+    }
+
+    fn render_tenant(&self, tenant_id: &str, now: u64) {
+        let snap = {
+            let mut st = self.lock();
+            st.last_render = now;
+            Self::snapshot(&st, tenant_id, now)
+        };
+        let mut map = (**self.pages.load()).clone();
+        match snap {
+            Some(snap) => {
+                map.insert(tenant_id.to_owned(), Arc::new(build_pages(&snap)));
+            }
+            None => {
+                map.remove(tenant_id);
+            }
+        }
+        self.pages.store(Arc::new(map));
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    fn render_all(&self, now: u64) {
+        let snaps: Vec<Snapshot> = {
+            let mut st = self.lock();
+            st.last_render = now;
+            let ids: Vec<String> = st.boards.keys().cloned().collect();
+            ids.iter()
+                .filter_map(|t| Self::snapshot(&st, t, now))
+                .collect()
+        };
+        let map = snaps
+            .iter()
+            .map(|s| (s.tenant_id.clone(), Arc::new(build_pages(s))))
+            .collect();
+        self.pages.store(Arc::new(map));
+        self.changes.send_modify(|v| *v += 1);
+    }
+}
+
+/// Recomputes the shown state of `tenant_id`'s components (override, then an active
+/// maintenance window, then the detector) and accrues history; `true` when one changed.
+fn refresh_shown(st: &mut State, tenant_id: &str, now: u64) -> bool {
+    let Some(board) = st.boards.get_mut(tenant_id) else {
+        return false;
+    };
+    let mut changed = false;
+    for c in &mut board.components {
+        let maintenance = st.incidents.values().any(|i| {
+            i.tenant == tenant_id && i.components.contains(&c.id) && i.maintenance_active(now)
+        });
+        let shown = c.overridden.unwrap_or(if maintenance {
+            ComponentState::UnderMaintenance
+        } else {
+            c.debounce.state()
+        });
+        // Time since the last accrual counts in the state shown until now.
+        if now > c.accrued_to {
+            let key_tenant = tenant_id.to_owned();
+            let pending = &mut st.pending_days;
+            model::accrue(c.shown, c.accrued_to, now, |day, idx, secs| {
+                let e = pending
+                    .entry((key_tenant.clone(), c.id.clone(), day))
+                    .or_insert([0; 5]);
+                e[idx] = e[idx].saturating_add(secs);
+            });
+            c.accrued_to = now;
+        }
+        if shown != c.shown {
+            c.shown = shown;
+            c.changed_at = now;
+            changed = true;
+        }
+    }
+    changed
+}
+
+fn build_pages(snap: &Snapshot) -> Pages {
+    let fr = render::page(snap, Language::Fr, Flavor::Served);
+    let en = render::page(snap, Language::En, Flavor::Served);
+    let json = render::summary(snap);
+    let etag = {
+        let d = ring::digest::digest(&ring::digest::SHA256, json.as_bytes());
+        let mut s = String::from("\"");
+        for b in &d.as_ref()[..8] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s.push_str(&format!("{:x}\"", snap.now));
+        s
+    };
+    Pages {
+        html: [Bytes::from(fr), Bytes::from(en)],
+        static_html: [
+            Bytes::from(render::page(snap, Language::Fr, Flavor::Static)),
+            Bytes::from(render::page(snap, Language::En, Flavor::Static)),
+        ],
+        atom: Bytes::from(render::feed(snap)),
+        json: Bytes::from(json),
+        etag,
+        language: snap.language,
+    }
+}

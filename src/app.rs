@@ -25,6 +25,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     server: Server,
     admin_shutdown: CancellationToken,
+    background: CancellationToken,
 }
 
 /// Options for `start`.
@@ -58,8 +59,12 @@ pub async fn start(path: &Path, options: Options) -> anyhow::Result<Running> {
 pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Running> {
     let path = runtime.source.clone();
     let admin_address = runtime.admin.address;
-    let gateway = Gateway::new(runtime, options.access_log);
+    let status = crate::status::StatusService::open(&runtime, crate::status::unix_now())?;
+    let gateway = Gateway::new(runtime, options.access_log, status.clone());
     let server = Server::start(gateway.clone()).await?;
+    let background = CancellationToken::new();
+    crate::proxy::status::spawn_sampler(&gateway, background.clone());
+    tokio::spawn(crate::status::export::run(status, background.clone()));
     let reloader = Reloader::new(path, gateway.clone());
     let admin_shutdown = CancellationToken::new();
     let admin_addr = crate::admin::start(
@@ -84,6 +89,7 @@ pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Ru
         admin_addr,
         server,
         admin_shutdown,
+        background,
     })
 }
 
@@ -95,6 +101,10 @@ impl Running {
         self.admin_shutdown.cancel();
         self.reloader.stop_watching();
         self.gateway.current().retired.cancel();
+        self.background.cancel();
+        let status = self.gateway.current().status.clone();
+        // The last minutes of history and any queued incident change reach the disk.
+        let _ = tokio::task::spawn_blocking(move || status.flush()).await;
         drained
     }
 }

@@ -14,6 +14,8 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod status;
+
 use crate::config::reload::Reloader;
 use crate::proxy::Gateway;
 
@@ -328,6 +330,21 @@ pub async fn start(
         .route("/admin/top", get(top_clients))
         .route("/admin/shield", get(get_shield))
         .route("/admin/shield/under-attack", post(under_attack))
+        .route("/admin/status", get(status::list))
+        .route("/admin/status/{tenant}", get(status::board))
+        .route("/admin/status/{tenant}/incidents", post(status::create))
+        .route(
+            "/admin/status/{tenant}/incidents/{id}",
+            axum::routing::patch(status::edit),
+        )
+        .route(
+            "/admin/status/{tenant}/incidents/{id}/updates",
+            post(status::update),
+        )
+        .route(
+            "/admin/status/{tenant}/components/{component}",
+            axum::routing::put(status::set_component),
+        )
         .with_state(AdminState { gateway, reloader });
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

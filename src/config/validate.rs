@@ -522,8 +522,15 @@ fn status_settings(c: &mut Collector, f: &StatusFile, base: &Path) -> StatusSett
             Some("add status.export_dir = \"/var/lib/rempart/statut\""),
         );
     }
-    if f.publish_command.as_deref().is_some_and(|cmd| cmd.trim().is_empty()) {
-        c.push("status.publish_command", "is empty", Some("remove the key or give a command"));
+    if f.publish_command
+        .as_deref()
+        .is_some_and(|cmd| cmd.trim().is_empty())
+    {
+        c.push(
+            "status.publish_command",
+            "is empty",
+            Some("remove the key or give a command"),
+        );
     }
     StatusSettings {
         database: base.join(f.database.as_deref().unwrap_or(DEFAULT_STATUS_DATABASE)),
@@ -580,7 +587,7 @@ fn tenant_status(
     };
     if path.is_none() && hosts.is_empty() && f.path.as_deref() == Some("") {
         c.push(
-            format!("{p}"),
+            p.clone(),
             "the status page has neither a path nor a host",
             Some("set hosts = [\"statut.ville.fr\"] or a path such as \"/statut\""),
         );
@@ -594,7 +601,11 @@ fn tenant_status(
             );
         }
     }
-    let debounce = c.duration(&format!("{p}.debounce"), f.debounce.as_deref(), DEFAULT_STATUS_DEBOUNCE);
+    let debounce = c.duration(
+        &format!("{p}.debounce"),
+        f.debounce.as_deref(),
+        DEFAULT_STATUS_DEBOUNCE,
+    );
     let slow = c.duration(&format!("{p}.slow"), f.slow.as_deref(), DEFAULT_STATUS_SLOW);
     let mut components: Vec<ComponentSpec> = Vec::new();
     for (ci, cf) in f.components.iter().enumerate() {
@@ -606,7 +617,11 @@ fn tenant_status(
                 Some("use lower-case letters, digits, '-' and '_'"),
             );
         } else if components.iter().any(|o| o.id == cf.id) {
-            c.push(format!("{cp}.id"), format!("duplicate component id `{}`", cf.id), None);
+            c.push(
+                format!("{cp}.id"),
+                format!("duplicate component id `{}`", cf.id),
+                None,
+            );
         }
         let mut pool_idx = Vec::new();
         for (ri, r) in cf.routes.iter().enumerate() {

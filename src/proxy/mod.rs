@@ -21,6 +21,7 @@ pub mod headers;
 pub mod health;
 pub mod log;
 pub mod respond;
+pub mod status;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -76,6 +77,8 @@ pub struct Generation {
     pub defence: Arc<defence::Defence>,
     /// Per-tenant defence state, in `config.tenants` order (kept across reloads by id).
     pub tenant_states: Vec<Arc<defence::TenantState>>,
+    /// Status pages (shared by all generations).
+    pub status: Arc<crate::status::StatusService>,
 }
 
 /// Per-connection facts handed to every request on it.
@@ -141,9 +144,13 @@ impl std::fmt::Display for ChangeSummary {
 
 impl Gateway {
     /// Builds the gateway for `config`.
-    pub fn new(config: Runtime, access_log: bool) -> Arc<Self> {
+    pub fn new(
+        config: Runtime,
+        access_log: bool,
+        status: Arc<crate::status::StatusService>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
-        let generation = Self::build_generation(config, None, &metrics, access_log);
+        let generation = Self::build_generation(config, None, &metrics, access_log, status);
         let gw = Arc::new(Self {
             generation: ArcSwap::from_pointee(generation),
             metrics,
@@ -186,6 +193,7 @@ impl Gateway {
         previous: Option<&Generation>,
         metrics: &Metrics,
         access_log: bool,
+        status: Arc<crate::status::StatusService>,
     ) -> Generation {
         let pools = config
             .tenants
@@ -267,6 +275,7 @@ impl Gateway {
             keys,
             defence,
             tenant_states,
+            status,
         }
     }
 
@@ -296,11 +305,13 @@ impl Gateway {
     pub fn apply(&self, config: Runtime) -> ChangeSummary {
         let old = self.generation.load_full();
         let summary = summarize(&old.config, &config);
+        old.status.apply_config(&config, crate::status::unix_now());
         let next = Arc::new(Self::build_generation(
             config,
             Some(&old),
             &self.metrics,
             old.access_log,
+            old.status.clone(),
         ));
         health::spawn(&next);
         self.generation.store(next);
@@ -480,6 +491,22 @@ async fn proxy(
     };
     record.tenant = Some(tenant_idx);
     let tenant = &config.tenants[tenant_idx];
+    if let Some(target) = status::target(tenant, &host, req.uri().path()) {
+        // Phase 1a: the status site, from memory; bans and rates apply, challenges never.
+        if let Err(error) = status_shield(generation, tenant_idx, record.client, req.uri().path()) {
+            return Err((error, accept_language(req.headers()), record));
+        }
+        let pages = generation.status.pages(&tenant.id);
+        let page = status::respond(
+            pages.as_deref(),
+            target,
+            req.method(),
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        );
+        return Ok(local_response(page, record, "status page"));
+    }
     if req.uri().path().starts_with(challenge::LOCAL_PREFIX) {
         return local_page(generation, conn, &req, tenant_idx, record);
     }
@@ -659,7 +686,15 @@ async fn proxy(
         .await;
         let error = match outcome {
             Ok(Ok(exchange)) => {
-                pool.latency.observe(sent_at.elapsed().as_secs_f64());
+                let elapsed = sent_at.elapsed();
+                pool.latency.observe(elapsed.as_secs_f64());
+                let status = match &exchange {
+                    Exchange::Response(head, _) | Exchange::Upgraded(head, _, _) => head.status,
+                };
+                pool.outcomes.record(
+                    status.is_server_error(),
+                    tenant.status.as_ref().is_some_and(|s| elapsed > s.slow),
+                );
                 if let Some(p) = permit.as_mut() {
                     p.sample();
                 }
@@ -687,6 +722,7 @@ async fn proxy(
             Err(_) => ProxyError::UpstreamTimeout,
         };
         server.record_request(false, &pool.spec.health, upstream::now_ms());
+        pool.outcomes.record(true, false);
         let first_attempt = excluded.is_none();
         if error.retryable()
             && can_retry
@@ -791,6 +827,43 @@ fn unix_now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The shield for status-site requests: bans, deny list and the tenant's per-address and
+/// per-prefix rates (the page is cheap, but a flood must not turn the gateway into its
+/// amplifier); no challenge, so residents without JavaScript always read it.
+fn status_shield(
+    generation: &Generation,
+    tenant_idx: usize,
+    client: std::net::IpAddr,
+    path: &str,
+) -> Result<(), ProxyError> {
+    use crate::shield::{Decision, Mode, Rule};
+    let now = upstream::now_ms();
+    if generation.bans.check(client, now).is_some() {
+        return Err(ProxyError::Banned);
+    }
+    let policy = &generation.config.tenants[tenant_idx].shield;
+    match generation
+        .shield
+        .check(policy, tenant_idx, client, path, 1, now)
+    {
+        Decision::Allow => Ok(()),
+        Decision::Denied => Err(ProxyError::Banned),
+        Decision::Limited { rule, enforce, .. } => {
+            let counters = &generation.shield_counters[tenant_idx];
+            let rule_base = if rule == Rule::Address { 0 } else { 2 };
+            counters[rule_base + usize::from(!enforce)].inc();
+            if enforce && policy.mode == Mode::Enforce {
+                Err(match rule {
+                    Rule::Address => ProxyError::RateLimitedAddress,
+                    Rule::Prefix => ProxyError::RateLimitedPrefix,
+                })
+            } else {
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Phase 1b: bans (every tenant), the tenant's rate limits and lists, then the pass cookie,

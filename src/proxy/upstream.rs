@@ -157,6 +157,42 @@ pub struct Pool {
     pub admission: Option<Arc<super::admission::Admission>>,
     /// Shed counters by priority class (`Priority as usize`).
     pub shed: [prometheus_client::metrics::counter::Counter; 3],
+    /// Upstream exchanges finished, failed (no answer, timeout, 5xx) and slow, for the
+    /// status page's detector (read as deltas by `proxy::status`).
+    pub outcomes: Outcomes,
+}
+
+/// Running counts of a pool's upstream exchanges.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Exchanges finished (answered or failed).
+    pub finished: AtomicU64,
+    /// Of which failed: no answer, timeout or a 5xx status.
+    pub failed: AtomicU64,
+    /// Of which slower than the status page's threshold.
+    pub slow: AtomicU64,
+}
+
+impl Outcomes {
+    /// Counts one exchange.
+    pub fn record(&self, failed: bool, slow: bool) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if slow {
+            self.slow.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Current totals (finished, failed, slow).
+    pub fn totals(&self) -> [u64; 3] {
+        [
+            self.finished.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.slow.load(Ordering::Relaxed),
+        ]
+    }
 }
 
 /// Builds the smooth weighted round-robin order (nginx's algorithm) for `weights`.
@@ -254,6 +290,7 @@ impl Pool {
         Self {
             admission,
             shed,
+            outcomes: Outcomes::default(),
             retries,
             tenant: tenant.to_owned(),
             spec: spec.clone(),

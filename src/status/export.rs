@@ -79,7 +79,15 @@ async fn publish_once(command: &str, dir: &Path) -> Result<(), String> {
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: String = stderr.trim().chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = stderr
+                .trim()
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             Err(format!("{}: {tail}", out.status))
         }
     }
@@ -104,8 +112,7 @@ pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
         };
         let exporting = service.clone();
         let export_dir = dir.clone();
-        let result =
-            tokio::task::spawn_blocking(move || export_all(&exporting, &export_dir)).await;
+        let result = tokio::task::spawn_blocking(move || export_all(&exporting, &export_dir)).await;
         let now = unix_now();
         let export_error = match result {
             Ok(Ok(_)) => None,
@@ -143,8 +150,12 @@ pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
             }
         };
         match &outcome {
-            Ok(()) => tracing::info!(target: "rempart::status", attempts = attempt, "status site published"),
-            Err(e) => tracing::error!(target: "rempart::status", attempts = attempt, error = %e, "status publish failed; the off-site copy is stale"),
+            Ok(()) => {
+                tracing::info!(target: "rempart::status", attempts = attempt, "status site published")
+            }
+            Err(e) => {
+                tracing::error!(target: "rempart::status", attempts = attempt, error = %e, "status publish failed; the off-site copy is stale")
+            }
         }
         if let Ok(mut o) = service.outcome.lock() {
             o.published_at = Some(unix_now());

@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::config::runtime::{Language, Runtime, StatusSettings, StatusSpec};
 use model::{
-    ComponentState, Debounce, DayTally, Impact, Incident, IncidentKind, IncidentStatus, Sample,
+    ComponentState, DayTally, Debounce, Impact, Incident, IncidentKind, IncidentStatus, Sample,
     DAY_S, HISTORY_DAYS,
 };
 use render::{ComponentSnapshot, Flavor, Snapshot};
@@ -191,7 +191,7 @@ pub struct PublishOutcome {
 pub struct StatusService {
     state: Mutex<State>,
     pages: ArcSwap<HashMap<String, Arc<Pages>>>,
-    store: Option<Store>,
+    store: std::sync::OnceLock<Store>,
     changes: tokio::sync::watch::Sender<u64>,
     /// Last export and publish outcome.
     pub outcome: Mutex<PublishOutcome>,
@@ -204,7 +204,12 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn boards_for(config: &Runtime, old: Option<&mut BTreeMap<String, Board>>, loaded_overrides: &HashMap<(String, String), ComponentState>, now: u64) -> BTreeMap<String, Board> {
+fn boards_for(
+    config: &Runtime,
+    old: Option<&mut BTreeMap<String, Board>>,
+    loaded_overrides: &HashMap<(String, String), ComponentState>,
+    now: u64,
+) -> BTreeMap<String, Board> {
     let mut old = old.map(std::mem::take).unwrap_or_default();
     let mut boards = BTreeMap::new();
     for t in &config.tenants {
@@ -221,7 +226,8 @@ fn boards_for(config: &Runtime, old: Option<&mut BTreeMap<String, Board>>, loade
                         Some(b.components.swap_remove(i))
                     })
                     .unwrap_or_else(|| {
-                        let overridden = loaded_overrides.get(&(t.id.clone(), c.id.clone())).copied();
+                        let overridden =
+                            loaded_overrides.get(&(t.id.clone(), c.id.clone())).copied();
                         ComponentBoard {
                             id: c.id.clone(),
                             debounce: Debounce::new(now * 1000),
@@ -261,14 +267,27 @@ impl StatusService {
         Ok(Arc::new(Self::from_loaded(config, store, loaded, now)))
     }
 
-    fn from_loaded(config: &Runtime, store: Option<Store>, loaded: store::Loaded, now: u64) -> Self {
+    fn from_loaded(
+        config: &Runtime,
+        store: Option<Store>,
+        loaded: store::Loaded,
+        now: u64,
+    ) -> Self {
         let boards = boards_for(config, None, &loaded.overrides, now);
         // An automatic incident still open from before a restart stays attached to its
         // component, so recovery closes it.
         let mut boards = boards;
-        for i in loaded.incidents.iter().filter(|i| i.automatic && i.is_open()) {
+        for i in loaded
+            .incidents
+            .iter()
+            .filter(|i| i.automatic && i.is_open())
+        {
             if let Some(b) = boards.get_mut(&i.tenant) {
-                for c in b.components.iter_mut().filter(|c| i.components.contains(&c.id)) {
+                for c in b
+                    .components
+                    .iter_mut()
+                    .filter(|c| i.components.contains(&c.id))
+                {
                     c.auto_incident = Some(i.id);
                 }
             }
@@ -283,10 +302,14 @@ impl StatusService {
             last_flush: now,
             last_render: now,
         };
+        let cell = std::sync::OnceLock::new();
+        if let Some(store) = store {
+            let _ = cell.set(store);
+        }
         let service = Self {
             state: Mutex::new(state),
             pages: ArcSwap::from_pointee(HashMap::new()),
-            store,
+            store: cell,
             changes: tokio::sync::watch::channel(0).0,
             outcome: Mutex::new(PublishOutcome::default()),
         };
@@ -301,11 +324,31 @@ impl StatusService {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes a reloaded configuration: components keep their state by id.
     pub fn apply_config(&self, config: &Runtime, now: u64) {
+        let wanted = config.tenants.iter().any(|t| t.status.is_some());
+        if wanted && self.store.get().is_none() {
+            // The first status page arrives by reload: open the database now.
+            match Store::open(&config.status.database, now, HISTORY_DAYS) {
+                Ok((store, loaded)) => {
+                    let mut st = self.lock();
+                    st.last_id = st.last_id.max(loaded.last_id);
+                    st.incidents
+                        .extend(loaded.incidents.into_iter().map(|i| (i.id, i)));
+                    st.days.extend(loaded.days);
+                    drop(st);
+                    let _ = self.store.set(store);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the status database; status changes will not survive a restart")
+                }
+            }
+        }
         {
             let mut st = self.lock();
             let mut old = std::mem::take(&mut st.boards);
@@ -350,13 +393,17 @@ impl StatusService {
                 let sample = samples.get(k).copied().unwrap_or_default();
                 let before = comp.debounce.state();
                 if !spec.pools.is_empty() {
-                    comp.debounce.observe(model::raw_state(&sample), now_ms, hold_ms);
+                    comp.debounce
+                        .observe(model::raw_state(&sample), now_ms, hold_ms);
                 }
                 let after = comp.debounce.state();
                 if after != before {
                     tracing::warn!(target: "rempart::status", tenant = tenant_id, component = %comp.id, from = before.name(), to = after.name(), "component state changed");
                     let down = |s: ComponentState| {
-                        matches!(s, ComponentState::PartialOutage | ComponentState::MajorOutage)
+                        matches!(
+                            s,
+                            ComponentState::PartialOutage | ComponentState::MajorOutage
+                        )
                     };
                     if down(after) && comp.auto_incident.is_none() {
                         new_incidents.push((k, after));
@@ -400,7 +447,7 @@ impl StatusService {
                 );
                 tracing::warn!(target: "rempart::status", tenant = tenant_id, incident = id, published = incident.published, "automatic incident opened");
                 board.components[k].auto_incident = Some(id);
-                if let Some(store) = &self.store {
+                if let Some(store) = self.store.get() {
                     store.save_incident(&incident);
                 }
                 st.incidents.insert(id, incident);
@@ -415,7 +462,7 @@ impl StatusService {
                             Some("The service is working normally again.".to_owned()),
                             now,
                         );
-                        if let Some(store) = &self.store {
+                        if let Some(store) = self.store.get() {
                             store.save_incident(i);
                         }
                         changed = true;
@@ -449,7 +496,7 @@ impl StatusService {
         }
         let oldest = (now / DAY_S).saturating_sub(HISTORY_DAYS);
         st.days.retain(|(_, _, d), _| *d >= oldest);
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.get() {
             store.add_days(rows);
         }
     }
@@ -465,7 +512,7 @@ impl StatusService {
             }
             self.flush_days(&mut st, now);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.get() {
             store.flush();
         }
     }
@@ -491,7 +538,7 @@ impl StatusService {
                 return Err(StatusError::UnknownTenant(tenant_id.to_owned()));
             }
             let (out, saved) = f(&mut st)?;
-            if let (Some(id), Some(store)) = (saved, &self.store) {
+            if let (Some(id), Some(store)) = (saved, self.store.get()) {
                 if let Some(i) = st.incidents.get(&id) {
                     store.save_incident(i);
                 }
@@ -514,7 +561,9 @@ impl StatusService {
             let board = &st.boards[tenant_id];
             Self::check_components(board, &new.components)?;
             if new.title.trim().is_empty() || new.message.trim().is_empty() {
-                return Err(StatusError::Invalid("title and message are required".into()));
+                return Err(StatusError::Invalid(
+                    "title and message are required".into(),
+                ));
             }
             let status = new.status.unwrap_or(match new.kind {
                 IncidentKind::Incident => IncidentStatus::Investigating,
@@ -524,7 +573,11 @@ impl StatusService {
                 return Err(StatusError::Invalid(format!(
                     "status `{}` does not fit a {}",
                     status.name(),
-                    if new.kind == IncidentKind::Incident { "incident" } else { "maintenance" }
+                    if new.kind == IncidentKind::Incident {
+                        "incident"
+                    } else {
+                        "maintenance"
+                    }
                 )));
             }
             if new.kind == IncidentKind::Maintenance {
@@ -660,7 +713,7 @@ impl StatusService {
             comp.overridden = state;
             Ok(((), None))
         })?;
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.get() {
             store.set_override(tenant_id, component, state);
         }
         Ok(())
@@ -691,12 +744,8 @@ impl StatusService {
             .values()
             .filter(|i| i.tenant == tenant_id)
             .collect();
-        incidents.sort_by(|a, b| b.id.cmp(&a.id));
-        let outcome = self
-            .outcome
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default();
+        incidents.sort_by_key(|i| std::cmp::Reverse(i.id));
+        let outcome = self.outcome.lock().map(|o| o.clone()).unwrap_or_default();
         Ok(serde_json::json!({
             "tenant": tenant_id,
             "components": components,
@@ -751,7 +800,9 @@ impl StatusService {
         let mut incidents: Vec<Incident> = st
             .incidents
             .values()
-            .filter(|i| i.tenant == tenant_id && i.published && (i.is_open() || i.updated_at >= horizon))
+            .filter(|i| {
+                i.tenant == tenant_id && i.published && (i.is_open() || i.updated_at >= horizon)
+            })
             .cloned()
             .collect();
         incidents.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));

@@ -451,7 +451,11 @@ pub fn accrue(state: ComponentState, from_s: u64, to_s: u64, mut add: impl FnMut
     while t < to_s {
         let day = t / DAY_S;
         let end = ((day + 1) * DAY_S).min(to_s);
-        add(day, state.index(), u32::try_from(end - t).unwrap_or(u32::MAX));
+        add(
+            day,
+            state.index(),
+            u32::try_from(end - t).unwrap_or(u32::MAX),
+        );
         t = end;
     }
 }
@@ -507,8 +511,7 @@ pub fn indicator(states: &[ComponentState], open_impacts: &[Impact]) -> &'static
         "critical"
     } else if worst >= ComponentState::PartialOutage.severity() || impact == Impact::Major {
         "major"
-    } else if worst >= ComponentState::DegradedPerformance.severity() || impact == Impact::Minor
-    {
+    } else if worst >= ComponentState::DegradedPerformance.severity() || impact == Impact::Minor {
         "minor"
     } else if worst == ComponentState::UnderMaintenance.severity() {
         "maintenance"
@@ -560,7 +563,8 @@ impl TimeZone {
         let (h, m) = rest.split_once(':')?;
         let h: i32 = h.parse().ok()?;
         let m: i32 = m.parse().ok()?;
-        ((0..=14).contains(&h) && (0..60).contains(&m)).then_some(TimeZone::Fixed(sign * (h * 60 + m)))
+        ((0..=14).contains(&h) && (0..60).contains(&m))
+            .then_some(TimeZone::Fixed(sign * (h * 60 + m)))
     }
 
     /// Offset from UTC in minutes at `unix_s`.
@@ -680,7 +684,10 @@ mod tests {
         assert_eq!(raw_state(&s(2, 2, 0, 0, 0)), ComponentState::Operational);
         assert_eq!(raw_state(&s(2, 0, 0, 0, 0)), ComponentState::MajorOutage);
         assert_eq!(raw_state(&s(2, 1, 0, 0, 0)), ComponentState::PartialOutage);
-        assert_eq!(raw_state(&s(1, 1, 100, 50, 0)), ComponentState::PartialOutage);
+        assert_eq!(
+            raw_state(&s(1, 1, 100, 50, 0)),
+            ComponentState::PartialOutage
+        );
         assert_eq!(
             raw_state(&s(1, 1, 100, 10, 0)),
             ComponentState::DegradedPerformance
@@ -749,7 +756,10 @@ mod tests {
     fn indicators() {
         use ComponentState::*;
         assert_eq!(indicator(&[Operational, Operational], &[]), "none");
-        assert_eq!(indicator(&[Operational, UnderMaintenance], &[]), "maintenance");
+        assert_eq!(
+            indicator(&[Operational, UnderMaintenance], &[]),
+            "maintenance"
+        );
         assert_eq!(indicator(&[DegradedPerformance], &[]), "minor");
         assert_eq!(indicator(&[Operational], &[Impact::Major]), "major");
         assert_eq!(indicator(&[MajorOutage], &[Impact::Minor]), "critical");

@@ -392,14 +392,14 @@ pub fn feed(snap: &Snapshot) -> String {
     let lang = snap.language;
     let t = labels(lang);
     let base = base_url(snap);
-    let mut entries: Vec<(u64, EntryView)> = snap
+    let mut entries: Vec<((u64, u64, u32), EntryView)> = snap
         .incidents
         .iter()
         .flat_map(|i| {
             i.updates.iter().map(move |u| {
                 let prefix = u.status.label(lang);
                 (
-                    u.at,
+                    (u.at, i.id, u.id),
                     EntryView {
                         id: format!(
                             "urn:rempart:status:{}:incident:{}:update:{}",
@@ -413,7 +413,7 @@ pub fn feed(snap: &Snapshot) -> String {
             })
         })
         .collect();
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     entries.truncate(50);
     let updated = entries
         .first()
@@ -573,7 +573,10 @@ mod tests {
         assert!(fr.contains("<html lang=\"fr\">"));
         assert!(fr.contains("Panne majeure en cours"));
         assert!(fr.contains("Panne majeure"));
-        assert!(fr.contains("Démarches &#60;indisponibles&#62;") || fr.contains("Démarches &lt;indisponibles&gt;"));
+        assert!(
+            fr.contains("Démarches &#60;indisponibles&#62;")
+                || fr.contains("Démarches &lt;indisponibles&gt;")
+        );
         assert!(fr.contains("Mairie : 02 40 00 00 00"));
         assert!(fr.contains("27/11/2026 13:55 (UTC+1)"), "{fr}");
         assert_eq!(fr.matches("<i class=").count(), 90);
@@ -593,13 +596,20 @@ mod tests {
         let atom = feed(&snap);
         assert!(atom.starts_with("<?xml"));
         assert!(atom.contains("<id>urn:rempart:status:ville:incident:3:update:1</id>"));
-        assert!(atom.contains("[Analyse en cours] Démarches &#60;indisponibles&#62;") || atom.contains("[Analyse en cours] Démarches &lt;indisponibles&gt;"), "{atom}");
+        assert!(
+            atom.contains("[Analyse en cours] Démarches &#60;indisponibles&#62;")
+                || atom.contains("[Analyse en cours] Démarches &lt;indisponibles&gt;"),
+            "{atom}"
+        );
         assert!(atom.contains("https://statut.ville.test/feed.atom"));
         let json: serde_json::Value = serde_json::from_str(&summary(&snap)).unwrap();
         assert_eq!(json["status"]["indicator"], "critical");
         assert_eq!(json["components"][0]["status"], "major_outage");
         assert_eq!(json["incidents"][0]["status"], "investigating");
-        assert_eq!(json["incidents"][0]["incident_updates"][0]["body"], "Nous analysons & corrigeons.");
+        assert_eq!(
+            json["incidents"][0]["incident_updates"][0]["body"],
+            "Nous analysons & corrigeons."
+        );
         assert_eq!(json["page"]["time_zone"], "Europe/Paris");
     }
 }

@@ -150,7 +150,11 @@ impl Store {
 
     /// Sets or clears an operator override.
     pub fn set_override(&self, tenant: &str, component: &str, state: Option<ComponentState>) {
-        self.send(Write::Override(tenant.to_owned(), component.to_owned(), state));
+        self.send(Write::Override(
+            tenant.to_owned(),
+            component.to_owned(),
+            state,
+        ));
     }
 
     /// Blocks until every write queued before this call is committed.
@@ -169,7 +173,9 @@ fn load(conn: &Connection, now_s: u64, keep_days: u64) -> Result<Loaded, rusqlit
     for body in rows {
         match serde_json::from_str::<Incident>(&body?) {
             Ok(i) => loaded.incidents.push(i),
-            Err(e) => tracing::warn!(error = %e, "unreadable incident in the status database skipped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable incident in the status database skipped")
+            }
         }
     }
     let mut stmt = conn.prepare(
@@ -311,12 +317,27 @@ mod tests {
                 ends_at: None,
                 updates: Vec::new(),
             };
-            i.push_update(IncidentStatus::Investigating, "On cherche".into(), None, now);
+            i.push_update(
+                IncidentStatus::Investigating,
+                "On cherche".into(),
+                None,
+                now,
+            );
             store.save_incident(&i);
             i.push_update(IncidentStatus::Resolved, "Réparé".into(), None, now + 5);
             store.save_incident(&i);
-            store.add_days(vec![("ville".into(), "etat-civil".into(), 100, [10, 0, 0, 5, 0])]);
-            store.add_days(vec![("ville".into(), "etat-civil".into(), 100, [1, 0, 0, 0, 0])]);
+            store.add_days(vec![(
+                "ville".into(),
+                "etat-civil".into(),
+                100,
+                [10, 0, 0, 5, 0],
+            )]);
+            store.add_days(vec![(
+                "ville".into(),
+                "etat-civil".into(),
+                100,
+                [1, 0, 0, 0, 0],
+            )]);
             store.set_override("ville", "ecoles", Some(ComponentState::UnderMaintenance));
             store.set_override("ville", "x", Some(ComponentState::MajorOutage));
             store.set_override("ville", "x", None);

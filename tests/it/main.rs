@@ -15,4 +15,5 @@ mod process;
 mod protocols;
 mod reload;
 mod shield;
+mod status;
 mod tls;

@@ -467,3 +467,17 @@ pub async fn closed_port() -> SocketAddr {
     drop(l);
     a
 }
+
+/// An admin API call with the test token; `body` is sent as JSON.
+pub async fn admin_call(gw: &Gw, method: &str, path: &str, body: Option<&str>) -> Got {
+    let admin = gw.running().admin_addr;
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path}"))
+        .header("host", admin.to_string())
+        .header("authorization", format!("Bearer {}", gw.token))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .unwrap();
+    collect(h1_client().request(req).await.unwrap()).await
+}

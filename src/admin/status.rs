@@ -1,0 +1,177 @@
+//! Admin API of the status pages: read a tenant's board (drafts included), open incidents and
+//! maintenance windows, add timeline updates, edit or publish them, override a component's
+//! state. Every call needs the admin token; bodies are JSON, checked after the token.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::{authorized, bad_request, unauthorized, AdminState};
+use crate::status::model::ComponentState;
+use crate::status::{unix_now, IncidentEdit, NewIncident, NewUpdate, StatusError};
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(bad_request(format!("invalid JSON body: {e}"))))
+}
+
+fn failure(e: StatusError) -> Response {
+    let code = match e {
+        StatusError::UnknownTenant(_) | StatusError::UnknownIncident(_) => StatusCode::NOT_FOUND,
+        StatusError::UnknownComponent(_) | StatusError::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    (
+        code,
+        Json(serde_json::json!({ "ok": false, "error": e.to_string() })),
+    )
+        .into_response()
+}
+
+fn answer<T: serde::Serialize>(r: Result<T, StatusError>, created: bool) -> Response {
+    match r {
+        Ok(v) => (
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            Json(v),
+        )
+            .into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+/// `GET /admin/status`: every tenant's board.
+pub async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let status = &state.gateway.current().status;
+    let boards: Vec<_> = status
+        .tenants()
+        .iter()
+        .filter_map(|t| status.admin_view(t).ok())
+        .collect();
+    Json(serde_json::json!({ "tenants": boards })).into_response()
+}
+
+/// `GET /admin/status/{tenant}`.
+pub async fn board(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    answer(state.gateway.current().status.admin_view(&tenant), false)
+}
+
+/// `POST /admin/status/{tenant}/incidents`.
+pub async fn create(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let new: NewIncident = match parse(&body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let r = state
+        .gateway
+        .current()
+        .status
+        .create_incident(&tenant, new, unix_now());
+    if let Ok(i) = &r {
+        tracing::info!(target: "rempart::status", tenant = %tenant, incident = i.id, published = i.published, "incident opened by an operator");
+    }
+    answer(r, true)
+}
+
+/// `POST /admin/status/{tenant}/incidents/{id}/updates`.
+pub async fn update(
+    State(state): State<AdminState>,
+    Path((tenant, id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let new: NewUpdate = match parse(&body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let r = state
+        .gateway
+        .current()
+        .status
+        .add_update(&tenant, id, new, unix_now());
+    answer(r, true)
+}
+
+/// `PATCH /admin/status/{tenant}/incidents/{id}`.
+pub async fn edit(
+    State(state): State<AdminState>,
+    Path((tenant, id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let edit: IncidentEdit = match parse(&body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let r = state
+        .gateway
+        .current()
+        .status
+        .edit_incident(&tenant, id, edit, unix_now());
+    answer(r, false)
+}
+
+/// `{"state": "major_outage"}` sets an override; `{"state": null}` returns to detection.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideRequest {
+    state: Option<String>,
+}
+
+/// `PUT /admin/status/{tenant}/components/{component}`.
+pub async fn set_component(
+    State(state): State<AdminState>,
+    Path((tenant, component)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let req: OverrideRequest = match parse(&body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let wanted = match req.state.as_deref() {
+        None | Some("auto") => None,
+        Some(s) => match ComponentState::parse(s) {
+            Some(c) => Some(c),
+            None => return bad_request(format!(
+                "unknown state `{s}`; use operational, degraded_performance, partial_outage, major_outage, under_maintenance or auto"
+            )),
+        },
+    };
+    let status = &state.gateway.current().status;
+    let r = status
+        .set_override(&tenant, &component, wanted, unix_now())
+        .and_then(|()| status.admin_view(&tenant));
+    answer(r, false)
+}

@@ -69,6 +69,9 @@ pub enum ProxyError {
     /// The upstream did not answer in time.
     #[error("upstream timeout")]
     UpstreamTimeout,
+    /// The tenant or route is in maintenance mode.
+    #[error("maintenance")]
+    Maintenance,
     /// Rempart failed.
     #[error("internal error")]
     Internal,
@@ -92,7 +95,7 @@ impl ProxyError {
             | Self::Banned
             | Self::BodyTooSlow => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
-            Self::Internal | Self::Shed => Blame::Internal,
+            Self::Internal | Self::Shed | Self::Maintenance => Blame::Internal,
         }
     }
 
@@ -114,7 +117,7 @@ impl ProxyError {
             | Self::RateLimitedFingerprint
             | Self::RateLimitedKey => StatusCode::TOO_MANY_REQUESTS,
             Self::ApiKeyRequired => StatusCode::UNAUTHORIZED,
-            Self::Shed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Shed | Self::Maintenance => StatusCode::SERVICE_UNAVAILABLE,
             Self::Banned => StatusCode::FORBIDDEN,
             Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamConnect | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
@@ -138,6 +141,7 @@ impl ProxyError {
             Self::RateLimitedKey => "rate_limited_key",
             Self::ApiKeyRequired => "api_key_required",
             Self::Shed => "shed",
+            Self::Maintenance => "maintenance",
             Self::Banned => "banned",
             Self::BodyTooSlow => "body_too_slow",
             Self::UpstreamConnect => "upstream_connect",

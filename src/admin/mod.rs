@@ -330,6 +330,10 @@ pub async fn start(
         .route("/admin/top", get(top_clients))
         .route("/admin/shield", get(get_shield))
         .route("/admin/shield/under-attack", post(under_attack))
+        .route(
+            "/admin/maintenance",
+            get(status::list_maintenance).post(status::set_maintenance),
+        )
         .route("/admin/status", get(status::list))
         .route("/admin/status/{tenant}", get(status::board))
         .route("/admin/status/{tenant}/incidents", post(status::create))

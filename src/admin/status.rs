@@ -175,3 +175,64 @@ pub async fn set_component(
         .and_then(|()| status.admin_view(&tenant));
     answer(r, false)
 }
+
+/// `{"tenant": "ville", "route": "etat-civil", "on": true}`; without `route`, the whole
+/// tenant.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceRequest {
+    tenant: String,
+    route: Option<String>,
+    on: bool,
+}
+
+/// `GET /admin/maintenance`: switches in force.
+pub async fn list_maintenance(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let list: Vec<_> = state
+        .gateway
+        .current()
+        .status
+        .maintenance_list()
+        .into_iter()
+        .map(|(t, r)| serde_json::json!({ "tenant": t, "route": if r == "*" { None } else { Some(r) } }))
+        .collect();
+    Json(serde_json::json!({ "maintenance": list })).into_response()
+}
+
+/// `POST /admin/maintenance`: the maintenance page instead of forwarding, for a tenant or
+/// one of its routes; kept across restarts.
+pub async fn set_maintenance(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let req: MaintenanceRequest = match parse(&body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let generation = state.gateway.current();
+    let Some(tenant) = generation
+        .config
+        .tenants
+        .iter()
+        .find(|t| t.id == req.tenant)
+    else {
+        return failure(StatusError::UnknownTenant(req.tenant));
+    };
+    if let Some(r) = &req.route {
+        if !tenant.routes.iter().any(|route| &route.name == r) {
+            return bad_request(format!("tenant `{}` has no route named `{r}`", req.tenant));
+        }
+    }
+    generation
+        .status
+        .set_maintenance(&req.tenant, req.route.as_deref(), req.on);
+    Json(serde_json::json!({ "ok": true, "tenant": req.tenant, "route": req.route, "on": req.on }))
+        .into_response()
+}

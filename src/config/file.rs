@@ -99,6 +99,9 @@ pub struct FileConfig {
     /// Public status pages: storage, off-site copy, time zone.
     #[serde(default)]
     pub status: StatusFile,
+    /// Degraded mode: memory for stale copies of public pages.
+    #[serde(default)]
+    pub degraded: DegradedFile,
     /// Tenants (municipalities, agencies).
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
@@ -116,6 +119,23 @@ pub const DEFAULT_STATUS_SLOW: &str = "3s";
 pub const DEFAULT_PUBLISH_ATTEMPTS: u32 = 3;
 /// Default time zone of dates on status pages.
 pub const DEFAULT_TIME_ZONE: &str = "Europe/Paris";
+
+/// Default stale-copy window of a tenant's public pages.
+pub const DEFAULT_STALE_IF_ERROR: &str = "24h";
+/// Default memory for stale copies (all tenants).
+pub const DEFAULT_STALE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default largest page kept as a stale copy.
+pub const DEFAULT_STALE_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// Degraded-mode settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DegradedFile {
+    /// Memory for stale copies, in bytes.
+    pub stale_cache_bytes: Option<u64>,
+    /// Largest page kept, in bytes.
+    pub stale_entry_bytes: Option<usize>,
+}
 
 /// Global status-page settings.
 #[derive(Debug, Deserialize, Default)]
@@ -293,6 +313,11 @@ pub struct TenantFile {
     pub shield: TenantShieldFile,
     /// Public status page.
     pub status: Option<TenantStatusFile>,
+    /// Serve the maintenance page instead of forwarding (the whole tenant).
+    #[serde(default)]
+    pub maintenance: bool,
+    /// How long a copy of a public page may be served when the origin fails (`"0s"` = never).
+    pub stale_if_error: Option<String>,
 }
 
 /// Logging settings.
@@ -453,6 +478,11 @@ pub struct RouteFile {
     pub api_keys_file: Option<String>,
     /// Requests per second allowed per API key (default 20).
     pub api_key_rate: Option<u32>,
+    /// Serve the maintenance page instead of forwarding (this route).
+    #[serde(default)]
+    pub maintenance: bool,
+    /// Stale-copy window of this route (default: the tenant's).
+    pub stale_if_error: Option<String>,
 }
 
 fn default_prefix() -> String {

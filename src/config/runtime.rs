@@ -168,6 +168,10 @@ pub struct Route {
     pub timeouts: RequestTimeouts,
     /// Key authentication of an API route.
     pub api: Option<ApiKeys>,
+    /// Maintenance page instead of forwarding.
+    pub maintenance: bool,
+    /// How long a copy of a page may be served when the origin fails (zero = never).
+    pub stale_if_error: Duration,
 }
 
 /// An API route's keys: requests must carry a valid key; they are rate-limited per key and
@@ -205,6 +209,8 @@ pub struct Tenant {
     pub shield: crate::shield::Policy,
     /// Public status page, when configured.
     pub status: Option<StatusSpec>,
+    /// Maintenance page for the whole tenant.
+    pub maintenance: bool,
 }
 
 /// A tenant's status page.
@@ -321,6 +327,8 @@ pub struct Runtime {
     pub pass_keys: Option<Arc<crate::shield::pass::KeyRing>>,
     /// Status pages' storage and off-site copy.
     pub status: StatusSettings,
+    /// Memory for stale copies of public pages (bytes in all, bytes per page).
+    pub stale_cache: (u64, usize),
     pub(crate) hosts_exact: HashMap<String, usize>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

@@ -40,6 +40,14 @@ impl Collector {
         });
     }
 
+    /// Like `duration`, zero allowed (it switches a feature off).
+    fn duration_or_zero(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
+        match value {
+            Some(raw) if parse_duration(raw).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
+            _ => self.duration(path, value, default),
+        }
+    }
+
     fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
         let raw = value.unwrap_or(default);
         match parse_duration(raw) {
@@ -382,6 +390,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             certificate,
             shield,
             status,
+            maintenance: tf.maintenance,
         });
     }
     // Most specific wildcard first.
@@ -460,6 +469,14 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     };
 
     let status = status_settings(&mut c, &file.status, base);
+    let stale_cache = (
+        file.degraded
+            .stale_cache_bytes
+            .unwrap_or(DEFAULT_STALE_CACHE_BYTES),
+        file.degraded
+            .stale_entry_bytes
+            .unwrap_or(DEFAULT_STALE_ENTRY_BYTES),
+    );
 
     if c.problems.is_empty() {
         let watched_files = file
@@ -475,6 +492,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .map(|f| base.join(f))
             .collect();
         Ok(Runtime {
+            stale_cache,
             status,
             pass_keys,
             log_full_client_address,
@@ -1153,7 +1171,20 @@ fn routes(
                 None => timeouts.per_request.request,
             },
         };
+        let tenant_stale = c.duration_or_zero(
+            &format!("{p}.stale_if_error"),
+            tf.stale_if_error.as_deref(),
+            DEFAULT_STALE_IF_ERROR,
+        );
+        // API answers are per key: never kept unless the route asks for it.
+        let stale_if_error = match (&rf.stale_if_error, &api) {
+            (Some(v), _) => c.duration_or_zero(&format!("{rp}.stale_if_error"), Some(v), ""),
+            (None, Some(_)) => Duration::ZERO,
+            (None, None) => tenant_stale,
+        };
         out.push(Route {
+            maintenance: rf.maintenance,
+            stale_if_error,
             name: rf.name.clone().unwrap_or_else(|| rf.path_prefix.clone()),
             host,
             path_prefix: rf.path_prefix.clone(),

@@ -179,6 +179,8 @@ pin_project! {
         deadline: Option<Pin<Box<Sleep>>>,
         record: Option<AccessRecord>,
         inflight: Option<InflightGuard>,
+        // Copy of the body for degraded mode, kept when the body ends normally.
+        recorder: Option<Box<crate::status::stale::Recorder>>,
     }
 }
 
@@ -192,6 +194,7 @@ impl ResponseBody {
             deadline: None,
             record,
             inflight: None,
+            recorder: None,
         }
     }
 
@@ -209,7 +212,14 @@ impl ResponseBody {
             deadline: None,
             record: Some(record),
             inflight: Some(inflight),
+            recorder: None,
         }
+    }
+
+    /// Also copies the body into `recorder` (degraded mode).
+    pub fn with_recorder(mut self, recorder: Option<crate::status::stale::Recorder>) -> Self {
+        self.recorder = recorder.map(Box::new);
+        self
     }
 
     fn count(record: &mut Option<AccessRecord>, n: usize) {
@@ -227,7 +237,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if let Some(bytes) = this.local.take() {
             Self::count(this.record, bytes.len());
             if !bytes.is_empty() {
@@ -237,17 +247,36 @@ impl Body for ResponseBody {
                 return Poll::Ready(None);
             }
         }
-        let Some(inner) = this.upstream.as_pin_mut() else {
+        let Some(inner) = this.upstream.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
         match inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     Self::count(this.record, d.len());
+                    if let Some(r) = this.recorder.as_mut() {
+                        if !r.push(d) {
+                            *this.recorder = None;
+                        }
+                    }
+                }
+                // hyper stops polling once the body says it has ended: keep the copy now.
+                if this.recorder.is_some()
+                    && this
+                        .upstream
+                        .as_ref()
+                        .get_ref()
+                        .as_ref()
+                        .is_some_and(Body::is_end_stream)
+                {
+                    if let Some(r) = this.recorder.take() {
+                        r.finish();
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                *this.recorder = None;
                 if let Some(r) = this.record {
                     r.reason = Some("upstream_body_error");
                 }
@@ -256,6 +285,9 @@ impl Body for ResponseBody {
             Poll::Ready(None) => {
                 // Done: release the upstream slot now rather than when hyper drops us.
                 this.inflight.take();
+                if let Some(r) = this.recorder.take() {
+                    r.finish();
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {

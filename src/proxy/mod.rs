@@ -17,6 +17,7 @@ pub mod body;
 pub mod challenge;
 pub mod client;
 pub mod defence;
+pub mod degraded;
 pub mod headers;
 pub mod health;
 pub mod log;
@@ -79,6 +80,8 @@ pub struct Generation {
     pub tenant_states: Vec<Arc<defence::TenantState>>,
     /// Status pages (shared by all generations).
     pub status: Arc<crate::status::StatusService>,
+    /// Stale copies of public pages (kept across reloads while the sizes are unchanged).
+    pub stale: Arc<crate::status::stale::StaleCache>,
 }
 
 /// Per-connection facts handed to every request on it.
@@ -256,6 +259,13 @@ impl Gateway {
                     .unwrap_or_else(|| Arc::new(defence::TenantState::new(&t.id)))
             })
             .collect();
+        let stale = match previous {
+            Some(p) if p.config.stale_cache == config.stale_cache => p.stale.clone(),
+            _ => Arc::new(crate::status::stale::StaleCache::new(
+                config.stale_cache.0,
+                config.stale_cache.1,
+            )),
+        };
         let via = [
             headers::via_entry("1.1", &config.via_name),
             headers::via_entry("2", &config.via_name),
@@ -276,6 +286,7 @@ impl Gateway {
             defence,
             tenant_states,
             status,
+            stale,
         }
     }
 
@@ -365,7 +376,8 @@ impl Gateway {
                         tokio::time::sleep(std::time::Duration::from_millis(tarpit_ms)).await;
                     }
                 }
-                let page = respond::error_response(error, tenant, accept_language.as_ref());
+                let page =
+                    respond::error_response(error, tenant, record.route, accept_language.as_ref());
                 record.status = page.status().as_u16();
                 record.reason = Some(error.reason());
                 let (parts, bytes) = page.into_parts();
@@ -515,6 +527,16 @@ async fn proxy(
     };
     record.route = Some(route_idx);
     let route = &tenant.routes[route_idx];
+    if tenant.maintenance
+        || route.maintenance
+        || generation.status.in_maintenance(&tenant.id, &route.name)
+    {
+        return Err((
+            ProxyError::Maintenance,
+            accept_language(req.headers()),
+            record,
+        ));
+    }
 
     // Phase 1b: shield decision.
     let (priority, calm) =
@@ -657,7 +679,13 @@ async fn proxy(
                         &return_to,
                     ));
                 }
-                return Err((ProxyError::Shed, original_headers, record));
+                let parts_ref = &parts;
+                return match degraded::stale_answer(
+                    generation, tenant, route, parts_ref, &host, record,
+                ) {
+                    Ok(resp) => Ok(resp),
+                    Err(record) => Err((ProxyError::Shed, original_headers, record)),
+                };
             }
         },
     };
@@ -665,7 +693,10 @@ async fn proxy(
 
     let (exchange, mut inflight) = loop {
         let Some(server) = pool.pick(upstream::now_ms(), excluded.as_ref()) else {
-            return Err((ProxyError::UpstreamConnect, original_headers, record));
+            return match degraded::stale_answer(generation, tenant, route, &parts, &host, record) {
+                Ok(resp) => Ok(resp),
+                Err(record) => Err((ProxyError::UpstreamConnect, original_headers, record)),
+            };
         };
         record.upstream = Some(server.clone());
         let outgoing = client::OutgoingRequest {
@@ -734,7 +765,10 @@ async fn proxy(
             excluded = Some(server);
             continue;
         }
-        return Err((error, original_headers, record));
+        return match degraded::stale_answer(generation, tenant, route, &parts, &host, record) {
+            Ok(resp) => Ok(resp),
+            Err(record) => Err((error, original_headers, record)),
+        };
     };
 
     // Phase 3: upstream response head.
@@ -742,6 +776,13 @@ async fn proxy(
         Exchange::Response(head, body) => (head, Ok(body)),
         Exchange::Upgraded(head, stream, leftover) => (head, Err((stream, leftover))),
     };
+    if degraded::covers_status(head.status) && body_or_tunnel.is_ok() {
+        // The origin answered with an error: a stale copy serves residents better.
+        record = match degraded::stale_answer(generation, tenant, route, &parts, &host, record) {
+            Ok(resp) => return Ok(resp),
+            Err(record) => record,
+        };
+    }
     let mut response = Response::new(());
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
@@ -768,7 +809,12 @@ async fn proxy(
     }
     match body_or_tunnel {
         // Phases 4 and 5 happen as the body streams and when it is dropped.
-        Ok(body) => Ok(response.map(|()| ResponseBody::upstream(body, deadline, record, inflight))),
+        Ok(body) => {
+            let recorder = degraded::recorder(generation, tenant, route, &parts, &host, &response);
+            Ok(response.map(|()| {
+                ResponseBody::upstream(body, deadline, record, inflight).with_recorder(recorder)
+            }))
+        }
         Err((stream, leftover)) => {
             let Some(downstream_upgrade) = on_upgrade else {
                 return Err((ProxyError::UpstreamFailed, original_headers, record));

@@ -20,6 +20,12 @@ struct ErrorPage<'a> {
     contact: Option<&'a str>,
     contact_label: &'a str,
     footer: &'a str,
+    service: Option<&'a str>,
+    service_label: &'a str,
+    status_href: Option<String>,
+    status_link: &'a str,
+    alternatives: &'a [String],
+    alternatives_title: &'a str,
 }
 
 /// Picks the page language from an `Accept-Language` value: the first of `fr`/`en` the
@@ -84,16 +90,31 @@ fn text(error: ProxyError, lang: Language) -> Text {
         (UpstreamConnect | UpstreamFailed, En) => ("Service temporarily unavailable", "The service is not responding right now. Our staff have been alerted; please try again in a few minutes."),
         (UpstreamTimeout, Fr) => ("Le service met trop de temps à répondre", "Le service n'a pas répondu à temps. Merci de réessayer dans quelques minutes."),
         (UpstreamTimeout, En) => ("The service is taking too long", "The service did not answer in time. Please try again in a few minutes."),
+        (Maintenance, Fr) => ("Service en maintenance", "Ce service est en cours de maintenance. Merci de revenir un peu plus tard."),
+        (Maintenance, En) => ("Service under maintenance", "This service is under maintenance. Please come back a little later."),
         (Internal, Fr) => ("Erreur interne", "Une erreur est survenue. Merci de réessayer."),
         (Internal, En) => ("Internal error", "Something went wrong. Please try again."),
     };
     Text { title, message }
 }
 
-/// Builds the branded error response for `error`, for `tenant` when known.
+/// Where residents find the status page of `tenant`, if it has one.
+pub fn status_href(tenant: &Tenant) -> Option<String> {
+    let spec = tenant.status.as_ref()?;
+    spec.url
+        .clone()
+        .or_else(|| spec.path.as_ref().map(|p| format!("{p}/")))
+        .or_else(|| spec.hosts.first().map(|h| format!("//{h}/")))
+}
+
+/// Builds the branded error response for `error`, for `tenant` (and the `route` index)
+/// when known. When the origin fails, is shedding or in maintenance, the page is the
+/// fallback page: it names the service, links to the status page and lists the tenant's
+/// other ways to reach the council.
 pub fn error_response(
     error: ProxyError,
     tenant: Option<&Tenant>,
+    route: Option<usize>,
     accept_language: Option<&HeaderValue>,
 ) -> Response<Bytes> {
     let default = tenant.map_or(Language::Fr, |t| t.language);
@@ -112,7 +133,35 @@ pub fn error_response(
             "Page shown by the council's security gateway.",
         ),
     };
+    let fallback = error.blame() == crate::error::Blame::Upstream
+        || matches!(error, ProxyError::Shed | ProxyError::Maintenance);
+    let spec = tenant.and_then(|t| t.status.as_ref()).filter(|_| fallback);
+    let service = spec.zip(tenant).and_then(|(s, t)| {
+        let r = &t.routes[route?];
+        Some(
+            s.component_of_pool(r.pool)
+                .map_or(r.name.as_str(), |c| c.name(lang)),
+        )
+    });
+    let (service_label, status_link, alternatives_title) = match lang {
+        Language::Fr => (
+            "Service concerné :",
+            "Voir l'état des services et les informations en cours",
+            "Pour nous joindre autrement",
+        ),
+        Language::En => (
+            "Service:",
+            "See the status of services and current information",
+            "Other ways to reach us",
+        ),
+    };
     let page = ErrorPage {
+        service,
+        service_label,
+        status_href: spec.and(tenant).and_then(status_href),
+        status_link,
+        alternatives: spec.map_or(&[][..], |s| &s.alternatives[..]),
+        alternatives_title,
         lang: lang_code,
         tenant: tenant.map_or("Rempart", |t| t.name.as_str()),
         status_line: format!(
@@ -145,6 +194,8 @@ pub fn error_response(
     ) {
         // The limits count over a one-second sliding window.
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    } else if error == ProxyError::Maintenance {
+        h.insert(RETRY_AFTER, HeaderValue::from_static("600"));
     } else if error == ProxyError::Shed {
         h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
     } else if error.blame() == crate::error::Blame::Upstream {
@@ -171,7 +222,7 @@ mod tests {
 
     #[test]
     fn page_is_escaped_and_branded() {
-        let resp = error_response(ProxyError::UpstreamTimeout, None, None);
+        let resp = error_response(ProxyError::UpstreamTimeout, None, None, None);
         assert_eq!(resp.status(), 504);
         let body = String::from_utf8(resp.body().to_vec()).unwrap();
         assert!(body.contains("lang=\"fr\""));

@@ -14,6 +14,7 @@
 pub mod export;
 pub mod model;
 pub mod render;
+pub mod stale;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -193,6 +194,8 @@ pub struct StatusService {
     pages: ArcSwap<HashMap<String, Arc<Pages>>>,
     store: std::sync::OnceLock<Store>,
     changes: tokio::sync::watch::Sender<u64>,
+    /// Maintenance mode switched on by operators: (tenant, route name or `*`).
+    maintenance: ArcSwap<Vec<(String, String)>>,
     /// Last export and publish outcome.
     pub outcome: Mutex<PublishOutcome>,
 }
@@ -292,6 +295,7 @@ impl StatusService {
                 }
             }
         }
+        let maintenance = loaded.maintenance.clone();
         let state = State {
             settings: config.status.clone(),
             boards,
@@ -311,6 +315,7 @@ impl StatusService {
             pages: ArcSwap::from_pointee(HashMap::new()),
             store: cell,
             changes: tokio::sync::watch::channel(0).0,
+            maintenance: ArcSwap::from_pointee(maintenance),
             outcome: Mutex::new(PublishOutcome::default()),
         };
         service.render_all(now);
@@ -342,6 +347,9 @@ impl StatusService {
                         .extend(loaded.incidents.into_iter().map(|i| (i.id, i)));
                     st.days.extend(loaded.days);
                     drop(st);
+                    if !loaded.maintenance.is_empty() {
+                        self.maintenance.store(Arc::new(loaded.maintenance));
+                    }
                     let _ = self.store.set(store);
                 }
                 Err(e) => {
@@ -356,6 +364,35 @@ impl StatusService {
             st.settings = config.status.clone();
         }
         self.render_all(now);
+    }
+
+    /// Whether an operator put `route` of `tenant_id` (or the whole tenant) in maintenance.
+    pub fn in_maintenance(&self, tenant_id: &str, route: &str) -> bool {
+        let m = self.maintenance.load();
+        !m.is_empty()
+            && m.iter()
+                .any(|(t, r)| t == tenant_id && (r == "*" || r == route))
+    }
+
+    /// Switches maintenance mode of `route` (`None` = the whole tenant) on or off; kept in
+    /// the database. The caller checks that the tenant and route exist.
+    pub fn set_maintenance(&self, tenant_id: &str, route: Option<&str>, on: bool) {
+        let route = route.unwrap_or("*");
+        let mut next: Vec<(String, String)> = (**self.maintenance.load()).clone();
+        next.retain(|(t, r)| !(t == tenant_id && r == route));
+        if on {
+            next.push((tenant_id.to_owned(), route.to_owned()));
+        }
+        self.maintenance.store(Arc::new(next));
+        if let Some(store) = self.store.get() {
+            store.set_maintenance(tenant_id, route, on);
+        }
+        tracing::warn!(target: "rempart::status", tenant = tenant_id, route, on, "maintenance mode switched by an operator");
+    }
+
+    /// Maintenance switches in force, for operators.
+    pub fn maintenance_list(&self) -> Vec<(String, String)> {
+        (**self.maintenance.load()).clone()
     }
 
     /// The rendered site of `tenant_id`.

@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS overrides (
     state TEXT NOT NULL,
     PRIMARY KEY (tenant, component)
 );
+CREATE TABLE IF NOT EXISTS maintenance_mode (
+    tenant TEXT NOT NULL,
+    route TEXT NOT NULL,
+    PRIMARY KEY (tenant, route)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -55,12 +60,15 @@ pub struct Loaded {
     pub overrides: HashMap<(String, String), ComponentState>,
     /// Largest incident id ever handed out.
     pub last_id: u64,
+    /// Maintenance mode switched on by operators: (tenant, route name or `*`).
+    pub maintenance: Vec<(String, String)>,
 }
 
 enum Write {
     Incident(Box<Incident>),
     Days(Vec<(String, String, u64, DayTally)>),
     Override(String, String, Option<ComponentState>),
+    Maintenance(String, String, bool),
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
@@ -157,6 +165,11 @@ impl Store {
         ));
     }
 
+    /// Records maintenance mode of a tenant's route (`*` = the whole tenant).
+    pub fn set_maintenance(&self, tenant: &str, route: &str, on: bool) {
+        self.send(Write::Maintenance(tenant.to_owned(), route.to_owned(), on));
+    }
+
     /// Blocks until every write queued before this call is committed.
     pub fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -217,6 +230,11 @@ fn load(conn: &Connection, now_s: u64, keep_days: u64) -> Result<Loaded, rusqlit
             loaded.overrides.insert((tenant, component), s);
         }
     }
+    let mut stmt = conn.prepare("SELECT tenant, route FROM maintenance_mode")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        loaded.maintenance.push(row?);
+    }
     let max_id: Option<i64> = conn
         .query_row("SELECT MAX(id) FROM incidents", [], |r| r.get(0))
         .optional()?
@@ -273,6 +291,19 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &Path) {
                             )?;
                         }
                     },
+                    Write::Maintenance(tenant, route, on) => {
+                        if on {
+                            tx.execute(
+                                "INSERT OR IGNORE INTO maintenance_mode (tenant, route) VALUES (?1, ?2)",
+                                params![tenant, route],
+                            )?;
+                        } else {
+                            tx.execute(
+                                "DELETE FROM maintenance_mode WHERE tenant = ?1 AND route = ?2",
+                                params![tenant, route],
+                            )?;
+                        }
+                    }
                     Write::Flush(done) => waiting.push(done),
                 }
             }

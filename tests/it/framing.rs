@@ -76,10 +76,11 @@ async fn close_delimited_response_and_broken_origin() {
             let _ = s.shutdown().await;
         }
     });
+    // No stale copies here: the second answer must show the broken origin.
     let gw = Gw::start(&one_tenant(
         &[addr],
         "health = { passive_failures = 0 }",
-        "",
+        "stale_if_error = \"0s\"",
     ))
     .await;
     let c = h1_client();

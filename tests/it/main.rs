@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod challenge;
 mod check;
+mod degraded;
 mod drill;
 mod errors;
 mod forwarding;

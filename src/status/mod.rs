@@ -322,6 +322,11 @@ impl StatusService {
         service
     }
 
+    /// A service without a database (nothing persisted), for exports before the first run.
+    pub fn empty(config: &Runtime, now: u64) -> Self {
+        Self::from_loaded(config, None, store::Loaded::default(), now)
+    }
+
     /// Renders a read-only view of `config`'s status database (for `rempart status export`).
     pub fn read_only(config: &Runtime, now: u64) -> Result<Self, store::StoreError> {
         let loaded = Store::read_only(&config.status.database, now, HISTORY_DAYS)?;

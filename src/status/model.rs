@@ -668,9 +668,81 @@ pub fn short_day(day: u64, lang: Language) -> String {
     }
 }
 
+/// Parses a time for operators: unix seconds, `+30m` / `+2h` from `now`, or a date and time
+/// `2026-12-01T20:00` (in `zone`), optionally with seconds and `Z` or an offset such as
+/// `+01:00`.
+pub fn parse_time(s: &str, now: u64, zone: TimeZone) -> Option<u64> {
+    let s = s.trim();
+    if let Some(rel) = s.strip_prefix('+') {
+        let d = crate::config::validate::parse_duration(rel).ok()?;
+        return Some(now + d.as_secs());
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
+    }
+    let (date, time) = s.split_once(['T', ' '])?;
+    let mut d = date.split('-');
+    let (y, mo, da) = (
+        d.next()?.parse::<i64>().ok()?,
+        d.next()?.parse::<u32>().ok()?,
+        d.next()?.parse::<u32>().ok()?,
+    );
+    if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
+        return None;
+    }
+    let (clock, offset) = if let Some(c) = time.strip_suffix('Z') {
+        (c, Some(0i64))
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (c, o) = time.split_at(i);
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = o[1..].split_once(':')?;
+        (
+            c,
+            Some(sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?)),
+        )
+    } else {
+        (time, None)
+    };
+    let mut c = clock.split(':');
+    let h = c.next()?.parse::<i64>().ok()?;
+    let mi = c.next()?.parse::<i64>().ok()?;
+    let se = c.next().map_or(Some(0), |x| x.parse::<i64>().ok())?;
+    if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..61).contains(&se) {
+        return None;
+    }
+    let local = days_from_civil(y, mo, da) * DAY_S as i64 + h * 3600 + mi * 60 + se;
+    let offset_min = match offset {
+        Some(o) => o,
+        // Local time: the zone's offset at that moment (checked at the guessed instant).
+        None => i64::from(zone.offset_minutes(u64::try_from(local).ok()?)),
+    };
+    u64::try_from(local - offset_min * 60).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_times() {
+        let now = 1_795_784_700;
+        assert_eq!(parse_time("+2h", now, TimeZone::Utc), Some(now + 7200));
+        assert_eq!(parse_time("1795784700", now, TimeZone::Utc), Some(now));
+        assert_eq!(
+            parse_time("2026-11-27T13:05:00Z", now, TimeZone::Paris),
+            Some(now)
+        );
+        assert_eq!(
+            parse_time("2026-11-27T14:05+01:00", now, TimeZone::Utc),
+            Some(now)
+        );
+        assert_eq!(
+            parse_time("2026-11-27 14:05", now, TimeZone::Paris),
+            Some(now)
+        );
+        assert_eq!(parse_time("2026-13-27T14:05", now, TimeZone::Paris), None);
+        assert_eq!(parse_time("tomorrow", now, TimeZone::Paris), None);
+    }
 
     #[test]
     fn raw_states_follow_health_and_errors() {

@@ -398,3 +398,141 @@ async fn a_failing_publish_command_is_retried_and_reported() {
         "{error}"
     );
 }
+
+fn rempart(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn operators_use_the_cli_and_export_without_a_gateway() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&status_config(origin.addr, "", "")).await;
+    // The CLI finds the admin listener through the config: name its real address.
+    let text = std::fs::read_to_string(&gw.path).unwrap();
+    let admin = gw.running().admin_addr;
+    std::fs::write(
+        &gw.path,
+        text.replace(
+            "[admin]\naddress = \"127.0.0.1:0\"",
+            &format!("[admin]\naddress = \"{admin}\""),
+        ),
+    )
+    .unwrap();
+    let config = gw.path.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            rempart(&[
+                "status",
+                "-c",
+                &config,
+                "open",
+                "ville",
+                "--title",
+                "Téléservices lents",
+                "--message",
+                "Les démarches en ligne sont lentes.",
+                "--impact",
+                "minor",
+                "--component",
+                "etat-civil",
+                "--publish",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published"));
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            rempart(&[
+                "status",
+                "-c",
+                &config,
+                "maintenance",
+                "ville",
+                "--title",
+                "Migration",
+                "--message",
+                "Migration du serveur.",
+                "--from",
+                "+1h",
+                "--until",
+                "+3h",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("draft"));
+    // A wrong state is refused with the admin API's reason and exit code 2.
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            rempart(&[
+                "status",
+                "-c",
+                &config,
+                "component",
+                "ville",
+                "etat-civil",
+                "broken",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown state"));
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || rempart(&["status", "-c", &config, "list"])
+    })
+    .await
+    .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listing.contains("etat-civil: operational"), "{listing}");
+    assert!(
+        listing.contains("Téléservices lents · published"),
+        "{listing}"
+    );
+    assert!(listing.contains("Migration · DRAFT"), "{listing}");
+
+    // Export reads the database directly, here after the gateway stopped.
+    let mut gw = gw;
+    gw.running.take().unwrap().shutdown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        rempart(&["status", "-c", &config, "export", "--out", &out_dir])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.path().join("ville/index.html")).unwrap();
+    assert!(page.contains("Téléservices lents"));
+    assert!(!page.contains("Migration"), "drafts are never exported");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("ville/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["status"]["indicator"], "minor");
+}

@@ -1,8 +1,11 @@
-//! Subcommands: `run`, `check`, `demo`, `reload`. Each returns a process exit code.
+//! Subcommands: `run`, `check`, `demo`, `reload`, `bans`, `shield`, `status`, `drill`. Each
+//! returns a process exit code.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+pub mod status;
 
 /// Rempart: an edge gateway that keeps public services reachable under attack.
 #[derive(Debug, Parser)]
@@ -85,6 +88,16 @@ pub enum Command {
         /// Time each request takes (`5ms`).
         #[arg(long, default_value = "5ms")]
         service: String,
+    },
+    /// Status pages: incidents, maintenance, component states, static export.
+    Status {
+        /// Configuration file (gives the admin address and token, or the database for
+        /// `export`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: status::StatusAction,
     },
     /// Flood shield of a running gateway: status and under-attack mode (admin API).
     Shield {

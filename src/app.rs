@@ -64,7 +64,11 @@ pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Ru
     let server = Server::start(gateway.clone()).await?;
     let background = CancellationToken::new();
     crate::proxy::status::spawn_sampler(&gateway, background.clone());
-    tokio::spawn(crate::status::export::run(status, background.clone()));
+    tokio::spawn(crate::status::export::run(
+        status.clone(),
+        background.clone(),
+    ));
+    tokio::spawn(crate::status::notify::run(status, background.clone()));
     let reloader = Reloader::new(path, gateway.clone());
     let admin_shutdown = CancellationToken::new();
     let admin_addr = crate::admin::start(

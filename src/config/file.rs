@@ -152,6 +152,51 @@ pub struct StatusFile {
     pub publish_attempts: Option<u32>,
     /// Time zone of dates shown to residents: `Europe/Paris`, `UTC` or `+04:00`.
     pub time_zone: Option<String>,
+    /// Mail server for residents' subscriptions.
+    pub smtp: Option<SmtpFile>,
+    /// Where public updates are pushed besides e-mail.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookFile>,
+}
+
+/// Default SMTP port per TLS mode.
+pub const DEFAULT_SMTP_TLS: &str = "starttls";
+/// Default messages sent per second at most.
+pub const DEFAULT_SMTP_RATE: u32 = 10;
+
+/// The mail server sending subscription messages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpFile {
+    /// Server host name or address.
+    pub host: String,
+    /// Port (default 587 with starttls, 465 with tls, 25 with none).
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none` (only for a relay on the same machine).
+    pub tls: Option<String>,
+    /// Sender, for example `Ville de Saint-Exemple <statut@ville.fr>`.
+    pub from: String,
+    /// Login, when the server wants one.
+    pub username: Option<String>,
+    /// File holding the password (never in the config itself).
+    pub password_file: Option<String>,
+    /// Messages sent per second at most.
+    pub max_per_second: Option<u32>,
+}
+
+/// A receiver of public updates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// Address receiving the POST (for `mastodon`, the instance's base address).
+    pub url: String,
+    /// `json` (signed JSON document, default) or `mastodon` (a status post).
+    pub kind: Option<String>,
+    /// `json`: the HMAC-SHA256 key; `mastodon`: the account's access token.
+    pub secret_file: Option<String>,
+    /// Only these tenants' updates (default: all).
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 /// A tenant's status page.
@@ -175,6 +220,8 @@ pub struct TenantStatusFile {
     /// Other ways to reach the council, shown on the status and fallback pages.
     #[serde(default)]
     pub alternatives: Vec<String>,
+    /// Let residents subscribe by e-mail (default: when `[status.smtp]` is configured).
+    pub subscriptions: Option<bool>,
     /// The citizen services shown on the page.
     #[serde(default)]
     pub components: Vec<ComponentFile>,

@@ -230,6 +230,8 @@ pub struct StatusSpec {
     pub slow: Duration,
     /// Other ways to reach the council.
     pub alternatives: Vec<String>,
+    /// Residents may subscribe by e-mail.
+    pub subscriptions: bool,
     /// Components, in page order.
     pub components: Vec<ComponentSpec>,
 }
@@ -277,6 +279,85 @@ pub struct StatusSettings {
     pub publish_attempts: u32,
     /// Time zone of dates shown to residents.
     pub time_zone: crate::status::model::TimeZone,
+    /// Mail server for subscriptions.
+    pub smtp: Option<Smtp>,
+    /// Receivers of public updates.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// TLS towards the mail server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required).
+    StartTls,
+    /// TLS from the first byte.
+    Tls,
+    /// No TLS (a relay on the same machine).
+    None,
+}
+
+/// The mail server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Smtp {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: SmtpTls,
+    /// Sender mailbox.
+    pub from: String,
+    /// Login and password (never logged).
+    pub credentials: Option<(String, String)>,
+    /// Messages per second at most.
+    pub max_per_second: u32,
+}
+
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("from", &self.from)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<hidden>"),
+            )
+            .finish()
+    }
+}
+
+/// Kind of webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookKind {
+    /// Signed JSON document.
+    Json,
+    /// Mastodon-compatible status post.
+    Mastodon,
+}
+
+/// A receiver of public updates.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Address.
+    pub url: http::Uri,
+    /// Kind.
+    pub kind: WebhookKind,
+    /// HMAC key or access token (never logged).
+    pub secret: Option<String>,
+    /// Tenants whose updates go there (empty = all).
+    pub tenants: Vec<String>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url)
+            .field("kind", &self.kind)
+            .field("tenants", &self.tenants)
+            .finish()
+    }
 }
 
 impl Tenant {

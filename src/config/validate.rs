@@ -469,6 +469,38 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     };
 
     let status = status_settings(&mut c, &file.status, base);
+    for (ti, (t, tf)) in tenants.iter_mut().zip(&file.tenants).enumerate() {
+        let Some(spec) = t.status.as_mut() else {
+            continue;
+        };
+        let asked = tf.status.as_ref().and_then(|s| s.subscriptions);
+        spec.subscriptions = asked.unwrap_or(status.smtp.is_some());
+        if spec.subscriptions && status.smtp.is_none() {
+            c.push(
+                format!("tenants[{ti}].status.subscriptions"),
+                "e-mail subscriptions need a mail server",
+                Some("add a [status.smtp] table, or set subscriptions = false"),
+            );
+        }
+        if spec.subscriptions && spec.url.is_none() {
+            c.push(
+                format!("tenants[{ti}].status.url"),
+                "e-mail subscriptions need the status page's public address (for the links in messages)",
+                Some("set url = \"https://statut.ville.fr/\", or subscriptions = false"),
+            );
+        }
+    }
+    for (wi, w) in status.webhooks.iter().enumerate() {
+        for (i, id) in w.tenants.iter().enumerate() {
+            if !tenants.iter().any(|t| &t.id == id) {
+                c.push(
+                    format!("status.webhooks[{wi}].tenants[{i}]"),
+                    format!("no tenant has id `{id}`"),
+                    None,
+                );
+            }
+        }
+    }
     let stale_cache = (
         file.degraded
             .stale_cache_bytes
@@ -550,7 +582,123 @@ fn status_settings(c: &mut Collector, f: &StatusFile, base: &Path) -> StatusSett
             Some("remove the key or give a command"),
         );
     }
+    let smtp = f.smtp.as_ref().map(|m| {
+        let tls = match m.tls.as_deref().unwrap_or(DEFAULT_SMTP_TLS) {
+            "starttls" => SmtpTls::StartTls,
+            "tls" => SmtpTls::Tls,
+            "none" => SmtpTls::None,
+            other => {
+                c.push(
+                    "status.smtp.tls",
+                    format!("unknown TLS mode `{other}`"),
+                    Some("use \"starttls\", \"tls\" or \"none\""),
+                );
+                SmtpTls::StartTls
+            }
+        };
+        if m.from.parse::<lettre::message::Mailbox>().is_err() {
+            c.push(
+                "status.smtp.from",
+                format!("`{}` is not a mailbox", m.from),
+                Some("write for example \"Ville de Saint-Exemple <statut@ville.fr>\""),
+            );
+        }
+        let credentials = match (&m.username, &m.password_file) {
+            (None, None) => None,
+            (Some(u), Some(p)) => match std::fs::read_to_string(base.join(p)) {
+                Ok(pw) => Some((u.clone(), pw.trim().to_owned())),
+                Err(e) => {
+                    c.push(
+                        "status.smtp.password_file",
+                        format!("cannot read `{p}`: {e}"),
+                        Some("relative paths start at the config file's directory"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                c.push(
+                    "status.smtp.username",
+                    "username and password_file go together",
+                    None,
+                );
+                None
+            }
+        };
+        Smtp {
+            host: m.host.clone(),
+            port: m.port.unwrap_or(match tls {
+                SmtpTls::StartTls => 587,
+                SmtpTls::Tls => 465,
+                SmtpTls::None => 25,
+            }),
+            tls,
+            from: m.from.clone(),
+            credentials,
+            max_per_second: m.max_per_second.unwrap_or(DEFAULT_SMTP_RATE).max(1),
+        }
+    });
+    let mut webhooks = Vec::new();
+    for (i, w) in f.webhooks.iter().enumerate() {
+        let wp = format!("status.webhooks[{i}]");
+        let url = match w.url.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => u,
+            _ => {
+                c.push(
+                    format!("{wp}.url"),
+                    format!("`{}` is not an http(s) address", w.url),
+                    Some("write for example \"https://hooks.example.fr/statut\""),
+                );
+                continue;
+            }
+        };
+        let kind = match w.kind.as_deref().unwrap_or("json") {
+            "json" => WebhookKind::Json,
+            "mastodon" => WebhookKind::Mastodon,
+            other => {
+                c.push(
+                    format!("{wp}.kind"),
+                    format!("unknown kind `{other}`"),
+                    Some("use \"json\" or \"mastodon\""),
+                );
+                continue;
+            }
+        };
+        let secret = match &w.secret_file {
+            None => None,
+            Some(p) => match std::fs::read_to_string(base.join(p)) {
+                Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+                Ok(_) => {
+                    c.push(format!("{wp}.secret_file"), format!("`{p}` is empty"), None);
+                    None
+                }
+                Err(e) => {
+                    c.push(
+                        format!("{wp}.secret_file"),
+                        format!("cannot read `{p}`: {e}"),
+                        Some("relative paths start at the config file's directory"),
+                    );
+                    None
+                }
+            },
+        };
+        if kind == WebhookKind::Mastodon && secret.is_none() {
+            c.push(
+                format!("{wp}.secret_file"),
+                "a mastodon webhook needs the account's access token",
+                Some("put the token in a file readable by rempart and name it here"),
+            );
+        }
+        webhooks.push(Webhook {
+            url,
+            kind,
+            secret,
+            tenants: w.tenants.clone(),
+        });
+    }
     StatusSettings {
+        smtp,
+        webhooks,
         database: base.join(f.database.as_deref().unwrap_or(DEFAULT_STATUS_DATABASE)),
         export_dir: f.export_dir.as_ref().map(|d| base.join(d)),
         publish_command: f.publish_command.clone(),
@@ -686,6 +834,7 @@ fn tenant_status(
         debounce,
         slow,
         alternatives: f.alternatives.clone(),
+        subscriptions: f.subscriptions.unwrap_or(false),
         components,
     }
 }

@@ -508,6 +508,10 @@ async fn proxy(
         if let Err(error) = status_shield(generation, tenant_idx, record.client, req.uri().path()) {
             return Err((error, accept_language(req.headers()), record));
         }
+        if target.is_subscription() {
+            let page = status::subscription(&generation.status, tenant, target, req).await;
+            return Ok(local_response(page, record, "status page"));
+        }
         let pages = generation.status.pages(&tenant.id);
         let page = status::respond(
             pages.as_deref(),

@@ -30,8 +30,24 @@ pub enum Target {
     Summary,
     /// The base path without its slash: redirect to it with one (relative links need it).
     AddSlash,
+    /// The subscription form's target.
+    Subscribe,
+    /// Double opt-in link.
+    Confirm,
+    /// One-click unsubscribe link (RFC 8058).
+    Unsubscribe,
     /// A path under the status site that does not exist.
     NotFound,
+}
+
+impl Target {
+    /// Whether the request needs the subscription handler (it reads a body).
+    pub fn is_subscription(self) -> bool {
+        matches!(
+            self,
+            Target::Subscribe | Target::Confirm | Target::Unsubscribe
+        )
+    }
 }
 
 /// Whether `host` and `path` address `tenant`'s status site, and what they ask for.
@@ -55,6 +71,9 @@ pub fn target(tenant: &Tenant, host: &str, path: &str) -> Option<Target> {
         "/index.en.html" => Target::Page(Some(Language::En)),
         "/feed.atom" => Target::Feed,
         "/summary.json" | "/api/v2/summary.json" => Target::Summary,
+        "/subscribe" => Target::Subscribe,
+        "/confirm" => Target::Confirm,
+        "/unsubscribe" => Target::Unsubscribe,
         _ => Target::NotFound,
     })
 }
@@ -125,7 +144,11 @@ pub fn respond(
             "-atom",
         ),
         Target::Summary => (pages.json.clone(), "application/json", ""),
-        Target::AddSlash | Target::NotFound => {
+        Target::AddSlash
+        | Target::NotFound
+        | Target::Subscribe
+        | Target::Confirm
+        | Target::Unsubscribe => {
             *resp.status_mut() = StatusCode::NOT_FOUND;
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -167,6 +190,277 @@ pub fn respond(
         resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
     }
     resp
+}
+
+/// Largest subscription form accepted.
+const FORM_LIMIT: usize = 8 * 1024;
+
+fn message(
+    status: StatusCode,
+    tenant: &Tenant,
+    lang: Language,
+    title: &str,
+    text: &str,
+    form: Option<(&str, &str)>,
+) -> Response<Bytes> {
+    let body = crate::status::render::message_page(&tenant.name, lang, title, text, form);
+    let mut resp = Response::new(Bytes::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+/// Subscription steps: the form's POST, and the confirm and unsubscribe links (GET shows a
+/// one-button page, so mail scanners that follow links change nothing; POST acts, which is
+/// also what a mail client's one-click unsubscribe sends).
+pub async fn subscription(
+    service: &crate::status::StatusService,
+    tenant: &Tenant,
+    target: Target,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response<Bytes> {
+    use http_body_util::BodyExt;
+    let query = req.uri().query().map(str::to_owned);
+    let token = query.as_deref().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "t")
+            .map(|(_, v)| v.into_owned())
+    });
+    let mut lang = query_lang(query.as_deref()).unwrap_or_else(|| {
+        super::respond::negotiate_language(
+            req.headers().get(http::header::ACCEPT_LANGUAGE),
+            tenant.language,
+        )
+    });
+    let fr = lang == Language::Fr;
+    let method = req.method().clone();
+    if !tenant.status.as_ref().is_some_and(|s| s.subscriptions) {
+        let mut r = Response::new(Bytes::from_static(b"Not found\n"));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    }
+    match (target, method) {
+        (Target::Subscribe, Method::POST) => {
+            let limited = http_body_util::Limited::new(req.into_body(), FORM_LIMIT);
+            let body = match tokio::time::timeout(Duration::from_secs(10), limited.collect()).await
+            {
+                Ok(Ok(b)) => b.to_bytes(),
+                _ => {
+                    let mut r = Response::new(Bytes::from_static(b"Bad request\n"));
+                    *r.status_mut() = StatusCode::BAD_REQUEST;
+                    return r;
+                }
+            };
+            let mut email = String::new();
+            let mut components = Vec::new();
+            for (k, v) in form_urlencoded::parse(&body) {
+                match &*k {
+                    "email" => email = v.into_owned(),
+                    "component" => components.push(v.into_owned()),
+                    "lang" if v == "en" => lang = Language::En,
+                    "lang" if v == "fr" => lang = Language::Fr,
+                    _ => {}
+                }
+            }
+            let fr = lang == Language::Fr;
+            match service.subscribe(
+                &tenant.id,
+                &email,
+                components,
+                lang,
+                crate::status::unix_now(),
+            ) {
+                // The same answer whatever happened: the form never tells whether an address
+                // is subscribed.
+                Ok(_) => message(
+                    StatusCode::OK,
+                    tenant,
+                    lang,
+                    if fr {
+                        "Vérifiez votre messagerie"
+                    } else {
+                        "Check your inbox"
+                    },
+                    if fr {
+                        "Si cette adresse n'est pas déjà abonnée, un message vient de lui être envoyé : ouvrez le lien qu'il contient pour confirmer votre abonnement."
+                    } else {
+                        "If this address is not already subscribed, a message has just been sent to it: open its link to confirm your subscription."
+                    },
+                    None,
+                ),
+                Err(_) => message(
+                    StatusCode::BAD_REQUEST,
+                    tenant,
+                    lang,
+                    if fr {
+                        "Adresse non valable"
+                    } else {
+                        "Address not valid"
+                    },
+                    if fr {
+                        "L'adresse électronique saisie n'est pas valable. Revenez à la page précédente pour la corriger."
+                    } else {
+                        "The e-mail address entered is not valid. Go back to the previous page to correct it."
+                    },
+                    None,
+                ),
+            }
+        }
+        (Target::Confirm | Target::Unsubscribe, Method::GET) => {
+            let Some(token) = token else {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    tenant,
+                    lang,
+                    if fr {
+                        "Lien incomplet"
+                    } else {
+                        "Incomplete link"
+                    },
+                    if fr {
+                        "Ce lien est incomplet : copiez-le en entier depuis le message reçu."
+                    } else {
+                        "This link is incomplete: copy it whole from the message."
+                    },
+                    None,
+                );
+            };
+            let enc: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+            let (action, title, text, button) = if target == Target::Confirm {
+                (
+                    format!("confirm?t={enc}"),
+                    if fr {
+                        "Confirmer l'abonnement"
+                    } else {
+                        "Confirm your subscription"
+                    },
+                    if fr {
+                        "Appuyez sur le bouton pour recevoir les informations sur l'état des services."
+                    } else {
+                        "Press the button to receive updates on the status of services."
+                    },
+                    if fr {
+                        "Confirmer mon abonnement"
+                    } else {
+                        "Confirm my subscription"
+                    },
+                )
+            } else {
+                (
+                    format!("unsubscribe?t={enc}"),
+                    if fr { "Se désabonner" } else { "Unsubscribe" },
+                    if fr {
+                        "Appuyez sur le bouton pour ne plus recevoir de messages ; votre adresse sera effacée."
+                    } else {
+                        "Press the button to stop receiving messages; your address will be deleted."
+                    },
+                    if fr {
+                        "Me désabonner"
+                    } else {
+                        "Unsubscribe me"
+                    },
+                )
+            };
+            message(
+                StatusCode::OK,
+                tenant,
+                lang,
+                title,
+                text,
+                Some((&action, button)),
+            )
+        }
+        (Target::Confirm, Method::POST) => {
+            if token.is_some_and(|t| service.confirm(&tenant.id, &t)) {
+                message(
+                    StatusCode::OK,
+                    tenant,
+                    lang,
+                    if fr {
+                        "Abonnement confirmé"
+                    } else {
+                        "Subscription confirmed"
+                    },
+                    if fr {
+                        "Vous recevrez désormais les informations sur l'état des services. Chaque message contient un lien pour vous désabonner."
+                    } else {
+                        "You will now receive updates on the status of services. Every message has a link to unsubscribe."
+                    },
+                    None,
+                )
+            } else {
+                message(
+                    StatusCode::BAD_REQUEST,
+                    tenant,
+                    lang,
+                    if fr { "Lien expiré" } else { "Link expired" },
+                    if fr {
+                        "Ce lien n'est plus valable : abonnez-vous de nouveau depuis la page d'état des services."
+                    } else {
+                        "This link is no longer valid: subscribe again from the status page."
+                    },
+                    None,
+                )
+            }
+        }
+        (Target::Unsubscribe, Method::POST) => {
+            if token.is_some_and(|t| service.unsubscribe(&tenant.id, &t)) {
+                message(
+                    StatusCode::OK,
+                    tenant,
+                    lang,
+                    if fr {
+                        "Désabonnement effectué"
+                    } else {
+                        "Unsubscribed"
+                    },
+                    if fr {
+                        "Vous ne recevrez plus de messages. Votre adresse a été effacée."
+                    } else {
+                        "You will receive no more messages. Your address has been deleted."
+                    },
+                    None,
+                )
+            } else {
+                message(
+                    StatusCode::BAD_REQUEST,
+                    tenant,
+                    lang,
+                    if fr {
+                        "Lien non valable"
+                    } else {
+                        "Link not valid"
+                    },
+                    if fr {
+                        "Ce lien n'est pas valable : copiez-le en entier depuis le message reçu."
+                    } else {
+                        "This link is not valid: copy it whole from the message."
+                    },
+                    None,
+                )
+            }
+        }
+        _ => {
+            let mut r = Response::new(Bytes::new());
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r.headers_mut().insert(
+                ALLOW,
+                HeaderValue::from_static(if target == Target::Subscribe {
+                    "POST"
+                } else {
+                    "GET, POST"
+                }),
+            );
+            r
+        }
+    }
 }
 
 /// How often components are sampled.

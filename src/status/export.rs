@@ -95,7 +95,7 @@ async fn publish_once(command: &str, dir: &Path) -> Result<(), String> {
 
 /// Exports after every change and runs the publish command, until `shutdown`.
 pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
-    let mut changes = service.subscribe();
+    let mut changes = service.watch_changes();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,

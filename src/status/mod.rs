@@ -13,9 +13,11 @@
 
 pub mod export;
 pub mod model;
+pub mod notify;
 pub mod render;
 pub mod stale;
 pub mod store;
+pub mod subscribe;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -188,6 +190,69 @@ pub struct PublishOutcome {
     pub publish_error: Option<String>,
 }
 
+/// Something residents or receivers must hear about.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A new subscriber must confirm (double opt-in).
+    Confirm {
+        /// The subscriber.
+        subscriber: subscribe::Subscriber,
+    },
+    /// A public update was published.
+    Update {
+        /// The incident as it is now.
+        incident: Box<Incident>,
+        /// Which update is new.
+        update_id: u32,
+    },
+}
+
+/// Subscribers and what protects their addresses.
+struct Subscriptions {
+    by_id: HashMap<u64, subscribe::Subscriber>,
+    next_id: u64,
+    limits: subscribe::SendLimits,
+    tokens: subscribe::Tokens,
+}
+
+/// What a subscription request came to (the page says the same in every case, so the form
+/// never tells whether an address is subscribed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    /// A confirmation message was queued.
+    ConfirmationSent,
+    /// Already confirmed: nothing sent.
+    AlreadyConfirmed,
+    /// Over the sending limits: nothing sent.
+    Limited,
+}
+
+/// What messages say about a tenant.
+#[derive(Debug, Clone)]
+pub struct TenantInfo {
+    /// Display name.
+    pub name: String,
+    /// Public address of the status page.
+    pub url: Option<String>,
+    /// Components: id, French name, English name.
+    pub components: Vec<(String, String, Option<String>)>,
+}
+
+/// Counts of messages and webhook deliveries, shown to operators.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Deliveries {
+    /// E-mails accepted by the mail server.
+    pub mails_sent: u64,
+    /// E-mails given up after retries.
+    pub mails_failed: u64,
+    /// Webhook deliveries answered with 2xx.
+    pub webhooks_delivered: u64,
+    /// Webhook deliveries given up after retries.
+    pub webhooks_failed: u64,
+    /// The last failure (no addresses in it).
+    pub last_error: Option<String>,
+}
+
 /// The status pages of every tenant that has one.
 pub struct StatusService {
     state: Mutex<State>,
@@ -198,7 +263,15 @@ pub struct StatusService {
     maintenance: ArcSwap<Vec<(String, String)>>,
     /// Last export and publish outcome.
     pub outcome: Mutex<PublishOutcome>,
+    /// Messages and webhook deliveries so far.
+    pub deliveries: Mutex<Deliveries>,
+    subscriptions: Mutex<Subscriptions>,
+    notices: tokio::sync::mpsc::Sender<Notice>,
+    notices_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Notice>>>,
 }
+
+/// Notices waiting for the notifier at most (beyond, new ones are dropped and logged).
+const NOTICE_QUEUE: usize = 4096;
 
 /// Wall-clock unix seconds.
 pub fn unix_now() -> u64 {
@@ -296,6 +369,25 @@ impl StatusService {
             }
         }
         let maintenance = loaded.maintenance.clone();
+        let secret = if loaded.secret.len() >= 32 {
+            loaded.secret.clone()
+        } else {
+            // No database: tokens only live as long as the process.
+            let mut s = vec![0u8; 32];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s);
+            s
+        };
+        let subscriptions = Subscriptions {
+            next_id: loaded.subscribers.iter().map(|s| s.id).max().unwrap_or(0),
+            by_id: loaded
+                .subscribers
+                .iter()
+                .map(|s| (s.id, s.clone()))
+                .collect(),
+            limits: subscribe::SendLimits::new(600, 60),
+            tokens: subscribe::Tokens::new(&secret),
+        };
+        let (notices, notices_rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
         let state = State {
             settings: config.status.clone(),
             boards,
@@ -317,6 +409,10 @@ impl StatusService {
             changes: tokio::sync::watch::channel(0).0,
             maintenance: ArcSwap::from_pointee(maintenance),
             outcome: Mutex::new(PublishOutcome::default()),
+            deliveries: Mutex::new(Deliveries::default()),
+            subscriptions: Mutex::new(subscriptions),
+            notices,
+            notices_rx: Mutex::new(Some(notices_rx)),
         };
         service.render_all(now);
         service
@@ -406,7 +502,7 @@ impl StatusService {
     }
 
     /// A receiver woken after every re-rendering (the exporter waits on it).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
@@ -492,6 +588,9 @@ impl StatusService {
                 if let Some(store) = self.store.get() {
                     store.save_incident(&incident);
                 }
+                if incident.published {
+                    self.notify_update(&incident);
+                }
                 st.incidents.insert(id, incident);
                 changed = true;
             }
@@ -506,6 +605,9 @@ impl StatusService {
                         );
                         if let Some(store) = self.store.get() {
                             store.save_incident(i);
+                        }
+                        if i.published {
+                            self.notify_update(i);
                         }
                         changed = true;
                     }
@@ -657,6 +759,9 @@ impl StatusService {
             };
             incident.push_update(status, new.message, new.message_en, now);
             st.incidents.insert(id, incident.clone());
+            if incident.published {
+                self.notify_update(&incident);
+            }
             Ok((incident, Some(id)))
         })
     }
@@ -696,6 +801,9 @@ impl StatusService {
             }
             incident.automatic = false;
             incident.push_update(update.status, update.message, update.message_en, now);
+            if incident.published {
+                self.notify_update(incident);
+            }
             Ok((incident.clone(), Some(id)))
         })
     }
@@ -726,7 +834,11 @@ impl StatusService {
                 incident.components = c;
             }
             if let Some(p) = edit.published {
+                let newly = p && !incident.published;
                 incident.published = p;
+                if newly {
+                    self.notify_update(incident);
+                }
             }
             incident.automatic = false;
             incident.updated_at = now;
@@ -787,13 +899,202 @@ impl StatusService {
             .filter(|i| i.tenant == tenant_id)
             .collect();
         incidents.sort_by_key(|i| std::cmp::Reverse(i.id));
+        let incidents = serde_json::to_value(&incidents).unwrap_or_default();
         let outcome = self.outcome.lock().map(|o| o.clone()).unwrap_or_default();
+        let deliveries = self
+            .deliveries
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        drop(st);
+        let (confirmed, pending) = self.subscriber_counts(tenant_id);
         Ok(serde_json::json!({
             "tenant": tenant_id,
             "components": components,
             "incidents": incidents,
             "export": outcome,
+            "subscribers": { "confirmed": confirmed, "pending": pending },
+            "deliveries": deliveries,
         }))
+    }
+
+    fn notify_update(&self, incident: &Incident) {
+        let Some(update_id) = incident.updates.last().map(|u| u.id) else {
+            return;
+        };
+        let notice = Notice::Update {
+            incident: Box::new(incident.clone()),
+            update_id,
+        };
+        if self.notices.try_send(notice).is_err() {
+            tracing::error!(target: "rempart::status", incident = incident.id, "notification queue full: this update is not sent to subscribers and webhooks");
+        }
+    }
+
+    /// The notices stream (taken once, by the notifier).
+    pub fn take_notices(&self) -> Option<tokio::sync::mpsc::Receiver<Notice>> {
+        self.notices_rx.lock().ok()?.take()
+    }
+
+    fn subs(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A resident asks to follow `tenant_id` (all components when `components` is empty).
+    pub fn subscribe(
+        &self,
+        tenant_id: &str,
+        email: &str,
+        components: Vec<String>,
+        lang: Language,
+        now: u64,
+    ) -> Result<SubscribeOutcome, StatusError> {
+        {
+            let st = self.lock();
+            let board = st
+                .boards
+                .get(tenant_id)
+                .filter(|b| b.spec.subscriptions)
+                .ok_or_else(|| StatusError::UnknownTenant(tenant_id.to_owned()))?;
+            Self::check_components(board, &components)?;
+        }
+        let email = email.trim().to_owned();
+        if !subscribe::valid_email(&email) {
+            return Err(StatusError::Invalid("invalid e-mail address".into()));
+        }
+        let mut subs = self.subs();
+        // Unconfirmed requests are forgotten after two days.
+        subs.by_id
+            .retain(|_, s| s.confirmed || now < s.created_at + 2 * DAY_S);
+        let existing = subs
+            .by_id
+            .values()
+            .find(|s| s.tenant == tenant_id && s.email.eq_ignore_ascii_case(&email))
+            .cloned();
+        if existing.as_ref().is_some_and(|s| s.confirmed) {
+            return Ok(SubscribeOutcome::AlreadyConfirmed);
+        }
+        if !subs.limits.allow(tenant_id, &email, now) {
+            tracing::info!(target: "rempart::status", tenant = tenant_id, address = %subscribe::log_label(&email), "subscription confirmation not sent (sending limits)");
+            return Ok(SubscribeOutcome::Limited);
+        }
+        let subscriber = match existing {
+            Some(mut s) => {
+                s.components = components;
+                s.lang = if lang == Language::En { "en" } else { "fr" }.to_owned();
+                s
+            }
+            None => {
+                subs.next_id += 1;
+                subscribe::Subscriber {
+                    id: subs.next_id,
+                    tenant: tenant_id.to_owned(),
+                    email,
+                    components,
+                    lang: if lang == Language::En { "en" } else { "fr" }.to_owned(),
+                    confirmed: false,
+                    created_at: now,
+                }
+            }
+        };
+        subs.by_id.insert(subscriber.id, subscriber.clone());
+        drop(subs);
+        if let Some(store) = self.store.get() {
+            store.save_subscriber(&subscriber);
+        }
+        tracing::info!(target: "rempart::status", tenant = tenant_id, address = %subscribe::log_label(&subscriber.email), "subscription requested");
+        if self
+            .notices
+            .try_send(Notice::Confirm { subscriber })
+            .is_err()
+        {
+            tracing::error!(target: "rempart::status", "notification queue full: confirmation not sent");
+        }
+        Ok(SubscribeOutcome::ConfirmationSent)
+    }
+
+    /// The token of `subscriber` for `purpose` (for links in messages).
+    pub fn token(&self, subscriber: u64, purpose: subscribe::Purpose) -> String {
+        self.subs().tokens.make(subscriber, purpose)
+    }
+
+    /// Confirms the subscription a confirmation token names; `false` for a bad or stale
+    /// token.
+    pub fn confirm(&self, tenant_id: &str, token: &str) -> bool {
+        let mut subs = self.subs();
+        let Some(id) = subs.tokens.check(token, subscribe::Purpose::Confirm) else {
+            return false;
+        };
+        let Some(s) = subs.by_id.get_mut(&id).filter(|s| s.tenant == tenant_id) else {
+            return false;
+        };
+        s.confirmed = true;
+        let saved = s.clone();
+        drop(subs);
+        if let Some(store) = self.store.get() {
+            store.save_subscriber(&saved);
+        }
+        tracing::info!(target: "rempart::status", tenant = tenant_id, address = %subscribe::log_label(&saved.email), "subscription confirmed");
+        true
+    }
+
+    /// Deletes the subscriber an unsubscribe token names (nothing of them is kept); `false`
+    /// only for a token that is not genuine.
+    pub fn unsubscribe(&self, tenant_id: &str, token: &str) -> bool {
+        let mut subs = self.subs();
+        let Some(id) = subs.tokens.check(token, subscribe::Purpose::Unsubscribe) else {
+            return false;
+        };
+        if subs.by_id.get(&id).is_none_or(|s| s.tenant != tenant_id) {
+            // A genuine link used twice: already done.
+            return true;
+        }
+        subs.by_id.remove(&id);
+        drop(subs);
+        if let Some(store) = self.store.get() {
+            store.delete_subscriber(id);
+        }
+        tracing::info!(target: "rempart::status", tenant = tenant_id, subscriber = id, "unsubscribed; address deleted");
+        true
+    }
+
+    /// Confirmed subscribers of `tenant_id` following any of `components`.
+    pub fn recipients(&self, tenant_id: &str, components: &[String]) -> Vec<subscribe::Subscriber> {
+        let mut list: Vec<_> = self
+            .subs()
+            .by_id
+            .values()
+            .filter(|s| s.tenant == tenant_id && s.confirmed && s.follows(components))
+            .cloned()
+            .collect();
+        list.sort_by_key(|s| s.id);
+        list
+    }
+
+    /// Subscriber counts of `tenant_id` (confirmed, pending), for operators.
+    pub fn subscriber_counts(&self, tenant_id: &str) -> (usize, usize) {
+        let subs = self.subs();
+        let mine = subs.by_id.values().filter(|s| s.tenant == tenant_id);
+        let confirmed = mine.clone().filter(|s| s.confirmed).count();
+        (confirmed, mine.count() - confirmed)
+    }
+
+    /// What messages say about a tenant: name, page address, component names.
+    pub fn tenant_info(&self, tenant_id: &str) -> Option<TenantInfo> {
+        let st = self.lock();
+        let b = st.boards.get(tenant_id)?;
+        Some(TenantInfo {
+            name: b.tenant_name.clone(),
+            url: b.spec.url.clone(),
+            components: b
+                .spec
+                .components
+                .iter()
+                .map(|c| (c.id.clone(), c.name.clone(), c.name_en.clone()))
+                .collect(),
+        })
     }
 
     /// Ids of tenants with a status page.
@@ -857,6 +1158,7 @@ impl StatusService {
             components,
             incidents,
             alternatives: board.spec.alternatives.clone(),
+            subscriptions: board.spec.subscriptions,
             now,
         })
     }

@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub incidents: Vec<Incident>,
     /// Other ways to reach the council.
     pub alternatives: Vec<String>,
+    /// Residents may subscribe by e-mail.
+    pub subscriptions: bool,
     /// Render time (unix seconds).
     pub now: u64,
 }
@@ -95,6 +97,11 @@ struct Labels {
     impact: &'static str,
     affects: &'static str,
     window: &'static str,
+    subscribe: &'static str,
+    email: &'static str,
+    which: &'static str,
+    subscribe_button: &'static str,
+    privacy: &'static str,
 }
 
 const FR: Labels = Labels {
@@ -121,6 +128,11 @@ const FR: Labels = Labels {
     impact: "Impact",
     affects: "Services concernés",
     window: "Période",
+    subscribe: "Recevoir les informations par courriel",
+    email: "Adresse électronique",
+    which: "Services suivis (aucun coché : tous)",
+    subscribe_button: "S'abonner",
+    privacy: "Seule votre adresse est conservée, jusqu'à votre désabonnement (un lien dans chaque message).",
 };
 
 const EN: Labels = Labels {
@@ -147,6 +159,11 @@ const EN: Labels = Labels {
     impact: "Impact",
     affects: "Affected services",
     window: "Window",
+    subscribe: "Get updates by e-mail",
+    email: "E-mail address",
+    which: "Services to follow (none ticked: all)",
+    subscribe_button: "Subscribe",
+    privacy: "Only your address is kept, until you unsubscribe (a link in every message).",
 };
 
 fn labels(lang: Language) -> &'static Labels {
@@ -175,6 +192,7 @@ struct BarView {
 }
 
 struct ComponentView {
+    id: String,
     name: String,
     label: &'static str,
     class: &'static str,
@@ -211,6 +229,7 @@ struct PageTemplate<'a> {
     components: Vec<ComponentView>,
     alternatives: &'a [String],
     past: Vec<IncidentView>,
+    subscribe_action: Option<String>,
 }
 
 struct EntryView {
@@ -330,6 +349,7 @@ pub fn page(snap: &Snapshot, lang: Language, flavor: Flavor) -> String {
                 })
                 .collect();
             ComponentView {
+                id: c.id.clone(),
                 name: c.name(lang).to_owned(),
                 label: c.state.label(lang),
                 class: c.state.class(),
@@ -373,6 +393,15 @@ pub fn page(snap: &Snapshot, lang: Language, flavor: Flavor) -> String {
         components,
         alternatives: &snap.alternatives,
         past,
+        subscribe_action: match (snap.subscriptions, flavor) {
+            (false, _) => None,
+            (true, Flavor::Served) => Some("subscribe".to_owned()),
+            // The static copy posts to the live page when its address is known.
+            (true, Flavor::Static) => snap
+                .url
+                .as_ref()
+                .map(|_| format!("{}subscribe", base_url(snap))),
+        },
     };
     tpl.render().unwrap_or_else(|_| t.title.to_owned())
 }
@@ -562,6 +591,7 @@ mod tests {
             }],
             incidents: vec![incident],
             alternatives: vec!["Mairie : 02 40 00 00 00".into()],
+            subscriptions: true,
             now,
         }
     }
@@ -612,4 +642,41 @@ mod tests {
         );
         assert_eq!(json["page"]["time_zone"], "Europe/Paris");
     }
+}
+
+#[derive(Template)]
+#[template(path = "status/message.html")]
+struct MessageTemplate<'a> {
+    lang: &'a str,
+    tenant: &'a str,
+    title: &'a str,
+    message: &'a str,
+    form_action: Option<&'a str>,
+    button: &'a str,
+    back: &'a str,
+}
+
+/// A small page answering a subscription step, with an optional one-button form.
+pub fn message_page(
+    tenant: &str,
+    lang: Language,
+    title: &str,
+    message: &str,
+    form: Option<(&str, &str)>,
+) -> String {
+    MessageTemplate {
+        lang: if lang == Language::En { "en" } else { "fr" },
+        tenant,
+        title,
+        message,
+        form_action: form.map(|f| f.0),
+        button: form.map_or("", |f| f.1),
+        back: if lang == Language::En {
+            "Back to the status page"
+        } else {
+            "Retour à l'état des services"
+        },
+    }
+    .render()
+    .unwrap_or_else(|_| title.to_owned())
 }

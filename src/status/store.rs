@@ -43,9 +43,19 @@ CREATE TABLE IF NOT EXISTS maintenance_mode (
     route TEXT NOT NULL,
     PRIMARY KEY (tenant, route)
 );
-CREATE TABLE IF NOT EXISTS meta (
+CREATE TABLE IF NOT EXISTS subscribers (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    email TEXT NOT NULL,
+    components TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    confirmed INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS subscribers_address ON subscribers (tenant, email);
+CREATE TABLE IF NOT EXISTS secrets (
     key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
+    value BLOB NOT NULL
 );
 ";
 
@@ -62,6 +72,10 @@ pub struct Loaded {
     pub last_id: u64,
     /// Maintenance mode switched on by operators: (tenant, route name or `*`).
     pub maintenance: Vec<(String, String)>,
+    /// Subscribers, confirmed or not.
+    pub subscribers: Vec<super::subscribe::Subscriber>,
+    /// Secret behind subscription tokens (created on first open; empty read-only).
+    pub secret: Vec<u8>,
 }
 
 enum Write {
@@ -69,6 +83,8 @@ enum Write {
     Days(Vec<(String, String, u64, DayTally)>),
     Override(String, String, Option<ComponentState>),
     Maintenance(String, String, bool),
+    Subscriber(Box<super::subscribe::Subscriber>),
+    Unsubscribe(u64),
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
@@ -103,7 +119,21 @@ impl Store {
             source,
         };
         let conn = open(path).map_err(err)?;
-        let loaded = load(&conn, now_s, keep_days).map_err(err)?;
+        let mut loaded = load(&conn, now_s, keep_days).map_err(err)?;
+        if loaded.secret.len() < 32 {
+            let rng = ring::rand::SystemRandom::new();
+            let mut secret = [0u8; 32];
+            ring::rand::SecureRandom::fill(&rng, &mut secret).map_err(|_| StoreError {
+                path: path.display().to_string(),
+                source: rusqlite::Error::InvalidQuery,
+            })?;
+            conn.execute(
+                "INSERT OR REPLACE INTO secrets (key, value) VALUES ('subscriptions', ?1)",
+                params![&secret[..]],
+            )
+            .map_err(err)?;
+            loaded.secret = secret.to_vec();
+        }
         let (tx, rx) = mpsc::channel();
         let thread_path = path.to_owned();
         std::thread::Builder::new()
@@ -168,6 +198,16 @@ impl Store {
     /// Records maintenance mode of a tenant's route (`*` = the whole tenant).
     pub fn set_maintenance(&self, tenant: &str, route: &str, on: bool) {
         self.send(Write::Maintenance(tenant.to_owned(), route.to_owned(), on));
+    }
+
+    /// Saves a subscriber (insert or replace).
+    pub fn save_subscriber(&self, s: &super::subscribe::Subscriber) {
+        self.send(Write::Subscriber(Box::new(s.clone())));
+    }
+
+    /// Deletes a subscriber: nothing of them is kept.
+    pub fn delete_subscriber(&self, id: u64) {
+        self.send(Write::Unsubscribe(id));
     }
 
     /// Blocks until every write queued before this call is committed.
@@ -235,6 +275,31 @@ fn load(conn: &Connection, now_s: u64, keep_days: u64) -> Result<Loaded, rusqlit
     for row in rows {
         loaded.maintenance.push(row?);
     }
+    let mut stmt = conn.prepare(
+        "SELECT id, tenant, email, components, lang, confirmed, created_at FROM subscribers",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(super::subscribe::Subscriber {
+            id: r.get::<_, i64>(0)?.max(0) as u64,
+            tenant: r.get(1)?,
+            email: r.get(2)?,
+            components: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+            lang: r.get(4)?,
+            confirmed: r.get::<_, i64>(5)? != 0,
+            created_at: r.get::<_, i64>(6)?.max(0) as u64,
+        })
+    })?;
+    for row in rows {
+        loaded.subscribers.push(row?);
+    }
+    loaded.secret = conn
+        .query_row(
+            "SELECT value FROM secrets WHERE key = 'subscriptions'",
+            [],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .optional()?
+        .unwrap_or_default();
     let max_id: Option<i64> = conn
         .query_row("SELECT MAX(id) FROM incidents", [], |r| r.get(0))
         .optional()?
@@ -303,6 +368,19 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>, path: &Path) {
                                 params![tenant, route],
                             )?;
                         }
+                    }
+                    Write::Subscriber(sub) => {
+                        let components = serde_json::to_string(&sub.components)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                        tx.execute(
+                            "INSERT INTO subscribers (id, tenant, email, components, lang, confirmed, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                             ON CONFLICT(id) DO UPDATE SET components = ?4, lang = ?5, confirmed = ?6",
+                            params![sub.id as i64, sub.tenant, sub.email, components, sub.lang, i64::from(sub.confirmed), sub.created_at as i64],
+                        )?;
+                    }
+                    Write::Unsubscribe(id) => {
+                        tx.execute("DELETE FROM subscribers WHERE id = ?1", params![id as i64])?;
                     }
                     Write::Flush(done) => waiting.push(done),
                 }

@@ -17,4 +17,5 @@ mod protocols;
 mod reload;
 mod shield;
 mod status;
+mod subscriptions;
 mod tls;

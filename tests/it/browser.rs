@@ -178,3 +178,188 @@ async fn chromium_passes_the_challenge_with_and_without_javascript() {
         nojs.ms
     );
 }
+
+/// Runs `pages.mjs` on `targets` (name, URL); returns each page's report.
+async fn pages(port: u16, targets: &[(&str, String)]) -> Vec<serde_json::Value> {
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut args = vec![
+        "pages.mjs".to_owned(),
+        format!("MAP ville.test 127.0.0.1:{port}, MAP statut.ville.test 127.0.0.1:{port}"),
+        shots.display().to_string(),
+    ];
+    args.extend(targets.iter().map(|(n, u)| format!("{n}={u}")));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .current_dir(browser_dir())
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| {
+            panic!(
+                "no result from pages.mjs ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(v["ok"], true, "{v}");
+    v["pages"].as_array().unwrap().clone()
+}
+
+/// No violation at all from axe-core (WCAG 2.1 A/AA and best practices) on our own pages.
+fn assert_accessible(page: &serde_json::Value, key: &str) {
+    let violations = page[key].as_array().unwrap();
+    assert!(violations.is_empty(), "{}: {violations:?}", page["name"]);
+}
+
+#[tokio::test]
+async fn status_fallback_and_maintenance_pages_render_switch_language_and_pass_axe() {
+    if !browser_available() {
+        return;
+    }
+    // Every origin is down (nothing listens); no health probe, so the component stays
+    // operational until an operator says otherwise.
+    let down = closed_port().await;
+    let config = format!(
+        r#"[[tenants]]
+id = "ville"
+name = "Ville de Saint-Exemple"
+hosts = ["ville.test"]
+
+[[tenants.pools]]
+name = "web"
+servers = [{{ address = "{down}" }}]
+health = {{ passive_failures = 0 }}
+
+[[tenants.routes]]
+name = "demarches"
+path_prefix = "/"
+pool = "web"
+
+[[tenants.routes]]
+name = "ecoles"
+path_prefix = "/ecoles"
+pool = "web"
+maintenance = true
+
+[tenants.status]
+hosts = ["statut.ville.test"]
+alternatives = ["Accueil de la mairie : 02 40 00 00 00, du lundi au vendredi de 8 h 30 à 17 h"]
+
+[[tenants.status.components]]
+id = "demarches"
+name = "Démarches en ligne"
+name_en = "Online services"
+routes = ["demarches"]
+
+[[tenants.status.components]]
+id = "ecoles"
+name = "Inscriptions scolaires"
+name_en = "School registration"
+routes = ["ecoles"]
+"#
+    );
+    let gw = Gw::start(&config).await;
+    let port = gw.addr.port();
+    let normal = pages(
+        port,
+        &[
+            ("status-normal", format!("http://statut.ville.test:{port}/")),
+            (
+                "fallback",
+                format!("http://ville.test:{port}/etat-civil/acte"),
+            ),
+            (
+                "maintenance",
+                format!("http://ville.test:{port}/ecoles/inscription"),
+            ),
+        ],
+    )
+    .await;
+    let status = &normal[0];
+    assert_eq!(status["status"], 200);
+    assert_eq!(status["lang"], "fr");
+    assert!(status["text"]
+        .as_str()
+        .unwrap()
+        .contains("Tous les services fonctionnent normalement"));
+    assert!(
+        status["bytes"].as_u64().unwrap() < 50 * 1024,
+        "{}",
+        status["bytes"]
+    );
+    assert_eq!(status["first_focus"], "Aller au contenu");
+    assert_eq!(status["switched_lang"], "en");
+    assert!(status["switched_title"]
+        .as_str()
+        .unwrap()
+        .contains("Service status"));
+    assert_accessible(status, "violations");
+    assert_accessible(status, "switched_violations");
+    let fallback = &normal[1];
+    assert_eq!(fallback["status"], 502);
+    let text = fallback["text"].as_str().unwrap();
+    assert!(
+        text.contains("Démarches en ligne") && text.contains("Accueil de la mairie"),
+        "{text}"
+    );
+    assert_accessible(fallback, "violations");
+    let maintenance = &normal[2];
+    assert_eq!(maintenance["status"], 503);
+    assert!(maintenance["text"]
+        .as_str()
+        .unwrap()
+        .contains("Service en maintenance"));
+    assert_accessible(maintenance, "violations");
+
+    // An incident: the page shows it, in both languages, still accessible.
+    let created = admin_call(
+        &gw,
+        "POST",
+        "/admin/status/ville/incidents",
+        Some(r#"{"title": "Démarches en ligne indisponibles", "title_en": "Online services down", "impact": "major", "components": ["demarches"], "message": "Le serveur ne répond plus. Les équipes interviennent.", "message_en": "The server is not responding. Staff are on it.", "publish": true}"#),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let set = admin_call(
+        &gw,
+        "PUT",
+        "/admin/status/ville/components/demarches",
+        Some(r#"{"state": "major_outage"}"#),
+    )
+    .await;
+    assert_eq!(set.status, 200);
+    let incident = pages(
+        port,
+        &[(
+            "status-incident",
+            format!("http://ville.test:{port}/statut/"),
+        )],
+    )
+    .await;
+    let page = &incident[0];
+    let text = page["text"].as_str().unwrap();
+    assert!(text.contains("Panne majeure en cours"), "{text}");
+    assert!(text.contains("Démarches en ligne indisponibles"));
+    assert!(text.contains("Le serveur ne répond plus"));
+    assert_eq!(page["switched_lang"], "en");
+    assert_accessible(page, "violations");
+    assert_accessible(page, "switched_violations");
+    for shot in [
+        "status-normal.png",
+        "status-normal-en.png",
+        "status-incident.png",
+        "status-incident-en.png",
+        "fallback.png",
+        "maintenance.png",
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/browser")
+            .join(shot);
+        assert!(path.metadata().is_ok_and(|m| m.len() > 1000), "{shot}");
+    }
+}

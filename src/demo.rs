@@ -143,6 +143,11 @@ token_file = "admin.token"
 upstream_response_head = "10s"
 shutdown_drain = "5s"
 
+# Status pages: history in SQLite next to this file, a static copy written after every
+# change (an operator would add a publish_command copying it to another provider).
+[status]
+export_dir = "statut-copie"
+
 [[tenants]]
 id = "saint-exemple"
 name = "Ville de Saint-Exemple"
@@ -163,6 +168,39 @@ name = "lent"
 path_prefix = "/lent"
 pool = "web"
 timeouts = {{ upstream_response_head = "2s" }}
+
+[[tenants.routes]]
+name = "etat-civil"
+path_prefix = "/etat-civil"
+pool = "web"
+
+[[tenants.routes]]
+name = "inscription-scolaire"
+path_prefix = "/inscription-scolaire"
+pool = "web"
+
+[tenants.status]
+hosts = ["statut.saint-exemple.localhost"]
+debounce = "10s"
+alternatives = ["Accueil de la mairie : 02 00 00 00 00, du lundi au vendredi de 8 h 30 à 17 h"]
+
+[[tenants.status.components]]
+id = "site"
+name = "Site de la ville"
+name_en = "Town website"
+routes = ["/"]
+
+[[tenants.status.components]]
+id = "etat-civil"
+name = "Demandes d'actes d'état civil"
+name_en = "Civil registry requests"
+routes = ["etat-civil"]
+
+[[tenants.status.components]]
+id = "ecoles"
+name = "Inscriptions scolaires"
+name_en = "School registration"
+routes = ["inscription-scolaire"]
 
 [[tenants]]
 id = "agglo"
@@ -207,6 +245,12 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
     println!("  Slow page (gateway 504)       http://saint-exemple.localhost:{p}/lent");
     println!("  Failing page (origin 500)     http://saint-exemple.localhost:{p}/erreur");
     println!("  Unknown host (default tenant) http://127.0.0.1:{p}/");
+    println!("  Status page                   http://statut.saint-exemple.localhost:{p}/");
+    println!("                                http://saint-exemple.localhost:{p}/statut/ (feed.atom, summary.json)");
+    println!(
+        "  Status page, static copy      {}",
+        dir.join("statut-copie").display()
+    );
     println!("  Demo origin, direct           http://{origin}/");
     println!(
         "Admin API: http://{}/metrics  (Authorization: Bearer {token})",

@@ -96,6 +96,8 @@ async fn publish_once(command: &str, dir: &Path) -> Result<(), String> {
 /// Exports after every change and runs the publish command, until `shutdown`.
 pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
     let mut changes = service.watch_changes();
+    // The pages rendered at start are exported too.
+    changes.mark_changed();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -536,3 +536,35 @@ async fn operators_use_the_cli_and_export_without_a_gateway() {
     .unwrap();
     assert_eq!(json["status"]["indicator"], "minor");
 }
+
+#[tokio::test]
+async fn the_demo_configuration_serves_its_status_page() {
+    let origin = Origin::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let path = dir.path().join("rempart.toml");
+    std::fs::write(&path, rempart::demo::config_text(origin.addr, 0)).unwrap();
+    let running = rempart::app::start(
+        &path,
+        rempart::app::Options {
+            watch_file: false,
+            sighup: false,
+            access_log: false,
+        },
+    )
+    .await
+    .unwrap();
+    let addr = running.listen_addrs[0];
+    let c = h1_client();
+    let page = get(&c, addr, "statut.saint-exemple.localhost", "/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("Demandes d&#39;actes d&#39;état civil")
+            || page.body.contains("Demandes d'actes d'état civil"),
+        "{}",
+        page.body
+    );
+    let copy = dir.path().join("statut-copie/saint-exemple/index.html");
+    assert!(eventually(Duration::from_secs(5), || async { copy.exists() }).await);
+    running.shutdown().await;
+}

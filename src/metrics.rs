@@ -35,6 +35,13 @@ pub const ADMISSION_SHED: &str = "rempart_admission_shed";
 pub const ADMISSION_LIMIT: &str = "rempart_admission_limit";
 /// Requests waiting for a pool slot (gauge).
 pub const ADMISSION_QUEUED: &str = "rempart_admission_queued";
+/// Status-page state of each component (0 operational, 1 maintenance, 2 degraded, 3 partial
+/// outage, 4 major outage).
+pub const STATUS_COMPONENT_STATE: &str = "rempart_status_component_state";
+/// Subscription e-mails and webhook deliveries, by kind and result.
+pub const STATUS_DELIVERIES: &str = "rempart_status_deliveries";
+/// Answers served from a stale copy because the origin failed.
+pub const STALE_SERVED: &str = "rempart_stale_served";
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +131,78 @@ impl prometheus_client::collector::Collector for TopCollector {
     }
 }
 
+/// Labels of a status component.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Component id.
+    pub component: String,
+}
+
+/// Labels of a delivery count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `mail` or `webhook`.
+    pub kind: &'static str,
+    /// `ok` or `failed`.
+    pub result: &'static str,
+}
+
+/// Labels with a tenant only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    /// Tenant id.
+    pub tenant: String,
+}
+
+/// Status rows read at scrape time: component states and delivery totals.
+pub type StatusSource =
+    Box<dyn Fn() -> (Vec<(ComponentLabels, i64)>, Vec<(DeliveryLabels, u64)>) + Send + Sync>;
+
+/// Emits the status pages' component states and delivery totals at each scrape.
+struct StatusCollector(std::sync::Arc<std::sync::OnceLock<StatusSource>>);
+
+impl std::fmt::Debug for StatusCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StatusCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for StatusCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some(source) = self.0.get() else {
+            return Ok(());
+        };
+        let (components, deliveries) = source();
+        let mut metric = encoder.encode_descriptor(
+            STATUS_COMPONENT_STATE,
+            "State shown on the status page (0 operational, 1 maintenance, 2 degraded, 3 partial outage, 4 major outage)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (labels, state) in components {
+            prometheus_client::metrics::gauge::ConstGauge::new(state)
+                .encode(metric.encode_family(&labels)?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            STATUS_DELIVERIES,
+            "Subscription e-mails and webhook deliveries, by kind and result",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (labels, n) in deliveries {
+            prometheus_client::metrics::counter::ConstCounter::new(n)
+                .encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Labels of shed requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
@@ -176,6 +255,10 @@ pub struct Metrics {
     pub admission_queued: Family<PoolLabels, Gauge>,
     /// Heavy-hitter rows, provided by the gateway once it exists.
     pub top_source: std::sync::Arc<std::sync::OnceLock<TopSource>>,
+    /// Status rows, provided by the gateway once it exists.
+    pub status_source: std::sync::Arc<std::sync::OnceLock<StatusSource>>,
+    /// Answers served from stale copies, per tenant.
+    pub stale_served: Family<TenantLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -252,7 +335,17 @@ impl Default for Metrics {
         );
         let top_source = std::sync::Arc::new(std::sync::OnceLock::new());
         registry.register_collector(Box::new(TopCollector(top_source.clone())));
+        let status_source = std::sync::Arc::new(std::sync::OnceLock::new());
+        registry.register_collector(Box::new(StatusCollector(status_source.clone())));
+        let stale_served = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            STALE_SERVED,
+            "Answers served from a stale copy because the origin failed",
+            stale_served.clone(),
+        );
         Self {
+            status_source,
+            stale_served,
             top_source,
             admission_shed,
             admission_limit,

@@ -92,6 +92,9 @@ pub fn stale_answer(
     h.append(http::header::VIA, generation.via[0].clone());
     record.status = resp.status().as_u16();
     record.reason = Some("stale_copy");
+    if let Some(c) = record.tenant.and_then(|t| generation.stale_served.get(t)) {
+        c.inc();
+    }
     let body = if parts.method == Method::HEAD {
         Bytes::new()
     } else {

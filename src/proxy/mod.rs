@@ -82,6 +82,8 @@ pub struct Generation {
     pub status: Arc<crate::status::StatusService>,
     /// Stale copies of public pages (kept across reloads while the sizes are unchanged).
     pub stale: Arc<crate::status::stale::StaleCache>,
+    /// Answers served from stale copies, per tenant in `config.tenants` order.
+    pub stale_served: Vec<Counter>,
 }
 
 /// Per-connection facts handed to every request on it.
@@ -183,6 +185,36 @@ impl Gateway {
                 })
                 .collect()
         }));
+        let weak = Arc::downgrade(&gw);
+        let _ = gw.metrics.status_source.set(Box::new(move || {
+            let Some(gw) = weak.upgrade() else {
+                return (Vec::new(), Vec::new());
+            };
+            let status = gw.current().status.clone();
+            let components = status
+                .component_states()
+                .into_iter()
+                .map(|(tenant, component, state)| {
+                    (
+                        crate::metrics::ComponentLabels { tenant, component },
+                        i64::from(state.severity()),
+                    )
+                })
+                .collect();
+            let d = status
+                .deliveries
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            let label = |kind, result| crate::metrics::DeliveryLabels { kind, result };
+            let deliveries = vec![
+                (label("mail", "ok"), d.mails_sent),
+                (label("mail", "failed"), d.mails_failed),
+                (label("webhook", "ok"), d.webhooks_delivered),
+                (label("webhook", "failed"), d.webhooks_failed),
+            ];
+            (components, deliveries)
+        }));
         gw
     }
 
@@ -266,6 +298,18 @@ impl Gateway {
                 config.stale_cache.1,
             )),
         };
+        let stale_served = config
+            .tenants
+            .iter()
+            .map(|t| {
+                metrics
+                    .stale_served
+                    .get_or_create(&crate::metrics::TenantLabels {
+                        tenant: t.id.clone(),
+                    })
+                    .clone()
+            })
+            .collect();
         let via = [
             headers::via_entry("1.1", &config.via_name),
             headers::via_entry("2", &config.via_name),
@@ -287,6 +331,7 @@ impl Gateway {
             tenant_states,
             status,
             stale,
+            stale_served,
         }
     }
 

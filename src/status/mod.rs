@@ -1097,6 +1097,19 @@ impl StatusService {
         })
     }
 
+    /// Shown state of every component, as (tenant, component, state).
+    pub fn component_states(&self) -> Vec<(String, String, ComponentState)> {
+        let st = self.lock();
+        st.boards
+            .iter()
+            .flat_map(|(t, b)| {
+                b.components
+                    .iter()
+                    .map(move |c| (t.clone(), c.id.clone(), c.shown))
+            })
+            .collect()
+    }
+
     /// Ids of tenants with a status page.
     pub fn tenants(&self) -> Vec<String> {
         self.lock().boards.keys().cloned().collect()

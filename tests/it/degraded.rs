@@ -212,6 +212,11 @@ async fn stale_copies_cover_a_dead_origin_and_personal_pages_never_are_kept() {
     assert_eq!(c.request(post).await.unwrap().status(), 502);
     // The status page stays up with every origin down.
     assert_eq!(get(&c, gw.addr, "ville.test", "/statut/").await.status, 200);
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_stale_served_total{tenant=\"ville\"} 3"),
+        "{m}"
+    );
 }
 
 #[tokio::test]

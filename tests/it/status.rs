@@ -88,6 +88,11 @@ async fn component_state_follows_a_failing_origin_after_the_debounce() {
     );
     let json = summary(&gw).await;
     assert_eq!(json["status"]["indicator"], "critical");
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_status_component_state{tenant=\"ville\",component=\"etat-civil\"} 4"),
+        "{m}"
+    );
     // An automatic incident is opened as a draft: operators see it, residents do not.
     let board = admin_call(&gw, "GET", "/admin/status/ville", None).await;
     assert_eq!(board.status, 200);

@@ -404,4 +404,16 @@ name = "Inscriptions scolaires"
         all[2]["to"][0], "paul@exemple.fr",
         "no mail after unsubscribing nor for unfollowed services"
     );
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_status_deliveries_total{kind=\"webhook\",result=\"ok\"} 8"),
+        "{m}"
+    );
+    let sent = eventually(Duration::from_secs(5), || async {
+        crate::health::admin_metrics(&gw)
+            .await
+            .contains("rempart_status_deliveries_total{kind=\"mail\",result=\"ok\"} 3")
+    })
+    .await;
+    assert!(sent);
 }

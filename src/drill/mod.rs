@@ -265,7 +265,7 @@ async fn resident(
     let h2 = rng.unit() < legit.h2_fraction;
     let source = legit_source(i);
     let mut browser = Browser {
-        host: &scenario.host,
+        host: &legit.host,
         user_agent: BROWSER_AGENTS[i as usize % BROWSER_AGENTS.len()],
         cookie: None,
         tag: "legit",

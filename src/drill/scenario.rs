@@ -57,6 +57,9 @@ pub struct LegitFile {
     /// A page load counts as a success when every response is 2xx within this time.
     #[serde(default = "default_budget")]
     pub budget: String,
+    /// Host residents ask for, when not the scenario's (for example the status page's host
+    /// while the main host is flooded).
+    pub host: Option<String>,
 }
 
 fn default_think() -> String {
@@ -152,6 +155,8 @@ pub struct Legit {
     pub h2_fraction: f64,
     /// Success budget per page load.
     pub budget: Duration,
+    /// Host residents ask for.
+    pub host: String,
 }
 
 /// An attack, validated.
@@ -203,6 +208,7 @@ impl Scenario {
             paths: f.legit.paths,
             h2_fraction: f.legit.h2_fraction.clamp(0.0, 1.0),
             budget: duration("legit.budget", &f.legit.budget)?,
+            host: f.legit.host.unwrap_or_else(|| f.host.clone()),
         };
         let mut attacks = Vec::new();
         for (i, a) in f.attack.into_iter().enumerate() {

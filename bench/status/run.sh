@@ -66,32 +66,37 @@ for target in rempart nginx; do
   p=$port; [ $target = nginx ] && p=$nginx_port
   taskset -c "$LOAD_CORE" wrk -t1 -c64 -d2s -H "Host: statut.ville.test" "http://127.0.0.1:$p/" > /dev/null 2>&1
 done
-for path in / /summary.json; do
+# Rows: the page as is (identity), the page and the JSON summary gzip-compressed (what
+# browsers and widgets ask for).
+for row in "/ identity" "/ gzip" "/summary.json gzip"; do
+  set -- $row; path=$1; enc=$2
   for run in $(seq 1 "$RUNS"); do
     for target in rempart nginx; do
       p=$port; [ $target = nginx ] && p=$nginx_port
-      taskset -c "$LOAD_CORE" wrk -t1 -c64 -d"$DURATION" -H "Host: statut.ville.test" -s "$root/bench/proxy/report.lua" \
-        "http://127.0.0.1:$p$path" > "$work/wrk.out" 2>&1
+      taskset -c "$LOAD_CORE" wrk -t1 -c64 -d"$DURATION" -H "Host: statut.ville.test" -H "Accept-Encoding: $enc" \
+        -s "$root/bench/proxy/report.lua" "http://127.0.0.1:$p$path" > "$work/wrk.out" 2>&1
       line=$(grep '^RESULT' "$work/wrk.out" || { cat "$work/wrk.out" >&2; exit 1; })
-      echo "$path $target $run $line" >> "$results"
+      echo "$path $enc $target $run $line" >> "$results"
     done
   done
 done
 size_r=$(curl -s -H "Host: statut.ville.test" "http://127.0.0.1:$port/" | wc -c)
 size_n=$(curl -s "http://127.0.0.1:$nginx_port/" | wc -c)
-python3 - "$results" "$RUNS" "$DURATION" "$size_r" "$size_n" <<'PY'
+gz_r=$(curl -s -H "Host: statut.ville.test" -H "Accept-Encoding: gzip" "http://127.0.0.1:$port/" | wc -c)
+gz_n=$(curl -s -H "Accept-Encoding: gzip" "http://127.0.0.1:$nginx_port/" | wc -c)
+python3 - "$results" "$RUNS" "$DURATION" "$size_r" "$size_n" "$gz_r" "$gz_n" <<'PY'
 import statistics, sys
-path, runs, duration, size_r, size_n = sys.argv[1:]
+path, runs, duration, size_r, size_n, gz_r, gz_n = sys.argv[1:]
 rows = {}
 for line in open(path):
-    p, target, run, _, *kv = line.split()
-    rows.setdefault((p, target), []).append(dict(x.split("=") for x in kv))
-med = lambda p, t, k: statistics.median(float(r[k]) for r in rows[(p, t)])
-print(f"wrk -t1 -c64 -d{duration}, median of {runs} interleaved runs; page {size_r} bytes (Rempart) / {size_n} bytes (static copy)\n")
-print("| path | Rempart req/s | nginx req/s | Rempart/nginx | p99 ms Rempart / nginx | non-2xx or errors |")
-print("|---|---|---|---|---|---|")
-for p in ("/", "/summary.json"):
-    r, n = med(p, "rempart", "rps"), med(p, "nginx", "rps")
-    errs = sum(int(x["errors"]) for t in ("rempart", "nginx") for x in rows[(p, t)])
-    print(f"| `{p}` | {r:,.0f} | {n:,.0f} | {r/n:.2f}x | {med(p,'rempart','p99_us')/1000:.2f} / {med(p,'nginx','p99_us')/1000:.2f} | {errs} |")
+    p, enc, target, run, _, *kv = line.split()
+    rows.setdefault((p, enc, target), []).append(dict(x.split("=") for x in kv))
+med = lambda p, e, t, k: statistics.median(float(r[k]) for r in rows[(p, e, t)])
+print(f"wrk -t1 -c64 -d{duration}, median of {runs} interleaved runs; page {size_r} / {size_n} bytes as is, {gz_r} / {gz_n} bytes gzip (Rempart / static copy)\n")
+print("| path | Accept-Encoding | Rempart req/s | nginx req/s | Rempart/nginx | p99 ms Rempart / nginx | errors Rempart / nginx |")
+print("|---|---|---|---|---|---|---|")
+for p, e in (("/", "identity"), ("/", "gzip"), ("/summary.json", "gzip")):
+    r, n = med(p, e, "rempart", "rps"), med(p, e, "nginx", "rps")
+    errs = " / ".join(str(sum(int(x["errors"]) for x in rows[(p, e, t)])) for t in ("rempart", "nginx"))
+    print(f"| `{p}` | {e} | {r:,.0f} | {n:,.0f} | {r/n:.2f}x | {med(p,e,'rempart','p99_us')/1000:.2f} / {med(p,e,'nginx','p99_us')/1000:.2f} | {errs} |")
 PY

@@ -1,7 +1,7 @@
 //! The admin listener (loopback by default): `/healthz` (open), and with the bearer token
-//! `/metrics`, `POST /admin/reload`, bans, heavy hitters, and the shield's state and
-//! under-attack switch. Served by axum on its own socket, never on the
-//! public listeners.
+//! `/metrics`, `POST /admin/reload`, bans, heavy hitters, the shield's state and
+//! under-attack switch, and the status pages (`admin::status`: incidents, overrides,
+//! maintenance mode). Served by axum on its own socket, never on the public listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, VARY,
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    LOCATION, VARY,
 };
 use http::{Method, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
@@ -127,7 +128,7 @@ pub fn respond(
         *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return resp;
     };
-    let (body, content_type, tag) = match target {
+    let (variant, content_type) = match target {
         Target::Page(lang) => {
             let lang = lang.or_else(|| query_lang(query)).unwrap_or_else(|| {
                 super::respond::negotiate_language(
@@ -135,15 +136,10 @@ pub fn respond(
                     pages.language,
                 )
             });
-            let tag = if lang == Language::En { "-en" } else { "-fr" };
-            (pages.html(lang).clone(), "text/html; charset=utf-8", tag)
+            (pages.html(lang), "text/html; charset=utf-8")
         }
-        Target::Feed => (
-            pages.atom.clone(),
-            "application/atom+xml; charset=utf-8",
-            "-atom",
-        ),
-        Target::Summary => (pages.json.clone(), "application/json", ""),
+        Target::Feed => (&pages.atom, "application/atom+xml; charset=utf-8"),
+        Target::Summary => (&pages.json, "application/json"),
         Target::AddSlash
         | Target::NotFound
         | Target::Subscribe
@@ -158,38 +154,69 @@ pub fn respond(
             return resp;
         }
     };
+    // Compressed once at rendering: a flood of readers costs a quarter of the bytes.
+    let gzip = accepts_gzip(headers);
+    let (body, etag) = if gzip {
+        (&variant.gzip, &variant.etag_gzip)
+    } else {
+        (&variant.body, &variant.etag)
+    };
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if gzip {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     // Short: residents reload during an incident and must see the update.
     h.insert(
         CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=10"),
     );
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    if matches!(target, Target::Page(_)) {
-        h.insert(VARY, HeaderValue::from_static("Accept-Language"));
-    }
+    h.insert(
+        VARY,
+        HeaderValue::from_static(if matches!(target, Target::Page(_)) {
+            "Accept-Encoding, Accept-Language"
+        } else {
+            "Accept-Encoding"
+        }),
+    );
     if target == Target::Summary {
         // Widgets on other sites read it.
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     }
-    let etag = format!("{}{tag}\"", pages.etag.trim_end_matches('"'));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        let fresh = headers
-            .get(IF_NONE_MATCH)
-            .is_some_and(|inm| inm.as_bytes() == v.as_bytes());
-        h.insert(ETAG, v);
-        if fresh {
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            return resp;
-        }
+    let fresh = headers
+        .get(IF_NONE_MATCH)
+        .is_some_and(|inm| inm.as_bytes() == etag.as_bytes());
+    h.insert(ETAG, etag.clone());
+    if fresh {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return resp;
     }
     if method == Method::GET {
-        *resp.body_mut() = body;
+        *resp.body_mut() = body.clone();
     } else if let Ok(v) = HeaderValue::from_str(&body.len().to_string()) {
         resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
     }
     resp
+}
+
+/// Whether `Accept-Encoding` accepts gzip (listed without `q=0`).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 /// Largest subscription form accepted.
@@ -528,6 +555,24 @@ pub fn spawn_sampler(gateway: &Arc<Gateway>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_negotiation() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_str(v).unwrap(),
+            );
+            m
+        };
+        assert!(accepts_gzip(&h("gzip, deflate, br")));
+        assert!(accepts_gzip(&h("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&h("*")));
+        assert!(!accepts_gzip(&h("gzip;q=0")));
+        assert!(!accepts_gzip(&h("br")));
+        assert!(!accepts_gzip(&http::HeaderMap::new()));
+    }
 
     #[test]
     fn query_language() {

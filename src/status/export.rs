@@ -42,10 +42,14 @@ pub fn write_site(dir: &Path, tenant: &str, pages: &Pages) -> std::io::Result<Ve
         ("summary.json", &pages.json),
     ];
     let mut written = Vec::new();
-    for (name, bytes) in files {
+    for (name, variant) in files {
         let path = base.join(name);
-        write_atomic(&path, bytes)?;
+        write_atomic(&path, &variant.body)?;
         written.push(path);
+        // Precompressed twins, for static servers that serve them (nginx `gzip_static`).
+        let gz = base.join(format!("{name}.gz"));
+        write_atomic(&gz, &variant.gzip)?;
+        written.push(gz);
     }
     Ok(written)
 }

@@ -33,26 +33,58 @@ use model::{
 use render::{ComponentSnapshot, Flavor, Snapshot};
 use store::Store;
 
+/// One rendered document: as is and gzip-compressed, with their entity tags.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// The document.
+    pub body: Bytes,
+    /// The document, gzip-compressed once at rendering.
+    pub gzip: Bytes,
+    /// Entity tag of `body`.
+    pub etag: http::HeaderValue,
+    /// Entity tag of `gzip`.
+    pub etag_gzip: http::HeaderValue,
+}
+
+impl Variant {
+    fn new(body: String, tag: &str) -> Self {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let gzip = gz
+            .write_all(body.as_bytes())
+            .and_then(|()| gz.finish())
+            .unwrap_or_default();
+        let etag = |suffix: &str| {
+            http::HeaderValue::from_str(&format!("\"{tag}{suffix}\""))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("\"0\""))
+        };
+        Self {
+            etag: etag(""),
+            etag_gzip: etag("-gz"),
+            body: Bytes::from(body),
+            gzip: Bytes::from(gzip),
+        }
+    }
+}
+
 /// A tenant's rendered status site.
 #[derive(Debug)]
 pub struct Pages {
     /// HTML page as served, French then English.
-    pub html: [Bytes; 2],
+    pub html: [Variant; 2],
     /// HTML page for the static copy, French then English.
-    pub static_html: [Bytes; 2],
+    pub static_html: [Variant; 2],
     /// Atom feed.
-    pub atom: Bytes,
+    pub atom: Variant,
     /// JSON summary.
-    pub json: Bytes,
-    /// Entity tag of this rendering.
-    pub etag: String,
+    pub json: Variant,
     /// Default language.
     pub language: Language,
 }
 
 impl Pages {
     /// The served page in `lang`.
-    pub fn html(&self, lang: Language) -> &Bytes {
+    pub fn html(&self, lang: Language) -> &Variant {
         match lang {
             Language::Fr => &self.html[0],
             Language::En => &self.html[1],
@@ -1251,27 +1283,40 @@ fn refresh_shown(st: &mut State, tenant_id: &str, now: u64) -> bool {
 }
 
 fn build_pages(snap: &Snapshot) -> Pages {
-    let fr = render::page(snap, Language::Fr, Flavor::Served);
-    let en = render::page(snap, Language::En, Flavor::Served);
     let json = render::summary(snap);
-    let etag = {
+    // One tag per rendering: a digest of the summary and the rendering time.
+    let tag = {
         let d = ring::digest::digest(&ring::digest::SHA256, json.as_bytes());
-        let mut s = String::from("\"");
+        let mut s = String::new();
         for b in &d.as_ref()[..8] {
             s.push_str(&format!("{b:02x}"));
         }
-        s.push_str(&format!("{:x}\"", snap.now));
+        s.push_str(&format!("{:x}", snap.now));
         s
     };
     Pages {
-        html: [Bytes::from(fr), Bytes::from(en)],
-        static_html: [
-            Bytes::from(render::page(snap, Language::Fr, Flavor::Static)),
-            Bytes::from(render::page(snap, Language::En, Flavor::Static)),
+        html: [
+            Variant::new(
+                render::page(snap, Language::Fr, Flavor::Served),
+                &format!("{tag}-fr"),
+            ),
+            Variant::new(
+                render::page(snap, Language::En, Flavor::Served),
+                &format!("{tag}-en"),
+            ),
         ],
-        atom: Bytes::from(render::feed(snap)),
-        json: Bytes::from(json),
-        etag,
+        static_html: [
+            Variant::new(
+                render::page(snap, Language::Fr, Flavor::Static),
+                &format!("{tag}-sfr"),
+            ),
+            Variant::new(
+                render::page(snap, Language::En, Flavor::Static),
+                &format!("{tag}-sen"),
+            ),
+        ],
+        atom: Variant::new(render::feed(snap), &format!("{tag}-atom")),
+        json: Variant::new(json, &format!("{tag}-json")),
         language: snap.language,
     }
 }

@@ -44,6 +44,23 @@ routes = ["etat-civil"]
     )
 }
 
+/// The raw (compressed) body of a gzip answer.
+async fn gzip_body(c: &H1Client, addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(format!("http://{addr}{path}"))
+        .header("host", "ville.test")
+        .header("accept-encoding", "gzip")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    resp.into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
 async fn summary(gw: &Gw) -> serde_json::Value {
     let got = get(&h1_client(), gw.addr, "statut.ville.test", "/summary.json").await;
     assert_eq!(got.status, 200, "{}", got.body);
@@ -249,6 +266,25 @@ async fn incident_lifecycle_feed_json_languages_and_restart() {
     )
     .await;
     assert_eq!(again.status, 304);
+    // Compressed once at rendering, for clients that accept gzip.
+    let gz = get_with(
+        &c,
+        gw.addr,
+        "ville.test",
+        "/statut/",
+        &[("accept-encoding", "gzip, br")],
+    )
+    .await;
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    assert_ne!(gz.headers["etag"], page.headers["etag"]);
+    assert!(gz.headers["vary"]
+        .to_str()
+        .unwrap()
+        .contains("Accept-Encoding"));
+    let raw = gzip_body(&c, gw.addr, "/statut/").await;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text).unwrap();
+    assert_eq!(text, page.body);
     assert_eq!(
         origin.count(),
         0,
@@ -355,7 +391,13 @@ async fn export_directory_and_publish_command_after_an_update() {
         "the publish command never copied the page"
     );
     let export = gw.dir.path().join("export").join("ville");
-    for f in ["index.html", "index.en.html", "feed.atom", "summary.json"] {
+    for f in [
+        "index.html",
+        "index.en.html",
+        "feed.atom",
+        "summary.json",
+        "index.html.gz",
+    ] {
         assert!(export.join(f).is_file(), "{f} missing");
     }
     let english = std::fs::read_to_string(export.join("index.en.html")).unwrap();

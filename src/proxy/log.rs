@@ -25,7 +25,9 @@ pub struct AccessRecord {
     pub(crate) version: Version,
     pub(crate) client: IpAddr,
     pub(crate) status: u16,
-    pub(crate) bytes_in: Arc<AtomicU64>,
+    /// Request-body bytes received, counted by the body as it streams (allocated only for
+    /// requests forwarded upstream).
+    pub(crate) bytes_in: Option<Arc<AtomicU64>>,
     pub(crate) bytes_out: u64,
     pub(crate) upstream: Option<Arc<UpstreamServer>>,
     pub(crate) reason: Option<&'static str>,
@@ -60,7 +62,7 @@ impl Drop for AccessRecord {
             path = super::truncate_path(self.uri.path()).as_ref(),
             version,
             status = self.status,
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out = self.bytes_out,
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
             client = %ClientField(self.client, &g.config),

@@ -396,12 +396,14 @@ impl Gateway {
             version: req.version(),
             client,
             status: 0,
-            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_in: None,
             bytes_out: 0,
             upstream: None,
             reason: None,
         };
-        match proxy(&generation, &conn, req, record).await {
+        // The pipeline's future is large (every phase's state); boxed, the future hyper
+        // stores and moves per request stays small.
+        match Box::pin(proxy(&generation, &conn, req, record)).await {
             Ok(resp) => Ok(resp),
             Err((error, accept_language, mut record)) => {
                 let tenant = record.tenant.map(|t| &generation.config.tenants[t]);
@@ -685,7 +687,15 @@ async fn proxy(
         )
     });
     let mut body = Some(
-        RequestBody::new(incoming, route.max_body_bytes, record.bytes_in.clone()).with_pace(pace),
+        RequestBody::new(
+            incoming,
+            route.max_body_bytes,
+            record
+                .bytes_in
+                .get_or_insert_with(|| Arc::new(AtomicU64::new(0)))
+                .clone(),
+        )
+        .with_pace(pace),
     );
     let pool = &generation.pools[tenant_idx][route.pool];
     let deadline = record.start + route.timeouts.request;

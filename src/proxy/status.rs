@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
-    LOCATION, VARY,
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION,
 };
 use http::{Method, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
@@ -79,8 +78,7 @@ pub fn target(tenant: &Tenant, host: &str, path: &str) -> Option<Target> {
     })
 }
 
-/// Content-Security-Policy of the status site: no script, inline style only.
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+use crate::status::CSP;
 
 fn query_lang(query: Option<&str>) -> Option<Language> {
     form_urlencoded::parse(query?.as_bytes()).find_map(|(k, v)| match (&*k, &*v) {
@@ -101,12 +99,6 @@ pub fn respond(
     headers: &http::HeaderMap,
 ) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::new());
-    let h = resp.headers_mut();
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     if method != Method::GET && method != Method::HEAD {
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         resp.headers_mut()
@@ -128,7 +120,7 @@ pub fn respond(
         *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return resp;
     };
-    let (variant, content_type) = match target {
+    let variant = match target {
         Target::Page(lang) => {
             let lang = lang.or_else(|| query_lang(query)).unwrap_or_else(|| {
                 super::respond::negotiate_language(
@@ -136,10 +128,10 @@ pub fn respond(
                     pages.language,
                 )
             });
-            (pages.html(lang), "text/html; charset=utf-8")
+            pages.html(lang)
         }
-        Target::Feed => (&pages.atom, "application/atom+xml; charset=utf-8"),
-        Target::Summary => (&pages.json, "application/json"),
+        Target::Feed => &pages.atom,
+        Target::Summary => &pages.json,
         Target::AddSlash
         | Target::NotFound
         | Target::Subscribe
@@ -154,40 +146,18 @@ pub fn respond(
             return resp;
         }
     };
-    // Compressed once at rendering: a flood of readers costs a quarter of the bytes.
+    // Compressed once at rendering: a flood of readers costs a fraction of the bytes.
     let gzip = accepts_gzip(headers);
-    let (body, etag) = if gzip {
-        (&variant.gzip, &variant.etag_gzip)
+    let (body, prepared) = if gzip {
+        (&variant.gzip, &variant.headers[1])
     } else {
-        (&variant.body, &variant.etag)
+        (&variant.body, &variant.headers[0])
     };
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if gzip {
-        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    // Short: residents reload during an incident and must see the update.
-    h.insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=10"),
-    );
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert(
-        VARY,
-        HeaderValue::from_static(if matches!(target, Target::Page(_)) {
-            "Accept-Encoding, Accept-Language"
-        } else {
-            "Accept-Encoding"
-        }),
-    );
-    if target == Target::Summary {
-        // Widgets on other sites read it.
-        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    }
-    let fresh = headers
-        .get(IF_NONE_MATCH)
-        .is_some_and(|inm| inm.as_bytes() == etag.as_bytes());
-    h.insert(ETAG, etag.clone());
+    *resp.headers_mut() = prepared.clone();
+    let fresh = match (headers.get(IF_NONE_MATCH), prepared.get(ETAG)) {
+        (Some(inm), Some(etag)) => inm.as_bytes() == etag.as_bytes(),
+        _ => false,
+    };
     if fresh {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return resp;

@@ -19,6 +19,25 @@ pub fn now_ms() -> u64 {
     u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
+static COARSE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// `now_ms()` to within about 20 ms without reading the clock: for stamps read against
+/// second-scale timeouts (connection activity), written twice per request. A thread of its
+/// own keeps it current (a task would stop with the runtime that spawned it).
+pub fn coarse_now_ms() -> u64 {
+    static CLOCK: OnceLock<()> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        COARSE_MS.store(now_ms(), Ordering::Relaxed);
+        let _ = std::thread::Builder::new()
+            .name("rempart-clock".into())
+            .spawn(|| loop {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                COARSE_MS.store(now_ms(), Ordering::Relaxed);
+            });
+    });
+    COARSE_MS.load(Ordering::Relaxed)
+}
+
 /// One upstream server and its live state.
 #[derive(Debug)]
 pub struct UpstreamServer {

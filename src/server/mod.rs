@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::runtime::{Listener, ListenerProtocol};
-use crate::proxy::upstream::now_ms;
+use crate::proxy::upstream::{coarse_now_ms, now_ms};
 use crate::proxy::{ConnInfo, Gateway};
 
 /// Open connections per client address, for the per-address cap.
@@ -419,7 +419,7 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.store(now_ms(), Ordering::Relaxed);
+            this.activity.store(coarse_now_ms(), Ordering::Relaxed);
             if let Some(head) = this.head.as_mut() {
                 if !head.feed(&buf.filled()[before..]) {
                     *this.head = None;
@@ -439,7 +439,7 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.store(now_ms(), Ordering::Relaxed);
+            this.activity.store(coarse_now_ms(), Ordering::Relaxed);
         }
         r
     }
@@ -452,7 +452,7 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
         let this = self.project();
         let r = this.inner.poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.store(now_ms(), Ordering::Relaxed);
+            this.activity.store(coarse_now_ms(), Ordering::Relaxed);
         }
         r
     }

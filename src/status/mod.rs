@@ -33,34 +33,91 @@ use model::{
 use render::{ComponentSnapshot, Flavor, Snapshot};
 use store::Store;
 
-/// One rendered document: as is and gzip-compressed, with their entity tags.
+/// Content-Security-Policy of the status site: no script at all, inline style only.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// What kind of document a variant is (its headers differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DocKind {
+    Page,
+    Feed,
+    Summary,
+}
+
+/// One rendered document: as is and gzip-compressed, each with its whole response header
+/// set built once at rendering (entity tag included), so answering costs a clone.
 #[derive(Debug, Clone)]
 pub struct Variant {
     /// The document.
     pub body: Bytes,
     /// The document, gzip-compressed once at rendering.
     pub gzip: Bytes,
-    /// Entity tag of `body`.
-    pub etag: http::HeaderValue,
-    /// Entity tag of `gzip`.
-    pub etag_gzip: http::HeaderValue,
+    /// Response headers for `body`, then for `gzip`.
+    pub headers: [http::HeaderMap; 2],
 }
 
 impl Variant {
-    fn new(body: String, tag: &str) -> Self {
+    fn new(body: String, tag: &str, kind: DocKind) -> Self {
+        use http::header::{self, HeaderValue};
         use std::io::Write as _;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         let gzip = gz
             .write_all(body.as_bytes())
             .and_then(|()| gz.finish())
             .unwrap_or_default();
-        let etag = |suffix: &str| {
-            http::HeaderValue::from_str(&format!("\"{tag}{suffix}\""))
-                .unwrap_or_else(|_| http::HeaderValue::from_static("\"0\""))
+        let headers = |compressed: bool| {
+            let mut h = http::HeaderMap::with_capacity(12);
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(match kind {
+                    DocKind::Page => "text/html; charset=utf-8",
+                    DocKind::Feed => "application/atom+xml; charset=utf-8",
+                    DocKind::Summary => "application/json",
+                }),
+            );
+            if compressed {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            // Short: residents reload during an incident and must see the update.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=10"),
+            );
+            h.insert(
+                header::VARY,
+                HeaderValue::from_static(if kind == DocKind::Page {
+                    "Accept-Encoding, Accept-Language"
+                } else {
+                    "Accept-Encoding"
+                }),
+            );
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            if kind == DocKind::Summary {
+                // Widgets on other sites read it.
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+            }
+            let etag = format!("\"{tag}{}\"", if compressed { "-gz" } else { "" });
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                h.insert(header::ETAG, v);
+            }
+            h
         };
         Self {
-            etag: etag(""),
-            etag_gzip: etag("-gz"),
+            headers: [headers(false), headers(true)],
             body: Bytes::from(body),
             gzip: Bytes::from(gzip),
         }
@@ -1294,29 +1351,24 @@ fn build_pages(snap: &Snapshot) -> Pages {
         s.push_str(&format!("{:x}", snap.now));
         s
     };
+    let page = |lang, flavor, t: &str| {
+        Variant::new(
+            render::page(snap, lang, flavor),
+            &format!("{tag}-{t}"),
+            DocKind::Page,
+        )
+    };
     Pages {
         html: [
-            Variant::new(
-                render::page(snap, Language::Fr, Flavor::Served),
-                &format!("{tag}-fr"),
-            ),
-            Variant::new(
-                render::page(snap, Language::En, Flavor::Served),
-                &format!("{tag}-en"),
-            ),
+            page(Language::Fr, Flavor::Served, "fr"),
+            page(Language::En, Flavor::Served, "en"),
         ],
         static_html: [
-            Variant::new(
-                render::page(snap, Language::Fr, Flavor::Static),
-                &format!("{tag}-sfr"),
-            ),
-            Variant::new(
-                render::page(snap, Language::En, Flavor::Static),
-                &format!("{tag}-sen"),
-            ),
+            page(Language::Fr, Flavor::Static, "sfr"),
+            page(Language::En, Flavor::Static, "sen"),
         ],
-        atom: Variant::new(render::feed(snap), &format!("{tag}-atom")),
-        json: Variant::new(json, &format!("{tag}-json")),
+        atom: Variant::new(render::feed(snap), &format!("{tag}-atom"), DocKind::Feed),
+        json: Variant::new(json, &format!("{tag}-json"), DocKind::Summary),
         language: snap.language,
     }
 }

@@ -135,7 +135,14 @@ pub struct DegradedFile {
     pub stale_cache_bytes: Option<u64>,
     /// Largest page kept, in bytes.
     pub stale_entry_bytes: Option<usize>,
+    /// Directory where copies are also written, so they survive a restart (none by default).
+    pub stale_disk_dir: Option<String>,
+    /// Disk space for copies, in bytes.
+    pub stale_disk_bytes: Option<u64>,
 }
+
+/// Default disk space for stale copies when a directory is given.
+pub const DEFAULT_STALE_DISK_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Global status-page settings.
 #[derive(Debug, Deserialize, Default)]

@@ -266,6 +266,19 @@ impl ComponentSpec {
     }
 }
 
+/// Where stale copies are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleSettings {
+    /// Memory for copies, bytes.
+    pub memory_bytes: u64,
+    /// Largest page kept, bytes.
+    pub entry_bytes: usize,
+    /// Disk tier directory.
+    pub disk_dir: Option<PathBuf>,
+    /// Disk tier bound, bytes.
+    pub disk_bytes: u64,
+}
+
 /// Global status-page settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusSettings {
@@ -408,8 +421,8 @@ pub struct Runtime {
     pub pass_keys: Option<Arc<crate::shield::pass::KeyRing>>,
     /// Status pages' storage and off-site copy.
     pub status: StatusSettings,
-    /// Memory for stale copies of public pages (bytes in all, bytes per page).
-    pub stale_cache: (u64, usize),
+    /// Stale copies of public pages: memory, per-page bound, disk tier.
+    pub stale_cache: StaleSettings,
     pub(crate) hosts_exact: HashMap<String, usize>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

@@ -501,14 +501,21 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             }
         }
     }
-    let stale_cache = (
-        file.degraded
+    let stale_cache = StaleSettings {
+        memory_bytes: file
+            .degraded
             .stale_cache_bytes
             .unwrap_or(DEFAULT_STALE_CACHE_BYTES),
-        file.degraded
+        entry_bytes: file
+            .degraded
             .stale_entry_bytes
             .unwrap_or(DEFAULT_STALE_ENTRY_BYTES),
-    );
+        disk_dir: file.degraded.stale_disk_dir.as_ref().map(|d| base.join(d)),
+        disk_bytes: file
+            .degraded
+            .stale_disk_bytes
+            .unwrap_or(DEFAULT_STALE_DISK_BYTES),
+    };
 
     if c.problems.is_empty() {
         let watched_files = file

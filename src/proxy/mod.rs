@@ -293,10 +293,19 @@ impl Gateway {
             .collect();
         let stale = match previous {
             Some(p) if p.config.stale_cache == config.stale_cache => p.stale.clone(),
-            _ => Arc::new(crate::status::stale::StaleCache::new(
-                config.stale_cache.0,
-                config.stale_cache.1,
-            )),
+            _ => {
+                let settings = &config.stale_cache;
+                let disk = settings.disk_dir.as_ref().and_then(|dir| {
+                    crate::status::stale_disk::DiskStore::open(dir, settings.disk_bytes)
+                        .map_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot use the stale-copy directory; copies stay in memory"))
+                        .ok()
+                });
+                Arc::new(crate::status::stale::StaleCache::new(
+                    settings.memory_bytes,
+                    settings.entry_bytes,
+                    disk,
+                ))
+            }
         };
         let stale_served = config
             .tenants

@@ -16,6 +16,7 @@ pub mod model;
 pub mod notify;
 pub mod render;
 pub mod stale;
+pub mod stale_disk;
 pub mod store;
 pub mod subscribe;
 
@@ -704,11 +705,17 @@ impl StatusService {
             }
             changed |= refresh_shown(st, tenant_id, now);
             let minute_passed = now >= st.last_render + 60;
-            if now >= st.last_flush + 60 {
+            let flush = now >= st.last_flush + 60;
+            if flush {
                 self.flush_days(st, now);
             }
-            changed || minute_passed
+            (changed || minute_passed, flush)
         };
+        let (changed, flushed) = changed;
+        if flushed {
+            let mut subs = self.subs();
+            self.purge_unconfirmed(&mut subs, now);
+        }
         if changed {
             self.render_tenant(tenant_id, now);
         }
@@ -1054,9 +1061,7 @@ impl StatusService {
             return Err(StatusError::Invalid("invalid e-mail address".into()));
         }
         let mut subs = self.subs();
-        // Unconfirmed requests are forgotten after two days.
-        subs.by_id
-            .retain(|_, s| s.confirmed || now < s.created_at + 2 * DAY_S);
+        self.purge_unconfirmed(&mut subs, now);
         let existing = subs
             .by_id
             .values()
@@ -1102,6 +1107,22 @@ impl StatusService {
             tracing::error!(target: "rempart::status", "notification queue full: confirmation not sent");
         }
         Ok(SubscribeOutcome::ConfirmationSent)
+    }
+
+    /// Unconfirmed requests are forgotten after two days, on disk too.
+    fn purge_unconfirmed(&self, subs: &mut Subscriptions, now: u64) {
+        let expired: Vec<u64> = subs
+            .by_id
+            .values()
+            .filter(|s| !s.confirmed && now >= s.created_at + 2 * DAY_S)
+            .map(|s| s.id)
+            .collect();
+        for id in expired {
+            subs.by_id.remove(&id);
+            if let Some(store) = self.store.get() {
+                store.delete_subscriber(id);
+            }
+        }
     }
 
     /// The token of `subscriber` for `purpose` (for links in messages).

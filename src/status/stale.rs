@@ -181,8 +181,46 @@ pub fn key<'a>(tenant: &'a str, host: &'a str, target: &'a str) -> Key<'a> {
 }
 
 impl Entry {
+    /// Tenant, host and target it answers.
+    pub fn url(&self) -> (&str, &str, &str) {
+        (&self.url.0, &self.url.1, &self.url.2)
+    }
+
+    /// Request header values the copy varies on.
+    pub fn vary(&self) -> &[(HeaderName, Option<HeaderValue>)] {
+        &self.vary
+    }
+
+    /// Rebuilds an entry (from the disk tier).
+    pub(crate) fn from_parts(
+        url: (Box<str>, Box<str>, Box<str>),
+        status: u16,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+        vary: Vec<(HeaderName, Option<HeaderValue>)>,
+        stored_at: u64,
+        usable_until: u64,
+    ) -> Self {
+        Self {
+            url,
+            status,
+            headers,
+            body,
+            vary,
+            stored_at,
+            usable_until,
+        }
+    }
+
     fn answers(&self, key: &Key<'_>) -> bool {
         &*self.url.0 == key.tenant && &*self.url.1 == key.host && &*self.url.2 == key.target
+    }
+}
+
+impl Key<'_> {
+    /// The hash the stores are keyed by.
+    pub fn hash(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -194,7 +232,14 @@ pub const REFRESH_EVERY: u64 = 30;
 pub struct StaleCache {
     entries: moka::sync::Cache<u64, Arc<Entry>>,
     max_entry: usize,
+    disk: Option<Arc<super::stale_disk::DiskStore>>,
+    /// Direct-mapped table of recently copied pages (key hash, unix seconds): the hot path
+    /// asks it with two atomic loads instead of a cache lookup.
+    recent: Arc<[(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)]>,
 }
+
+/// Slots of the recently-copied table.
+const RECENT_SLOTS: usize = 4096;
 
 impl std::fmt::Debug for StaleCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,15 +251,29 @@ impl std::fmt::Debug for StaleCache {
 }
 
 impl StaleCache {
-    /// A store holding at most `max_bytes`, each copy at most `max_entry` bytes.
-    pub fn new(max_bytes: u64, max_entry: usize) -> Self {
+    /// A store holding at most `max_bytes` in memory, each copy at most `max_entry` bytes,
+    /// with an optional disk tier.
+    pub fn new(
+        max_bytes: u64,
+        max_entry: usize,
+        disk: Option<Arc<super::stale_disk::DiskStore>>,
+    ) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_k: &u64, e: &Arc<Entry>| e.weight())
                 .build(),
             max_entry,
+            disk,
+            recent: (0..RECENT_SLOTS)
+                .map(|_| Default::default())
+                .collect::<Vec<_>>()
+                .into(),
         }
+    }
+
+    fn slot(&self, hash: u64) -> &(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64) {
+        &self.recent[(hash as usize) % RECENT_SLOTS]
     }
 
     /// Starts recording a response that `keep` accepted.
@@ -267,21 +326,45 @@ impl StaleCache {
 
     /// The usable copy for a request, if any.
     pub fn lookup(&self, key: &Key<'_>, request: &HeaderMap, now: u64) -> Option<Arc<Entry>> {
-        let e = self.entries.get(&key.hash)?;
+        let e = match self.entries.get(&key.hash) {
+            Some(e) => e,
+            None => {
+                // Only when the origin failed and memory has no copy: the disk tier.
+                let e = Arc::new(self.disk.as_ref()?.get(key.hash)?);
+                if !e.answers(key) {
+                    return None;
+                }
+                self.entries.insert(key.hash, e.clone());
+                e
+            }
+        };
         (e.answers(key) && now < e.usable_until && e.matches(request)).then_some(e)
     }
 
     /// Whether a copy for `key` was stored less than `REFRESH_EVERY` seconds ago.
     pub fn recent(&self, key: &Key<'_>, now: u64) -> bool {
-        self.entries
-            .get(&key.hash)
-            .is_some_and(|e| e.answers(key) && now < e.stored_at + REFRESH_EVERY)
+        use std::sync::atomic::Ordering::Relaxed;
+        // A torn read of the two words costs at most one extra or one skipped copy.
+        let (hash, at) = self.slot(key.hash);
+        hash.load(Relaxed) == key.hash && now < at.load(Relaxed) + REFRESH_EVERY
     }
 
     /// Forgets a copy (the origin answered with something not storable).
+    ///
+    /// Asked on the hot path for every answer that may not be kept, so only pages the
+    /// recently-copied table knows are looked up; a copy whose slot was since taken by
+    /// another page stays until its window ends (it was public when it was made).
     pub fn forget(&self, key: &Key<'_>) {
+        let (hash, _) = self.slot(key.hash);
+        if hash.load(std::sync::atomic::Ordering::Relaxed) != key.hash {
+            return;
+        }
+        hash.store(0, std::sync::atomic::Ordering::Relaxed);
         if self.entries.contains_key(&key.hash) {
             self.entries.invalidate(&key.hash);
+            if let Some(disk) = &self.disk {
+                disk.remove(key.hash);
+            }
         }
     }
 
@@ -315,8 +398,23 @@ impl Recorder {
     pub fn finish(mut self) {
         if let Some(mut entry) = self.entry.take() {
             entry.body = std::mem::take(&mut self.body).freeze();
-            self.cache.entries.insert(self.key, Arc::new(entry));
+            let entry = Arc::new(entry);
+            let (hash, at) = self.cache.slot(self.key);
+            hash.store(self.key, std::sync::atomic::Ordering::Relaxed);
+            at.store(entry.stored_at, std::sync::atomic::Ordering::Relaxed);
+            if let Some(disk) = &self.cache.disk {
+                disk.put(self.key, entry.clone());
+            }
+            self.cache.entries.insert(self.key, entry);
         }
+    }
+
+    /// The entry as it would be kept (tests).
+    #[cfg(test)]
+    pub(crate) fn into_entry(mut self) -> Option<Entry> {
+        let mut entry = self.entry.take()?;
+        entry.body = std::mem::take(&mut self.body).freeze();
+        Some(entry)
     }
 }
 
@@ -411,7 +509,7 @@ mod tests {
 
     #[test]
     fn vary_and_expiry_on_lookup() {
-        let cache = StaleCache::new(1 << 20, 1024);
+        let cache = StaleCache::new(1 << 20, 1024, None);
         let req = headers(&[("accept-language", "fr")]);
         let resp = headers(&[("vary", "Accept-Language"), ("content-type", "text/html")]);
         let k = keep(
@@ -442,7 +540,7 @@ mod tests {
 
     #[test]
     fn oversized_bodies_are_not_kept() {
-        let cache = StaleCache::new(1 << 20, 8);
+        let cache = StaleCache::new(1 << 20, 8, None);
         let resp = headers(&[("content-length", "9")]);
         let k = keep(&http::Method::GET, &HeaderMap::new(), 200, &resp, 0, DAY).unwrap();
         assert!(cache

@@ -293,3 +293,50 @@ async fn maintenance_mode_from_config_and_admin_api() {
     .await;
     assert!(en.body.contains("Service under maintenance"));
 }
+
+#[tokio::test]
+async fn copies_on_disk_survive_a_restart_during_the_outage() {
+    let origin = pages_origin().await;
+    let config = format!(
+        "[degraded]\nstale_disk_dir = \"stale\"\n\n{}",
+        config(origin.addr, "")
+    );
+    let mut gw = Gw::start(&config).await;
+    let c = h1_client();
+    assert_eq!(
+        get(&c, gw.addr, "ville.test", "/horaires").await.status,
+        200
+    );
+    let dir = gw.dir.path().join("stale");
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            std::fs::read_dir(&dir).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "stale"))
+            })
+        })
+        .await,
+        "no copy written under {}",
+        dir.display()
+    );
+    // The origin dies, then the gateway restarts: its memory is empty, the disk is not.
+    origin.stop.cancel();
+    gw.running.take().unwrap().shutdown().await;
+    let running = rempart::app::start(
+        &gw.path,
+        rempart::app::Options {
+            watch_file: false,
+            sighup: false,
+            access_log: false,
+        },
+    )
+    .await
+    .unwrap();
+    gw.addr = running.listen_addrs[0];
+    gw.running = Some(running);
+    let page = get(&c, gw.addr, "ville.test", "/horaires").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Horaires de la mairie"));
+    assert_eq!(page.headers["x-rempart-stale"], "1");
+    assert_eq!(get(&c, gw.addr, "ville.test", "/compte").await.status, 502);
+}

@@ -10,6 +10,7 @@ use axum::Json;
 
 use super::{authorized, bad_request, unauthorized, AdminState};
 use crate::status::model::ComponentState;
+use crate::status::model::Incident;
 use crate::status::{unix_now, IncidentEdit, NewIncident, NewUpdate, StatusError};
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
@@ -70,6 +71,29 @@ pub async fn board(
     answer(state.gateway.current().status.admin_view(&tenant), false)
 }
 
+/// The shape of the incident calls: the token, then the JSON body, then `change` on the
+/// status service; 201 or 200 with the incident, or the reason it was refused.
+fn incident_call<T: serde::de::DeserializeOwned>(
+    state: &AdminState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    created: bool,
+    change: impl FnOnce(&crate::status::StatusService, T, u64) -> Result<Incident, StatusError>,
+) -> Response {
+    if !authorized(state, headers) {
+        return unauthorized();
+    }
+    let request: T = match parse(body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let r = change(&state.gateway.current().status, request, unix_now());
+    if let Ok(i) = &r {
+        tracing::info!(target: "rempart::status", tenant = %i.tenant, incident = i.id, published = i.published, "incident changed by an operator");
+    }
+    answer(r, created)
+}
+
 /// `POST /admin/status/{tenant}/incidents`.
 pub async fn create(
     State(state): State<AdminState>,
@@ -77,22 +101,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
-    let new: NewIncident = match parse(&body) {
-        Ok(n) => n,
-        Err(r) => return *r,
-    };
-    let r = state
-        .gateway
-        .current()
-        .status
-        .create_incident(&tenant, new, unix_now());
-    if let Ok(i) = &r {
-        tracing::info!(target: "rempart::status", tenant = %tenant, incident = i.id, published = i.published, "incident opened by an operator");
-    }
-    answer(r, true)
+    incident_call(&state, &headers, &body, true, |s, new: NewIncident, now| {
+        s.create_incident(&tenant, new, now)
+    })
 }
 
 /// `POST /admin/status/{tenant}/incidents/{id}/updates`.
@@ -102,19 +113,9 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
-    let new: NewUpdate = match parse(&body) {
-        Ok(n) => n,
-        Err(r) => return *r,
-    };
-    let r = state
-        .gateway
-        .current()
-        .status
-        .add_update(&tenant, id, new, unix_now());
-    answer(r, true)
+    incident_call(&state, &headers, &body, true, |s, new: NewUpdate, now| {
+        s.add_update(&tenant, id, new, now)
+    })
 }
 
 /// `PATCH /admin/status/{tenant}/incidents/{id}`.
@@ -124,19 +125,13 @@ pub async fn edit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&state, &headers) {
-        return unauthorized();
-    }
-    let edit: IncidentEdit = match parse(&body) {
-        Ok(n) => n,
-        Err(r) => return *r,
-    };
-    let r = state
-        .gateway
-        .current()
-        .status
-        .edit_incident(&tenant, id, edit, unix_now());
-    answer(r, false)
+    incident_call(
+        &state,
+        &headers,
+        &body,
+        false,
+        |s, edit: IncidentEdit, now| s.edit_incident(&tenant, id, edit, now),
+    )
 }
 
 /// `{"state": "major_outage"}` sets an override; `{"state": null}` returns to detection.

@@ -321,19 +321,7 @@ async fn copies_on_disk_survive_a_restart_during_the_outage() {
     );
     // The origin dies, then the gateway restarts: its memory is empty, the disk is not.
     origin.stop.cancel();
-    gw.running.take().unwrap().shutdown().await;
-    let running = rempart::app::start(
-        &gw.path,
-        rempart::app::Options {
-            watch_file: false,
-            sighup: false,
-            access_log: false,
-        },
-    )
-    .await
-    .unwrap();
-    gw.addr = running.listen_addrs[0];
-    gw.running = Some(running);
+    gw.restart().await;
     let page = get(&c, gw.addr, "ville.test", "/horaires").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Horaires de la mairie"));

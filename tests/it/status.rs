@@ -336,20 +336,7 @@ async fn incident_lifecycle_feed_json_languages_and_restart() {
 
     // Restart on the same database: nothing is lost.
     let mut gw = gw;
-    let running = gw.running.take().unwrap();
-    running.shutdown().await;
-    let running = rempart::app::start(
-        &gw.path,
-        rempart::app::Options {
-            watch_file: false,
-            sighup: false,
-            access_log: false,
-        },
-    )
-    .await
-    .unwrap();
-    gw.addr = running.listen_addrs[0];
-    gw.running = Some(running);
+    gw.restart().await;
     let json = summary(&gw).await;
     assert_eq!(json["components"][0]["status"], "degraded_performance");
     assert_eq!(json["scheduled_maintenances"].as_array().unwrap().len(), 1);
@@ -591,16 +578,7 @@ async fn the_demo_configuration_serves_its_status_page() {
     std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
     let path = dir.path().join("rempart.toml");
     std::fs::write(&path, rempart::demo::config_text(origin.addr, 0)).unwrap();
-    let running = rempart::app::start(
-        &path,
-        rempart::app::Options {
-            watch_file: false,
-            sighup: false,
-            access_log: false,
-        },
-    )
-    .await
-    .unwrap();
+    let running = rempart::app::start(&path, quiet_options()).await.unwrap();
     let addr = running.listen_addrs[0];
     let c = h1_client();
     let page = get(&c, addr, "statut.saint-exemple.localhost", "/").await;

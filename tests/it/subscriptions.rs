@@ -192,11 +192,7 @@ name = "Inscriptions scolaires"
             ("hook.secret", "s3cret-hook-key"),
             ("mastodon.token", "mastodon-token-123"),
         ],
-        rempart::app::Options {
-            watch_file: false,
-            sighup: false,
-            access_log: false,
-        },
+        quiet_options(),
     )
     .await;
     let c = h1_client();

@@ -212,6 +212,15 @@ async fn origin_full(
     }
 }
 
+/// Options of test gateways: no file watch, no SIGHUP, no access log.
+pub fn quiet_options() -> rempart::app::Options {
+    rempart::app::Options {
+        watch_file: false,
+        sighup: false,
+        access_log: false,
+    }
+}
+
 /// A gateway started from a config text written to a temporary directory.
 pub struct Gw {
     pub running: Option<rempart::app::Running>,
@@ -227,15 +236,7 @@ impl Gw {
     /// Starts a gateway; `config` gets a listener on 127.0.0.1:0 and an admin section
     /// prepended unless it has its own `[[listeners]]`.
     pub async fn start(config: &str) -> Self {
-        Self::start_with(
-            config,
-            rempart::app::Options {
-                watch_file: false,
-                sighup: false,
-                access_log: false,
-            },
-        )
-        .await
+        Self::start_with(config, quiet_options()).await
     }
 
     pub async fn start_with(config: &str, options: rempart::app::Options) -> Self {
@@ -264,6 +265,17 @@ impl Gw {
             addr,
             token: TOKEN.to_owned(),
         }
+    }
+
+    /// Stops the gateway (graceful) and starts it again on the same config file and state
+    /// directory, as after a restart of the process.
+    pub async fn restart(&mut self) {
+        self.running.take().unwrap().shutdown().await;
+        let running = rempart::app::start(&self.path, quiet_options())
+            .await
+            .unwrap();
+        self.addr = running.listen_addrs[0];
+        self.running = Some(running);
     }
 
     pub fn running(&self) -> &rempart::app::Running {

@@ -188,7 +188,9 @@ fn impact_label(impact: Impact, lang: Language) -> &'static str {
 
 struct BarView {
     class: &'static str,
-    title: String,
+    /// Date and uptime, on days that were not fully operational (a tooltip; the bars are
+    /// decorative, the uptime line says it in words): 90 plain bars stay small.
+    title: Option<String>,
 }
 
 struct ComponentView {
@@ -339,11 +341,12 @@ pub fn page(snap: &Snapshot, lang: Language, flavor: Flavor) -> String {
                     match s.uptime {
                         None => BarView {
                             class: "no",
-                            title: format!("{day} : {}", t.no_data),
+                            title: None,
                         },
                         Some(u) => BarView {
                             class: s.worst.class(),
-                            title: format!("{day} : {}", percent(u, lang)),
+                            title: (s.worst != ComponentState::Operational || u < 1.0)
+                                .then(|| format!("{day} : {}", percent(u, lang))),
                         },
                     }
                 })

@@ -410,9 +410,32 @@ impl Gateway {
             upstream: None,
             reason: None,
         };
-        // The pipeline's future is large (every phase's state); boxed, the future hyper
-        // stores and moves per request stays small.
-        match Box::pin(proxy(&generation, &conn, req, record)).await {
+        // Phase 1: request head. Host and tenant first: the status site is answered here,
+        // without entering the pipeline.
+        let mut record = record;
+        let target = match request_host(&req) {
+            None => Err(ProxyError::BadHost),
+            Some(host) => match generation.config.tenant_for_host(&host) {
+                None => Err(ProxyError::UnknownHost),
+                Some(tenant_idx) => Ok((host, tenant_idx)),
+            },
+        };
+        let result = match target {
+            Err(error) => Err((error, accept_language(req.headers()), record)),
+            Ok((host, tenant_idx)) => {
+                record.tenant = Some(tenant_idx);
+                let tenant = &generation.config.tenants[tenant_idx];
+                match status::target(tenant, &host, req.uri().path()) {
+                    Some(target) if !target.is_subscription() => {
+                        status_page(&generation, tenant_idx, target, &req, record)
+                    }
+                    // The pipeline's future is large (every phase's state); boxed, the
+                    // future hyper stores and moves per request stays small.
+                    _ => Box::pin(proxy(&generation, &conn, req, record, host, tenant_idx)).await,
+                }
+            }
+        };
+        match result {
             Ok(resp) => Ok(resp),
             Err((error, accept_language, mut record)) => {
                 let tenant = record.tenant.map(|t| &generation.config.tenants[t]);
@@ -538,45 +561,48 @@ fn accept_language(headers: &http::HeaderMap) -> Option<HeaderValue> {
     headers.get(http::header::ACCEPT_LANGUAGE).cloned()
 }
 
+/// Phase 1a: a status-site page, from memory; bans and rates apply, challenges never.
+#[allow(clippy::result_large_err)]
+fn status_page(
+    generation: &Generation,
+    tenant_idx: usize,
+    target: status::Target,
+    req: &Request<Incoming>,
+    record: AccessRecord,
+) -> Result<Response<ResponseBody>, PhaseError> {
+    if let Err(error) = status_shield(generation, tenant_idx, record.client, req.uri().path()) {
+        return Err((error, accept_language(req.headers()), record));
+    }
+    let tenant = &generation.config.tenants[tenant_idx];
+    let pages = generation.status.pages(&tenant.id);
+    let page = status::respond(
+        pages.as_deref(),
+        target,
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+    );
+    Ok(local_response(page, record, "status page"))
+}
+
+/// The pipeline once `handle` found the host and the tenant (phase 1's start).
 async fn proxy(
     generation: &Arc<Generation>,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     mut record: AccessRecord,
+    host: String,
+    tenant_idx: usize,
 ) -> Result<Response<ResponseBody>, PhaseError> {
     let config = &generation.config;
-
-    // Phase 1: request head.
-    let Some(host) = request_host(&req) else {
-        return Err((ProxyError::BadHost, accept_language(req.headers()), record));
-    };
-    let Some(tenant_idx) = config.tenant_for_host(&host) else {
-        return Err((
-            ProxyError::UnknownHost,
-            accept_language(req.headers()),
-            record,
-        ));
-    };
-    record.tenant = Some(tenant_idx);
     let tenant = &config.tenants[tenant_idx];
     if let Some(target) = status::target(tenant, &host, req.uri().path()) {
-        // Phase 1a: the status site, from memory; bans and rates apply, challenges never.
+        // Phase 1a: subscription steps (they read a small form body).
         if let Err(error) = status_shield(generation, tenant_idx, record.client, req.uri().path()) {
             return Err((error, accept_language(req.headers()), record));
         }
-        if target.is_subscription() {
-            let page = status::subscription(&generation.status, tenant, target, req).await;
-            return Ok(local_response(page, record, "status page"));
-        }
-        let pages = generation.status.pages(&tenant.id);
-        let page = status::respond(
-            pages.as_deref(),
-            target,
-            req.method(),
-            req.uri().path(),
-            req.uri().query(),
-            req.headers(),
-        );
+        let page = status::subscription(&generation.status, tenant, target, req).await;
         return Ok(local_response(page, record, "status page"));
     }
     if req.uri().path().starts_with(challenge::LOCAL_PREFIX) {

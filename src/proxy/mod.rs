@@ -431,7 +431,10 @@ impl Gateway {
                     }
                     // The pipeline's future is large (every phase's state); boxed, the
                     // future hyper stores and moves per request stays small.
-                    _ => Box::pin(proxy(&generation, &conn, req, record, host, tenant_idx)).await,
+                    _ => {
+                        let host = host.into_owned();
+                        Box::pin(proxy(&generation, &conn, req, record, host, tenant_idx)).await
+                    }
                 }
             }
         };
@@ -509,13 +512,22 @@ fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
 }
 
 /// The host the client asked for, lower case, without port or trailing dot.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+/// The request's host, lower case, without a trailing dot; borrowed when it already is so
+/// (the usual case: no allocation).
+fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
     let raw = match req.uri().authority() {
         Some(a) => a.host(),
         None => host_of(req.headers().get(HOST)?.to_str().ok()?)?,
     };
-    let host = raw.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    let host = raw.trim_end_matches('.');
+    if host.is_empty() {
+        return None;
+    }
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    })
 }
 
 /// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), or `None` when

@@ -528,8 +528,10 @@ impl StatusService {
     /// Takes a reloaded configuration: components keep their state by id.
     pub fn apply_config(&self, config: &Runtime, now: u64) {
         let wanted = config.tenants.iter().any(|t| t.status.is_some());
+        let mut overrides = HashMap::new();
         if wanted && self.store.get().is_none() {
-            // The first status page arrives by reload: open the database now.
+            // The first status page arrives by reload: open the database now and take in
+            // everything it holds, as a start would.
             match Store::open(&config.status.database, now, HISTORY_DAYS) {
                 Ok((store, loaded)) => {
                     let mut st = self.lock();
@@ -538,9 +540,20 @@ impl StatusService {
                         .extend(loaded.incidents.into_iter().map(|i| (i.id, i)));
                     st.days.extend(loaded.days);
                     drop(st);
+                    {
+                        let mut subs = self.subs();
+                        subs.next_id = subs
+                            .next_id
+                            .max(loaded.subscribers.iter().map(|s| s.id).max().unwrap_or(0));
+                        subs.by_id
+                            .extend(loaded.subscribers.into_iter().map(|s| (s.id, s)));
+                        // Links in messages must outlive the process: the database's secret.
+                        subs.tokens = subscribe::Tokens::new(&loaded.secret);
+                    }
                     if !loaded.maintenance.is_empty() {
                         self.maintenance.store(Arc::new(loaded.maintenance));
                     }
+                    overrides = loaded.overrides;
                     let _ = self.store.set(store);
                 }
                 Err(e) => {
@@ -551,7 +564,7 @@ impl StatusService {
         {
             let mut st = self.lock();
             let mut old = std::mem::take(&mut st.boards);
-            st.boards = boards_for(config, Some(&mut old), &HashMap::new(), now);
+            st.boards = boards_for(config, Some(&mut old), &overrides, now);
             st.settings = config.status.clone();
         }
         self.render_all(now);

@@ -593,3 +593,38 @@ async fn the_demo_configuration_serves_its_status_page() {
     assert!(eventually(Duration::from_secs(5), || async { copy.exists() }).await);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_status_page_added_by_reload_persists_like_one_from_start() {
+    use rempart::status::subscribe::Purpose;
+    let origin = Origin::start("a").await;
+    let mut gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
+    gw.write_config(&status_config(origin.addr, "auto_publish = true", ""));
+    let (code, body) = gw.admin_reload().await;
+    assert_eq!(code, 200, "{body}");
+    let token = gw
+        .running()
+        .gateway
+        .current()
+        .status
+        .token(7, Purpose::Unsubscribe);
+    let created = admin_call(
+        &gw,
+        "POST",
+        "/admin/status/ville/incidents",
+        Some(r#"{"title": "Ajouté après rechargement", "message": "Test.", "publish": true}"#),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    gw.restart().await;
+    let json = summary(&gw).await;
+    assert_eq!(json["incidents"][0]["name"], "Ajouté après rechargement");
+    // Links already mailed stay valid: the tokens come from the database's secret.
+    let after = gw
+        .running()
+        .gateway
+        .current()
+        .status
+        .token(7, Purpose::Unsubscribe);
+    assert_eq!(token, after);
+}

@@ -431,9 +431,14 @@ impl Gateway {
                     }
                     // The pipeline's future is large (every phase's state); boxed, the
                     // future hyper stores and moves per request stays small.
-                    _ => {
+                    subscription => {
                         let host = host.into_owned();
-                        Box::pin(proxy(&generation, &conn, req, record, host, tenant_idx)).await
+                        let at = Found {
+                            host,
+                            tenant_idx,
+                            status: subscription,
+                        };
+                        Box::pin(proxy(&generation, &conn, req, record, at)).await
                     }
                 }
             }
@@ -598,18 +603,32 @@ fn status_page(
     Ok(local_response(page, record, "status page"))
 }
 
+/// What `handle` found at the start of phase 1.
+struct Found {
+    /// The request's host, lower case.
+    host: String,
+    /// The tenant serving it.
+    tenant_idx: usize,
+    /// A status-site subscription step, when the request is one.
+    status: Option<status::Target>,
+}
+
 /// The pipeline once `handle` found the host and the tenant (phase 1's start).
 async fn proxy(
     generation: &Arc<Generation>,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     mut record: AccessRecord,
-    host: String,
-    tenant_idx: usize,
+    at: Found,
 ) -> Result<Response<ResponseBody>, PhaseError> {
     let config = &generation.config;
+    let Found {
+        host,
+        tenant_idx,
+        status: status_target,
+    } = at;
     let tenant = &config.tenants[tenant_idx];
-    if let Some(target) = status::target(tenant, &host, req.uri().path()) {
+    if let Some(target) = status_target {
         // Phase 1a: subscription steps (they read a small form body).
         if let Err(error) = status_shield(generation, tenant_idx, record.client, req.uri().path()) {
             return Err((error, accept_language(req.headers()), record));

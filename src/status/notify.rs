@@ -86,6 +86,30 @@ fn record(service: &StatusService, f: impl FnOnce(&mut super::Deliveries)) {
     }
 }
 
+/// Sends one message, `ATTEMPTS` times at most unless the server refuses it for good;
+/// `None` when shutting down.
+async fn send(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    message: Message,
+    shutdown: &CancellationToken,
+) -> Option<Result<(), String>> {
+    let mut outcome = Err(String::new());
+    for attempt in 1..=ATTEMPTS {
+        match transport.send(message.clone()).await {
+            Ok(_) => return Some(Ok(())),
+            Err(e) if e.is_permanent() => return Some(Err(format!("refused: {e}"))),
+            Err(e) => outcome = Err(e.to_string()),
+        }
+        if attempt < ATTEMPTS {
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(Duration::from_secs(2u64 << attempt)) => {}
+            }
+        }
+    }
+    Some(outcome)
+}
+
 /// Sends queued messages one at a time, at most `max_per_second`, each tried `ATTEMPTS`
 /// times unless the server refuses it for good.
 async fn mailer(
@@ -93,6 +117,8 @@ async fn mailer(
     mut rx: tokio::sync::mpsc::Receiver<Mail>,
     shutdown: CancellationToken,
 ) {
+    // One transport (and its connection pool) while the settings stay the same.
+    let mut cached: Option<(Smtp, AsyncSmtpTransport<Tokio1Executor>)> = None;
     loop {
         let mail = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -103,32 +129,23 @@ async fn mailer(
             continue;
         };
         let label = log_label(&mail.to);
-        let mut outcome = Err(String::new());
-        for attempt in 1..=ATTEMPTS {
-            outcome = match (transport(&smtp), message(&smtp, &mail)) {
-                (Ok(t), Ok(m)) => match t.send(m).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.is_permanent() => {
-                        outcome = Err(format!("refused: {e}"));
-                        break;
-                    }
-                    Err(e) => Err(e.to_string()),
-                },
-                (Err(e), _) | (_, Err(e)) => {
-                    outcome = Err(e);
-                    break;
+        if cached.as_ref().is_none_or(|(s, _)| *s != smtp) {
+            cached = match transport(&smtp) {
+                Ok(t) => Some((smtp.clone(), t)),
+                Err(e) => {
+                    tracing::error!(target: "rempart::status", error = %e, "cannot set up the mail transport");
+                    None
                 }
             };
-            if outcome.is_ok() {
-                break;
-            }
-            if attempt < ATTEMPTS {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(2u64 << attempt)) => {}
-                }
-            }
         }
+        let outcome = match (&cached, message(&smtp, &mail)) {
+            (_, Err(e)) => Err(e),
+            (None, Ok(_)) => Err("cannot set up the mail transport".to_owned()),
+            (Some((_, transport)), Ok(m)) => match send(transport, m, &shutdown).await {
+                Some(r) => r,
+                None => return,
+            },
+        };
         match outcome {
             Ok(()) => {
                 tracing::info!(target: "rempart::status", to = %label, "message sent");
@@ -184,14 +201,14 @@ fn confirm_mail(service: &StatusService, s: &Subscriber) -> Option<Mail> {
 
 fn update_mail(
     service: &StatusService,
+    info: &super::TenantInfo,
     s: &Subscriber,
     incident: &Incident,
     update: &Update,
     zone: super::model::TimeZone,
 ) -> Option<Mail> {
-    let info = service.tenant_info(&s.tenant)?;
-    let (name, components) = (info.name, info.components);
-    let base = info.url?;
+    let (name, components) = (&info.name, &info.components);
+    let base = info.url.clone()?;
     let base = if base.ends_with('/') {
         base
     } else {
@@ -422,10 +439,14 @@ pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
                 else {
                     continue;
                 };
+                let Some(info) = service.tenant_info(&incident.tenant) else {
+                    continue;
+                };
                 if settings.smtp.is_some() {
                     for s in service.recipients(&incident.tenant, &incident.components) {
                         mails.extend(update_mail(
                             &service,
+                            &info,
                             &s,
                             &incident,
                             &update,
@@ -433,13 +454,12 @@ pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
                         ));
                     }
                 }
-                let info = service.tenant_info(&incident.tenant);
                 for hook in settings
                     .webhooks
                     .iter()
                     .filter(|h| h.tenants.is_empty() || h.tenants.contains(&incident.tenant))
                 {
-                    let (Some(client), Some(info)) = (&client, &info) else {
+                    let Some(client) = &client else {
                         continue;
                     };
                     tokio::spawn(deliver(

@@ -640,9 +640,9 @@ pub fn local_time(unix_s: u64, zone: TimeZone, lang: Language) -> String {
     let (y, mo, d) = civil_from_days(local.div_euclid(DAY_S as i64));
     let s = local.rem_euclid(DAY_S as i64);
     let (h, mi) = (s / 3600, (s / 60) % 60);
-    let zone_name = match (offset, zone) {
-        (0, _) => "UTC".to_owned(),
-        (_, _) => format!(
+    let zone_name = match offset {
+        0 => "UTC".to_owned(),
+        _ => format!(
             "UTC{}{}{}",
             if offset < 0 { '-' } else { '+' },
             offset.abs() / 60,

@@ -271,11 +271,9 @@ fn incident_view(i: &Incident, snap: &Snapshot, lang: Language) -> IncidentView 
         .filter_map(|id| snap.components.iter().find(|c| &c.id == id))
         .map(|c| c.name(lang))
         .collect();
-    let mut meta = format!("{} : {}", t.impact, impact_label(i.impact, lang));
-    if lang == Language::En {
-        meta = format!("{}: {}", t.impact, impact_label(i.impact, lang));
-    }
+    // French puts a space before the colon.
     let sep = if lang == Language::Fr { " : " } else { ": " };
+    let mut meta = format!("{}{sep}{}", t.impact, impact_label(i.impact, lang));
     if !names.is_empty() {
         meta.push_str(&format!(" · {}{sep}{}", t.affects, names.join(", ")));
     }

@@ -367,12 +367,6 @@ impl StaleCache {
             }
         }
     }
-
-    /// Copies held and their total weight in bytes.
-    pub fn usage(&self) -> (u64, u64) {
-        self.entries.run_pending_tasks();
-        (self.entries.entry_count(), self.entries.weighted_size())
-    }
 }
 
 /// Collects a response body as it streams downstream; stores it when complete.

@@ -4,7 +4,7 @@
 //! changes never blocks request handling. `flush` waits until every queued write is on disk.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -90,7 +90,6 @@ enum Write {
 
 /// Handle on the database; cheap to share behind an `Arc`.
 pub struct Store {
-    path: PathBuf,
     writer: std::sync::Mutex<mpsc::Sender<Write>>,
 }
 
@@ -145,7 +144,6 @@ impl Store {
             })?;
         Ok((
             Self {
-                path: path.to_owned(),
                 writer: std::sync::Mutex::new(tx),
             },
             loaded,
@@ -161,11 +159,6 @@ impl Store {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(err)?;
         load(&conn, now_s, keep_days).map_err(err)
-    }
-
-    /// The database path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn send(&self, w: Write) {

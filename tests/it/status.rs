@@ -433,11 +433,23 @@ async fn a_failing_publish_command_is_retried_and_reported() {
     );
 }
 
-fn rempart(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+/// Runs `rempart status -c CONFIG ARGS...` (the real binary).
+async fn status_cli(config: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+        .args(["status", "-c", config])
         .args(args)
         .output()
+        .await
         .unwrap()
+}
+
+fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -456,89 +468,46 @@ async fn operators_use_the_cli_and_export_without_a_gateway() {
     )
     .unwrap();
     let config = gw.path.to_str().unwrap().to_owned();
-    let out = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || {
-            rempart(&[
-                "status",
-                "-c",
-                &config,
-                "open",
-                "ville",
-                "--title",
-                "Téléservices lents",
-                "--message",
-                "Les démarches en ligne sont lentes.",
-                "--impact",
-                "minor",
-                "--component",
-                "etat-civil",
-                "--publish",
-            ])
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("published"));
-    let out = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || {
-            rempart(&[
-                "status",
-                "-c",
-                &config,
-                "maintenance",
-                "ville",
-                "--title",
-                "Migration",
-                "--message",
-                "Migration du serveur.",
-                "--from",
-                "+1h",
-                "--until",
-                "+3h",
-            ])
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("draft"));
+    let out = status_cli(
+        &config,
+        &[
+            "open",
+            "ville",
+            "--title",
+            "Téléservices lents",
+            "--message",
+            "Les démarches en ligne sont lentes.",
+            "--impact",
+            "minor",
+            "--component",
+            "etat-civil",
+            "--publish",
+        ],
+    )
+    .await;
+    assert!(succeeded(&out).contains("published"));
+    let out = status_cli(
+        &config,
+        &[
+            "maintenance",
+            "ville",
+            "--title",
+            "Migration",
+            "--message",
+            "Migration du serveur.",
+            "--from",
+            "+1h",
+            "--until",
+            "+3h",
+        ],
+    )
+    .await;
+    assert!(succeeded(&out).contains("draft"));
     // A wrong state is refused with the admin API's reason and exit code 2.
-    let out = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || {
-            rempart(&[
-                "status",
-                "-c",
-                &config,
-                "component",
-                "ville",
-                "etat-civil",
-                "broken",
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let out = status_cli(&config, &["component", "ville", "etat-civil", "broken"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown state"));
-    let out = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || rempart(&["status", "-c", &config, "list"])
-    })
-    .await
-    .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let listing = succeeded(&status_cli(&config, &["list"]).await);
     assert!(listing.contains("etat-civil: operational"), "{listing}");
     assert!(
         listing.contains("Téléservices lents · published"),
@@ -551,16 +520,7 @@ async fn operators_use_the_cli_and_export_without_a_gateway() {
     gw.running.take().unwrap().shutdown().await;
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().to_str().unwrap().to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        rempart(&["status", "-c", &config, "export", "--out", &out_dir])
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&status_cli(&config, &["export", "--out", &out_dir]).await);
     let page = std::fs::read_to_string(dir.path().join("ville/index.html")).unwrap();
     assert!(page.contains("Téléservices lents"));
     assert!(!page.contains("Migration"), "drafts are never exported");

@@ -423,7 +423,7 @@ pub struct Runtime {
     pub status: StatusSettings,
     /// Stale copies of public pages: memory, per-page bound, disk tier.
     pub stale_cache: StaleSettings,
-    pub(crate) hosts_exact: HashMap<String, usize>,
+    pub(crate) hosts_exact: HashMap<String, usize, foldhash::fast::RandomState>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,
 }

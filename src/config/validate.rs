@@ -289,7 +289,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     }
 
     let mut tenants = Vec::new();
-    let mut hosts_exact = HashMap::new();
+    let mut hosts_exact = HashMap::with_hasher(foldhash::fast::RandomState::default());
     let mut hosts_wildcard = Vec::new();
     let mut ids = HashSet::new();
     let mut host_owner: HashMap<String, String> = HashMap::new();

@@ -30,6 +30,7 @@ use super::upstream::UpstreamServer;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most header fields accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 100;
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Buffer room for a response head (and, usually, a small body with it). Kept small: one
 /// buffer lives per idle upstream connection, and cache footprint per connection is what
 /// limits throughput with hundreds of connections (see BENCHMARKS.md).
@@ -407,13 +408,26 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
                 close = true;
             }
         } else if name == CONNECTION {
+            let mut framing_only = true;
             for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    if http10 {
+                        close = false;
+                    }
+                } else {
+                    framing_only = false;
                 }
             }
+            if framing_only {
+                // Consumed here, and hop-by-hop: never forwarded, so never stored.
+                continue;
+            }
+        }
+        if name == TRANSFER_ENCODING || name == KEEP_ALIVE {
+            // Hop-by-hop and consumed above: the downstream framing is chosen afresh.
+            continue;
         }
         let start = h.value.as_ptr() as usize - base;
         fields_at.push((name, start, start + h.value.len()));

@@ -35,6 +35,8 @@ pub struct Forwarding<'a> {
     pub proto: &'static str,
     /// The requested host, as the client sent it.
     pub host: &'a str,
+    /// The same as a header value when the client sent one (shared, not copied).
+    pub host_value: Option<&'a HeaderValue>,
     /// Our pseudonym.
     pub via_name: &'a str,
     /// The peer address as a header value (computed once per connection).
@@ -98,13 +100,24 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
 
 /// Removes hop-by-hop headers; keeps `Connection: upgrade` + `Upgrade` when `keep_upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names first: most messages carry none of them, or only
+    // `Connection`, and each removal hashes a name.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     let upgrade = if keep_upgrade {
         headers.get(UPGRADE).cloned()
     } else {
         None
     };
     // Names listed in Connection are hop-by-hop too (the usual tokens are not header names).
-    if headers.contains_key(CONNECTION) {
+    if present & 1 != 0 {
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
@@ -112,7 +125,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .flat_map(|s| s.split(','))
             .map(str::trim)
             .filter(|t| {
-                !t.eq_ignore_ascii_case("keep-alive")
+                // `Host` is end-to-end whatever `Connection` says.
+                !t.eq_ignore_ascii_case("host")
+                    && !t.eq_ignore_ascii_case("keep-alive")
                     && !t.eq_ignore_ascii_case("close")
                     && !t.eq_ignore_ascii_case("upgrade")
             })
@@ -122,8 +137,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if let Some(u) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -177,6 +194,8 @@ fn push_forwarded_host(out: &mut String, host: &str) {
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     // From an untrusted peer, every forwarding header is overwritten; from a trusted proxy,
     // the chain is extended and its proto/host kept.
+    // Up to five fields are added: grow the map once.
+    headers.reserve(5);
     let prev_xff = if f.peer_trusted {
         joined(headers, &X_FORWARDED_FOR)
     } else {
@@ -192,7 +211,12 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     }
     if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        insert(headers, &X_FORWARDED_HOST, f.host);
+        match f.host_value {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST.clone(), v.clone());
+            }
+            None => insert(headers, &X_FORWARDED_HOST, f.host),
+        }
     }
     let prev_fwd = if f.peer_trusted {
         joined(headers, &FORWARDED)
@@ -219,14 +243,17 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 
 /// Appends our `Via` entry (prebuilt, so the common case allocates nothing).
 pub fn append_via(headers: &mut HeaderMap, entry: &HeaderValue) {
-    match joined(headers, &VIA) {
-        Some(prev) => insert(
-            headers,
-            &VIA,
-            &format!("{prev}, {}", entry.to_str().unwrap_or("")),
-        ),
-        None => {
-            headers.insert(VIA, entry.clone());
+    match headers.entry(VIA) {
+        http::header::Entry::Vacant(slot) => {
+            slot.insert(entry.clone());
+        }
+        http::header::Entry::Occupied(mut slot) => {
+            let prev: Vec<&str> = slot.iter().filter_map(|v| v.to_str().ok()).collect();
+            let value = format!("{}, {}", prev.join(", "), entry.to_str().unwrap_or(""));
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                // Replaces every earlier `Via` field with the joined list.
+                slot.insert_mult(v);
+            }
         }
     }
 }
@@ -283,6 +310,31 @@ mod tests {
     }
 
     #[test]
+    fn every_hop_by_hop_field_goes_but_host_stays() {
+        let mut m = h(&[
+            ("host", "ville.test"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-keep", "1"),
+        ]);
+        remove_hop_by_hop(&mut m, false);
+        let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host", "x-keep"]);
+        // `Connection: host` does not strip the request's host.
+        let mut m = h(&[
+            ("connection", "host, x-a"),
+            ("host", "ville.test"),
+            ("x-a", "1"),
+        ]);
+        remove_hop_by_hop(&mut m, false);
+        let left: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host"]);
+    }
+
+    #[test]
     fn upgrade_survives_when_asked() {
         let mut m = h(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade_request(&m));
@@ -306,6 +358,7 @@ mod tests {
                 peer_trusted: false,
                 proto: "http",
                 host: "ville.test",
+                host_value: None,
                 via_name: "rempart",
                 peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
                 forwarded_for: &forwarded_for(peer),
@@ -314,6 +367,7 @@ mod tests {
         );
         assert_eq!(m.get("x-forwarded-for").unwrap(), "192.0.2.10");
         assert_eq!(m.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(m.get("x-forwarded-host").unwrap(), "ville.test");
         assert_eq!(
             m.get("forwarded").unwrap(),
             "for=192.0.2.10;host=ville.test;proto=http;by=rempart"
@@ -335,6 +389,7 @@ mod tests {
                 peer_trusted: true,
                 proto: "https",
                 host: "ville.test",
+                host_value: Some(&HeaderValue::from_static("Ville.test:8443")),
                 via_name: "rempart",
                 peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
                 forwarded_for: &forwarded_for(peer),
@@ -342,6 +397,7 @@ mod tests {
             },
         );
         assert_eq!(m.get("x-forwarded-for").unwrap(), "203.0.113.5, 10.0.0.2");
+        assert_eq!(m.get("x-forwarded-host").unwrap(), "Ville.test:8443");
         assert!(m
             .get("forwarded")
             .unwrap()

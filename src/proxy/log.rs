@@ -31,10 +31,15 @@ pub struct AccessRecord {
     pub(crate) bytes_out: u64,
     pub(crate) upstream: Option<Arc<UpstreamServer>>,
     pub(crate) reason: Option<&'static str>,
+    /// The downstream connection's watchdog, told when this request ends.
+    pub(crate) conn_clock: Option<Arc<crate::server::watchdog::ConnClock>>,
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
+        if let Some(clock) = &self.conn_clock {
+            clock.request_finished();
+        }
         let g = &self.generation;
         let counters = match (self.tenant, self.route) {
             (Some(t), Some(r)) => &g.route_counters[t][r],

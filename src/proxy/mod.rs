@@ -101,6 +101,8 @@ pub struct ConnInfo {
     pub tls_fingerprint: Option<Arc<str>>,
     /// HTTP fingerprint of the connection's first HTTP/1 request head, once read.
     pub http_fingerprint: Arc<std::sync::OnceLock<Box<str>>>,
+    /// The connection's watchdog stamps; each request's access record marks its end there.
+    pub clock: Arc<crate::server::watchdog::ConnClock>,
 }
 
 /// The gateway: current generation plus shared metrics.
@@ -409,6 +411,7 @@ impl Gateway {
             bytes_out: 0,
             upstream: None,
             reason: None,
+            conn_clock: Some(conn.clock.clone()),
         };
         // Phase 1: request head. Host and tenant first: the status site is answered here,
         // without entering the pipeline.
@@ -707,7 +710,10 @@ async fn proxy(
     } else {
         "1.1"
     };
-    let host_header = req.headers().get(HOST).cloned().or_else(|| {
+    // Host preserved; HTTP/2 requests carry it as `:authority`.
+    let sent_host = req.headers().get(HOST).cloned();
+    let host_missing = sent_host.is_none();
+    let host_value = sent_host.or_else(|| {
         req.uri()
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -716,22 +722,23 @@ async fn proxy(
     let original_headers = accept_language(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_cookie(&mut parts.headers, crate::shield::pass::PASS_COOKIE);
-    if let Some(h) = host_header {
-        parts.headers.insert(HOST, h);
+    if host_missing {
+        if let Some(h) = &host_value {
+            parts.headers.insert(HOST, h.clone());
+        }
     }
-    let forwarded_host = parts
-        .headers
-        .get(HOST)
+    let forwarded_host = host_value
+        .as_ref()
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(&host)
-        .to_owned();
+        .unwrap_or(&host);
     headers::set_forwarding(
         &mut parts.headers,
         &headers::Forwarding {
             peer: conn.peer.ip(),
             peer_trusted: config.is_trusted_proxy(conn.peer.ip()),
             proto: conn.proto,
-            host: &forwarded_host,
+            host: forwarded_host,
+            host_value: host_value.as_ref(),
             via_name: &config.via_name,
             peer_value: &conn.peer_value,
             forwarded_for: &conn.forwarded_for,

@@ -6,6 +6,7 @@
 pub mod proxy_protocol;
 pub mod record;
 pub mod tls;
+pub mod watchdog;
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::runtime::{Listener, ListenerProtocol};
-use crate::proxy::upstream::{coarse_now_ms, now_ms};
+use crate::proxy::upstream::coarse_now_ms;
 use crate::proxy::{ConnInfo, Gateway};
+use watchdog::{ConnClock, Verdict};
 
 /// Open connections per client address, for the per-address cap.
 #[derive(Debug, Default)]
@@ -242,7 +244,7 @@ async fn serve_connection(
     } else {
         None
     };
-    let activity = Arc::new(AtomicU64::new(now_ms()));
+    let clock = Arc::new(ConnClock::new(coarse_now_ms()));
     match tls {
         Some(acceptor) => {
             let handshake = tokio::time::timeout(
@@ -259,7 +261,7 @@ async fn serve_connection(
             let http_fingerprint = Arc::new(std::sync::OnceLock::new());
             let io = ActivityIo {
                 inner: tls_stream,
-                activity: activity.clone(),
+                clock: clock.clone(),
                 head: Some(record::HeadRecorder::new(
                     config.limits.max_header_bytes,
                     http_fingerprint.clone(),
@@ -274,10 +276,10 @@ async fn serve_connection(
                     proto: "https",
                     tls_fingerprint,
                     http_fingerprint,
+                    clock,
                 },
                 gateway,
                 shutdown,
-                activity,
             )
             .await;
         }
@@ -286,7 +288,7 @@ async fn serve_connection(
             let http_fingerprint = Arc::new(std::sync::OnceLock::new());
             let io = ActivityIo {
                 inner: stream,
-                activity: activity.clone(),
+                clock: clock.clone(),
                 head: Some(record::HeadRecorder::new(
                     config.limits.max_header_bytes,
                     http_fingerprint.clone(),
@@ -301,23 +303,18 @@ async fn serve_connection(
                     proto: "http",
                     tls_fingerprint: None,
                     http_fingerprint,
+                    clock,
                 },
                 gateway,
                 shutdown,
-                activity,
             )
             .await;
         }
     }
 }
 
-async fn serve_http<I>(
-    io: I,
-    info: ConnInfo,
-    gateway: Arc<Gateway>,
-    shutdown: CancellationToken,
-    activity: Arc<AtomicU64>,
-) where
+async fn serve_http<I>(io: I, info: ConnInfo, gateway: Arc<Gateway>, shutdown: CancellationToken)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = gateway.current().config.clone();
@@ -325,7 +322,8 @@ async fn serve_http<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.downstream_header_read)
+        // The head deadline is the watchdog's (no timer per request).
+        .header_read_timeout(None)
         .max_buf_size(config.limits.max_header_bytes)
         .keep_alive(true);
     builder
@@ -337,6 +335,7 @@ async fn serve_http<I>(
         .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
+    let clock = info.clock.clone();
     let info = Arc::new(info);
     let gw = gateway.clone();
     // Max requests per connection: past it, the connection is closed gracefully (HTTP/1.1
@@ -351,11 +350,14 @@ async fn serve_http<I>(
         if max_requests > 0 && n == max_requests {
             reached_in.notify_one();
         }
+        info.clock
+            .request_started(req.version() == http::Version::HTTP_2);
         gw.clone().handle(info.clone(), req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = config.timeouts.downstream_idle;
+    let head = config.timeouts.downstream_header_read;
     let mut closing = false;
     loop {
         tokio::select! {
@@ -373,7 +375,12 @@ async fn serve_http<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = idle_expired(&activity, idle), if !closing => {
+            verdict = watchdog::expired(&clock, idle, head), if !closing => {
+                if verdict == Verdict::HeadTimeout {
+                    // No request in flight: nothing to drain.
+                    gateway.metrics.connection("header_timeout");
+                    return;
+                }
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
@@ -386,25 +393,12 @@ fn peer_value(peer: SocketAddr) -> http::HeaderValue {
         .unwrap_or(http::HeaderValue::from_static("unknown"))
 }
 
-/// Resolves once no byte moved on the connection for `idle`.
-async fn idle_expired(activity: &AtomicU64, idle: Duration) {
-    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2);
-    loop {
-        let last = activity.load(Ordering::Relaxed);
-        let now = now_ms();
-        if now.saturating_sub(last) >= idle_ms {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(last + idle_ms - now)).await;
-    }
-}
-
 pin_project! {
     /// Records the time of the last byte read or written.
     struct ActivityIo<I> {
         #[pin]
         inner: I,
-        activity: Arc<AtomicU64>,
+        clock: Arc<ConnClock>,
         head: Option<record::HeadRecorder>,
     }
 }
@@ -419,7 +413,7 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.store(coarse_now_ms(), Ordering::Relaxed);
+            this.clock.touch();
             if let Some(head) = this.head.as_mut() {
                 if !head.feed(&buf.filled()[before..]) {
                     *this.head = None;
@@ -439,7 +433,7 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.store(coarse_now_ms(), Ordering::Relaxed);
+            this.clock.touch();
         }
         r
     }
@@ -452,7 +446,7 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
         let this = self.project();
         let r = this.inner.poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.store(coarse_now_ms(), Ordering::Relaxed);
+            this.clock.touch();
         }
         r
     }

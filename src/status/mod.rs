@@ -343,10 +343,13 @@ pub struct Deliveries {
     pub last_error: Option<String>,
 }
 
+/// Rendered sites by tenant id (read on every status request: a fast hash).
+type PagesByTenant = HashMap<String, Arc<Pages>, foldhash::fast::RandomState>;
+
 /// The status pages of every tenant that has one.
 pub struct StatusService {
     state: Mutex<State>,
-    pages: ArcSwap<HashMap<String, Arc<Pages>>>,
+    pages: ArcSwap<PagesByTenant>,
     store: std::sync::OnceLock<Store>,
     changes: tokio::sync::watch::Sender<u64>,
     /// Maintenance mode switched on by operators: (tenant, route name or `*`).
@@ -494,7 +497,7 @@ impl StatusService {
         }
         let service = Self {
             state: Mutex::new(state),
-            pages: ArcSwap::from_pointee(HashMap::new()),
+            pages: ArcSwap::from_pointee(PagesByTenant::default()),
             store: cell,
             changes: tokio::sync::watch::channel(0).0,
             maintenance: ArcSwap::from_pointee(maintenance),

@@ -110,3 +110,83 @@ async fn upstream_connections_are_reused() {
         .count();
     assert_eq!(established, 1, "expected one pooled upstream connection");
 }
+
+/// Reads until the gateway closes the connection; returns what came and when it closed.
+async fn until_closed(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("connection still open after {within:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn request_heads_must_arrive_within_the_header_read_timeout() {
+    use std::time::{Duration, Instant};
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        "[timeouts]\ndownstream_header_read = \"600ms\"\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ))
+    .await;
+
+    // Slowloris: a head trickled one header line at a time, bytes moving all along.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n")
+        .await
+        .unwrap();
+    let mut closed = false;
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+    }
+    if !closed {
+        let got = until_closed(&mut s, Duration::from_secs(3)).await;
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(550), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(
+        origin.count(),
+        0,
+        "a head that never completed reached the origin"
+    );
+
+    // A keep-alive connection waiting for its next request is closed the same way.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let got = until_closed(&mut s, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let took = answered.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+
+    // No head deadline while a request is in flight: a slow answer longer than the timeout
+    // arrives, and the connection then serves another request.
+    let c = h1_client();
+    let got = get(&c, gw.addr, "ville.test", "/slow?ms=1500").await;
+    assert_eq!(got.status, 200);
+    let got = get(&c, gw.addr, "ville.test", "/").await;
+    assert_eq!(got.status, 200);
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_downstream_connections_total{result=\"header_timeout\"}"),
+        "{m}"
+    );
+}

@@ -1,0 +1,173 @@
+//! The per-connection watchdog: closes a downstream connection on which no byte moved for the
+//! idle timeout, or whose next request head has not arrived within the header-read timeout
+//! (slowloris, and HTTP/1.1 keep-alive connections left waiting).
+//!
+//! Requests only store coarse timestamps ([`ConnClock`]); the watchdog holds one timer per
+//! connection and re-arms it only when it fires, so a busy keep-alive connection costs no
+//! timer work per request (hyper's own header-read timer allocated and registered one per
+//! request).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::proxy::upstream::coarse_now_ms;
+
+/// `waiting_since` while requests are in flight.
+const BUSY: u64 = u64::MAX;
+
+/// What one downstream connection's watchdog reads: when a byte last moved, and since when
+/// the connection has been waiting for a request head.
+#[derive(Debug)]
+pub struct ConnClock {
+    activity: AtomicU64,
+    waiting_since: AtomicU64,
+    inflight: AtomicU32,
+    multiplexed: AtomicBool,
+}
+
+/// What the watchdog decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing moved for the idle timeout: close gracefully.
+    Idle,
+    /// No complete request head within the header-read timeout: drop the connection.
+    HeadTimeout,
+    /// Look again at this time (milliseconds, same clock as the stamps).
+    WaitUntil(u64),
+}
+
+impl ConnClock {
+    /// A connection that starts now, waiting for its first request head.
+    pub fn new(now_ms: u64) -> Self {
+        Self {
+            activity: AtomicU64::new(now_ms),
+            waiting_since: AtomicU64::new(now_ms),
+            inflight: AtomicU32::new(0),
+            multiplexed: AtomicBool::new(false),
+        }
+    }
+
+    /// A byte moved.
+    pub fn touch(&self) {
+        self.activity.store(coarse_now_ms(), Ordering::Relaxed);
+    }
+
+    /// A request head arrived. HTTP/2 connections carry concurrent streams and have no head
+    /// deadline between requests (their idle and keep-alive rules apply).
+    pub fn request_started(&self, http2: bool) {
+        if http2 && !self.multiplexed.load(Ordering::Relaxed) {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.waiting_since.store(BUSY, Ordering::Relaxed);
+    }
+
+    /// A response was sent completely (or abandoned): when it was the last one in flight, the
+    /// connection waits for its next request head from now on.
+    pub fn request_finished(&self) {
+        if self.inflight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.waiting_since.store(coarse_now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// The decision at `now_ms` (pure: the stamps are read, nothing changes).
+    pub fn check(&self, now_ms: u64, idle: Duration, head: Duration) -> Verdict {
+        let idle_ms = millis(idle);
+        let last = self.activity.load(Ordering::Relaxed);
+        let idle_at = last.saturating_add(idle_ms);
+        if now_ms >= idle_at {
+            return Verdict::Idle;
+        }
+        let since = self.waiting_since.load(Ordering::Relaxed);
+        let waiting = since != BUSY
+            && self.inflight.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed);
+        if waiting {
+            let head_at = since.saturating_add(millis(head));
+            if now_ms >= head_at {
+                return Verdict::HeadTimeout;
+            }
+            return Verdict::WaitUntil(idle_at.min(head_at));
+        }
+        // While a request is in flight the head deadline may start any time; look again
+        // within one head timeout so that it is enforced within twice its value at worst.
+        Verdict::WaitUntil(idle_at.min(now_ms.saturating_add(millis(head))))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
+/// Resolves when the connection must close: idle for `idle`, or waiting for a request head
+/// longer than `head`.
+pub async fn expired(clock: &ConnClock, idle: Duration, head: Duration) -> Verdict {
+    loop {
+        let now = coarse_now_ms();
+        match clock.check(now, idle, head) {
+            Verdict::WaitUntil(at) => {
+                // The coarse clock runs up to ~20 ms behind; never spin on a near deadline.
+                let wait = at.saturating_sub(now).max(25);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            verdict => return verdict,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(60);
+    const HEAD: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_new_connection_must_send_its_head_in_time() {
+        let c = ConnClock::new(1_000);
+        assert_eq!(c.check(1_000, IDLE, HEAD), Verdict::WaitUntil(11_000));
+        assert_eq!(c.check(10_999, IDLE, HEAD), Verdict::WaitUntil(11_000));
+        assert_eq!(c.check(11_000, IDLE, HEAD), Verdict::HeadTimeout);
+    }
+
+    #[test]
+    fn no_head_deadline_while_a_request_is_in_flight() {
+        let c = ConnClock::new(1_000);
+        c.request_started(false);
+        // A slow upstream answer: nothing times out but idleness.
+        assert_eq!(c.check(50_000, IDLE, HEAD), Verdict::WaitUntil(60_000));
+        assert_eq!(c.check(61_000, IDLE, HEAD), Verdict::Idle);
+    }
+
+    #[test]
+    fn the_next_head_is_awaited_from_the_end_of_the_response() {
+        let c = ConnClock::new(1_000);
+        c.request_started(false);
+        c.request_finished();
+        let since = c.waiting_since.load(Ordering::Relaxed);
+        assert_ne!(since, BUSY);
+        let now = since + 1;
+        c.activity.store(now, Ordering::Relaxed);
+        assert_eq!(c.check(now, IDLE, HEAD), Verdict::WaitUntil(since + 10_000));
+        assert_eq!(c.check(since + 10_000, IDLE, HEAD), Verdict::HeadTimeout);
+    }
+
+    #[test]
+    fn http2_connections_have_no_head_deadline_between_streams() {
+        let c = ConnClock::new(1_000);
+        c.request_started(true);
+        c.request_started(true);
+        c.request_finished();
+        c.request_finished();
+        c.activity.store(40_000, Ordering::Relaxed);
+        assert_eq!(c.check(45_000, IDLE, HEAD), Verdict::WaitUntil(55_000));
+        assert_eq!(c.check(100_000, IDLE, HEAD), Verdict::Idle);
+    }
+
+    #[test]
+    fn idleness_wins_over_the_head_deadline() {
+        let c = ConnClock::new(1_000);
+        let head = Duration::from_secs(120);
+        assert_eq!(c.check(61_000, IDLE, head), Verdict::Idle);
+    }
+}

@@ -116,7 +116,7 @@ pub fn recorder(
     if route.stale_if_error.is_zero() || parts.method != Method::GET {
         return None;
     }
-    let now = crate::status::unix_now();
+    let now = super::upstream::coarse_unix_secs();
     let key = stale::key(
         &tenant.id,
         host,

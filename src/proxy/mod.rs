@@ -519,52 +519,99 @@ fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
     s
 }
 
-/// The host the client asked for, lower case, without port or trailing dot.
-/// The request's host, lower case, without a trailing dot; borrowed when it already is so
-/// (the usual case: no allocation).
+/// The request's host, lower case, without port or trailing dot; borrowed when it already is
+/// so (the usual case: no allocation).
 fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host(),
-        None => host_of(req.headers().get(HOST)?.to_str().ok()?)?,
+    let (raw, upper) = match req.uri().authority() {
+        Some(a) => (a.host(), a.host().bytes().any(|b| b.is_ascii_uppercase())),
+        None => host_of(req.headers().get(HOST)?.as_bytes())?,
     };
     let host = raw.trim_end_matches('.');
     if host.is_empty() {
         return None;
     }
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    Some(if upper {
         std::borrow::Cow::Owned(host.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(host)
     })
 }
 
-/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), or `None` when
-/// it is not a valid authority without user info.
-fn host_of(value: &str) -> Option<&str> {
-    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
-        let end = rest.find(']')?;
-        let host = &value[..end + 2];
-        let inner = &rest[..end];
-        if !inner
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+/// Bytes allowed in a host name (RFC 3986 reg-name: unreserved, sub-delims, `%`).
+const HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        i += 1;
+    }
+    table
+};
+
+/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`) and whether it
+/// has upper-case letters, or `None` when it is not a valid authority without user info.
+/// One pass over the bytes: this runs on every request.
+fn host_of(value: &[u8]) -> Option<(&str, bool)> {
+    if value.first() == Some(&b'[') {
+        let end = value.iter().position(|b| *b == b']')?;
+        let inner = &value[1..end];
+        let port = &value[end + 1..];
+        let inner_ok = inner
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.');
+        let port_ok = port.is_empty()
+            || port
+                .strip_prefix(b":")
+                .is_some_and(|p| p.iter().all(u8::is_ascii_digit));
+        if !(inner_ok && port_ok) {
             return None;
         }
-        (host, &rest[end + 1..])
-    } else {
-        match value.rfind(':') {
-            Some(i) => (&value[..i], &value[i..]),
-            None => (value, ""),
+        let host = std::str::from_utf8(&value[..=end]).ok()?;
+        return Some((host, inner.iter().any(u8::is_ascii_uppercase)));
+    }
+    let mut colon = None;
+    let mut upper = false;
+    for (i, &b) in value.iter().enumerate() {
+        if b == b':' {
+            if colon.is_some() {
+                return None;
+            }
+            colon = Some(i);
+        } else if colon.is_some() {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+        } else if HOST_BYTES[usize::from(b)] {
+            upper |= b.is_ascii_uppercase();
+        } else {
+            return None;
         }
-    };
-    let port_ok = port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
-    let host_ok = host.starts_with('[') || (!host.is_empty() && host.bytes().all(valid));
-    (port_ok && host_ok).then_some(host)
+    }
+    let host = &value[..colon.unwrap_or(value.len())];
+    if host.is_empty() {
+        return None;
+    }
+    // Every byte was checked to be ASCII above.
+    Some((std::str::from_utf8(host).ok()?, upper))
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -824,7 +871,7 @@ async fn proxy(
     let mut excluded: Option<Arc<UpstreamServer>> = None;
 
     let (exchange, mut inflight) = loop {
-        let Some(server) = pool.pick(upstream::now_ms(), excluded.as_ref()) else {
+        let Some(server) = pool.pick(upstream::coarse_now_ms(), excluded.as_ref()) else {
             return match degraded::stale_answer(generation, tenant, route, &parts, &host, record) {
                 Ok(resp) => Ok(resp),
                 Err(record) => Err((ProxyError::UpstreamConnect, original_headers, record)),
@@ -861,7 +908,7 @@ async fn proxy(
                 if let Some(p) = permit.as_mut() {
                     p.sample();
                 }
-                server.record_request(true, &pool.spec.health, upstream::now_ms());
+                server.record_request(true, &pool.spec.health, upstream::coarse_now_ms());
                 break (exchange, inflight);
             }
             Ok(Err(ClientError::BodyTooLarge)) => {
@@ -884,7 +931,7 @@ async fn proxy(
             }
             Err(_) => ProxyError::UpstreamTimeout,
         };
-        server.record_request(false, &pool.spec.health, upstream::now_ms());
+        server.record_request(false, &pool.spec.health, upstream::coarse_now_ms());
         pool.outcomes.record(true, false);
         let first_attempt = excluded.is_none();
         if error.retryable()
@@ -926,13 +973,13 @@ async fn proxy(
         // Scanners and credential stuffing leave a trail of 404s, 401s and 403s.
         generation
             .shield
-            .observe_error(tenant_idx, record.client, upstream::now_ms());
+            .observe_error(tenant_idx, record.client, upstream::coarse_now_ms());
     }
     if calm && head.status.as_u16() < 400 {
         // Served normally while calm: remembered as good history for the next attack.
         generation.defence.history.record(
             crate::shield::history_key(record.client),
-            upstream::now_ms() / 60_000,
+            upstream::coarse_now_ms() / 60_000,
         );
     }
     if body_or_tunnel.is_ok() {
@@ -1017,7 +1064,7 @@ fn status_shield(
     path: &str,
 ) -> Result<(), ProxyError> {
     use crate::shield::{Decision, Mode, Rule};
-    let now = upstream::now_ms();
+    let now = upstream::coarse_now_ms();
     if generation.bans.check(client, now).is_some() {
         return Err(ProxyError::Banned);
     }
@@ -1058,7 +1105,7 @@ fn shield_phase(
 ) -> Result<Verdict, ProxyError> {
     use crate::shield::admission::Priority;
     use crate::shield::{display_prefix, pass, Decision, Mode, Rule};
-    let now = upstream::now_ms();
+    let now = upstream::coarse_now_ms();
     if generation.bans.check(client, now).is_some() {
         return Err(ProxyError::Banned);
     }
@@ -1279,7 +1326,7 @@ fn shield_phase(
 /// Marks the tenant under pressure; at the start of an episode, the pool's queued requests
 /// without a pass are shed at once (they are challenged instead of waiting behind the flood).
 fn overloaded(generation: &Generation, tenant_idx: usize, gate: &admission::Admission) {
-    if generation.tenant_states[tenant_idx].on_overload(upstream::now_ms()) {
+    if generation.tenant_states[tenant_idx].on_overload(upstream::coarse_now_ms()) {
         let shed = gate.shed_below(crate::shield::admission::Priority::Verified);
         tracing::warn!(
             target: "rempart::shield",
@@ -1313,7 +1360,7 @@ fn challenge_page(
 ) -> Response<ResponseBody> {
     let tenant = &generation.config.tenants[tenant_idx];
     let state = &generation.tenant_states[tenant_idx];
-    let now = upstream::now_ms();
+    let now = upstream::coarse_now_ms();
     // Harder while the tenant sheds load or is under attack.
     let stressed = state.pressure_since(now).is_some() || state.under_attack_until(now).is_some();
     let difficulty = tenant
@@ -1352,7 +1399,7 @@ fn local_page(
     record: AccessRecord,
 ) -> Result<Response<ResponseBody>, PhaseError> {
     use crate::shield::pass::{self, Answer, Reject};
-    let now = upstream::now_ms();
+    let now = upstream::coarse_now_ms();
     if generation.bans.check(record.client, now).is_some() {
         return Err((ProxyError::Banned, accept_language(req.headers()), record));
     }
@@ -1444,13 +1491,18 @@ mod tests {
 
     #[test]
     fn host_header_values() {
-        assert_eq!(host_of("ville.test"), Some("ville.test"));
-        assert_eq!(host_of("Ville.Test:8443"), Some("Ville.Test"));
-        assert_eq!(host_of("[::1]:80"), Some("[::1]"));
-        assert_eq!(host_of("ville test"), None);
-        assert_eq!(host_of("ville.test:80x"), None);
-        assert_eq!(host_of("user@ville.test"), None);
-        assert_eq!(host_of("[zz]"), None);
-        assert_eq!(host_of(":80"), None);
+        let host = |v: &'static str| host_of(v.as_bytes());
+        assert_eq!(host("ville.test"), Some(("ville.test", false)));
+        assert_eq!(host("Ville.Test:8443"), Some(("Ville.Test", true)));
+        assert_eq!(host("[::1]:80"), Some(("[::1]", false)));
+        assert_eq!(host("[::AB]"), Some(("[::AB]", true)));
+        assert_eq!(host("ville test"), None);
+        assert_eq!(host("ville.test:80x"), None);
+        assert_eq!(host("ville.test:80:81"), None);
+        assert_eq!(host("user@ville.test"), None);
+        assert_eq!(host("[zz]"), None);
+        assert_eq!(host("[::1]x"), None);
+        assert_eq!(host(":80"), None);
+        assert_eq!(host("ville.tést"), None);
     }
 }

@@ -8,6 +8,7 @@ pub mod record;
 pub mod tls;
 pub mod watchdog;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +19,6 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::runtime::{Listener, ListenerProtocol};
 use crate::proxy::upstream::coarse_now_ms;
 use crate::proxy::{ConnInfo, Gateway};
-use watchdog::{ConnClock, Verdict};
+use watchdog::{ConnClock, OnlyWhenWoken, Verdict};
 
 /// Open connections per client address, for the per-address cap.
 #[derive(Debug, Default)]
@@ -257,6 +257,12 @@ async fn serve_connection(
                 return;
             };
             gateway.metrics.connection("accepted");
+            // RFC 9113: HTTP/2 over TLS is chosen by ALPN.
+            let wire = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Wire::Http2
+            } else {
+                Wire::Http1
+            };
             let tls_fingerprint = tls_stream.get_mut().0.take_ja4();
             let http_fingerprint = Arc::new(std::sync::OnceLock::new());
             let io = ActivityIo {
@@ -269,6 +275,7 @@ async fn serve_connection(
             };
             serve_http(
                 io,
+                wire,
                 ConnInfo {
                     peer_value: peer_value(peer),
                     forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
@@ -284,6 +291,15 @@ async fn serve_connection(
             .await;
         }
         None => {
+            // h2c by prior knowledge (RFC 9113 3.3), else HTTP/1.
+            let wire = match tokio::time::timeout(header_timeout, sniff(&stream)).await {
+                Ok(Ok(wire)) => wire,
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    gateway.metrics.connection("header_timeout");
+                    return;
+                }
+            };
             gateway.metrics.connection("accepted");
             let http_fingerprint = Arc::new(std::sync::OnceLock::new());
             let io = ActivityIo {
@@ -296,6 +312,7 @@ async fn serve_connection(
             };
             serve_http(
                 io,
+                wire,
                 ConnInfo {
                     peer_value: peer_value(peer),
                     forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
@@ -313,28 +330,44 @@ async fn serve_connection(
     }
 }
 
-async fn serve_http<I>(io: I, info: ConnInfo, gateway: Arc<Gateway>, shutdown: CancellationToken)
-where
+/// The HTTP version of a connection, decided before hyper sees it (ALPN, or the h2c
+/// preface): each connection is served by the one hyper protocol it speaks, without the
+/// version-sniffing layer of hyper-util's `auto` builder on every read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Http1,
+    Http2,
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Looks at the first bytes of a cleartext connection without consuming them.
+async fn sniff(stream: &TcpStream) -> io::Result<Wire> {
+    let mut first = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 || first[..n] != H2_PREFACE[..n] {
+            // Closed, or not the preface: HTTP/1 (hyper answers what it cannot parse).
+            return Ok(Wire::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Wire::Http2);
+        }
+        // Part of the preface so far: the rest follows (the caller's deadline bounds this).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    wire: Wire,
+    info: ConnInfo,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = gateway.current().config.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // The head deadline is the watchdog's (no timer per request).
-        .header_read_timeout(None)
-        .max_buf_size(config.limits.max_header_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.limits.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256)
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
     let clock = info.clock.clone();
     let info = Arc::new(info);
     let gw = gateway.clone();
@@ -354,37 +387,124 @@ where
             .request_started(req.version() == http::Version::HTTP_2);
         gw.clone().handle(info.clone(), req)
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let limits = Limits {
+        idle: config.timeouts.downstream_idle,
+        head: config.timeouts.downstream_header_read,
+    };
+    match wire {
+        Wire::Http1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                // The head deadline is the watchdog's (no timer per request).
+                .header_read_timeout(None)
+                .max_buf_size(config.limits.max_header_bytes)
+                .keep_alive(true);
+            let conn = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            drive(
+                conn,
+                |c: Pin<&mut _>| c.graceful_shutdown(),
+                &gateway,
+                &shutdown,
+                &limit_reached,
+                &clock,
+                limits,
+            )
+            .await;
+        }
+        Wire::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(config.limits.h2_max_concurrent_streams)
+                .max_pending_accept_reset_streams(64)
+                .max_local_error_reset_streams(256)
+                .max_header_list_size(
+                    u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX),
+                )
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(10));
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            drive(
+                conn,
+                |c: Pin<&mut _>| c.graceful_shutdown(),
+                &gateway,
+                &shutdown,
+                &limit_reached,
+                &clock,
+                limits,
+            )
+            .await;
+        }
+    }
+}
+
+/// The connection's timeouts.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    head: Duration,
+}
+
+/// Why a connection is being closed by us.
+enum Signal {
+    Shutdown,
+    Budget,
+    Idle,
+    HeadTimeout,
+}
+
+/// Runs one hyper connection to its end, closing it gracefully on shutdown, when its request
+/// budget is spent or when idle, and at once when a request head is overdue. The three
+/// signals are polled only when one of them fired, not on every wake-up of the connection.
+async fn drive<C>(
+    conn: C,
+    mut graceful: impl FnMut(Pin<&mut C>),
+    gateway: &Gateway,
+    shutdown: &CancellationToken,
+    limit_reached: &tokio::sync::Notify,
+    clock: &ConnClock,
+    limits: Limits,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
     tokio::pin!(conn);
-    let idle = config.timeouts.downstream_idle;
-    let head = config.timeouts.downstream_header_read;
-    let mut closing = false;
-    loop {
+    let mut signals = Some(OnlyWhenWoken::new(Box::pin(async move {
         tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "downstream connection ended with error");
-                }
-                return;
-            }
-            _ = shutdown.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = limit_reached.notified(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            verdict = watchdog::expired(&clock, idle, head), if !closing => {
-                if verdict == Verdict::HeadTimeout {
-                    // No request in flight: nothing to drain.
-                    gateway.metrics.connection("header_timeout");
-                    return;
-                }
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            _ = shutdown.cancelled() => Signal::Shutdown,
+            _ = limit_reached.notified() => Signal::Budget,
+            verdict = watchdog::expired(clock, limits.idle, limits.head) => {
+                if verdict == Verdict::HeadTimeout { Signal::HeadTimeout } else { Signal::Idle }
             }
         }
+    })));
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(res));
+        }
+        let Some(pending) = signals.as_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(signal) = Pin::new(pending).poll(cx) else {
+            return Poll::Pending;
+        };
+        signals = None;
+        match signal {
+            // No request in flight: nothing to drain.
+            Signal::HeadTimeout => Poll::Ready(None),
+            Signal::Shutdown | Signal::Budget | Signal::Idle => {
+                graceful(conn.as_mut());
+                conn.as_mut().poll(cx).map(Some)
+            }
+        }
+    })
+    .await;
+    match ended {
+        None => gateway.metrics.connection("header_timeout"),
+        Some(Err(e)) => tracing::debug!(error = %e, "downstream connection ended with error"),
+        Some(Ok(())) => {}
     }
 }
 

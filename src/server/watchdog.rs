@@ -7,8 +7,14 @@
 //! timer work per request (hyper's own header-read timer allocated and registered one per
 //! request).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use crate::proxy::upstream::coarse_now_ms;
 
@@ -115,6 +121,65 @@ pub async fn expired(clock: &ConnClock, idle: Duration, head: Duration) -> Verdi
     }
 }
 
+/// Polls `inner` only on its first poll and after `inner` itself asked to be woken.
+///
+/// A connection's side signals (shutdown, request budget, watchdog timer) share the
+/// connection's task; without this, every wake-up of the task (several per request) polls
+/// each of them again, which costs lock and timer work for nothing.
+pub struct OnlyWhenWoken<F> {
+    inner: F,
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+    first: bool,
+}
+
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future + Unpin> OnlyWhenWoken<F> {
+    /// Wraps `inner`.
+    pub fn new(inner: F) -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            inner,
+            waker: Waker::from(flag.clone()),
+            flag,
+            first: true,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for OnlyWhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        this.flag.task.register(cx.waker());
+        if !this.first && !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.first = false;
+        let mut inner_cx = Context::from_waker(&this.waker);
+        Pin::new(&mut this.inner).poll(&mut inner_cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +227,29 @@ mod tests {
         c.activity.store(40_000, Ordering::Relaxed);
         assert_eq!(c.check(45_000, IDLE, HEAD), Verdict::WaitUntil(55_000));
         assert_eq!(c.check(100_000, IDLE, HEAD), Verdict::Idle);
+    }
+
+    #[tokio::test]
+    async fn a_gated_future_is_polled_when_it_was_woken() {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let polls = Arc::new(AtomicU32::new(0));
+        let p = polls.clone();
+        let mut notified = Box::pin(notify.clone().notified_owned());
+        let mut gated = OnlyWhenWoken::new(Box::pin(std::future::poll_fn(move |cx| {
+            p.fetch_add(1, Ordering::Relaxed);
+            notified.as_mut().poll(cx).map(|()| "signalled")
+        })));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut gated).poll(&mut cx).is_pending());
+        // Polled again without a wake-up of its own: the inner future is left alone.
+        for _ in 0..5 {
+            assert!(Pin::new(&mut gated).poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::Relaxed), 1);
+        notify.notify_one();
+        assert_eq!(Pin::new(&mut gated).poll(&mut cx), Poll::Ready("signalled"));
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
     }
 
     #[test]

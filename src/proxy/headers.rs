@@ -3,6 +3,7 @@
 //! Forwarding headers from untrusted clients are overwritten, never believed.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, UPGRADE, VIA};
 use http::HeaderMap;
@@ -45,7 +46,13 @@ pub struct Forwarding<'a> {
     pub forwarded_for: &'a str,
     /// Our `Via` entry for the downstream protocol (`1.1 rempart` or `2 rempart`).
     pub via: &'a HeaderValue,
+    /// The connection's first `Forwarded` value, reused while host and name are the same.
+    pub cache: Option<&'a ForwardedCache>,
 }
+
+/// The `Forwarded` value built for a connection's first request (host, our name, value):
+/// the usual connection asks one site, and building the value costs a format and a copy.
+pub type ForwardedCache = OnceLock<(Box<str>, Box<str>, HeaderValue)>;
 
 /// Whether the request asks for a protocol upgrade (WebSocket and friends).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -223,6 +230,16 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     } else {
         None
     };
+    if prev_fwd.is_none() {
+        if let Some((host, by, value)) = f.cache.and_then(OnceLock::get) {
+            if **host == *f.host && **by == *f.via_name {
+                headers.insert(FORWARDED.clone(), value.clone());
+                append_via(headers, f.via);
+                return;
+            }
+        }
+    }
+    let fresh = prev_fwd.is_none();
     let mut fwd = String::with_capacity(64 + prev_fwd.as_ref().map_or(0, String::len));
     if let Some(prev) = prev_fwd {
         fwd.push_str(&prev);
@@ -236,6 +253,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     fwd.push_str(";by=");
     fwd.push_str(f.via_name);
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
+        if fresh {
+            if let Some(cache) = f.cache {
+                let _ = cache.set((f.host.into(), f.via_name.into(), v.clone()));
+            }
+        }
         headers.insert(FORWARDED.clone(), v);
     }
     append_via(headers, f.via);
@@ -363,6 +385,7 @@ mod tests {
                 peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
                 forwarded_for: &forwarded_for(peer),
                 via: &via_entry("1.1", "rempart"),
+                cache: None,
             },
         );
         assert_eq!(m.get("x-forwarded-for").unwrap(), "192.0.2.10");
@@ -394,6 +417,7 @@ mod tests {
                 peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
                 forwarded_for: &forwarded_for(peer),
                 via: &via_entry("2", "rempart"),
+                cache: None,
             },
         );
         assert_eq!(m.get("x-forwarded-for").unwrap(), "203.0.113.5, 10.0.0.2");
@@ -412,6 +436,47 @@ mod tests {
                 trusted
             ),
             "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_connection_reuses_its_forwarded_value_for_the_same_host() {
+        let peer: IpAddr = "192.0.2.10".parse().unwrap();
+        let peer_value = HeaderValue::from_static("192.0.2.10");
+        let for_ = forwarded_for(peer);
+        let via = via_entry("1.1", "rempart");
+        let cache = ForwardedCache::new();
+        let forwarded = |host: &str, via_name: &str| {
+            let mut m = h(&[("forwarded", "for=6.6.6.6")]);
+            set_forwarding(
+                &mut m,
+                &Forwarding {
+                    peer,
+                    peer_trusted: false,
+                    proto: "http",
+                    host,
+                    host_value: None,
+                    via_name,
+                    peer_value: &peer_value,
+                    forwarded_for: &for_,
+                    via: &via,
+                    cache: Some(&cache),
+                },
+            );
+            m.get("forwarded").unwrap().to_str().unwrap().to_owned()
+        };
+        let first = "for=192.0.2.10;host=ville.test;proto=http;by=rempart";
+        assert_eq!(forwarded("ville.test", "rempart"), first);
+        assert!(cache.get().is_some());
+        assert_eq!(forwarded("ville.test", "rempart"), first);
+        // Another host or another name of ours: built afresh, never the cached one.
+        assert_eq!(
+            forwarded("agglo.test", "rempart"),
+            "for=192.0.2.10;host=agglo.test;proto=http;by=rempart"
+        );
+        assert_eq!(
+            forwarded("ville.test", "gw2"),
+            "for=192.0.2.10;host=ville.test;proto=http;by=gw2"
         );
     }
 

@@ -103,6 +103,8 @@ pub struct ConnInfo {
     pub http_fingerprint: Arc<std::sync::OnceLock<Box<str>>>,
     /// The connection's watchdog stamps; each request's access record marks its end there.
     pub clock: Arc<crate::server::watchdog::ConnClock>,
+    /// The `Forwarded` value of the connection's first request, reused for the next ones.
+    pub forwarded: headers::ForwardedCache,
 }
 
 /// The gateway: current generation plus shared metrics.
@@ -794,6 +796,7 @@ async fn proxy(
             } else {
                 &generation.via[0]
             },
+            cache: Some(&conn.forwarded),
         },
     );
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());

@@ -284,6 +284,7 @@ async fn serve_connection(
                     tls_fingerprint,
                     http_fingerprint,
                     clock,
+                    forwarded: Default::default(),
                 },
                 gateway,
                 shutdown,
@@ -321,6 +322,7 @@ async fn serve_connection(
                     tls_fingerprint: None,
                     http_fingerprint,
                     clock,
+                    forwarded: Default::default(),
                 },
                 gateway,
                 shutdown,
@@ -375,11 +377,11 @@ async fn serve_http<I>(
     // `Connection: close` after the response, HTTP/2 GOAWAY), which spreads long-lived
     // clients over fresh connections and bounds what one connection can do.
     let max_requests = config.limits.max_requests_per_connection;
-    let served = Arc::new(AtomicU64::new(0));
+    let served = AtomicU64::new(0);
     let limit_reached = Arc::new(tokio::sync::Notify::new());
-    let (served_in, reached_in) = (served.clone(), limit_reached.clone());
+    let reached_in = limit_reached.clone();
     let service = service_fn(move |req| {
-        let n = served_in.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = served.fetch_add(1, Ordering::Relaxed) + 1;
         if max_requests > 0 && n == max_requests {
             reached_in.notify_one();
         }

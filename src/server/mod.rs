@@ -389,7 +389,11 @@ async fn serve_http<I>(
             .request_started(req.version() == http::Version::HTTP_2);
         gw.clone().handle(info.clone(), req)
     });
-    let limits = Limits {
+    let side = Side {
+        gateway: &gateway,
+        shutdown: &shutdown,
+        limit_reached: &limit_reached,
+        clock: &clock,
         idle: config.timeouts.downstream_idle,
         head: config.timeouts.downstream_header_read,
     };
@@ -405,16 +409,7 @@ async fn serve_http<I>(
             let conn = builder
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
-            drive(
-                conn,
-                |c: Pin<&mut _>| c.graceful_shutdown(),
-                &gateway,
-                &shutdown,
-                &limit_reached,
-                &clock,
-                limits,
-            )
-            .await;
+            drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await;
         }
         Wire::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -429,23 +424,17 @@ async fn serve_http<I>(
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(10));
             let conn = builder.serve_connection(TokioIo::new(io), service);
-            drive(
-                conn,
-                |c: Pin<&mut _>| c.graceful_shutdown(),
-                &gateway,
-                &shutdown,
-                &limit_reached,
-                &clock,
-                limits,
-            )
-            .await;
+            drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await;
         }
     }
 }
 
-/// The connection's timeouts.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
+/// What closes a connection besides its client: shutdown, its request budget, its watchdog.
+struct Side<'a> {
+    gateway: &'a Gateway,
+    shutdown: &'a CancellationToken,
+    limit_reached: &'a tokio::sync::Notify,
+    clock: &'a ConnClock,
     idle: Duration,
     head: Duration,
 }
@@ -461,23 +450,16 @@ enum Signal {
 /// Runs one hyper connection to its end, closing it gracefully on shutdown, when its request
 /// budget is spent or when idle, and at once when a request head is overdue. The three
 /// signals are polled only when one of them fired, not on every wake-up of the connection.
-async fn drive<C>(
-    conn: C,
-    mut graceful: impl FnMut(Pin<&mut C>),
-    gateway: &Gateway,
-    shutdown: &CancellationToken,
-    limit_reached: &tokio::sync::Notify,
-    clock: &ConnClock,
-    limits: Limits,
-) where
+async fn drive<C>(conn: C, mut graceful: impl FnMut(Pin<&mut C>), side: &Side<'_>)
+where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(conn);
     let mut signals = Some(OnlyWhenWoken::new(Box::pin(async move {
         tokio::select! {
-            _ = shutdown.cancelled() => Signal::Shutdown,
-            _ = limit_reached.notified() => Signal::Budget,
-            verdict = watchdog::expired(clock, limits.idle, limits.head) => {
+            _ = side.shutdown.cancelled() => Signal::Shutdown,
+            _ = side.limit_reached.notified() => Signal::Budget,
+            verdict = watchdog::expired(side.clock, side.idle, side.head) => {
                 if verdict == Verdict::HeadTimeout { Signal::HeadTimeout } else { Signal::Idle }
             }
         }
@@ -504,7 +486,7 @@ async fn drive<C>(
     })
     .await;
     match ended {
-        None => gateway.metrics.connection("header_timeout"),
+        None => side.gateway.metrics.connection("header_timeout"),
         Some(Err(e)) => tracing::debug!(error = %e, "downstream connection ended with error"),
         Some(Ok(())) => {}
     }

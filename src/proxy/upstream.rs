@@ -22,12 +22,6 @@ pub fn now_ms() -> u64 {
 static COARSE_MS: AtomicU64 = AtomicU64::new(0);
 static COARSE_UNIX_SECS: AtomicU64 = AtomicU64::new(0);
 
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `now_ms()` to within about 20 ms without reading the clock: for stamps and decisions on
 /// second-scale windows made on every request (connection activity, rates, bans, health
 /// tallies); a clock read costs tens of nanoseconds on a VM and a request made about fifteen.
@@ -47,13 +41,13 @@ fn start_coarse_clock() {
     static CLOCK: OnceLock<()> = OnceLock::new();
     CLOCK.get_or_init(|| {
         COARSE_MS.store(now_ms(), Ordering::Relaxed);
-        COARSE_UNIX_SECS.store(unix_secs(), Ordering::Relaxed);
+        COARSE_UNIX_SECS.store(crate::status::unix_now(), Ordering::Relaxed);
         let _ = std::thread::Builder::new()
             .name("rempart-clock".into())
             .spawn(|| loop {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 COARSE_MS.store(now_ms(), Ordering::Relaxed);
-                COARSE_UNIX_SECS.store(unix_secs(), Ordering::Relaxed);
+                COARSE_UNIX_SECS.store(crate::status::unix_now(), Ordering::Relaxed);
             });
     });
 }

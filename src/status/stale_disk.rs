@@ -239,7 +239,20 @@ impl DiskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::stale::{keep, key, StaleCache};
+    use crate::status::stale::{keep, key, Keep, StaleCache};
+
+    /// What a 200 GET answer with these headers may be kept as (a minute of stale use).
+    fn kept(req: &http::HeaderMap, resp: &http::HeaderMap) -> Keep {
+        keep(
+            &http::Method::GET,
+            req,
+            200,
+            resp,
+            10,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap()
+    }
 
     #[test]
     fn round_trip_and_damage() {
@@ -248,15 +261,7 @@ mod tests {
         resp.insert("vary", HeaderValue::from_static("Accept-Language"));
         let mut req = http::HeaderMap::new();
         req.insert("accept-language", HeaderValue::from_static("fr"));
-        let k = keep(
-            &http::Method::GET,
-            &req,
-            200,
-            &resp,
-            10,
-            std::time::Duration::from_secs(60),
-        )
-        .unwrap();
+        let k = kept(&req, &resp);
         let cache = StaleCache::new(1 << 20, 1 << 16, None);
         let mut r = cache
             .recorder(&key("t", "h", "/p?x=1"), 200, &resp, k, 10)
@@ -284,15 +289,7 @@ mod tests {
         let disk = DiskStore::open(dir.path(), 1 << 20).unwrap();
         let resp = http::HeaderMap::new();
         let req = http::HeaderMap::new();
-        let k = keep(
-            &http::Method::GET,
-            &req,
-            200,
-            &resp,
-            10,
-            std::time::Duration::from_secs(60),
-        )
-        .unwrap();
+        let k = kept(&req, &resp);
         let first = StaleCache::new(1 << 20, 1 << 16, Some(disk.clone()));
         let mut r = first
             .recorder(&key("t", "h", "/"), 200, &resp, k, 10)

@@ -181,6 +181,21 @@ async fn connect(
     })
 }
 
+/// Asks the kernel to acknowledge what the origin sent at once instead of delaying the ACK.
+/// While a large body streams in, a delayed ACK (about 40 ms on Linux) can hold the origin's
+/// next segment back: on the proxy benchmark's 100 KiB rows 2 % to 5 % of the answers took
+/// 30 to 45 ms because of it, and p99 went from about 35 ms to 6 ms with this call (see
+/// BENCHMARKS.md). Quick-ACK mode does not stick, so it is asked for before each body read;
+/// small answers (one read) never pay for the system call.
+fn ack_now(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}
+
 /// An idle connection the origin already closed shows EOF (or data) when probed.
 fn looks_closed(conn: &UpstreamConn) -> bool {
     let mut probe = [0u8; 1];
@@ -759,6 +774,9 @@ impl Body for UpstreamBody {
                 _ => BODY_CHUNK,
             };
             conn.buf.reserve(want);
+            if want > HEAD_CHUNK {
+                ack_now(&conn.stream);
+            }
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut conn.stream),
                 cx,

@@ -99,8 +99,8 @@ for line in open(path):
 def med(key, size, conns, target):
     return statistics.median(float(r[key]) for r in rows[(size, conns, target)])
 print(f"requests/s, wrk -t1 -d{duration}, median of {runs} interleaved runs; system under test alone on core 0, wrk + backend origin on core 1\n")
-print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | per-run Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 targets = ("direct", "nginx", "haproxy", "rempart")
 for size in ["1k", "100k"]:
     for conns in [64, 256]:
@@ -109,6 +109,10 @@ for size in ["1k", "100k"]:
         p99 = " / ".join(f"{med('p99_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
         errs = sum(int(x["errors"]) for t in targets for x in rows[(size, conns, t)])
         label = "1 KiB" if size == "1k" else "100 KiB"
-        print(f"| {label} | {conns} | {d:,.0f} | {n:,.0f} | {h:,.0f} | {r:,.0f} | {r/n:.2f}x | {r/h:.2f}x | {r/d:.2f}x | {p50} | {p99} | {errs} |")
+        # Ratios of the runs made side by side: how far this VM moved the comparison.
+        per_run = sorted(float(a["rps"]) / float(b["rps"])
+                         for a, b in zip(rows[(size, conns, "rempart")], rows[(size, conns, "nginx")]))
+        spread = f"{per_run[0]:.2f}-{per_run[-1]:.2f}"
+        print(f"| {label} | {conns} | {d:,.0f} | {n:,.0f} | {h:,.0f} | {r:,.0f} | {r/n:.2f}x | {spread} | {r/h:.2f}x | {r/d:.2f}x | {p50} | {p99} | {errs} |")
 print(f"\nRempart RSS: idle {int(idle)/1024:.1f} MiB, under 256-connection load {int(peak)/1024:.1f} MiB")
 PY

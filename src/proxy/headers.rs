@@ -230,19 +230,33 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     } else {
         None
     };
-    if prev_fwd.is_none() {
-        if let Some((host, by, value)) = f.cache.and_then(OnceLock::get) {
-            if **host == *f.host && **by == *f.via_name {
-                headers.insert(FORWARDED.clone(), value.clone());
-                append_via(headers, f.via);
-                return;
+    let forwarded = match prev_fwd {
+        // The chain starts here: the connection's value, built once per host and name.
+        None => match f.cache.and_then(OnceLock::get) {
+            Some((host, by, value)) if **host == *f.host && **by == *f.via_name => {
+                Some(value.clone())
             }
-        }
+            _ => {
+                let value = forwarded_element(None, f);
+                if let (Some(cache), Some(v)) = (f.cache, &value) {
+                    let _ = cache.set((f.host.into(), f.via_name.into(), v.clone()));
+                }
+                value
+            }
+        },
+        Some(prev) => forwarded_element(Some(&prev), f),
+    };
+    if let Some(v) = forwarded {
+        headers.insert(FORWARDED.clone(), v);
     }
-    let fresh = prev_fwd.is_none();
-    let mut fwd = String::with_capacity(64 + prev_fwd.as_ref().map_or(0, String::len));
-    if let Some(prev) = prev_fwd {
-        fwd.push_str(&prev);
+    append_via(headers, f.via);
+}
+
+/// Our `Forwarded` element, after the trusted chain `prev` when there is one.
+fn forwarded_element(prev: Option<&str>, f: &Forwarding<'_>) -> Option<HeaderValue> {
+    let mut fwd = String::with_capacity(64 + prev.map_or(0, str::len));
+    if let Some(prev) = prev {
+        fwd.push_str(prev);
         fwd.push_str(", ");
     }
     fwd.push_str(f.forwarded_for);
@@ -252,15 +266,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     fwd.push_str(f.proto);
     fwd.push_str(";by=");
     fwd.push_str(f.via_name);
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
-        if fresh {
-            if let Some(cache) = f.cache {
-                let _ = cache.set((f.host.into(), f.via_name.into(), v.clone()));
-            }
-        }
-        headers.insert(FORWARDED.clone(), v);
-    }
-    append_via(headers, f.via);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()
 }
 
 /// Appends our `Via` entry (prebuilt, so the common case allocates nothing).

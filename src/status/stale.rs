@@ -169,12 +169,15 @@ pub struct Key<'a> {
 
 /// The key of a request for `target` (path and query) on `host` of `tenant`.
 pub fn key<'a>(tenant: &'a str, host: &'a str, target: &'a str) -> Key<'a> {
-    use std::hash::BuildHasher;
-    // Computed for every GET a route may keep: a fast hash with a fixed seed, so that the
-    // disk tier's file names stay the same across restarts. Entries carry their URL and
-    // are checked against it, so a collision never serves another page.
-    let hash = foldhash::fast::FixedState::with_seed(0x5245_4d50_4152_5401)
-        .hash_one((tenant, host, target));
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys, so that the disk tier's file names stay the same across
+    // restarts. Not a faster hash: clients choose the target, and `forget` drops the copy
+    // stored under a hash, so a URL that collides with the home page's would let anyone
+    // erase its copy during an attack; finding one must stay out of reach. Entries carry
+    // their URL and are checked against it, so a collision never serves another page.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (tenant, host, target).hash(&mut h);
+    let hash = h.finish();
     Key {
         tenant,
         host,

@@ -35,10 +35,57 @@ pub enum RequestBodyError {
 }
 
 pin_project! {
+    /// A downstream request's body as the pipeline receives it: none (the HTTP/1.1 fast path
+    /// serves body-less requests only), or hyper's stream.
+    pub struct DownstreamBody {
+        #[pin]
+        inner: Option<Incoming>,
+    }
+}
+
+impl DownstreamBody {
+    /// No body.
+    pub fn empty() -> Self {
+        Self { inner: None }
+    }
+}
+
+impl From<Incoming> for DownstreamBody {
+    fn from(inner: Incoming) -> Self {
+        Self { inner: Some(inner) }
+    }
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project().inner.as_pin_mut() {
+            None => Poll::Ready(None),
+            Some(inner) => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+pin_project! {
     /// The downstream request body on its way upstream.
     pub struct RequestBody {
         #[pin]
-        inner: Option<Incoming>,
+        inner: Option<DownstreamBody>,
         remaining: u64,
         received: Option<Arc<AtomicU64>>,
         pace: Option<Pace>,
@@ -78,7 +125,7 @@ impl Pace {
 
 impl RequestBody {
     /// Wraps `inner`, refusing more than `limit` bytes; counts into `received`.
-    pub fn new(inner: Incoming, limit: u64, received: Arc<AtomicU64>) -> Self {
+    pub fn new(inner: DownstreamBody, limit: u64, received: Arc<AtomicU64>) -> Self {
         Self {
             inner: Some(inner),
             remaining: limit,

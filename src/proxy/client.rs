@@ -433,8 +433,9 @@ thread_local! {
     static NAMES: std::cell::RefCell<NameCache> = const { std::cell::RefCell::new(NameCache::new()) };
 }
 
-/// The field name `raw` (as an origin spelled it), `None` if it is not a valid name.
-fn header_name(raw: &[u8]) -> Option<HeaderName> {
+/// The field name `raw` (as an origin or a client spelled it), `None` if it is not a valid
+/// name.
+pub(crate) fn header_name(raw: &[u8]) -> Option<HeaderName> {
     NAMES.with(|cache| match cache.try_borrow_mut() {
         Ok(mut cache) => cache.name(raw),
         Err(_) => HeaderName::from_bytes(raw).ok(),

@@ -34,7 +34,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
@@ -43,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Runtime;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use body::{RequestBody, ResponseBody};
+use body::{DownstreamBody, RequestBody, ResponseBody};
 use client::{ClientError, Exchange};
 use log::AccessRecord;
 use upstream::{InflightGuard, Pool, UpstreamServer};
@@ -392,7 +391,7 @@ impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
+        req: Request<DownstreamBody>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let generation = self.generation.load_full();
         let start = Instant::now();
@@ -523,7 +522,7 @@ fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
 
 /// The request's host, lower case, without port or trailing dot; borrowed when it already is
 /// so (the usual case: no allocation).
-fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
+fn request_host(req: &Request<DownstreamBody>) -> Option<std::borrow::Cow<'_, str>> {
     let (raw, upper) = match req.uri().authority() {
         Some(a) => (a.host(), a.host().bytes().any(|b| b.is_ascii_uppercase())),
         None => host_of(req.headers().get(HOST)?.as_bytes())?,
@@ -636,7 +635,7 @@ fn status_page(
     generation: &Generation,
     tenant_idx: usize,
     target: status::Target,
-    req: &Request<Incoming>,
+    req: &Request<DownstreamBody>,
     record: AccessRecord,
 ) -> Result<Response<ResponseBody>, PhaseError> {
     if let Err(error) = status_shield(generation, tenant_idx, record.client, req.uri().path()) {
@@ -669,7 +668,7 @@ struct Found {
 async fn proxy(
     generation: &Arc<Generation>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<DownstreamBody>,
     mut record: AccessRecord,
     at: Found,
 ) -> Result<Response<ResponseBody>, PhaseError> {
@@ -1103,7 +1102,7 @@ fn shield_phase(
     conn: &ConnInfo,
     tenant_idx: usize,
     route: &crate::config::runtime::Route,
-    req: &Request<Incoming>,
+    req: &Request<DownstreamBody>,
     client: std::net::IpAddr,
 ) -> Result<Verdict, ProxyError> {
     use crate::shield::admission::Priority;
@@ -1397,7 +1396,7 @@ fn challenge_page(
 fn local_page(
     generation: &Generation,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<DownstreamBody>,
     tenant_idx: usize,
     record: AccessRecord,
 ) -> Result<Response<ResponseBody>, PhaseError> {

@@ -221,7 +221,7 @@ pub async fn subscription(
     service: &crate::status::StatusService,
     tenant: &Tenant,
     target: Target,
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<super::body::DownstreamBody>,
 ) -> Response<Bytes> {
     use http_body_util::BodyExt;
     let query = req.uri().query().map(str::to_owned);

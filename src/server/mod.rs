@@ -3,6 +3,7 @@
 //! `proxy::Gateway::handle`. Each connection has a header-read timeout and an idle
 //! watchdog; shutdown stops accepting and drains connections up to the configured deadline.
 
+mod h1;
 pub mod proxy_protocol;
 pub mod record;
 pub mod tls;
@@ -12,11 +13,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::runtime::{Listener, ListenerProtocol};
+use crate::proxy::body::DownstreamBody;
 use crate::proxy::upstream::coarse_now_ms;
 use crate::proxy::{ConnInfo, Gateway};
 use watchdog::{ConnClock, OnlyWhenWoken, Verdict};
@@ -380,7 +383,7 @@ async fn serve_http<I>(
     let served = AtomicU64::new(0);
     let limit_reached = Arc::new(tokio::sync::Notify::new());
     let reached_in = limit_reached.clone();
-    let service = service_fn(move |req| {
+    let handle = |req: http::Request<DownstreamBody>| {
         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
         if max_requests > 0 && n == max_requests {
             reached_in.notify_one();
@@ -388,7 +391,7 @@ async fn serve_http<I>(
         info.clock
             .request_started(req.version() == http::Version::HTTP_2);
         gw.clone().handle(info.clone(), req)
-    });
+    };
     let side = Side {
         gateway: &gateway,
         shutdown: &shutdown,
@@ -399,6 +402,19 @@ async fn serve_http<I>(
     };
     match wire {
         Wire::Http1 => {
+            // The fast path first; hyper from the first request it does not serve.
+            let mut io = io;
+            let closing = AtomicBool::new(false);
+            let fast = h1::serve(&mut io, handle, &closing, config.limits.max_header_bytes);
+            let prefix = match drive(fast, |_| closing.store(true, Ordering::Relaxed), &side).await
+            {
+                Some(Ok(h1::Ended::Handover(prefix))) => prefix,
+                Some(Ok(h1::Ended::Closed)) | None => return,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "downstream connection ended with error");
+                    return;
+                }
+            };
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -406,10 +422,12 @@ async fn serve_http<I>(
                 .header_read_timeout(None)
                 .max_buf_size(config.limits.max_header_bytes)
                 .keep_alive(true);
+            let service =
+                service_fn(|req: http::Request<Incoming>| handle(req.map(DownstreamBody::from)));
             let conn = builder
-                .serve_connection(TokioIo::new(io), service)
+                .serve_connection(TokioIo::new(h1::Rewind::new(prefix, io)), service)
                 .with_upgrades();
-            drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await;
+            log_end(drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await);
         }
         Wire::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -423,9 +441,17 @@ async fn serve_http<I>(
                 )
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(10));
+            let service =
+                service_fn(|req: http::Request<Incoming>| handle(req.map(DownstreamBody::from)));
             let conn = builder.serve_connection(TokioIo::new(io), service);
-            drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await;
+            log_end(drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await);
         }
+    }
+}
+
+fn log_end(ended: Option<Result<(), hyper::Error>>) {
+    if let Some(Err(e)) = ended {
+        tracing::debug!(error = %e, "downstream connection ended with error");
     }
 }
 
@@ -447,13 +473,15 @@ enum Signal {
     HeadTimeout,
 }
 
-/// Runs one hyper connection to its end, closing it gracefully on shutdown, when its request
-/// budget is spent or when idle, and at once when a request head is overdue. The three
-/// signals are polled only when one of them fired, not on every wake-up of the connection.
-async fn drive<C>(conn: C, mut graceful: impl FnMut(Pin<&mut C>), side: &Side<'_>)
-where
-    C: Future<Output = Result<(), hyper::Error>>,
-{
+/// Runs one connection to its end, closing it gracefully on shutdown, when its request
+/// budget is spent or when idle, and at once when a request head is overdue (then `None`).
+/// The three signals are polled only when one of them fired, not on every wake-up of the
+/// connection.
+async fn drive<C: Future>(
+    conn: C,
+    mut graceful: impl FnMut(Pin<&mut C>),
+    side: &Side<'_>,
+) -> Option<C::Output> {
     tokio::pin!(conn);
     let mut signals = Some(OnlyWhenWoken::new(Box::pin(async move {
         tokio::select! {
@@ -485,11 +513,10 @@ where
         }
     })
     .await;
-    match ended {
-        None => side.gateway.metrics.connection("header_timeout"),
-        Some(Err(e)) => tracing::debug!(error = %e, "downstream connection ended with error"),
-        Some(Ok(())) => {}
+    if ended.is_none() {
+        side.gateway.metrics.connection("header_timeout");
     }
+    ended
 }
 
 fn peer_value(peer: SocketAddr) -> http::HeaderValue {

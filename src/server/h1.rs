@@ -1,0 +1,521 @@
+//! The HTTP/1.1 fast path downstream: serves body-less HTTP/1.1 requests (GET, HEAD, DELETE,
+//! OPTIONS... without `Content-Length` or `Transfer-Encoding`, and no `Upgrade` or `Expect`),
+//! which are nearly all of a public site's traffic and of a flood's.
+//!
+//! Anything else (a request with a body, an upgrade, HTTP/1.0, an absolute-form target, a head
+//! too large or malformed) hands the connection to hyper's HTTP/1 server together with the bytes
+//! read so far: hyper then serves that request and the rest of the connection exactly as it
+//! serves any connection, including its 400 and 431 answers. The hand-over happens only at a
+//! request boundary, before anything of that request was acted on.
+//!
+//! Why it exists: a proxied request spent about a sixth of its instructions in hyper's
+//! per-request head parsing, dispatching and encoding (BENCHMARKS.md), and hyper keeps an 8 KiB
+//! read buffer per connection, idle or not. Here a connection holds no buffer while it waits
+//! for its next request (reads land in a stack buffer and only a partial head is kept), the
+//! head is parsed once with `httparse`, and the response head is written straight from the
+//! header map with the body's first piece in the same write.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::proxy::body::{DownstreamBody, ResponseBody};
+
+/// Bytes read per read call (a stack buffer, nothing held between requests).
+const READ_CHUNK: usize = 8 * 1024;
+/// Fields in a request head served here; more goes to hyper (which allows 100).
+const MAX_FIELDS: usize = 64;
+/// Body pieces up to this size are copied next to the head (one write); larger ones are
+/// written from where they are.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// How the fast path ended.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// The connection is finished (either side closed it, or it was told to close).
+    Closed,
+    /// A request this path does not serve: hyper takes the connection from here, starting
+    /// with these bytes.
+    Handover(Bytes),
+}
+
+/// What one parse of the buffered bytes found.
+enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// Not for this path (or not valid): hand the connection to hyper.
+    Elsewhere,
+    /// A complete request head served here.
+    Complete(Head),
+}
+
+/// A request head, as offsets into the buffered bytes (the buffer is frozen afterwards and
+/// the fields become shared slices of it).
+struct Head {
+    len: usize,
+    method: Method,
+    target: (usize, usize),
+    fields: Vec<(http::HeaderName, usize, usize)>,
+    close: bool,
+}
+
+fn parse(buf: &[u8]) -> Parsed {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Elsewhere,
+    };
+    if req.version != Some(1) {
+        return Parsed::Elsewhere;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Elsewhere;
+    };
+    if !path.starts_with('/') || method == "CONNECT" {
+        return Parsed::Elsewhere;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Elsewhere;
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let mut close = false;
+    let mut fields = Vec::with_capacity(req.headers.len());
+    for field in req.headers.iter() {
+        let Some(name) = crate::proxy::client::header_name(field.name.as_bytes()) else {
+            return Parsed::Elsewhere;
+        };
+        let value = field.value;
+        match name {
+            // A body, an upgrade or an interim answer: hyper's business.
+            ref n
+                if *n == TRANSFER_ENCODING
+                    || *n == http::header::UPGRADE
+                    || *n == http::header::EXPECT =>
+            {
+                return Parsed::Elsewhere
+            }
+            ref n if *n == CONTENT_LENGTH => {
+                if value.trim_ascii() != b"0" {
+                    return Parsed::Elsewhere;
+                }
+            }
+            ref n if *n == CONNECTION => {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return Parsed::Elsewhere;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let (start, end) = at(value);
+        fields.push((name, start, end));
+    }
+    Parsed::Complete(Head {
+        len,
+        method,
+        target: at(path.as_bytes()),
+        fields,
+        close,
+    })
+}
+
+/// The request the pipeline receives, its fields shared slices of `bytes`.
+fn request(head: Head, bytes: &Bytes) -> Option<Request<DownstreamBody>> {
+    let uri = Uri::from_maybe_shared(bytes.slice(head.target.0..head.target.1)).ok()?;
+    // Room for the forwarding fields the pipeline adds (X-Forwarded-*, Forwarded, Via).
+    let mut headers = HeaderMap::with_capacity(head.fields.len() + 6);
+    for (name, start, end) in head.fields {
+        let value = HeaderValue::from_maybe_shared(bytes.slice(start..end)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(DownstreamBody::empty());
+    *req.method_mut() = head.method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// Reads what is there into `pending` (through a stack buffer). `Ok(0)` is end of stream;
+/// `None` means the connection was told to close while nothing was pending.
+async fn read_more<I: AsyncRead + Unpin>(
+    io: &mut I,
+    pending: &mut BytesMut,
+    closing: &AtomicBool,
+) -> io::Result<Option<usize>> {
+    std::future::poll_fn(|cx| {
+        if pending.is_empty() && closing.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(None));
+        }
+        let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {
+                pending.extend_from_slice(buf.filled());
+                Poll::Ready(Ok(Some(buf.filled().len())))
+            }
+        }
+    })
+    .await
+}
+
+/// Serves requests on `io` until the connection ends or a request needs hyper.
+///
+/// `closing` asks for a graceful end: an idle connection closes at once, a request in flight
+/// is answered with `Connection: close`.
+pub(super) async fn serve<I, F, Fut>(
+    io: &mut I,
+    handle: F,
+    closing: &AtomicBool,
+    max_head: usize,
+) -> io::Result<Ended>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(Request<DownstreamBody>) -> Fut,
+    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    let mut pending = BytesMut::new();
+    loop {
+        // A complete request head.
+        let head = loop {
+            if !pending.is_empty() {
+                match parse(&pending) {
+                    Parsed::Complete(head) => break head,
+                    Parsed::Elsewhere => return Ok(Ended::Handover(pending.freeze())),
+                    Parsed::Partial if pending.len() > max_head => {
+                        // hyper answers 431 with the same limit.
+                        return Ok(Ended::Handover(pending.freeze()));
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            match read_more(io, &mut pending, closing).await? {
+                None => return Ok(Ended::Closed),
+                Some(0) if pending.is_empty() => return Ok(Ended::Closed),
+                // Closed mid-head: hyper says what it says about a truncated head.
+                Some(0) => return Ok(Ended::Handover(pending.freeze())),
+                Some(_) => {}
+            }
+        };
+        let rest = pending.split_off(head.len);
+        let bytes = std::mem::replace(&mut pending, rest).freeze();
+        let close_requested = head.close;
+        let is_head = head.method == Method::HEAD;
+        let Some(req) = request(head, &bytes) else {
+            // A field hyper may judge differently: let it decide, from this head on.
+            let mut all = BytesMut::from(bytes);
+            all.extend_from_slice(&pending);
+            return Ok(Ended::Handover(all.freeze()));
+        };
+        drop(bytes);
+        let Ok(response) = handle(req).await;
+        let close = close_requested || closing.load(Ordering::Relaxed);
+        if !write_response(io, response, is_head, close).await? || close {
+            let _ = io.shutdown().await;
+            return Ok(Ended::Closed);
+        }
+        if pending.capacity() > 0 && pending.is_empty() {
+            // Nothing pipelined: hold no buffer while waiting.
+            pending = BytesMut::new();
+        }
+    }
+}
+
+/// How the response body is framed on the wire.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// No body bytes at all (HEAD, 1xx, 204, 304).
+    None,
+    /// `Content-Length`: exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// Writes one response; `Ok(false)` when the connection cannot carry another (the body
+/// failed or did not match its length).
+async fn write_response<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    response: Response<ResponseBody>,
+    is_head: bool,
+    close: bool,
+) -> io::Result<bool> {
+    let (parts, body) = response.into_parts();
+    let mut out = BytesMut::with_capacity(512);
+    let framing = encode_head(&mut out, &parts, &body, is_head, close);
+    let mut body = pin!(body);
+    let mut remaining = match framing {
+        Framing::None => {
+            drop(body);
+            io.write_all(&out).await?;
+            return Ok(true);
+        }
+        Framing::Length(n) => n,
+        Framing::Chunked => u64::MAX,
+    };
+    let chunked = matches!(framing, Framing::Chunked);
+    loop {
+        // The next piece without waiting when it is already there (then head and body go
+        // out in one write); otherwise what was gathered goes out first.
+        let frame = match poll_once(body.as_mut()) {
+            Some(frame) => frame,
+            None => {
+                if !out.is_empty() {
+                    io.write_all(&out).await?;
+                    out.clear();
+                }
+                std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        let mut data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the connection");
+                if !out.is_empty() {
+                    io.write_all(&out).await?;
+                }
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers are not sent on HTTP/1.1 here.
+                Err(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let overflow = data.len() as u64 > remaining;
+        if overflow {
+            // More than the declared length: send what was declared, then close.
+            data.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
+        }
+        if chunked {
+            let _ = write!(out, "{:x}\r\n", data.len());
+        } else {
+            remaining -= data.len() as u64;
+        }
+        if data.len() <= COPY_LIMIT {
+            out.put_slice(&data);
+        } else {
+            let mut both = (&mut out).chain(&mut data);
+            io.write_all_buf(&mut both).await?;
+            out.clear();
+        }
+        if chunked {
+            out.put_slice(b"\r\n");
+        }
+        if overflow {
+            io.write_all(&out).await?;
+            return Ok(false);
+        }
+    }
+    if chunked {
+        out.put_slice(b"0\r\n\r\n");
+    }
+    drop(body);
+    if !out.is_empty() {
+        io.write_all(&out).await?;
+    }
+    // A body shorter than its declared length leaves the client waiting: close.
+    Ok(chunked || remaining == 0)
+}
+
+/// Polls the body once, with a waker that does nothing: `Some` when a frame (or the end) is
+/// already there.
+fn poll_once(
+    body: Pin<&mut ResponseBody>,
+) -> Option<Option<Result<http_body::Frame<Bytes>, crate::proxy::body::BoxError>>> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match body.poll_frame(&mut cx) {
+        Poll::Ready(frame) => Some(frame),
+        Poll::Pending => None,
+    }
+}
+
+/// The status line and fields, plus the framing the body gets.
+fn encode_head(
+    out: &mut BytesMut,
+    parts: &http::response::Parts,
+    body: &ResponseBody,
+    is_head: bool,
+    close: bool,
+) -> Framing {
+    let status = parts.status;
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    let mut length: Option<u64> = None;
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if *name == TRANSFER_ENCODING || *name == CONNECTION {
+            // The framing and the connection's fate are decided here.
+            continue;
+        }
+        if *name == CONTENT_LENGTH {
+            let n = value
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if n.is_none() || length.is_some() {
+                continue;
+            }
+            length = n;
+        }
+        if *name == DATE {
+            has_date = true;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if !has_date {
+        date::put(out);
+    }
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::None
+    } else if let Some(n) = length {
+        if is_head {
+            Framing::None
+        } else {
+            Framing::Length(n)
+        }
+    } else if let Some(n) = body.size_hint().exact() {
+        if !is_head || n > 0 {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        if is_head {
+            Framing::None
+        } else {
+            Framing::Length(n)
+        }
+    } else if is_head {
+        Framing::None
+    } else {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    };
+    out.put_slice(b"\r\n");
+    framing
+}
+
+/// The `Date` value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+
+    use bytes::{BufMut, BytesMut};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+
+    /// Appends the `date` field line.
+    pub(super) fn put(out: &mut BytesMut) {
+        let secs = crate::proxy::upstream::coarse_unix_secs();
+        CACHED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs || c.1.is_empty() {
+                *c = (secs, httpdate::fmt_http_date(std::time::SystemTime::now()));
+            }
+            out.put_slice(b"date: ");
+            out.put_slice(c.1.as_bytes());
+            out.put_slice(b"\r\n");
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An I/O that yields `prefix` before reading from `inner` (the bytes the fast path read
+    /// before handing the connection to hyper).
+    pub(super) struct Rewind<I> {
+        prefix: Bytes,
+        #[pin]
+        inner: I,
+    }
+}
+
+impl<I> Rewind<I> {
+    pub(super) fn new(prefix: Bytes, inner: I) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}

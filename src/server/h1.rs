@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -56,34 +56,32 @@ enum Parsed {
     Partial,
     /// Not for this path (or not valid): hand the connection to hyper.
     Elsewhere,
-    /// A complete request head served here.
-    Complete(Head),
+    /// A complete request head served here, and its length in bytes.
+    Complete(Request<DownstreamBody>, usize, Close),
 }
 
-/// A request head, as offsets into the buffered bytes (the buffer is frozen afterwards and
-/// the fields become shared slices of it).
-struct Head {
-    len: usize,
-    method: Method,
-    target: (usize, usize),
-    fields: Vec<(http::HeaderName, usize, usize)>,
-    close: bool,
+/// Whether the client asked to close the connection after this request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Close {
+    No,
+    Yes,
 }
 
-fn parse(buf: &[u8]) -> Parsed {
+/// Parses the head at the start of `buf`; the request's fields are shared slices of it.
+fn parse(buf: &Bytes) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut []);
+    let mut head = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+        .parse_request_with_uninit_headers(&mut head, buf, &mut slots)
     {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Elsewhere,
     };
-    if req.version != Some(1) {
+    if head.version != Some(1) {
         return Parsed::Elsewhere;
     }
-    let (Some(method), Some(path)) = (req.method, req.path) else {
+    let (Some(method), Some(path)) = (head.method, head.path) else {
         return Parsed::Elsewhere;
     };
     if !path.starts_with('/') || method == "CONNECT" {
@@ -92,77 +90,53 @@ fn parse(buf: &[u8]) -> Parsed {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Elsewhere;
     };
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
+    let Ok(uri) = Uri::from_maybe_shared(buf.slice_ref(path.as_bytes())) else {
+        return Parsed::Elsewhere;
     };
-    let mut close = false;
-    let mut fields = Vec::with_capacity(req.headers.len());
-    for field in req.headers.iter() {
+    let mut close = Close::No;
+    // Room for the forwarding fields the pipeline adds (X-Forwarded-*, Forwarded, Via).
+    let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);
+    for field in head.headers.iter() {
         let Some(name) = crate::proxy::client::header_name(field.name.as_bytes()) else {
             return Parsed::Elsewhere;
         };
         let value = field.value;
-        match name {
+        if name == TRANSFER_ENCODING || name == http::header::UPGRADE || name == EXPECT {
             // A body, an upgrade or an interim answer: hyper's business.
-            ref n
-                if *n == TRANSFER_ENCODING
-                    || *n == http::header::UPGRADE
-                    || *n == http::header::EXPECT =>
-            {
-                return Parsed::Elsewhere
+            return Parsed::Elsewhere;
+        } else if name == CONTENT_LENGTH {
+            if value.trim_ascii() != b"0" {
+                return Parsed::Elsewhere;
             }
-            ref n if *n == CONTENT_LENGTH => {
-                if value.trim_ascii() != b"0" {
+        } else if name == CONNECTION {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = Close::Yes;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
                     return Parsed::Elsewhere;
                 }
             }
-            ref n if *n == CONNECTION => {
-                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        return Parsed::Elsewhere;
-                    }
-                }
-            }
-            _ => {}
         }
-        let (start, end) = at(value);
-        fields.push((name, start, end));
-    }
-    Parsed::Complete(Head {
-        len,
-        method,
-        target: at(path.as_bytes()),
-        fields,
-        close,
-    })
-}
-
-/// The request the pipeline receives, its fields shared slices of `bytes`.
-fn request(head: Head, bytes: &Bytes) -> Option<Request<DownstreamBody>> {
-    let uri = Uri::from_maybe_shared(bytes.slice(head.target.0..head.target.1)).ok()?;
-    // Room for the forwarding fields the pipeline adds (X-Forwarded-*, Forwarded, Via).
-    let mut headers = HeaderMap::with_capacity(head.fields.len() + 6);
-    for (name, start, end) in head.fields {
-        let value = HeaderValue::from_maybe_shared(bytes.slice(start..end)).ok()?;
+        // A value hyper may judge differently: let it decide.
+        let Ok(value) = HeaderValue::from_maybe_shared(buf.slice_ref(value)) else {
+            return Parsed::Elsewhere;
+        };
         headers.append(name, value);
     }
     let mut req = Request::new(DownstreamBody::empty());
-    *req.method_mut() = head.method;
+    *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    Some(req)
+    Parsed::Complete(req, len, close)
 }
 
-/// Reads what is there into `pending` (through a stack buffer). `Ok(0)` is end of stream;
-/// `None` means the connection was told to close while nothing was pending.
+/// Reads what is there and appends it to `pending` (through a stack buffer: the connection
+/// holds no read buffer of its own). `Ok(Some(0))` is end of stream; `Ok(None)` means the
+/// connection was told to close while nothing was pending.
 async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
-    pending: &mut BytesMut,
+    pending: &mut Bytes,
     closing: &AtomicBool,
 ) -> io::Result<Option<usize>> {
     std::future::poll_fn(|cx| {
@@ -175,8 +149,17 @@ async fn read_more<I: AsyncRead + Unpin>(
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) => {
-                pending.extend_from_slice(buf.filled());
-                Poll::Ready(Ok(Some(buf.filled().len())))
+                let read = buf.filled();
+                if pending.is_empty() {
+                    *pending = Bytes::copy_from_slice(read);
+                } else {
+                    // A head in several reads (rare): join them.
+                    let mut joined = BytesMut::with_capacity(pending.len() + read.len());
+                    joined.extend_from_slice(pending);
+                    joined.extend_from_slice(read);
+                    *pending = joined.freeze();
+                }
+                Poll::Ready(Ok(Some(read.len())))
             }
         }
     })
@@ -198,17 +181,24 @@ where
     F: Fn(Request<DownstreamBody>) -> Fut,
     Fut: Future<Output = Result<Response<ResponseBody>, Infallible>>,
 {
-    let mut pending = BytesMut::new();
+    // Bytes read and not used yet: the start of the next head, and what was pipelined.
+    let mut pending = Bytes::new();
     loop {
-        // A complete request head.
-        let head = loop {
+        let (req, close_requested) = loop {
             if !pending.is_empty() {
                 match parse(&pending) {
-                    Parsed::Complete(head) => break head,
-                    Parsed::Elsewhere => return Ok(Ended::Handover(pending.freeze())),
+                    Parsed::Complete(req, len, close) => {
+                        pending.advance(len);
+                        if pending.is_empty() {
+                            // Nothing pipelined: hold nothing while waiting.
+                            pending = Bytes::new();
+                        }
+                        break (req, close == Close::Yes);
+                    }
+                    Parsed::Elsewhere => return Ok(Ended::Handover(pending)),
+                    // hyper answers 431 with the same limit.
                     Parsed::Partial if pending.len() > max_head => {
-                        // hyper answers 431 with the same limit.
-                        return Ok(Ended::Handover(pending.freeze()));
+                        return Ok(Ended::Handover(pending))
                     }
                     Parsed::Partial => {}
                 }
@@ -217,30 +207,16 @@ where
                 None => return Ok(Ended::Closed),
                 Some(0) if pending.is_empty() => return Ok(Ended::Closed),
                 // Closed mid-head: hyper says what it says about a truncated head.
-                Some(0) => return Ok(Ended::Handover(pending.freeze())),
+                Some(0) => return Ok(Ended::Handover(pending)),
                 Some(_) => {}
             }
         };
-        let rest = pending.split_off(head.len);
-        let bytes = std::mem::replace(&mut pending, rest).freeze();
-        let close_requested = head.close;
-        let is_head = head.method == Method::HEAD;
-        let Some(req) = request(head, &bytes) else {
-            // A field hyper may judge differently: let it decide, from this head on.
-            let mut all = BytesMut::from(bytes);
-            all.extend_from_slice(&pending);
-            return Ok(Ended::Handover(all.freeze()));
-        };
-        drop(bytes);
+        let is_head = req.method() == Method::HEAD;
         let Ok(response) = handle(req).await;
         let close = close_requested || closing.load(Ordering::Relaxed);
         if !write_response(io, response, is_head, close).await? || close {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);
-        }
-        if pending.capacity() > 0 && pending.is_empty() {
-            // Nothing pipelined: hold no buffer while waiting.
-            pending = BytesMut::new();
         }
     }
 }
@@ -265,7 +241,18 @@ async fn write_response<I: AsyncWrite + Unpin>(
     close: bool,
 ) -> io::Result<bool> {
     let (parts, body) = response.into_parts();
-    let mut out = BytesMut::with_capacity(512);
+    // The head, and the body when it is small enough to go in the same write.
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let small_body = body
+        .size_hint()
+        .exact()
+        .filter(|n| *n <= COPY_LIMIT as u64)
+        .map_or(0, |n| n as usize);
+    let mut out = BytesMut::with_capacity(128 + fields + small_body);
     let framing = encode_head(&mut out, &parts, &body, is_head, close);
     let mut body = pin!(body);
     let mut remaining = match framing {

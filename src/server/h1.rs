@@ -51,6 +51,9 @@ pub(super) enum Ended {
 }
 
 /// What one parse of the buffered bytes found.
+// Returned once per request and taken apart at once: boxing the request would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// The head is not complete yet.
     Partial,
@@ -257,7 +260,6 @@ async fn write_response<I: AsyncWrite + Unpin>(
     let mut body = pin!(body);
     let mut remaining = match framing {
         Framing::None => {
-            drop(body);
             io.write_all(&out).await?;
             return Ok(true);
         }
@@ -324,7 +326,6 @@ async fn write_response<I: AsyncWrite + Unpin>(
     if chunked {
         out.put_slice(b"0\r\n\r\n");
     }
-    drop(body);
     if !out.is_empty() {
         io.write_all(&out).await?;
     }
@@ -353,6 +354,12 @@ fn encode_head(
     close: bool,
 ) -> Framing {
     let status = parts.status;
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    // RFC 9110 8.6: no Content-Length on 1xx and 204 answers (a 304 may carry the length of
+    // what a GET would have sent).
+    let length_allowed = !status.is_informational() && status != StatusCode::NO_CONTENT;
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
@@ -366,6 +373,9 @@ fn encode_head(
             continue;
         }
         if *name == CONTENT_LENGTH {
+            if !length_allowed {
+                continue;
+            }
             let n = value
                 .to_str()
                 .ok()
@@ -389,9 +399,6 @@ fn encode_head(
     if close {
         out.put_slice(b"connection: close\r\n");
     }
-    let no_body = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {
         Framing::None
     } else if let Some(n) = length {
@@ -504,5 +511,137 @@ impl<I: AsyncWrite> AsyncWrite for Rewind<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Parsed {
+        parse(&Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn a_body_less_request_is_served_here() {
+        let Parsed::Complete(req, len, close) = parsed(
+            "GET /a?b=c HTTP/1.1\r\nHost: ville.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next",
+        ) else {
+            panic!("complete head expected");
+        };
+        assert_eq!(
+            len,
+            "GET /a?b=c HTTP/1.1\r\nHost: ville.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\n".len()
+        );
+        assert!(close == Close::No);
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/a");
+        assert_eq!(req.uri().query(), Some("b=c"));
+        assert_eq!(req.headers()["host"], "ville.test");
+        let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
+        assert_eq!(twos, ["1", "2"]);
+        let Parsed::Complete(_, _, close) =
+            parsed("HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n")
+        else {
+            panic!("complete head expected");
+        };
+        assert!(close == Close::Yes);
+    }
+
+    #[test]
+    fn a_cut_head_waits_for_more() {
+        for cut in ["G", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r"] {
+            assert!(matches!(parsed(cut), Parsed::Partial), "{cut:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_upgrades_and_old_forms_go_to_hyper() {
+        for head in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET http://ville.test/ HTTP/1.1\r\n\r\n",
+            "CONNECT ville.test:443 HTTP/1.1\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost ville.test\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-Bad: a\x7fb\r\n\r\n",
+        ] {
+            assert!(matches!(parsed(head), Parsed::Elsewhere), "{head:?}");
+        }
+    }
+
+    fn head_of(
+        status: u16,
+        fields: &[(&str, &str)],
+        body: &'static [u8],
+        is_head: bool,
+        close: bool,
+    ) -> (String, &'static str) {
+        let mut resp = Response::new(ResponseBody::local(Bytes::from_static(body), None));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (k, v) in fields {
+            resp.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let (parts, body) = resp.into_parts();
+        let mut out = BytesMut::new();
+        let framing = encode_head(&mut out, &parts, &body, is_head, close);
+        let framing = match framing {
+            Framing::None => "none",
+            Framing::Length(_) => "length",
+            Framing::Chunked => "chunked",
+        };
+        (String::from_utf8(out.to_vec()).unwrap(), framing)
+    }
+
+    #[test]
+    fn response_heads_say_how_the_body_is_framed() {
+        let (head, framing) = head_of(
+            200,
+            &[("content-type", "text/html")],
+            b"hello",
+            false,
+            false,
+        );
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ndate: "),
+            "{head}"
+        );
+        assert!(head.ends_with("content-length: 5\r\n\r\n"), "{head}");
+        assert_eq!(framing, "length");
+        // The field the pipeline set wins; hop-by-hop framing fields are never copied.
+        let (head, _) = head_of(
+            200,
+            &[
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+                ("connection", "keep-alive"),
+                ("date", "x"),
+            ],
+            b"hello",
+            false,
+            true,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: x\r\nconnection: close\r\n\r\n"
+        );
+        let (head, framing) = head_of(404, &[("content-length", "1234")], b"", true, false);
+        assert!(head.contains("content-length: 1234\r\n"), "{head}");
+        assert_eq!(framing, "none");
+        let (head, framing) = head_of(204, &[("content-length", "0")], b"", false, false);
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!(framing, "none");
+        let (head, framing) = head_of(304, &[("etag", "\"a\"")], b"", false, false);
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!(framing, "none");
+        let (head, framing) = head_of(599, &[], b"x", false, false);
+        assert!(head.starts_with("HTTP/1.1 599 \r\n"), "{head}");
+        assert_eq!(framing, "length");
     }
 }

@@ -1,7 +1,8 @@
 //! Downstream listeners: accept (with the connection cap), optional PROXY protocol header,
-//! optional TLS, then HTTP/1.1 or HTTP/2 (ALPN or h2c prior knowledge) served by hyper into
-//! `proxy::Gateway::handle`. Each connection has a header-read timeout and an idle
-//! watchdog; shutdown stops accepting and drains connections up to the configured deadline.
+//! optional TLS, then HTTP/1.1 (the `h1` fast path, hyper for what it does not serve) or HTTP/2
+//! (ALPN or h2c prior knowledge, hyper) into `proxy::Gateway::handle`. Each connection has a
+//! header-read timeout and an idle watchdog; shutdown stops accepting and drains connections up
+//! to the configured deadline.
 
 mod h1;
 pub mod proxy_protocol;

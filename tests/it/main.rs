@@ -9,6 +9,7 @@ mod check;
 mod degraded;
 mod drill;
 mod errors;
+mod fast_path;
 mod forwarding;
 mod framing;
 mod health;

@@ -808,7 +808,10 @@ async fn proxy(
             config.limits.min_body_rate,
         )
     });
-    let mut body = Some(
+    // A body-less request (most of them) has nothing to count or pace.
+    let mut body = Some(if http_body::Body::is_end_stream(&incoming) {
+        RequestBody::empty()
+    } else {
         RequestBody::new(
             incoming,
             route.max_body_bytes,
@@ -817,8 +820,8 @@ async fn proxy(
                 .get_or_insert_with(|| Arc::new(AtomicU64::new(0)))
                 .clone(),
         )
-        .with_pace(pace),
-    );
+        .with_pace(pace)
+    });
     let pool = &generation.pools[tenant_idx][route.pool];
     let deadline = record.start + route.timeouts.request;
     // Admission: wait for a slot at the origin, verified clients first; shed when it cannot.

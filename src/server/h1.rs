@@ -190,6 +190,11 @@ where
         let (req, close_requested) = loop {
             if !pending.is_empty() {
                 match parse(&pending) {
+                    // Complete, but longer than the limit (it took several reads): hyper
+                    // answers 431 for it, as for any head past the limit.
+                    Parsed::Complete(_, len, _) if len > max_head => {
+                        return Ok(Ended::Handover(pending))
+                    }
                     Parsed::Complete(req, len, close) => {
                         pending.advance(len);
                         if pending.is_empty() {

@@ -66,11 +66,21 @@ async fn oversized_header_is_431() {
         one_tenant(&[origin.addr], "", "")
     ))
     .await;
-    let big = "a".repeat(20_000);
-    let req = format!("GET / HTTP/1.1\r\nHost: ville.test\r\nX-Big: {big}\r\n\r\n");
+    // Far past the limit, and just past it (a head the gateway reads in more than one piece
+    // whatever the packets, since one read takes at most the limit).
+    for size in [20_000, 9_000] {
+        let big = "a".repeat(size);
+        let req = format!("GET / HTTP/1.1\r\nHost: ville.test\r\nX-Big: {big}\r\n\r\n");
+        let answer = raw(gw.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{size}: {answer}");
+    }
+    // Within the limit: served.
+    let fits = "a".repeat(7_000);
+    let req =
+        format!("GET / HTTP/1.1\r\nHost: ville.test\r\nX-Big: {fits}\r\nConnection: close\r\n\r\n");
     let answer = raw(gw.addr, req.as_bytes(), Duration::from_secs(5)).await;
-    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    assert_eq!(origin.count(), 0);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(origin.count(), 1);
 }
 
 #[tokio::test]

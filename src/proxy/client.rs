@@ -139,6 +139,8 @@ pub struct OutgoingRequest<'a> {
     pub target: &'a str,
     /// Header fields, hop-by-hop already removed (framing is decided here).
     pub headers: &'a HeaderMap,
+    /// The gateway's forwarding fields, sent after `headers`.
+    pub forwarding: Option<&'a super::headers::ForwardingFields>,
     /// Declared body length, if any.
     pub content_length: Option<u64>,
     /// Whether this is an upgrade request (no body; the connection becomes a tunnel).
@@ -211,6 +213,12 @@ fn encode_head(req: &OutgoingRequest<'_>, chunked: bool, out: &mut BytesMut) {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in req.forwarding.iter().flat_map(|f| f.iter()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -1026,6 +1034,7 @@ mod tests {
             method: &Method::POST,
             target: "/f?x=1",
             headers: &headers,
+            forwarding: None,
             content_length: Some(3),
             upgrade: false,
         };

@@ -12,6 +12,8 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+// `Via` as a static, for `ForwardingFields`' `&'static` names.
+static VIA_NAME: HeaderName = VIA;
 
 /// Hop-by-hop headers always removed (RFC 9110 section 7.6.1). Constants, so removal hashes
 /// a known name instead of parsing a string each time.
@@ -197,39 +199,88 @@ fn push_forwarded_host(out: &mut String, host: &str) {
     }
 }
 
-/// Sets `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` on a request going upstream.
-pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+/// The forwarding fields of a request going upstream, written by the upstream client after
+/// the request's own fields. Kept out of the request's map: inserting them there hashed five
+/// names per request, for fields only the encoder reads.
+#[derive(Debug, Default)]
+pub struct ForwardingFields {
+    fields: [Option<(&'static HeaderName, HeaderValue)>; 5],
+}
+
+impl ForwardingFields {
+    fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        if let Some(slot) = self.fields.iter_mut().find(|f| f.is_none()) {
+            *slot = Some((name, value));
+        }
+    }
+
+    /// The fields, in the order they are sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.fields.iter().flatten().map(|(n, v)| (*n, v))
+    }
+}
+
+/// Decides `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` for a request going upstream:
+/// the fields it replaces are removed from `headers`, the values to send are returned.
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> ForwardingFields {
     // From an untrusted peer, every forwarding header is overwritten; from a trusted proxy,
     // the chain is extended and its proto/host kept.
-    // Up to five fields are added: grow the map once.
-    headers.reserve(5);
-    let prev_xff = if f.peer_trusted {
+    let mut out = ForwardingFields::default();
+    // Which of them the request carries (one pass; most requests carry none).
+    let (mut has_xff, mut has_proto, mut has_host, mut has_fwd, mut has_via) =
+        (false, false, false, false, false);
+    for name in headers.keys() {
+        if *name == VIA {
+            has_via = true;
+        } else if name.as_str().starts_with("x-forwarded-") || *name == FORWARDED {
+            has_xff |= *name == X_FORWARDED_FOR;
+            has_proto |= *name == X_FORWARDED_PROTO;
+            has_host |= *name == X_FORWARDED_HOST;
+            has_fwd |= *name == FORWARDED;
+        }
+    }
+    let prev_xff = if f.peer_trusted && has_xff {
         joined(headers, &X_FORWARDED_FOR)
     } else {
         None
     };
+    if has_xff {
+        headers.remove(&X_FORWARDED_FOR);
+    }
     match prev_xff {
-        Some(prev) => insert(headers, &X_FORWARDED_FOR, &format!("{prev}, {}", f.peer)),
-        None => {
-            headers.insert(X_FORWARDED_FOR.clone(), f.peer_value.clone());
-        }
-    }
-    if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    }
-    if !(f.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match f.host_value {
-            Some(v) => {
-                headers.insert(X_FORWARDED_HOST.clone(), v.clone());
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", f.peer)) {
+                out.push(&X_FORWARDED_FOR, v);
             }
-            None => insert(headers, &X_FORWARDED_HOST, f.host),
+        }
+        None => out.push(&X_FORWARDED_FOR, f.peer_value.clone()),
+    }
+    if !(f.peer_trusted && has_proto) {
+        if has_proto {
+            headers.remove(&X_FORWARDED_PROTO);
+        }
+        out.push(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    }
+    if !(f.peer_trusted && has_host) {
+        if has_host {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        let value = match f.host_value {
+            Some(v) => Some(v.clone()),
+            None => HeaderValue::from_str(f.host).ok(),
+        };
+        if let Some(v) = value {
+            out.push(&X_FORWARDED_HOST, v);
         }
     }
-    let prev_fwd = if f.peer_trusted {
+    let prev_fwd = if f.peer_trusted && has_fwd {
         joined(headers, &FORWARDED)
     } else {
         None
     };
+    if has_fwd {
+        headers.remove(&FORWARDED);
+    }
     let forwarded = match prev_fwd {
         // The chain starts here: the connection's value, built once per host and name.
         None => match f.cache.and_then(OnceLock::get) {
@@ -247,9 +298,15 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         Some(prev) => forwarded_element(Some(&prev), f),
     };
     if let Some(v) = forwarded {
-        headers.insert(FORWARDED.clone(), v);
+        out.push(&FORWARDED, v);
     }
-    append_via(headers, f.via);
+    if has_via {
+        // Earlier `Via` entries and ours, joined in the request's own field.
+        append_via(headers, f.via);
+    } else {
+        out.push(&VIA_NAME, f.via.clone());
+    }
+    out
 }
 
 /// Our `Forwarded` element, after the trusted chain `prev` when there is one.
@@ -301,15 +358,17 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name.clone(), v);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The request's fields as the origin gets them: its own, then the forwarding fields.
+    fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+        let fields = super::set_forwarding(headers, f);
+        for (name, value) in fields.iter() {
+            headers.append(name.clone(), value.clone());
+        }
+    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
@@ -484,6 +543,31 @@ mod tests {
             forwarded("ville.test", "gw2"),
             "for=192.0.2.10;host=ville.test;proto=http;by=gw2"
         );
+    }
+
+    #[test]
+    fn an_earlier_via_is_extended_once() {
+        let mut m = h(&[("via", "1.0 corp-proxy"), ("x-forwarded-host", "spoofed")]);
+        let peer: IpAddr = "192.0.2.10".parse().unwrap();
+        set_forwarding(
+            &mut m,
+            &Forwarding {
+                peer,
+                peer_trusted: false,
+                proto: "http",
+                host: "ville.test",
+                host_value: None,
+                via_name: "rempart",
+                peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
+                forwarded_for: &forwarded_for(peer),
+                via: &via_entry("1.1", "rempart"),
+                cache: None,
+            },
+        );
+        let via: Vec<_> = m.get_all("via").iter().collect();
+        assert_eq!(via, ["1.0 corp-proxy, 1.1 rempart"]);
+        let host: Vec<_> = m.get_all("x-forwarded-host").iter().collect();
+        assert_eq!(host, ["ville.test"]);
     }
 
     #[test]

@@ -88,6 +88,7 @@ async fn probe(
         method: &Method::GET,
         target: path,
         headers,
+        forwarding: None,
         content_length: None,
         upgrade: false,
     };

@@ -779,7 +779,7 @@ async fn proxy(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or(&host);
-    headers::set_forwarding(
+    let forwarding = headers::set_forwarding(
         &mut parts.headers,
         &headers::Forwarding {
             peer: conn.peer.ip(),
@@ -887,6 +887,7 @@ async fn proxy(
             method: &parts.method,
             target,
             headers: &parts.headers,
+            forwarding: Some(&forwarding),
             content_length: declared_len,
             upgrade,
         };

@@ -85,7 +85,7 @@ pin_project! {
     /// The downstream request body on its way upstream.
     pub struct RequestBody {
         #[pin]
-        inner: Option<DownstreamBody>,
+        inner: DownstreamBody,
         remaining: u64,
         received: Option<Arc<AtomicU64>>,
         pace: Option<Pace>,
@@ -127,7 +127,7 @@ impl RequestBody {
     /// Wraps `inner`, refusing more than `limit` bytes; counts into `received`.
     pub fn new(inner: DownstreamBody, limit: u64, received: Arc<AtomicU64>) -> Self {
         Self {
-            inner: Some(inner),
+            inner,
             remaining: limit,
             received: Some(received),
             pace: None,
@@ -143,7 +143,7 @@ impl RequestBody {
     /// An empty body (health checks, retries of body-less requests).
     pub fn empty() -> Self {
         Self {
-            inner: None,
+            inner: DownstreamBody::empty(),
             remaining: 0,
             received: None,
             pace: None,
@@ -160,10 +160,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = inner.poll_frame(cx);
+        let polled = this.inner.poll_frame(cx);
         if polled.is_pending() {
             if let Some(pace) = this.pace.as_mut() {
                 let deadline = pace.deadline();
@@ -202,13 +199,11 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.inner.size_hint()
     }
 }
 

@@ -4,6 +4,49 @@
 //! header-read timeout and an idle watchdog; shutdown stops accepting and drains connections up
 //! to the configured deadline.
 
+/// `AsyncWrite` for a pin-projected wrapper that only watches or replays reads: every write
+/// goes straight to its `inner` stream.
+macro_rules! write_through {
+    ($wrapper:ident) => {
+        impl<S: tokio::io::AsyncWrite> tokio::io::AsyncWrite for $wrapper<S> {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.project().inner.poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.project().inner.poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.inner.is_write_vectored()
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.project().inner.poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.project().inner.poll_shutdown(cx)
+            }
+        }
+    };
+}
+use write_through;
+
 mod h1;
 pub mod proxy_protocol;
 pub mod record;

@@ -389,67 +389,6 @@ async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
-/// Recently seen response field names. An origin sends the same few names, spelled the same
-/// way, on every response: finding the spelling here (one comparison of 33 bytes) is cheaper than
-/// lower-casing and classifying the name again. Direct-mapped, one per runtime thread.
-struct NameCache {
-    slots: [Option<(CachedSpelling, HeaderName)>; NAME_SLOTS],
-}
-
-const NAME_SLOTS: usize = 64;
-/// Longest name kept (longer ones are parsed every time).
-const NAME_MAX: usize = 32;
-
-#[derive(PartialEq, Eq)]
-struct CachedSpelling {
-    len: u8,
-    bytes: [u8; NAME_MAX],
-}
-
-impl NameCache {
-    const fn new() -> Self {
-        Self {
-            slots: [const { None }; NAME_SLOTS],
-        }
-    }
-
-    fn name(&mut self, raw: &[u8]) -> Option<HeaderName> {
-        let (Some(&first), Some(&last)) = (raw.first(), raw.last()) else {
-            return None;
-        };
-        if raw.len() > NAME_MAX {
-            return HeaderName::from_bytes(raw).ok();
-        }
-        let slot = (raw.len() * 7 + usize::from(first) * 3 + usize::from(last)) % NAME_SLOTS;
-        let mut spelling = CachedSpelling {
-            len: raw.len() as u8,
-            bytes: [0; NAME_MAX],
-        };
-        spelling.bytes[..raw.len()].copy_from_slice(raw);
-        if let Some((cached, name)) = &self.slots[slot] {
-            if *cached == spelling {
-                return Some(name.clone());
-            }
-        }
-        let name = HeaderName::from_bytes(raw).ok()?;
-        self.slots[slot] = Some((spelling, name.clone()));
-        Some(name)
-    }
-}
-
-thread_local! {
-    static NAMES: std::cell::RefCell<NameCache> = const { std::cell::RefCell::new(NameCache::new()) };
-}
-
-/// The field name `raw` (as an origin or a client spelled it), `None` if it is not a valid
-/// name.
-pub(crate) fn header_name(raw: &[u8]) -> Option<HeaderName> {
-    NAMES.with(|cache| match cache.try_borrow_mut() {
-        Ok(mut cache) => cache.name(raw),
-        Err(_) => HeaderName::from_bytes(raw).ok(),
-    })
-}
-
 /// Parses a complete response head at the start of `buf` and splits it off; header values
 /// share the head's bytes (no copy). `Ok(None)` when more bytes are needed.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>, HeadError> {
@@ -480,7 +419,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
     let mut has_transfer_encoding = false;
     let mut close = http10;
     for h in resp.headers.iter() {
-        let name = header_name(h.name.as_bytes()).ok_or(HeadError::Invalid("bad header name"))?;
+        let name = super::headers::header_name(h.name.as_bytes())
+            .ok_or(HeadError::Invalid("bad header name"))?;
         if name == CONTENT_LENGTH {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -821,35 +761,6 @@ impl Body for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cached_field_names_are_the_names_sent() {
-        let mut cache = NameCache::new();
-        for _ in 0..3 {
-            for (raw, want) in [
-                (&b"Content-Type"[..], "content-type"),
-                (b"content-type", "content-type"),
-                (b"X-Custom-Thing", "x-custom-thing"),
-                (b"ETag", "etag"),
-                (b"Etag", "etag"),
-                (
-                    b"A-Field-Name-Longer-Than-Thirty-Two-Bytes",
-                    "a-field-name-longer-than-thirty-two-bytes",
-                ),
-            ] {
-                assert_eq!(cache.name(raw).unwrap().as_str(), want);
-            }
-        }
-        // Spellings sharing a slot (same length, first and last byte) never answer for each
-        // other; invalid names stay invalid.
-        for _ in 0..2 {
-            assert_eq!(cache.name(b"x-ab").unwrap().as_str(), "x-ab");
-            assert_eq!(cache.name(b"x-cb").unwrap().as_str(), "x-cb");
-        }
-        assert!(cache.name(b"bad name").is_none());
-        assert!(cache.name(b"bad name").is_none());
-        assert!(cache.name(b"").is_none());
-    }
 
     fn head(raw: &str, method: &Method) -> ParsedHead {
         let mut buf = BytesMut::from(raw.as_bytes());

@@ -358,9 +358,99 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// Recently seen field names. Origins and clients send the same few names, spelled the same
+/// way, on every message: finding the spelling here (one comparison of 33 bytes) is cheaper than
+/// lower-casing and classifying the name again. Direct-mapped, one per runtime thread.
+struct NameCache {
+    slots: [Option<(CachedSpelling, HeaderName)>; NAME_SLOTS],
+}
+
+const NAME_SLOTS: usize = 64;
+/// Longest name kept (longer ones are parsed every time).
+const NAME_MAX: usize = 32;
+
+#[derive(PartialEq, Eq)]
+struct CachedSpelling {
+    len: u8,
+    bytes: [u8; NAME_MAX],
+}
+
+impl NameCache {
+    const fn new() -> Self {
+        Self {
+            slots: [const { None }; NAME_SLOTS],
+        }
+    }
+
+    fn name(&mut self, raw: &[u8]) -> Option<HeaderName> {
+        let (Some(&first), Some(&last)) = (raw.first(), raw.last()) else {
+            return None;
+        };
+        if raw.len() > NAME_MAX {
+            return HeaderName::from_bytes(raw).ok();
+        }
+        let slot = (raw.len() * 7 + usize::from(first) * 3 + usize::from(last)) % NAME_SLOTS;
+        let mut spelling = CachedSpelling {
+            len: raw.len() as u8,
+            bytes: [0; NAME_MAX],
+        };
+        spelling.bytes[..raw.len()].copy_from_slice(raw);
+        if let Some((cached, name)) = &self.slots[slot] {
+            if *cached == spelling {
+                return Some(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw).ok()?;
+        self.slots[slot] = Some((spelling, name.clone()));
+        Some(name)
+    }
+}
+
+thread_local! {
+    static NAMES: std::cell::RefCell<NameCache> = const { std::cell::RefCell::new(NameCache::new()) };
+}
+
+/// The field name `raw` (as an origin or a client spelled it), `None` if it is not a valid
+/// name.
+pub fn header_name(raw: &[u8]) -> Option<HeaderName> {
+    NAMES.with(|cache| match cache.try_borrow_mut() {
+        Ok(mut cache) => cache.name(raw),
+        Err(_) => HeaderName::from_bytes(raw).ok(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_field_names_are_the_names_sent() {
+        let mut cache = NameCache::new();
+        for _ in 0..3 {
+            for (raw, want) in [
+                (&b"Content-Type"[..], "content-type"),
+                (b"content-type", "content-type"),
+                (b"X-Custom-Thing", "x-custom-thing"),
+                (b"ETag", "etag"),
+                (b"Etag", "etag"),
+                (
+                    b"A-Field-Name-Longer-Than-Thirty-Two-Bytes",
+                    "a-field-name-longer-than-thirty-two-bytes",
+                ),
+            ] {
+                assert_eq!(cache.name(raw).unwrap().as_str(), want);
+            }
+        }
+        // Spellings sharing a slot (same length, first and last byte) never answer for each
+        // other; invalid names stay invalid.
+        for _ in 0..2 {
+            assert_eq!(cache.name(b"x-ab").unwrap().as_str(), "x-ab");
+            assert_eq!(cache.name(b"x-cb").unwrap().as_str(), "x-cb");
+        }
+        assert!(cache.name(b"bad name").is_none());
+        assert!(cache.name(b"bad name").is_none());
+        assert!(cache.name(b"").is_none());
+    }
 
     /// The request's fields as the origin gets them: its own, then the forwarding fields.
     fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
@@ -430,16 +520,11 @@ mod tests {
         assert_eq!(m.get("connection").unwrap(), "upgrade");
     }
 
-    #[test]
-    fn untrusted_forwarding_is_overwritten() {
-        let mut m = h(&[
-            ("x-forwarded-for", "6.6.6.6"),
-            ("forwarded", "for=6.6.6.6"),
-            ("x-forwarded-proto", "https"),
-        ]);
-        let peer: IpAddr = "192.0.2.10".parse().unwrap();
+    /// `set_forwarding` for a request from the untrusted `peer` to `ville.test` over HTTP/1.1.
+    fn forward_untrusted(m: &mut HeaderMap, peer: &str) {
+        let peer: IpAddr = peer.parse().unwrap();
         set_forwarding(
-            &mut m,
+            m,
             &Forwarding {
                 peer,
                 peer_trusted: false,
@@ -453,6 +538,16 @@ mod tests {
                 cache: None,
             },
         );
+    }
+
+    #[test]
+    fn untrusted_forwarding_is_overwritten() {
+        let mut m = h(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        forward_untrusted(&mut m, "192.0.2.10");
         assert_eq!(m.get("x-forwarded-for").unwrap(), "192.0.2.10");
         assert_eq!(m.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(m.get("x-forwarded-host").unwrap(), "ville.test");
@@ -548,22 +643,7 @@ mod tests {
     #[test]
     fn an_earlier_via_is_extended_once() {
         let mut m = h(&[("via", "1.0 corp-proxy"), ("x-forwarded-host", "spoofed")]);
-        let peer: IpAddr = "192.0.2.10".parse().unwrap();
-        set_forwarding(
-            &mut m,
-            &Forwarding {
-                peer,
-                peer_trusted: false,
-                proto: "http",
-                host: "ville.test",
-                host_value: None,
-                via_name: "rempart",
-                peer_value: &HeaderValue::from_str(&peer.to_string()).unwrap(),
-                forwarded_for: &forwarded_for(peer),
-                via: &via_entry("1.1", "rempart"),
-                cache: None,
-            },
-        );
+        forward_untrusted(&mut m, "192.0.2.10");
         let via: Vec<_> = m.get_all("via").iter().collect();
         assert_eq!(via, ["1.0 corp-proxy, 1.1 rempart"]);
         let host: Vec<_> = m.get_all("x-forwarded-host").iter().collect();

@@ -59,27 +59,26 @@ enum Parsed {
     Partial,
     /// Not for this path (or not valid): hand the connection to hyper.
     Elsewhere,
-    /// A complete request head served here, and its length in bytes.
-    Complete(Request<DownstreamBody>, usize, Close),
+    /// A complete request head served here: the request, the head's length in bytes, and
+    /// whether the client asked to close the connection after it.
+    Complete {
+        req: Request<DownstreamBody>,
+        len: usize,
+        close: bool,
+    },
 }
 
-/// Whether the client asked to close the connection after this request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Close {
-    No,
-    Yes,
-}
-
-/// Parses the head at the start of `buf`; the request's fields are shared slices of it.
-fn parse(buf: &Bytes) -> Parsed {
+/// Parses the head at the start of `buf`; the request's fields are shared slices of it. A
+/// head longer than `max_head` goes to hyper, which answers 431 with the same limit.
+fn parse(buf: &Bytes, max_head: usize) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut head = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut head, buf, &mut slots)
     {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Elsewhere,
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Parsed::Partial,
+        _ => return Parsed::Elsewhere,
     };
     if head.version != Some(1) {
         return Parsed::Elsewhere;
@@ -96,11 +95,11 @@ fn parse(buf: &Bytes) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(buf.slice_ref(path.as_bytes())) else {
         return Parsed::Elsewhere;
     };
-    let mut close = Close::No;
+    let mut close = false;
     // Room for the forwarding fields the pipeline adds (X-Forwarded-*, Forwarded, Via).
     let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);
     for field in head.headers.iter() {
-        let Some(name) = crate::proxy::client::header_name(field.name.as_bytes()) else {
+        let Some(name) = crate::proxy::headers::header_name(field.name.as_bytes()) else {
             return Parsed::Elsewhere;
         };
         let value = field.value;
@@ -114,7 +113,7 @@ fn parse(buf: &Bytes) -> Parsed {
         } else if name == CONNECTION {
             for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
-                    close = Close::Yes;
+                    close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
                     return Parsed::Elsewhere;
                 }
@@ -131,7 +130,7 @@ fn parse(buf: &Bytes) -> Parsed {
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    Parsed::Complete(req, len, close)
+    Parsed::Complete { req, len, close }
 }
 
 /// Reads what is there and appends it to `pending` (through a stack buffer: the connection
@@ -189,25 +188,16 @@ where
     loop {
         let (req, close_requested) = loop {
             if !pending.is_empty() {
-                match parse(&pending) {
-                    // Complete, but longer than the limit (it took several reads): hyper
-                    // answers 431 for it, as for any head past the limit.
-                    Parsed::Complete(_, len, _) if len > max_head => {
-                        return Ok(Ended::Handover(pending))
-                    }
-                    Parsed::Complete(req, len, close) => {
+                match parse(&pending, max_head) {
+                    Parsed::Complete { req, len, close } => {
                         pending.advance(len);
                         if pending.is_empty() {
                             // Nothing pipelined: hold nothing while waiting.
                             pending = Bytes::new();
                         }
-                        break (req, close == Close::Yes);
+                        break (req, close);
                     }
                     Parsed::Elsewhere => return Ok(Ended::Handover(pending)),
-                    // hyper answers 431 with the same limit.
-                    Parsed::Partial if pending.len() > max_head => {
-                        return Ok(Ended::Handover(pending))
-                    }
                     Parsed::Partial => {}
                 }
             }
@@ -496,12 +486,12 @@ mod tests {
     use super::*;
 
     fn parsed(text: &str) -> Parsed {
-        parse(&Bytes::copy_from_slice(text.as_bytes()))
+        parse(&Bytes::copy_from_slice(text.as_bytes()), 8192)
     }
 
     #[test]
     fn a_body_less_request_is_served_here() {
-        let Parsed::Complete(req, len, close) = parsed(
+        let Parsed::Complete { req, len, close } = parsed(
             "GET /a?b=c HTTP/1.1\r\nHost: ville.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next",
         ) else {
             panic!("complete head expected");
@@ -510,19 +500,19 @@ mod tests {
             len,
             "GET /a?b=c HTTP/1.1\r\nHost: ville.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\n".len()
         );
-        assert!(close == Close::No);
+        assert!(!close);
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri().path(), "/a");
         assert_eq!(req.uri().query(), Some("b=c"));
         assert_eq!(req.headers()["host"], "ville.test");
         let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
         assert_eq!(twos, ["1", "2"]);
-        let Parsed::Complete(_, _, close) =
+        let Parsed::Complete { close, .. } =
             parsed("HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n")
         else {
             panic!("complete head expected");
         };
-        assert!(close == Close::Yes);
+        assert!(close);
     }
 
     #[test]
@@ -530,6 +520,91 @@ mod tests {
         for cut in ["G", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r"] {
             assert!(matches!(parsed(cut), Parsed::Partial), "{cut:?}");
         }
+    }
+
+    #[test]
+    fn heads_past_the_limit_go_to_hyper() {
+        let head = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: ville.test\r\n\r\n");
+        assert!(matches!(parse(&head, head.len()), Parsed::Complete { .. }));
+        assert!(matches!(parse(&head, head.len() - 1), Parsed::Elsewhere));
+        let cut = head.slice(..20);
+        assert!(matches!(parse(&cut, 20), Parsed::Partial));
+        assert!(matches!(parse(&cut, 19), Parsed::Elsewhere));
+    }
+
+    /// A connection whose reads return the given pieces one at a time, then end; what is
+    /// written to it is kept.
+    struct Pieces {
+        reads: std::collections::VecDeque<&'static [u8]>,
+        written: Vec<u8>,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(piece) = self.reads.pop_front() {
+                buf.put_slice(piece);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Pieces {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_read_in_pieces_is_joined_and_served() {
+        let mut io = Pieces {
+            reads: [
+                &b"GET /pie"[..],
+                b"ces HTTP/1.1\r\nHo",
+                b"st: ville.test\r\n\r",
+                b"\nGET /next HTTP/1.1\r\n\r\n",
+            ]
+            .into(),
+            written: Vec::new(),
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        let handle = |req: Request<DownstreamBody>| {
+            seen.lock()
+                .unwrap()
+                .push(format!("{} {:?}", req.uri(), req.headers().get("host")));
+            let body = ResponseBody::local(Bytes::from_static(b"ok"), None);
+            std::future::ready(Ok::<_, Infallible>(Response::new(body)))
+        };
+        let closing = AtomicBool::new(false);
+        let ended = serve(&mut io, handle, &closing, 8192).await.unwrap();
+        assert!(matches!(ended, Ended::Closed));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["/pieces Some(\"ville.test\")", "/next None"]
+        );
+        let written = String::from_utf8(io.written).unwrap();
+        assert_eq!(
+            written.matches("HTTP/1.1 200 OK\r\n").count(),
+            2,
+            "{written}"
+        );
+        assert!(written.ends_with("\r\n\r\nok"), "{written}");
     }
 
     #[test]

@@ -453,11 +453,7 @@ async fn serve_http<I>(
             let prefix = match drive(fast, |_| closing.store(true, Ordering::Relaxed), &side).await
             {
                 Some(Ok(h1::Ended::Handover(prefix))) => prefix,
-                Some(Ok(h1::Ended::Closed)) | None => return,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "downstream connection ended with error");
-                    return;
-                }
+                ended => return log_end(ended),
             };
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -493,7 +489,8 @@ async fn serve_http<I>(
     }
 }
 
-fn log_end(ended: Option<Result<(), hyper::Error>>) {
+/// Logs how a connection ended when it was an error (`None`: closed by the watchdog).
+fn log_end<T, E: std::fmt::Display>(ended: Option<Result<T, E>>) {
     if let Some(Err(e)) = ended {
         tracing::debug!(error = %e, "downstream connection ended with error");
     }

@@ -15,9 +15,11 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 // `Via` as a static, for `ForwardingFields`' `&'static` names.
 static VIA_NAME: HeaderName = VIA;
 
-/// Hop-by-hop headers always removed (RFC 9110 section 7.6.1). Constants, so removal hashes
-/// a known name instead of parsing a string each time.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Hop-by-hop headers always removed (RFC 9110 section 7.6.1). Known names, so removal hashes
+/// a name instead of parsing a string each time. A `static`, not a `const`: a `const` array
+/// of `HeaderName` (which has drop glue) is built and dropped again at every use, which cost
+/// about 370 instructions per proxied request (callgrind).
+static HOP_BY_HOP: [HeaderName; 7] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -223,6 +223,9 @@ pin_project! {
         inflight: Option<InflightGuard>,
         // Copy of the body for degraded mode, kept when the body ends normally.
         recorder: Option<Box<crate::status::stale::Recorder>>,
+        // The origin's field lines, not in the response's map yet: the HTTP/1.1 fast path
+        // writes them through, `fields::into_map_form` moves them into the map for hyper.
+        origin_fields: Option<super::fields::OriginFields>,
     }
 }
 
@@ -237,6 +240,7 @@ impl ResponseBody {
             record,
             inflight: None,
             recorder: None,
+            origin_fields: None,
         }
     }
 
@@ -255,6 +259,7 @@ impl ResponseBody {
             record: Some(record),
             inflight: Some(inflight),
             recorder: None,
+            origin_fields: None,
         }
     }
 
@@ -262,6 +267,17 @@ impl ResponseBody {
     pub fn with_recorder(mut self, recorder: Option<crate::status::stale::Recorder>) -> Self {
         self.recorder = recorder.map(Box::new);
         self
+    }
+
+    /// Carries the origin's field lines with the body (see `proxy::fields`).
+    pub fn with_origin_fields(mut self, fields: super::fields::OriginFields) -> Self {
+        self.origin_fields = Some(fields);
+        self
+    }
+
+    /// The origin's field lines that are not in the response's map, if any.
+    pub fn take_origin_fields(&mut self) -> Option<super::fields::OriginFields> {
+        self.origin_fields.take()
     }
 
     fn count(record: &mut Option<AccessRecord>, n: usize) {

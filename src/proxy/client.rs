@@ -16,7 +16,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -24,13 +24,13 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{RequestBody, RequestBodyError};
+use super::fields::{Builder as OriginFieldsBuilder, OriginFields};
 use super::upstream::UpstreamServer;
 
 /// Largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most header fields accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 100;
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Buffer room for a response head (and, usually, a small body with it). Kept small: cache
 /// footprint per request is what limits throughput with hundreds of connections (see
 /// BENCHMARKS.md).
@@ -152,8 +152,8 @@ pub struct OutgoingRequest<'a> {
 pub struct ResponseHead {
     /// Status.
     pub status: StatusCode,
-    /// Header fields as received.
-    pub headers: HeaderMap,
+    /// Header fields as received (hop-by-hop and framing lines marked, not removed).
+    pub fields: OriginFields,
 }
 
 /// The outcome of a successful exchange up to the response head.
@@ -413,15 +413,14 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
         .ok_or(HeadError::Invalid("bad status"))?;
     let http10 = resp.version == Some(0);
     let base = buf.as_ptr() as usize;
-    let mut fields_at: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
+    let mut fields = OriginFieldsBuilder::with_capacity(resp.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut has_transfer_encoding = false;
     let mut close = http10;
     for h in resp.headers.iter() {
-        let name = super::headers::header_name(h.name.as_bytes())
-            .ok_or(HeadError::Invalid("bad header name"))?;
-        if name == CONTENT_LENGTH {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
@@ -430,7 +429,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
                 return Err(HeadError::Invalid("conflicting content-length"));
             }
             content_length = Some(n);
-        } else if name == TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             has_transfer_encoding = true;
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
@@ -438,38 +437,23 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
                 // Not chunked-terminated: length is "until close" (RFC 9112 6.3 rule 4).
                 close = true;
             }
-        } else if name == CONNECTION {
-            let mut framing_only = true;
+        } else if super::fields::is_connection(name) {
             for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    if http10 {
-                        close = false;
-                    }
-                } else {
-                    framing_only = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    close = false;
                 }
             }
-            if framing_only {
-                // Consumed here, and hop-by-hop: never forwarded, so never stored.
-                continue;
-            }
         }
-        if name == TRANSFER_ENCODING || name == KEEP_ALIVE {
-            // Hop-by-hop and consumed above: the downstream framing is chosen afresh.
-            continue;
-        }
-        let start = h.value.as_ptr() as usize - base;
-        fields_at.push((name, start, start + h.value.len()));
+        fields.push(buf, base, name, h.value);
     }
-    let head_bytes = buf.split_to(consumed).freeze();
-    let mut headers = HeaderMap::with_capacity(fields_at.len());
-    for (name, start, end) in fields_at {
-        let value = HeaderValue::from_maybe_shared(head_bytes.slice(start..end))
-            .map_err(|_| HeadError::Invalid("bad header value"))?;
-        headers.append(name, value);
+    if has_transfer_encoding && content_length.is_some() {
+        // Both framings: trust chunked, never forward the length (RFC 9112 6.3 rule 3).
+        content_length = None;
+        close = true;
     }
+    let fields = fields.finish(buf.split_to(consumed).freeze(), content_length);
     let framing = if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -485,14 +469,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
     } else {
         Framing::UntilClose
     };
-    if has_transfer_encoding && content_length.is_some() {
-        // Both framings: trust chunked, never forward the length (RFC 9112 6.3 rule 3).
-        headers.remove(CONTENT_LENGTH);
-        close = true;
-    }
     let keep_alive = !close && !matches!(framing, Framing::UntilClose);
     Ok(Some(ParsedHead {
-        head: ResponseHead { status, headers },
+        head: ResponseHead { status, fields },
         framing,
         keep_alive,
     }))
@@ -761,6 +740,7 @@ impl Body for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn head(raw: &str, method: &Method) -> ParsedHead {
         let mut buf = BytesMut::from(raw.as_bytes());
@@ -883,7 +863,8 @@ mod tests {
             &get,
         );
         assert_eq!(both.framing, Framing::Chunked(ChunkState::Size));
-        assert!(both.head.headers.get(CONTENT_LENGTH).is_none());
+        assert_eq!(both.head.fields.content_length, None);
+        assert!(both.head.fields.get("content-length").is_none());
         assert!(!both.keep_alive);
     }
 

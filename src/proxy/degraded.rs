@@ -7,6 +7,7 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 
 use super::body::ResponseBody;
+use super::fields::OriginFields;
 use super::log::AccessRecord;
 use super::Generation;
 use crate::config::runtime::{Language, Route, Tenant};
@@ -105,13 +106,16 @@ pub fn stale_answer(
 
 /// A recorder for this answer when the route keeps copies and the answer may be kept; an
 /// answer that may not be kept replaces nothing but forgets an older copy of a 2xx page.
+/// The origin's fields become a map only when a copy may be taken (not while a recent one
+/// is fresh), so the usual answer pays nothing for it.
 pub fn recorder(
     generation: &Generation,
     tenant: &Tenant,
     route: &Route,
     parts: &http::request::Parts,
     host: &str,
-    response: &Response<()>,
+    status: StatusCode,
+    fields: &OriginFields,
 ) -> Option<Recorder> {
     if route.stale_if_error.is_zero() || parts.method != Method::GET {
         return None;
@@ -122,23 +126,25 @@ pub fn recorder(
         host,
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
     );
-    let status = response.status().as_u16();
     if generation.stale.recent(&key, now) {
         return None;
     }
+    let mut response = fields.to_header_map(false, 1);
+    if let Some(n) = fields.content_length {
+        response.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let code = status.as_u16();
     match stale::keep(
         &parts.method,
         &parts.headers,
-        status,
-        response.headers(),
+        code,
+        &response,
         now,
         route.stale_if_error,
     ) {
-        Some(keep) => generation
-            .stale
-            .recorder(&key, status, response.headers(), keep, now),
+        Some(keep) => generation.stale.recorder(&key, code, &response, keep, now),
         None => {
-            if response.status().is_success() {
+            if status.is_success() {
                 generation.stale.forget(&key);
             }
             None

@@ -18,6 +18,7 @@ pub mod challenge;
 pub mod client;
 pub mod defence;
 pub mod degraded;
+pub mod fields;
 pub mod headers;
 pub mod health;
 pub mod log;
@@ -970,10 +971,20 @@ async fn proxy(
     }
     let mut response = Response::new(());
     *response.status_mut() = head.status;
-    *response.headers_mut() = head.headers;
     let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::remove_hop_by_hop(response.headers_mut(), switching);
-    headers::append_via(response.headers_mut(), &generation.via[0]);
+    if switching {
+        // The tunnel's answer goes through hyper, which needs a map with Connection/Upgrade.
+        let map = response.headers_mut();
+        *map = head.fields.to_header_map(true, 1);
+        headers::remove_hop_by_hop(map, true);
+        headers::append_via(map, &generation.via[0]);
+    } else {
+        // A line of its own after the origin's `Via` lines, if any: the same list (RFC 9110
+        // 5.3), and the origin's lines go through untouched.
+        response
+            .headers_mut()
+            .insert(http::header::VIA, generation.via[0].clone());
+    }
     record.status = head.status.as_u16();
     if (400..500).contains(&record.status) && tenant.shield.error_rate > 0 {
         // Scanners and credential stuffing leave a trail of 404s, 401s and 403s.
@@ -995,9 +1006,19 @@ async fn proxy(
     match body_or_tunnel {
         // Phases 4 and 5 happen as the body streams and when it is dropped.
         Ok(body) => {
-            let recorder = degraded::recorder(generation, tenant, route, &parts, &host, &response);
+            let recorder = degraded::recorder(
+                generation,
+                tenant,
+                route,
+                &parts,
+                &host,
+                head.status,
+                &head.fields,
+            );
             Ok(response.map(|()| {
-                ResponseBody::upstream(body, deadline, record, inflight).with_recorder(recorder)
+                ResponseBody::upstream(body, deadline, record, inflight)
+                    .with_recorder(recorder)
+                    .with_origin_fields(head.fields)
             }))
         }
         Err((stream, leftover)) => {

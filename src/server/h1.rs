@@ -31,6 +31,7 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::proxy::body::{DownstreamBody, ResponseBody};
+use crate::proxy::fields::OriginFields;
 
 /// Bytes read per read call (a stack buffer, nothing held between requests).
 const READ_CHUNK: usize = 8 * 1024;
@@ -238,20 +239,22 @@ async fn write_response<I: AsyncWrite + Unpin>(
     is_head: bool,
     close: bool,
 ) -> io::Result<bool> {
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
+    let origin = body.take_origin_fields();
     // The head, and the body when it is small enough to go in the same write.
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let fields: usize = origin.as_ref().map_or(0, OriginFields::wire_len)
+        + parts
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
     let small_body = body
         .size_hint()
         .exact()
         .filter(|n| *n <= COPY_LIMIT as u64)
         .map_or(0, |n| n as usize);
     let mut out = BytesMut::with_capacity(128 + fields + small_body);
-    let framing = encode_head(&mut out, &parts, &body, is_head, close);
+    let framing = encode_head(&mut out, &parts, origin.as_ref(), &body, is_head, close);
     let mut body = pin!(body);
     let mut remaining = match framing {
         Framing::None => {
@@ -340,10 +343,12 @@ fn poll_once(
     }
 }
 
-/// The status line and fields, plus the framing the body gets.
+/// The status line and fields (the origin's lines as they came, then the map's), plus the
+/// framing the body gets.
 fn encode_head(
     out: &mut BytesMut,
     parts: &http::response::Parts,
+    origin: Option<&OriginFields>,
     body: &ResponseBody,
     is_head: bool,
     close: bool,
@@ -362,6 +367,14 @@ fn encode_head(
     out.put_slice(b"\r\n");
     let mut length: Option<u64> = None;
     let mut has_date = false;
+    if let Some(origin) = origin {
+        origin.write_to(out);
+        has_date = origin.has_date;
+        length = origin.content_length.filter(|_| length_allowed);
+        if let Some(n) = length {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+    }
     for (name, value) in &parts.headers {
         if *name == TRANSFER_ENCODING || *name == CONNECTION {
             // The framing and the connection's fate are decided here.
@@ -632,7 +645,24 @@ mod tests {
         is_head: bool,
         close: bool,
     ) -> (String, &'static str) {
-        let mut resp = Response::new(ResponseBody::local(Bytes::from_static(body), None));
+        head_with_origin(status, None, fields, body, is_head, close)
+    }
+
+    /// The head written for a response with `origin` fields (a proxied answer) and the
+    /// pipeline's `fields`.
+    fn head_with_origin(
+        status: u16,
+        origin: Option<OriginFields>,
+        fields: &[(&str, &str)],
+        body: &'static [u8],
+        is_head: bool,
+        close: bool,
+    ) -> (String, &'static str) {
+        let mut body = ResponseBody::local(Bytes::from_static(body), None);
+        if let Some(origin) = origin {
+            body = body.with_origin_fields(origin);
+        }
+        let mut resp = Response::new(body);
         *resp.status_mut() = StatusCode::from_u16(status).unwrap();
         for (k, v) in fields {
             resp.headers_mut().append(
@@ -640,9 +670,10 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        let (parts, body) = resp.into_parts();
+        let (parts, mut body) = resp.into_parts();
+        let origin = body.take_origin_fields();
         let mut out = BytesMut::new();
-        let framing = encode_head(&mut out, &parts, &body, is_head, close);
+        let framing = encode_head(&mut out, &parts, origin.as_ref(), &body, is_head, close);
         let framing = match framing {
             Framing::None => "none",
             Framing::Length(_) => "length",
@@ -695,5 +726,65 @@ mod tests {
         let (head, framing) = head_of(599, &[], b"x", false, false);
         assert!(head.starts_with("HTTP/1.1 599 \r\n"), "{head}");
         assert_eq!(framing, "length");
+    }
+
+    #[test]
+    fn origin_lines_go_through_before_the_pipeline_fields() {
+        let origin = |status: &str, length| {
+            crate::proxy::fields::from_head(
+                &format!("HTTP/1.1 {status}\r\nServer: o\r\nContent-Length: 5\r\nDate: d\r\nConnection: x\r\nX: 1\r\n\r\n"),
+                length,
+            )
+        };
+        let via = [("via", "1.1 rempart")];
+        let (head, framing) = head_with_origin(
+            200,
+            Some(origin("200 OK", Some(5))),
+            &via,
+            b"hello",
+            false,
+            false,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nServer: o\r\nDate: d\r\ncontent-length: 5\r\nvia: 1.1 rempart\r\n\r\n"
+        );
+        assert_eq!(framing, "length");
+        // HEAD keeps the origin's length; a 204 never carries one; closing is ours to say.
+        let (head, framing) =
+            head_with_origin(200, Some(origin("200 OK", Some(5))), &via, b"", true, true);
+        assert!(
+            head.contains("content-length: 5\r\n") && head.contains("connection: close\r\n"),
+            "{head}"
+        );
+        assert_eq!(framing, "none");
+        let (head, framing) = head_with_origin(
+            204,
+            Some(origin("204 No Content", Some(5))),
+            &via,
+            b"",
+            false,
+            false,
+        );
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!(framing, "none");
+        // No length from the origin (chunked): the body's own framing.
+        let (head, framing) = head_with_origin(
+            200,
+            Some(origin("200 OK", None)),
+            &via,
+            b"hello",
+            false,
+            false,
+        );
+        assert!(
+            head.ends_with("via: 1.1 rempart\r\ncontent-length: 5\r\n\r\n"),
+            "{head}"
+        );
+        assert_eq!(framing, "length");
+        // No `Date` from the origin: ours.
+        let bare = crate::proxy::fields::from_head("HTTP/1.1 200 OK\r\nServer: o\r\n\r\n", None);
+        let (head, _) = head_with_origin(200, Some(bare), &via, b"", false, false);
+        assert!(head.contains("\r\ndate: "), "{head}");
     }
 }

@@ -53,6 +53,7 @@ pub mod record;
 pub mod tls;
 pub mod watchdog;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -74,7 +75,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::runtime::{Listener, ListenerProtocol};
-use crate::proxy::body::DownstreamBody;
+use crate::proxy::body::{DownstreamBody, ResponseBody};
 use crate::proxy::upstream::coarse_now_ms;
 use crate::proxy::{ConnInfo, Gateway};
 use watchdog::{ConnClock, OnlyWhenWoken, Verdict};
@@ -462,8 +463,9 @@ async fn serve_http<I>(
                 .header_read_timeout(None)
                 .max_buf_size(config.limits.max_header_bytes)
                 .keep_alive(true);
-            let service =
-                service_fn(|req: http::Request<Incoming>| handle(req.map(DownstreamBody::from)));
+            let service = service_fn(|req: http::Request<Incoming>| {
+                for_hyper(handle(req.map(DownstreamBody::from)))
+            });
             let conn = builder
                 .serve_connection(TokioIo::new(h1::Rewind::new(prefix, io)), service)
                 .with_upgrades();
@@ -481,12 +483,22 @@ async fn serve_http<I>(
                 )
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(10));
-            let service =
-                service_fn(|req: http::Request<Incoming>| handle(req.map(DownstreamBody::from)));
+            let service = service_fn(|req: http::Request<Incoming>| {
+                for_hyper(handle(req.map(DownstreamBody::from)))
+            });
             let conn = builder.serve_connection(TokioIo::new(io), service);
             log_end(drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await);
         }
     }
+}
+
+/// The answer to a request that hyper read: the response's origin fields go into its map,
+/// since hyper writes heads from a map.
+async fn for_hyper(
+    answer: impl Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
+) -> Result<http::Response<ResponseBody>, Infallible> {
+    let Ok(response) = answer.await;
+    Ok(crate::proxy::fields::into_map_form(response))
 }
 
 /// Logs how a connection ended when it was an error (`None`: closed by the watchdog).

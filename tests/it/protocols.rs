@@ -27,6 +27,15 @@ async fn h2c_prior_knowledge_is_proxied_to_http1_upstream() {
     assert_eq!(seen["host"], format!("ville.test:{}", gw.addr.port()));
     assert_eq!(seen["via"], "2 rempart");
     assert!(got.headers.get("connection").is_none());
+    // The origin's fields reach an HTTP/2 client too (hyper writes them from a map), minus
+    // what the origin's Connection listed; the length is the origin's.
+    assert_eq!(got.headers.get("x-origin").unwrap(), "a");
+    assert!(got.headers.get("x-hop").is_none());
+    assert_eq!(got.headers.get("via").unwrap(), "1.1 rempart");
+    assert_eq!(
+        got.headers.get("content-length").unwrap(),
+        got.body.len().to_string().as_str()
+    );
     // Several concurrent streams on one connection.
     let mut tasks = Vec::new();
     for i in 0..20 {

@@ -1,0 +1,395 @@
+//! The field lines of an origin's response head, kept as the origin sent them.
+//!
+//! An answer written by the HTTP/1.1 fast path downstream copies these bytes through (runs
+//! of whole lines in one copy, the hop-by-hop and framing lines left out) instead of
+//! building a `HeaderMap` for every response and encoding it again; a map is built only
+//! where one is needed: hyper's HTTP/1 and HTTP/2 servers, the stale-copy recorder, an
+//! upgrade. Building and encoding the map was about a fifth of a proxied request's
+//! instructions (BENCHMARKS.md).
+//!
+//! The lines were validated by `httparse`, whose name and value rules are the ones `http`
+//! applies (tokens; visible bytes, space, tab and obs-text), so copying them through sends
+//! nothing a map would have refused.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+
+/// One field line, as offsets into the head.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    /// First byte of the name.
+    start: u32,
+    /// One past the name.
+    name_end: u32,
+    /// The value (without surrounding whitespace).
+    value: (u32, u32),
+    /// One past the line's LF.
+    end: u32,
+    /// Whether the line ends in CR LF (a bare LF is rewritten, never copied through).
+    crlf: bool,
+    /// What the line is for a proxy.
+    role: Role,
+}
+
+/// What a field line is for a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// End to end: forwarded.
+    Forward,
+    /// Hop-by-hop (RFC 9110 7.6.1: `Connection` and what it lists, `Proxy-Connection`, `TE`,
+    /// `Trailer`, `Upgrade`): dropped, except on a `101` where the tunnel needs them.
+    Hop,
+    /// Framing, read by the client and chosen afresh downstream (`Content-Length`,
+    /// `Transfer-Encoding`, `Keep-Alive`, a `Connection` naming only `close`/`keep-alive`).
+    Framing,
+}
+
+/// The field lines of one response head.
+#[derive(Debug)]
+pub struct OriginFields {
+    head: Bytes,
+    lines: Vec<Line>,
+    /// Bytes the forwarded lines take on the wire.
+    wire_len: usize,
+    /// The origin's `Content-Length` when it framed the body with one (validated; `None`
+    /// when `Transfer-Encoding` came too).
+    pub content_length: Option<u64>,
+    /// Whether the origin sent `Date`.
+    pub has_date: bool,
+}
+
+/// Builds the field list while a head is parsed.
+pub struct Builder {
+    lines: Vec<Line>,
+    /// Lower-cased names listed in `Connection` (besides the framing tokens).
+    listed: Vec<Vec<u8>>,
+    has_date: bool,
+}
+
+/// Names with a role, by length first (the common names fall through on one compare).
+fn role_of(name: &[u8]) -> Role {
+    let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+    match name.len() {
+        2 if is(b"te") => Role::Hop,
+        7 if is(b"trailer") || is(b"upgrade") => Role::Hop,
+        10 if is(b"keep-alive") => Role::Framing,
+        14 if is(b"content-length") => Role::Framing,
+        16 if is(b"proxy-connection") => Role::Hop,
+        17 if is(b"transfer-encoding") => Role::Framing,
+        _ => Role::Forward,
+    }
+}
+
+/// Whether `name` is `Connection`.
+pub fn is_connection(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"connection")
+}
+
+impl Builder {
+    /// Room for `n` lines.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            lines: Vec::with_capacity(n),
+            listed: Vec::new(),
+            has_date: false,
+        }
+    }
+
+    /// Adds the field `name: value`, both slices of `head` (the bytes the parser read),
+    /// `base` being where `head` starts in memory.
+    pub fn push(&mut self, head: &[u8], base: usize, name: &[u8], value: &[u8]) {
+        let start = name.as_ptr() as usize - base;
+        let name_end = start + name.len();
+        let at = value.as_ptr() as usize;
+        // An empty value may not point into the head: it then sits right after the colon.
+        let value = if at >= base + name_end && at + value.len() <= base + head.len() {
+            (at - base, at - base + value.len())
+        } else {
+            (name_end + 1, name_end + 1)
+        };
+        let newline = head[value.1..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(head.len(), |i| value.1 + i);
+        let crlf = newline > 0 && head[newline - 1] == b'\r';
+        let role = if is_connection(name) {
+            let mut framing_only = true;
+            for token in head[value.0..value.1]
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+            {
+                let framing = token.eq_ignore_ascii_case(b"close")
+                    || token.eq_ignore_ascii_case(b"keep-alive");
+                framing_only &= framing;
+                // `Host` is end to end whatever `Connection` says; `Upgrade` is hop-by-hop
+                // anyway.
+                if !framing && !token.is_empty() && !token.eq_ignore_ascii_case(b"host") {
+                    self.listed.push(token.to_ascii_lowercase());
+                }
+            }
+            if framing_only {
+                Role::Framing
+            } else {
+                Role::Hop
+            }
+        } else {
+            if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
+                self.has_date = true;
+            }
+            role_of(name)
+        };
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.lines.push(Line {
+            start: at(start),
+            name_end: at(name_end),
+            value: (at(value.0), at(value.1)),
+            end: at(newline + 1),
+            crlf,
+            role,
+        });
+    }
+
+    /// The fields of `head` (the bytes `push` saw, now shared).
+    pub fn finish(mut self, head: Bytes, content_length: Option<u64>) -> OriginFields {
+        if !self.listed.is_empty() {
+            for line in &mut self.lines {
+                let name = &head[line.start as usize..line.name_end as usize];
+                if line.role == Role::Forward
+                    && self.listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+                {
+                    line.role = Role::Hop;
+                }
+            }
+        }
+        let wire_len = self
+            .lines
+            .iter()
+            .filter(|l| l.role == Role::Forward)
+            .map(|l| {
+                if l.crlf {
+                    (l.end - l.start) as usize
+                } else {
+                    (l.name_end - l.start + l.value.1 - l.value.0) as usize + 4
+                }
+            })
+            .sum();
+        OriginFields {
+            head,
+            lines: self.lines,
+            wire_len,
+            content_length,
+            has_date: self.has_date,
+        }
+    }
+}
+
+impl OriginFields {
+    fn name(&self, line: &Line) -> &[u8] {
+        &self.head[line.start as usize..line.name_end as usize]
+    }
+
+    fn value(&self, line: &Line) -> &[u8] {
+        &self.head[line.value.0 as usize..line.value.1 as usize]
+    }
+
+    /// Bytes `write_to` appends.
+    pub fn wire_len(&self) -> usize {
+        self.wire_len
+    }
+
+    /// Appends the forwarded lines, CR LF terminated: runs of adjacent lines in one copy.
+    pub fn write_to(&self, out: &mut BytesMut) {
+        let mut run: Option<(usize, usize)> = None;
+        for line in self.lines.iter().filter(|l| l.role == Role::Forward) {
+            let (start, end) = (line.start as usize, line.end as usize);
+            if line.crlf {
+                run = match run {
+                    Some((s, e)) if e == start => Some((s, end)),
+                    Some((s, e)) => {
+                        out.put_slice(&self.head[s..e]);
+                        Some((start, end))
+                    }
+                    None => Some((start, end)),
+                };
+                continue;
+            }
+            if let Some((s, e)) = run.take() {
+                out.put_slice(&self.head[s..e]);
+            }
+            out.put_slice(self.name(line));
+            out.put_slice(b": ");
+            out.put_slice(self.value(line));
+            out.put_slice(b"\r\n");
+        }
+        if let Some((s, e)) = run {
+            out.put_slice(&self.head[s..e]);
+        }
+    }
+
+    /// The fields as a map: the forwarded ones, and the hop-by-hop ones too when
+    /// `with_hop_by_hop` (an upgrade's answer). `Content-Length` is not included. `extra`
+    /// is room for fields the caller adds.
+    pub fn to_header_map(&self, with_hop_by_hop: bool, extra: usize) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.lines.len() + extra);
+        for line in &self.lines {
+            let wanted = match line.role {
+                Role::Forward => true,
+                Role::Hop => with_hop_by_hop,
+                Role::Framing => false,
+            };
+            if !wanted {
+                continue;
+            }
+            let Some(name) = super::headers::header_name(self.name(line)) else {
+                continue;
+            };
+            let value = self
+                .head
+                .slice(line.value.0 as usize..line.value.1 as usize);
+            // Validated by the parser with the same rules: never refused here.
+            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    /// The first forwarded value of `name` (lower case).
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        self.lines
+            .iter()
+            .filter(|l| l.role == Role::Forward)
+            .find(|l| self.name(l).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|l| self.value(l))
+    }
+}
+
+/// Moves a proxied response's origin fields into its header map, ahead of the fields the
+/// gateway added, with `Content-Length` when the origin sent one: the form hyper's servers
+/// (and anything else that reads a map) need.
+pub fn into_map_form(
+    response: http::Response<super::body::ResponseBody>,
+) -> http::Response<super::body::ResponseBody> {
+    let (mut parts, mut body) = response.into_parts();
+    if let Some(fields) = body.take_origin_fields() {
+        let mut map = fields.to_header_map(false, parts.headers.len() + 1);
+        if let Some(n) = fields.content_length {
+            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        for (name, value) in &parts.headers {
+            map.append(name.clone(), value.clone());
+        }
+        parts.headers = map;
+    }
+    http::Response::from_parts(parts, body)
+}
+
+/// Parses `raw` (a whole response head) the way the upstream client does (tests).
+#[cfg(test)]
+pub(crate) fn from_head(raw: &str, content_length: Option<u64>) -> OriginFields {
+    let head = Bytes::copy_from_slice(raw.as_bytes());
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut slots);
+    let Ok(httparse::Status::Complete(n)) = resp.parse(&head) else {
+        panic!("not a head: {raw:?}");
+    };
+    assert_eq!(n, head.len());
+    let base = head.as_ptr() as usize;
+    let mut b = Builder::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        b.push(&head, base, h.name.as_bytes(), h.value);
+    }
+    b.finish(head.clone(), content_length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(raw: &str) -> OriginFields {
+        from_head(raw, None)
+    }
+
+    fn wire(f: &OriginFields) -> String {
+        let mut out = BytesMut::new();
+        f.write_to(&mut out);
+        assert_eq!(out.len(), f.wire_len(), "wire_len is what write_to writes");
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn end_to_end_lines_are_copied_as_sent() {
+        let f = fields(
+            "HTTP/1.1 200 OK\r\nServer: o\r\nContent-Type:  text/html \r\nContent-Length: 5\r\nETag: \"x\"\r\nDate: now\r\n\r\n",
+        );
+        assert_eq!(
+            wire(&f),
+            "Server: o\r\nContent-Type:  text/html \r\nETag: \"x\"\r\nDate: now\r\n"
+        );
+        assert!(f.has_date);
+        assert_eq!(f.get("content-type"), Some(&b"text/html"[..]));
+        assert_eq!(f.get("content-length"), None, "framing is the encoder's");
+    }
+
+    #[test]
+    fn hop_by_hop_and_listed_lines_are_dropped() {
+        let f = fields(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: x\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n",
+        );
+        assert_eq!(wire(&f), "X-Kept: 2\r\n");
+        assert!(!f.has_date);
+        // An upgrade's answer keeps them (the tunnel needs Connection and Upgrade).
+        let map = f.to_header_map(true, 0);
+        assert_eq!(map["connection"], "close, X-Secret");
+        assert_eq!(map["upgrade"], "h2c");
+        assert!(map.get("keep-alive").is_none() && map.get("transfer-encoding").is_none());
+        let forwarded = f.to_header_map(false, 0);
+        assert_eq!(forwarded.len(), 1);
+        assert_eq!(forwarded["x-kept"], "2");
+    }
+
+    #[test]
+    fn connection_naming_host_keeps_host() {
+        let f = fields("HTTP/1.1 200 OK\r\nConnection: host\r\nHost: a\r\n\r\n");
+        assert_eq!(wire(&f), "Host: a\r\n");
+    }
+
+    #[test]
+    fn bare_line_feeds_are_rewritten() {
+        let f = fields("HTTP/1.1 200 OK\nA: 1\nB: 2\r\nC:3\n\n");
+        assert_eq!(wire(&f), "A: 1\r\nB: 2\r\nC: 3\r\n");
+    }
+
+    #[test]
+    fn empty_values_and_repeated_names_survive_both_forms() {
+        let f = fields("HTTP/1.1 200 OK\r\nX-Empty:\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n");
+        assert_eq!(
+            wire(&f),
+            "X-Empty:\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+        );
+        let map = f.to_header_map(false, 0);
+        assert_eq!(map["x-empty"], "");
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+    }
+
+    #[test]
+    fn map_form_puts_origin_fields_first_with_the_length() {
+        use crate::proxy::body::ResponseBody;
+        let f = from_head(
+            "HTTP/1.1 200 OK\r\nVia: 1.1 cdn\r\nContent-Type: text/plain\r\n\r\n",
+            Some(3),
+        );
+        let mut resp = http::Response::new(
+            ResponseBody::local(Bytes::from_static(b"abc"), None).with_origin_fields(f),
+        );
+        resp.headers_mut()
+            .insert("via", HeaderValue::from_static("1.1 rempart"));
+        let resp = into_map_form(resp);
+        let vias: Vec<_> = resp.headers().get_all("via").iter().collect();
+        assert_eq!(vias, ["1.1 cdn", "1.1 rempart"]);
+        assert_eq!(resp.headers()["content-length"], "3");
+        assert_eq!(resp.headers()["content-type"], "text/plain");
+    }
+}

@@ -651,6 +651,13 @@ pub fn fuzz_response(buf: &mut BytesMut) {
     for method in [Method::GET, Method::HEAD] {
         let mut copy = buf.clone();
         if let Ok(Some(parsed)) = parse_head(&mut copy, &method) {
+            // The written form is whole CR LF lines; the map form takes every forwarded line.
+            let fields = &parsed.head.fields;
+            let mut out = BytesMut::new();
+            fields.write_to(&mut out);
+            assert_eq!(out.len(), fields.wire_len());
+            assert!(out.is_empty() || out.ends_with(b"\r\n"));
+            let _ = fields.to_header_map(true, 0);
             let mut framing = parsed.framing;
             let mut before = copy.len();
             while let Ok(Some(_)) = decode(&mut framing, &mut copy) {

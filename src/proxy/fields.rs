@@ -151,6 +151,16 @@ impl Builder {
 
     /// The fields of `head` (the bytes `push` saw, now shared).
     pub fn finish(mut self, head: Bytes, content_length: Option<u64>) -> OriginFields {
+        // Every line ends inside a complete head; clamped anyway, so that no input can make a
+        // later slice run past it.
+        let len = u32::try_from(head.len()).unwrap_or(u32::MAX);
+        for line in &mut self.lines {
+            line.end = line.end.min(len);
+            line.name_end = line.name_end.min(line.end);
+            line.start = line.start.min(line.name_end);
+            line.value.1 = line.value.1.min(line.end);
+            line.value.0 = line.value.0.min(line.value.1);
+        }
         if !self.listed.is_empty() {
             for line in &mut self.lines {
                 let name = &head[line.start as usize..line.name_end as usize];

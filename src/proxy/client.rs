@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{RequestBody, RequestBodyError};
-use super::fields::{Builder as OriginFieldsBuilder, OriginFields};
+use super::fields::{Builder as OriginFieldsBuilder, Name as FieldName, OriginFields};
 use super::upstream::UpstreamServer;
 
 /// Largest response head accepted from an origin.
@@ -420,33 +420,39 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
     let mut close = http10;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(HeadError::Invalid("bad content-length"))?;
-            if content_length.is_some_and(|prev| prev != n) {
-                return Err(HeadError::Invalid("conflicting content-length"));
+        let kind = FieldName::of(name);
+        match kind {
+            FieldName::ContentLength => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or(HeadError::Invalid("bad content-length"))?;
+                if content_length.is_some_and(|prev| prev != n) {
+                    return Err(HeadError::Invalid("conflicting content-length"));
+                }
+                content_length = Some(n);
             }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            has_transfer_encoding = true;
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            if !chunked {
-                // Not chunked-terminated: length is "until close" (RFC 9112 6.3 rule 4).
-                close = true;
-            }
-        } else if super::fields::is_connection(name) {
-            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
+            FieldName::TransferEncoding => {
+                has_transfer_encoding = true;
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                if !chunked {
+                    // Not chunked-terminated: length is "until close" (RFC 9112 6.3 rule 4).
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                    close = false;
                 }
             }
+            FieldName::Connection => {
+                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                        close = false;
+                    }
+                }
+            }
+            _ => {}
         }
-        fields.push(buf, base, name, h.value);
+        fields.push(buf, base, name, kind, h.value);
     }
     if has_transfer_encoding && content_length.is_some() {
         // Both framings: trust chunked, never forward the length (RFC 9112 6.3 rule 3).

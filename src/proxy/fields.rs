@@ -66,23 +66,41 @@ pub struct Builder {
     has_date: bool,
 }
 
-/// Names with a role, by length first (the common names fall through on one compare).
-fn role_of(name: &[u8]) -> Role {
-    let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
-    match name.len() {
-        2 if is(b"te") => Role::Hop,
-        7 if is(b"trailer") || is(b"upgrade") => Role::Hop,
-        10 if is(b"keep-alive") => Role::Framing,
-        14 if is(b"content-length") => Role::Framing,
-        16 if is(b"proxy-connection") => Role::Hop,
-        17 if is(b"transfer-encoding") => Role::Framing,
-        _ => Role::Forward,
-    }
+/// What a field's name says, by length first (most names fall through on one compare).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    /// `Content-Length`.
+    ContentLength,
+    /// `Transfer-Encoding`.
+    TransferEncoding,
+    /// `Connection`.
+    Connection,
+    /// `Keep-Alive`.
+    KeepAlive,
+    /// `Date`.
+    Date,
+    /// `TE`, `Trailer`, `Upgrade`, `Proxy-Connection`.
+    HopByHop,
+    /// Anything else.
+    Other,
 }
 
-/// Whether `name` is `Connection`.
-pub fn is_connection(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"connection")
+impl Name {
+    /// Classifies a field name (any case).
+    pub fn of(name: &[u8]) -> Self {
+        let is = |lower: &[u8]| name.eq_ignore_ascii_case(lower);
+        match name.len() {
+            2 if is(b"te") => Self::HopByHop,
+            4 if is(b"date") => Self::Date,
+            7 if is(b"trailer") || is(b"upgrade") => Self::HopByHop,
+            10 if is(b"connection") => Self::Connection,
+            10 if is(b"keep-alive") => Self::KeepAlive,
+            14 if is(b"content-length") => Self::ContentLength,
+            16 if is(b"proxy-connection") => Self::HopByHop,
+            17 if is(b"transfer-encoding") => Self::TransferEncoding,
+            _ => Self::Other,
+        }
+    }
 }
 
 impl Builder {
@@ -95,9 +113,9 @@ impl Builder {
         }
     }
 
-    /// Adds the field `name: value`, both slices of `head` (the bytes the parser read),
-    /// `base` being where `head` starts in memory.
-    pub fn push(&mut self, head: &[u8], base: usize, name: &[u8], value: &[u8]) {
+    /// Adds the field `name: value` (classified as `kind`), both slices of `head` (the bytes
+    /// the parser read), `base` being where `head` starts in memory.
+    pub fn push(&mut self, head: &[u8], base: usize, name: &[u8], kind: Name, value: &[u8]) {
         let start = name.as_ptr() as usize - base;
         let name_end = start + name.len();
         let at = value.as_ptr() as usize;
@@ -112,31 +130,35 @@ impl Builder {
             .position(|b| *b == b'\n')
             .map_or(head.len(), |i| value.1 + i);
         let crlf = newline > 0 && head[newline - 1] == b'\r';
-        let role = if is_connection(name) {
-            let mut framing_only = true;
-            for token in head[value.0..value.1]
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-            {
-                let framing = token.eq_ignore_ascii_case(b"close")
-                    || token.eq_ignore_ascii_case(b"keep-alive");
-                framing_only &= framing;
-                // `Host` is end to end whatever `Connection` says; `Upgrade` is hop-by-hop
-                // anyway.
-                if !framing && !token.is_empty() && !token.eq_ignore_ascii_case(b"host") {
-                    self.listed.push(token.to_ascii_lowercase());
+        let role = match kind {
+            Name::Connection => {
+                let mut framing_only = true;
+                for token in head[value.0..value.1]
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                {
+                    let framing = token.eq_ignore_ascii_case(b"close")
+                        || token.eq_ignore_ascii_case(b"keep-alive");
+                    framing_only &= framing;
+                    // `Host` is end to end whatever `Connection` says; `Upgrade` is
+                    // hop-by-hop anyway.
+                    if !framing && !token.is_empty() && !token.eq_ignore_ascii_case(b"host") {
+                        self.listed.push(token.to_ascii_lowercase());
+                    }
+                }
+                if framing_only {
+                    Role::Framing
+                } else {
+                    Role::Hop
                 }
             }
-            if framing_only {
-                Role::Framing
-            } else {
-                Role::Hop
-            }
-        } else {
-            if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
+            Name::ContentLength | Name::TransferEncoding | Name::KeepAlive => Role::Framing,
+            Name::HopByHop => Role::Hop,
+            Name::Date => {
                 self.has_date = true;
+                Role::Forward
             }
-            role_of(name)
+            Name::Other => Role::Forward,
         };
         let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         self.lines.push(Line {
@@ -308,7 +330,8 @@ pub(crate) fn from_head(raw: &str, content_length: Option<u64>) -> OriginFields 
     let base = head.as_ptr() as usize;
     let mut b = Builder::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
-        b.push(&head, base, h.name.as_bytes(), h.value);
+        let name = h.name.as_bytes();
+        b.push(&head, base, name, Name::of(name), h.value);
     }
     b.finish(head.clone(), content_length)
 }

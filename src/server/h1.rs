@@ -343,6 +343,24 @@ fn poll_once(
     }
 }
 
+/// Writes `content-length: n` (digits by hand: the formatter cost about 400 instructions per
+/// response).
+fn put_length(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(b"content-length: ");
+    out.put_slice(&digits[at..]);
+    out.put_slice(b"\r\n");
+}
+
 /// The status line and fields (the origin's lines as they came, then the map's), plus the
 /// framing the body gets.
 fn encode_head(
@@ -372,7 +390,7 @@ fn encode_head(
         has_date = origin.has_date;
         length = origin.content_length.filter(|_| length_allowed);
         if let Some(n) = length {
-            let _ = write!(out, "content-length: {n}\r\n");
+            put_length(out, n);
         }
     }
     for (name, value) in &parts.headers {
@@ -417,7 +435,7 @@ fn encode_head(
         }
     } else if let Some(n) = body.size_hint().exact() {
         if !is_head || n > 0 {
-            let _ = write!(out, "content-length: {n}\r\n");
+            put_length(out, n);
         }
         if is_head {
             Framing::None
@@ -726,6 +744,15 @@ mod tests {
         let (head, framing) = head_of(599, &[], b"x", false, false);
         assert!(head.starts_with("HTTP/1.1 599 \r\n"), "{head}");
         assert_eq!(framing, "length");
+    }
+
+    #[test]
+    fn lengths_are_written_in_decimal() {
+        for n in [0, 7, 10, 1024, 102_400, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_length(&mut out, n);
+            assert_eq!(&out[..], format!("content-length: {n}\r\n").as_bytes());
+        }
     }
 
     #[test]

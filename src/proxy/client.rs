@@ -417,7 +417,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut has_transfer_encoding = false;
-    let mut close = http10;
+    let mut close = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let kind = FieldName::of(name);
@@ -441,19 +441,12 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ParsedHead>,
                     close = true;
                 }
             }
-            FieldName::Connection => {
-                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                        close = false;
-                    }
-                }
-            }
             _ => {}
         }
         fields.push(buf, base, name, kind, h.value);
     }
+    // The builder read the `Connection` tokens.
+    close |= fields.connection_close(http10);
     if has_transfer_encoding && content_length.is_some() {
         // Both framings: trust chunked, never forward the length (RFC 9112 6.3 rule 3).
         content_length = None;

@@ -129,10 +129,7 @@ pub fn recorder(
     if generation.stale.recent(&key, now) {
         return None;
     }
-    let mut response = fields.to_header_map(false, 1);
-    if let Some(n) = fields.content_length {
-        response.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
+    let response = fields.to_response_map(0);
     let code = status.as_u16();
     match stale::keep(
         &parts.method,

@@ -4,8 +4,8 @@
 //! of whole lines in one copy, the hop-by-hop and framing lines left out) instead of
 //! building a `HeaderMap` for every response and encoding it again; a map is built only
 //! where one is needed: hyper's HTTP/1 and HTTP/2 servers, the stale-copy recorder, an
-//! upgrade. Building and encoding the map was about a fifth of a proxied request's
-//! instructions (BENCHMARKS.md).
+//! upgrade. This took a proxied 1 KiB request from 29.8k to 26.9k instructions, together
+//! with a one-line fix to the hop-by-hop list (callgrind, BENCHMARKS.md).
 //!
 //! The lines were validated by `httparse`, whose name and value rules are the ones `http`
 //! applies (tokens; visible bytes, space, tab and obs-text), so copying them through sends
@@ -61,9 +61,12 @@ pub struct OriginFields {
 /// Builds the field list while a head is parsed.
 pub struct Builder {
     lines: Vec<Line>,
-    /// Lower-cased names listed in `Connection` (besides the framing tokens).
-    listed: Vec<Vec<u8>>,
+    /// Names listed in `Connection` (besides the framing tokens), as ranges of the head.
+    listed: Vec<(usize, usize)>,
     has_date: bool,
+    /// Whether a `Connection` token said `close`, and which framing token came last.
+    close_token: bool,
+    last_framing_token_is_close: Option<bool>,
 }
 
 /// What a field's name says, by length first (most names fall through on one compare).
@@ -110,6 +113,19 @@ impl Builder {
             lines: Vec::with_capacity(n),
             listed: Vec::new(),
             has_date: false,
+            close_token: false,
+            last_framing_token_is_close: None,
+        }
+    }
+
+    /// Whether the origin's `Connection` fields end the connection after this message:
+    /// `close` does; on HTTP/1.0 the connection ends unless the last of `close` and
+    /// `keep-alive` was `keep-alive`.
+    pub fn connection_close(&self, http10: bool) -> bool {
+        if http10 {
+            self.last_framing_token_is_close.unwrap_or(true)
+        } else {
+            self.close_token
         }
     }
 
@@ -133,18 +149,21 @@ impl Builder {
         let role = match kind {
             Name::Connection => {
                 let mut framing_only = true;
-                for token in head[value.0..value.1]
-                    .split(|b| *b == b',')
-                    .map(<[u8]>::trim_ascii)
-                {
-                    let framing = token.eq_ignore_ascii_case(b"close")
-                        || token.eq_ignore_ascii_case(b"keep-alive");
-                    framing_only &= framing;
-                    // `Host` is end to end whatever `Connection` says; `Upgrade` is
-                    // hop-by-hop anyway.
-                    if !framing && !token.is_empty() && !token.eq_ignore_ascii_case(b"host") {
-                        self.listed.push(token.to_ascii_lowercase());
+                let mut at = value.0;
+                for raw in head[value.0..value.1].split(|b| *b == b',') {
+                    let token = raw.trim_ascii();
+                    let close = token.eq_ignore_ascii_case(b"close");
+                    if close || token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.close_token |= close;
+                        self.last_framing_token_is_close = Some(close);
+                    } else {
+                        framing_only = false;
+                        if super::headers::listed_by_connection(token) {
+                            let start = at + (token.as_ptr() as usize - raw.as_ptr() as usize);
+                            self.listed.push((start, start + token.len()));
+                        }
                     }
+                    at += raw.len() + 1;
                 }
                 if framing_only {
                     Role::Framing
@@ -187,7 +206,10 @@ impl Builder {
             for line in &mut self.lines {
                 let name = &head[line.start as usize..line.name_end as usize];
                 if line.role == Role::Forward
-                    && self.listed.iter().any(|l| name.eq_ignore_ascii_case(l))
+                    && self
+                        .listed
+                        .iter()
+                        .any(|&(s, e)| head.get(s..e).is_some_and(|l| name.eq_ignore_ascii_case(l)))
                 {
                     line.role = Role::Hop;
                 }
@@ -286,6 +308,17 @@ impl OriginFields {
         map
     }
 
+    /// The forwarded fields as a map, with the origin's `Content-Length` when it sent one: the
+    /// fields of the answer as a map reader sees them. `extra` is room for fields the caller
+    /// adds.
+    pub fn to_response_map(&self, extra: usize) -> HeaderMap {
+        let mut map = self.to_header_map(false, extra + 1);
+        if let Some(n) = self.content_length {
+            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        map
+    }
+
     /// The first forwarded value of `name` (lower case).
     #[cfg(test)]
     pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
@@ -305,10 +338,7 @@ pub fn into_map_form(
 ) -> http::Response<super::body::ResponseBody> {
     let (mut parts, mut body) = response.into_parts();
     if let Some(fields) = body.take_origin_fields() {
-        let mut map = fields.to_header_map(false, parts.headers.len() + 1);
-        if let Some(n) = fields.content_length {
-            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
+        let mut map = fields.to_response_map(parts.headers.len());
         for (name, value) in &parts.headers {
             map.append(name.clone(), value.clone());
         }

@@ -135,13 +135,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
             .map(str::trim)
-            .filter(|t| {
-                // `Host` is end-to-end whatever `Connection` says.
-                !t.eq_ignore_ascii_case("host")
-                    && !t.eq_ignore_ascii_case("keep-alive")
-                    && !t.eq_ignore_ascii_case("close")
-                    && !t.eq_ignore_ascii_case("upgrade")
-            })
+            .filter(|t| listed_by_connection(t.as_bytes()))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in listed {
@@ -157,6 +151,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, u);
     }
+}
+
+/// Whether a `Connection` token names a field to drop as hop-by-hop: not the framing tokens,
+/// not `upgrade` (kept or dropped by the upgrade rules), and never `Host`, which is end to end
+/// whatever `Connection` says. Used for both requests' maps and origins' field lines.
+pub fn listed_by_connection(token: &[u8]) -> bool {
+    !token.is_empty()
+        && !token.eq_ignore_ascii_case(b"host")
+        && !token.eq_ignore_ascii_case(b"keep-alive")
+        && !token.eq_ignore_ascii_case(b"close")
+        && !token.eq_ignore_ascii_case(b"upgrade")
 }
 
 /// The client address: the peer, or, when the peer is a trusted proxy, the right-most

@@ -59,7 +59,7 @@ pub async fn start(path: &Path, options: Options) -> anyhow::Result<Running> {
 pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Running> {
     let path = runtime.source.clone();
     let admin_address = runtime.admin.address;
-    let status = crate::status::StatusService::open(&runtime, crate::status::unix_now())?;
+    let status = crate::status::StatusService::open(&runtime, crate::clock::unix_now())?;
     let gateway = Gateway::new(runtime, options.access_log, status.clone());
     let server = Server::start(gateway.clone()).await?;
     let background = CancellationToken::new();

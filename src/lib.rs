@@ -18,6 +18,8 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod clock;
+pub mod common;
 pub mod config;
 pub mod demo;
 pub mod drill;

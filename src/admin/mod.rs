@@ -118,7 +118,7 @@ async fn top_clients(State(state): State<AdminState>, headers: HeaderMap) -> Res
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    let now = crate::proxy::upstream::now_ms();
+    let now = crate::clock::now_ms();
     let generation = state.gateway.current();
     let name = |mut h: crate::shield::top::Hitter| {
         h.tenant_id = generation
@@ -161,7 +161,7 @@ async fn list_bans(State(state): State<AdminState>, headers: HeaderMap) -> Respo
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    let now = crate::proxy::upstream::now_ms();
+    let now = crate::clock::now_ms();
     let bans = state.gateway.current().bans.list(now);
     Json(serde_json::json!({ "now_ms": now, "bans": bans })).into_response()
 }
@@ -193,7 +193,7 @@ async fn add_ban(
         target,
         req.reason.trim(),
         duration_ms,
-        crate::proxy::upstream::now_ms(),
+        crate::clock::now_ms(),
     );
     tracing::warn!(target: "rempart::shield", ban = %target.trunc(), reason = %req.reason.trim(), "ban added by an operator");
     Json(serde_json::json!({ "ok": true, "target": target.trunc().to_string() })).into_response()
@@ -234,7 +234,7 @@ struct UnderAttackRequest {
 /// Each tenant's defence state: under-attack mode, pressure, and its pools' admission gates.
 fn shield_status(gateway: &Gateway) -> serde_json::Value {
     let generation = gateway.current();
-    let now = crate::proxy::upstream::now_ms();
+    let now = crate::clock::now_ms();
     let tenants: Vec<serde_json::Value> = generation
         .config
         .tenants
@@ -283,7 +283,7 @@ async fn under_attack(
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    let now = crate::proxy::upstream::now_ms();
+    let now = crate::clock::now_ms();
     let until = match (req.on, req.duration.as_deref()) {
         (false, _) => 0,
         (true, None) => u64::MAX,

@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{authorized, bad_request, unauthorized, AdminState};
+use crate::clock::unix_now;
 use crate::status::model::ComponentState;
 use crate::status::model::Incident;
-use crate::status::{unix_now, IncidentEdit, NewIncident, NewUpdate, StatusError};
+use crate::status::{IncidentEdit, NewIncident, NewUpdate, StatusError};
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     serde_json::from_slice(body)

@@ -135,10 +135,10 @@ pub async fn run(config: &Path, action: StatusAction) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let now = crate::status::unix_now();
+    let now = crate::clock::unix_now();
     let zone = crate::config::load(config)
         .map(|c| c.status.time_zone)
-        .unwrap_or(crate::status::model::TimeZone::Paris);
+        .unwrap_or(crate::common::TimeZone::Paris);
     let (method, path, body) = match action {
         StatusAction::Export { .. } => return 0,
         StatusAction::List { tenant } => (
@@ -333,7 +333,7 @@ fn export(config: &Path, out: &Path) -> i32 {
         );
         return 2;
     }
-    let now = crate::status::unix_now();
+    let now = crate::clock::unix_now();
     let service = if runtime.status.database.exists() {
         match crate::status::StatusService::read_only(&runtime, now) {
             Ok(s) => s,

@@ -8,16 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use rustls::sign::CertifiedKey;
 
-/// Page language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
-    /// French (default).
-    Fr,
-    /// English.
-    En,
-}
+pub use crate::common::Language;
+use rustls::sign::CertifiedKey;
 
 /// Downstream protocol of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,7 +284,7 @@ pub struct StatusSettings {
     /// Attempts of the publish command.
     pub publish_attempts: u32,
     /// Time zone of dates shown to residents.
-    pub time_zone: crate::status::model::TimeZone,
+    pub time_zone: crate::common::TimeZone,
     /// Mail server for subscriptions.
     pub smtp: Option<Smtp>,
     /// Receivers of public updates.

@@ -2,6 +2,7 @@
 //! path that caused it. Locating the problem in the file (line and column) is done by
 //! `config::locate`, so this code only deals with values.
 
+pub use crate::common::parse_duration;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -134,26 +135,6 @@ fn load_key_ring(path: &Path) -> Result<crate::shield::pass::KeyRing, String> {
     }
     crate::shield::pass::KeyRing::new(&secrets)
         .ok_or_else(|| format!("`{}` holds no key (or more than 255)", path.display()))
-}
-
-/// Parses `500ms`, `10s`, `2m`, `1h` (and combinations are refused: keep it obvious).
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let s = raw.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration `{raw}` has no unit"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration `{raw}` does not start with a number"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("duration `{raw}` has unknown unit `{unit}`")),
-    };
-    Ok(d)
 }
 
 fn valid_id(s: &str) -> bool {
@@ -556,13 +537,13 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
 
 fn status_settings(c: &mut Collector, f: &StatusFile, base: &Path) -> StatusSettings {
     let time_zone_raw = f.time_zone.as_deref().unwrap_or(DEFAULT_TIME_ZONE);
-    let time_zone = crate::status::model::TimeZone::parse(time_zone_raw).unwrap_or_else(|| {
+    let time_zone = crate::common::TimeZone::parse(time_zone_raw).unwrap_or_else(|| {
         c.push(
             "status.time_zone",
             format!("unknown time zone `{time_zone_raw}`"),
             Some("use \"Europe/Paris\", \"UTC\" or a fixed offset such as \"+04:00\""),
         );
-        crate::status::model::TimeZone::Paris
+        crate::common::TimeZone::Paris
     });
     let publish_attempts = f.publish_attempts.unwrap_or(DEFAULT_PUBLISH_ATTEMPTS);
     if publish_attempts == 0 || publish_attempts > 10 {
@@ -742,7 +723,7 @@ fn tenant_status(
             let trimmed = raw.trim_end_matches('/');
             if !raw.starts_with('/')
                 || trimmed.is_empty()
-                || trimmed.starts_with(crate::proxy::challenge::LOCAL_PREFIX)
+                || trimmed.starts_with(crate::common::LOCAL_PREFIX)
                 || !trimmed
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"/-._".contains(&b))

@@ -186,8 +186,7 @@ impl Admission {
     fn release(self: &Arc<Self>, sample: Option<(f64, usize)>) {
         let mut s = lock(&self.state);
         if let Some((rtt_ms, in_flight)) = sample {
-            s.limit
-                .on_sample(rtt_ms, in_flight, crate::proxy::upstream::now_ms());
+            s.limit.on_sample(rtt_ms, in_flight, crate::clock::now_ms());
         }
         s.in_flight = s.in_flight.saturating_sub(1);
         while s.in_flight < s.limit.limit() {
@@ -220,11 +219,8 @@ impl Permit {
         self.sampled = true;
         let rtt = self.started.elapsed().as_secs_f64() * 1000.0;
         let mut s = lock(&self.gate.state);
-        s.limit.on_sample(
-            rtt,
-            self.in_flight_at_start,
-            crate::proxy::upstream::now_ms(),
-        );
+        s.limit
+            .on_sample(rtt, self.in_flight_at_start, crate::clock::now_ms());
     }
 }
 

@@ -13,8 +13,7 @@ use http::{Response, StatusCode};
 use crate::config::runtime::Language;
 use crate::shield::pass::{self, Binding, KeyRing};
 
-/// Path prefix of Rempart's own pages on every tenant host.
-pub const LOCAL_PREFIX: &str = "/.rempart/";
+pub use crate::common::LOCAL_PREFIX;
 /// The script.
 pub const POW_JS_PATH: &str = "/.rempart/pow.js";
 /// The answer endpoint.

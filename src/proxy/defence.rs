@@ -108,12 +108,7 @@ impl Defence {
     pub fn new() -> Self {
         // Nonces start at a random point so a restart with the same configured key does not
         // reissue nonces used just before it.
-        let start = stable_hash(
-            &std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-                .to_le_bytes(),
-        );
+        let start = stable_hash(&crate::clock::unix_nanos().to_le_bytes());
         Self {
             random_keys: Arc::new(KeyRing::random()),
             replay: Mutex::new(ReplayGuard::new(CHALLENGE_MAX_AGE_MS, REPLAY_CAPACITY)),

@@ -55,7 +55,7 @@ pub fn stale_answer(
     {
         return Err(record);
     }
-    let now = crate::status::unix_now();
+    let now = crate::clock::unix_now();
     let key = stale::key(
         &tenant.id,
         host,
@@ -120,7 +120,7 @@ pub fn recorder(
     if route.stale_if_error.is_zero() || parts.method != Method::GET {
         return None;
     }
-    let now = super::upstream::coarse_unix_secs();
+    let now = crate::clock::coarse_unix_secs();
     let key = stale::key(
         &tenant.id,
         host,

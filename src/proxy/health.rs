@@ -10,8 +10,9 @@ use http::{HeaderMap, Method};
 
 use super::body::RequestBody;
 use super::client::{self, ClientSettings, Exchange, OutgoingRequest};
-use super::upstream::{now_ms, Pool, UpstreamServer};
+use super::upstream::{Pool, UpstreamServer};
 use super::Generation;
+use crate::clock::now_ms;
 
 /// Starts the health-check tasks of `generation`.
 pub fn spawn(generation: &Arc<Generation>) {

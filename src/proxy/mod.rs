@@ -171,7 +171,7 @@ impl Gateway {
                 return Vec::new();
             };
             let generation = gw.current();
-            let now = upstream::now_ms();
+            let now = crate::clock::now_ms();
             generation
                 .shield
                 .top_prefixes
@@ -364,7 +364,7 @@ impl Gateway {
         tracing::warn!(
             target: "rempart::shield",
             tenant = tenant_id,
-            on = until_ms > upstream::now_ms(),
+            on = until_ms > crate::clock::now_ms(),
             "under-attack mode switched by an operator"
         );
         true
@@ -374,7 +374,7 @@ impl Gateway {
     pub fn apply(&self, config: Runtime) -> ChangeSummary {
         let old = self.generation.load_full();
         let summary = summarize(&old.config, &config);
-        old.status.apply_config(&config, crate::status::unix_now());
+        old.status.apply_config(&config, crate::clock::unix_now());
         let next = Arc::new(Self::build_generation(
             config,
             Some(&old),
@@ -877,7 +877,7 @@ async fn proxy(
     let mut excluded: Option<Arc<UpstreamServer>> = None;
 
     let (exchange, mut inflight) = loop {
-        let Some(server) = pool.pick(upstream::coarse_now_ms(), excluded.as_ref()) else {
+        let Some(server) = pool.pick(crate::clock::coarse_now_ms(), excluded.as_ref()) else {
             return match degraded::stale_answer(generation, tenant, route, &parts, &host, record) {
                 Ok(resp) => Ok(resp),
                 Err(record) => Err((ProxyError::UpstreamConnect, original_headers, record)),
@@ -915,7 +915,7 @@ async fn proxy(
                 if let Some(p) = permit.as_mut() {
                     p.sample();
                 }
-                server.record_request(true, &pool.spec.health, upstream::coarse_now_ms());
+                server.record_request(true, &pool.spec.health, crate::clock::coarse_now_ms());
                 break (exchange, inflight);
             }
             Ok(Err(ClientError::BodyTooLarge)) => {
@@ -938,7 +938,7 @@ async fn proxy(
             }
             Err(_) => ProxyError::UpstreamTimeout,
         };
-        server.record_request(false, &pool.spec.health, upstream::coarse_now_ms());
+        server.record_request(false, &pool.spec.health, crate::clock::coarse_now_ms());
         pool.outcomes.record(true, false);
         let first_attempt = excluded.is_none();
         if error.retryable()
@@ -990,13 +990,13 @@ async fn proxy(
         // Scanners and credential stuffing leave a trail of 404s, 401s and 403s.
         generation
             .shield
-            .observe_error(tenant_idx, record.client, upstream::coarse_now_ms());
+            .observe_error(tenant_idx, record.client, crate::clock::coarse_now_ms());
     }
     if calm && head.status.as_u16() < 400 {
         // Served normally while calm: remembered as good history for the next attack.
         generation.defence.history.record(
             crate::shield::history_key(record.client),
-            upstream::coarse_now_ms() / 60_000,
+            crate::clock::coarse_now_ms() / 60_000,
         );
     }
     if body_or_tunnel.is_ok() {
@@ -1074,13 +1074,6 @@ fn binding(
     }
 }
 
-/// Wall-clock seconds (pass cookies are shared by nodes and survive restarts).
-fn unix_now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The shield for status-site requests: bans, deny list and the tenant's per-address and
 /// per-prefix rates (the page is cheap, but a flood must not turn the gateway into its
 /// amplifier); no challenge, so residents without JavaScript always read it.
@@ -1091,7 +1084,7 @@ fn status_shield(
     path: &str,
 ) -> Result<(), ProxyError> {
     use crate::shield::{Decision, Mode, Rule};
-    let now = upstream::coarse_now_ms();
+    let now = crate::clock::coarse_now_ms();
     if generation.bans.check(client, now).is_some() {
         return Err(ProxyError::Banned);
     }
@@ -1132,7 +1125,7 @@ fn shield_phase(
 ) -> Result<Verdict, ProxyError> {
     use crate::shield::admission::Priority;
     use crate::shield::{display_prefix, pass, Decision, Mode, Rule};
-    let now = upstream::coarse_now_ms();
+    let now = crate::clock::coarse_now_ms();
     if generation.bans.check(client, now).is_some() {
         return Err(ProxyError::Banned);
     }
@@ -1245,7 +1238,7 @@ fn shield_phase(
     let mut invalid_pass = false;
     if let Some(value) = cookie {
         let b = binding(generation, tenant_idx, client, headers, conn);
-        match pass::verify_pass(&generation.keys, &b, value, unix_now_s()) {
+        match pass::verify_pass(&generation.keys, &b, value, crate::clock::unix_now()) {
             Ok(p) => {
                 if policy.pass_rate > 0 {
                     let observed = generation.shield.observe_pass(tenant_idx, p.id, now);
@@ -1353,7 +1346,7 @@ fn shield_phase(
 /// Marks the tenant under pressure; at the start of an episode, the pool's queued requests
 /// without a pass are shed at once (they are challenged instead of waiting behind the flood).
 fn overloaded(generation: &Generation, tenant_idx: usize, gate: &admission::Admission) {
-    if generation.tenant_states[tenant_idx].on_overload(upstream::coarse_now_ms()) {
+    if generation.tenant_states[tenant_idx].on_overload(crate::clock::coarse_now_ms()) {
         let shed = gate.shed_below(crate::shield::admission::Priority::Verified);
         tracing::warn!(
             target: "rempart::shield",
@@ -1387,7 +1380,7 @@ fn challenge_page(
 ) -> Response<ResponseBody> {
     let tenant = &generation.config.tenants[tenant_idx];
     let state = &generation.tenant_states[tenant_idx];
-    let now = upstream::coarse_now_ms();
+    let now = crate::clock::coarse_now_ms();
     // Harder while the tenant sheds load or is under attack.
     let stressed = state.pressure_since(now).is_some() || state.under_attack_until(now).is_some();
     let difficulty = tenant
@@ -1426,7 +1419,7 @@ fn local_page(
     record: AccessRecord,
 ) -> Result<Response<ResponseBody>, PhaseError> {
     use crate::shield::pass::{self, Answer, Reject};
-    let now = upstream::coarse_now_ms();
+    let now = crate::clock::coarse_now_ms();
     if generation.bans.check(record.client, now).is_some() {
         return Err((ProxyError::Banned, accept_language(req.headers()), record));
     }
@@ -1461,7 +1454,8 @@ fn local_page(
                 Ok(_) => {
                     counters[crate::metrics::SHIELD_CHALLENGE_PASSED].inc();
                     let ttl = tenant.shield.pass_ttl_s;
-                    let value = pass::issue_pass(&generation.keys, &b, unix_now_s() + ttl);
+                    let value =
+                        pass::issue_pass(&generation.keys, &b, crate::clock::unix_now() + ttl);
                     let page =
                         challenge::pass_granted(&value, ttl, conn.proto == "https", &q.return_to);
                     Ok(local_response(page, record, "pass_granted"))

@@ -272,7 +272,7 @@ pub async fn subscription(
                 &email,
                 components,
                 lang,
-                crate::status::unix_now(),
+                crate::clock::unix_now(),
             ) {
                 // The same answer whatever happened: the form never tells whether an address
                 // is subscribed.
@@ -480,10 +480,8 @@ pub fn spawn_sampler(gateway: &Arc<Gateway>, shutdown: CancellationToken) {
                 return;
             };
             let generation = gateway.current();
-            let now_wall_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let now_ms = super::upstream::now_ms();
+            let now_wall_ms = crate::clock::unix_now_ms();
+            let now_ms = crate::clock::now_ms();
             let mut seen = HashMap::new();
             for (ti, tenant) in generation.config.tenants.iter().enumerate() {
                 let Some(spec) = &tenant.status else { continue };

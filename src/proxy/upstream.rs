@@ -3,54 +3,13 @@
 //! Selection is lock-free: round robin walks a precomputed weighted schedule.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::uri::Authority;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::time::Instant;
 
 use crate::config::runtime::{Balance, HealthSpec, PoolSpec};
-
-/// Milliseconds since the process started (monotonic), for atomic timestamps.
-pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(Instant::now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
-}
-
-static COARSE_MS: AtomicU64 = AtomicU64::new(0);
-static COARSE_UNIX_SECS: AtomicU64 = AtomicU64::new(0);
-
-/// `now_ms()` to within about 20 ms without reading the clock: for stamps and decisions on
-/// second-scale windows made on every request (connection activity, rates, bans, health
-/// tallies); a clock read costs tens of nanoseconds on a VM and a request made about fifteen.
-/// A thread of its own keeps it current (a task would stop with the runtime that spawned it).
-pub fn coarse_now_ms() -> u64 {
-    start_coarse_clock();
-    COARSE_MS.load(Ordering::Relaxed)
-}
-
-/// Unix time in seconds, kept by the same thread (for per-request second-scale stamps).
-pub fn coarse_unix_secs() -> u64 {
-    start_coarse_clock();
-    COARSE_UNIX_SECS.load(Ordering::Relaxed)
-}
-
-fn start_coarse_clock() {
-    static CLOCK: OnceLock<()> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        COARSE_MS.store(now_ms(), Ordering::Relaxed);
-        COARSE_UNIX_SECS.store(crate::status::unix_now(), Ordering::Relaxed);
-        let _ = std::thread::Builder::new()
-            .name("rempart-clock".into())
-            .spawn(|| loop {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                COARSE_MS.store(now_ms(), Ordering::Relaxed);
-                COARSE_UNIX_SECS.store(crate::status::unix_now(), Ordering::Relaxed);
-            });
-    });
-}
 
 /// One upstream server and its live state.
 #[derive(Debug)]

@@ -464,7 +464,7 @@ mod date {
 
     /// Appends the `date` field line.
     pub(super) fn put(out: &mut BytesMut) {
-        let secs = crate::proxy::upstream::coarse_unix_secs();
+        let secs = crate::clock::coarse_unix_secs();
         CACHED.with(|c| {
             let mut c = c.borrow_mut();
             if c.0 != secs || c.1.is_empty() {

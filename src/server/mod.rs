@@ -74,9 +74,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::coarse_now_ms;
 use crate::config::runtime::{Listener, ListenerProtocol};
 use crate::proxy::body::{DownstreamBody, ResponseBody};
-use crate::proxy::upstream::coarse_now_ms;
 use crate::proxy::{ConnInfo, Gateway};
 use watchdog::{ConnClock, OnlyWhenWoken, Verdict};
 

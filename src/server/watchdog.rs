@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
-use crate::proxy::upstream::coarse_now_ms;
+use crate::clock::coarse_now_ms;
 
 /// `waiting_since` while requests are in flight.
 const BUSY: u64 = u64::MAX;

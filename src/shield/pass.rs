@@ -65,9 +65,7 @@ impl KeyRing {
         // SystemRandom only fails when the OS has no randomness at all; then a time-derived
         // key is still unguessable enough to be better than refusing to start.
         if ring::rand::SystemRandom::new().fill(&mut secret).is_err() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
+            let t = crate::clock::unix_nanos();
             secret[..16].copy_from_slice(&t.to_le_bytes());
         }
         Self {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{unix_now, Pages, StatusService};
+use super::{Pages, StatusService};
+use crate::clock::unix_now;
 
 /// Longest a publish command may run before it is killed.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(120);

@@ -366,13 +366,6 @@ pub struct StatusService {
 /// Notices waiting for the notifier at most (beyond, new ones are dropped and logged).
 const NOTICE_QUEUE: usize = 4096;
 
-/// Wall-clock unix seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn boards_for(
     config: &Runtime,
     old: Option<&mut BTreeMap<String, Board>>,
@@ -759,7 +752,7 @@ impl StatusService {
 
     /// Writes pending history and waits until the database has everything.
     pub fn flush(&self) {
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         {
             let mut st = self.lock();
             let tenants: Vec<String> = st.boards.keys().cloned().collect();

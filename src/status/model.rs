@@ -5,10 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::runtime::Language;
-
-/// Seconds in a day.
-pub const DAY_S: u64 = 86_400;
+pub use crate::common::DAY_S;
+use crate::common::{civil_from_days, days_from_civil, Language, TimeZone};
 
 /// Days of history kept and shown.
 pub const HISTORY_DAYS: u64 = 90;
@@ -534,90 +532,6 @@ pub fn indicator_text(indicator: &str, lang: Language) -> &'static str {
         ("maintenance", Language::En) => "Maintenance in progress",
         (_, Language::En) => "All services are operating normally",
     }
-}
-
-/// Local time rule for dates shown to residents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeZone {
-    /// Coordinated universal time.
-    Utc,
-    /// Central European time with the EU summer-time rule (Europe/Paris).
-    Paris,
-    /// A fixed offset in minutes (overseas territories: for example +240 for La Réunion).
-    Fixed(i32),
-}
-
-impl TimeZone {
-    /// Parses `UTC`, `Europe/Paris` or a fixed offset such as `+04:00` / `-04:00`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "UTC" | "Etc/UTC" => return Some(TimeZone::Utc),
-            "Europe/Paris" => return Some(TimeZone::Paris),
-            _ => {}
-        }
-        let (sign, rest) = match s.as_bytes().first()? {
-            b'+' => (1, &s[1..]),
-            b'-' => (-1, &s[1..]),
-            _ => return None,
-        };
-        let (h, m) = rest.split_once(':')?;
-        let h: i32 = h.parse().ok()?;
-        let m: i32 = m.parse().ok()?;
-        ((0..=14).contains(&h) && (0..60).contains(&m))
-            .then_some(TimeZone::Fixed(sign * (h * 60 + m)))
-    }
-
-    /// Offset from UTC in minutes at `unix_s`.
-    pub fn offset_minutes(self, unix_s: u64) -> i32 {
-        match self {
-            TimeZone::Utc => 0,
-            TimeZone::Fixed(m) => m,
-            TimeZone::Paris => {
-                // Summer time from the last Sunday of March to the last Sunday of October,
-                // both at 01:00 UTC.
-                let (year, _, _) = civil_from_days((unix_s / DAY_S) as i64);
-                let start = last_sunday_s(year, 3) + 3600;
-                let end = last_sunday_s(year, 10) + 3600;
-                if (start..end).contains(&(unix_s as i64)) {
-                    120
-                } else {
-                    60
-                }
-            }
-        }
-    }
-}
-
-fn last_sunday_s(year: i64, month: u32) -> i64 {
-    let last_day = days_from_civil(year, month, 31);
-    // 1970-01-01 was a Thursday; weekday 0 = Sunday.
-    let weekday = (last_day + 4).rem_euclid(7);
-    (last_day - weekday) * DAY_S as i64
-}
-
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Civil date (year, month, day) of a day count since 1970-01-01.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// RFC 3339 UTC timestamp (`2026-11-27T14:05:00Z`), for feeds and JSON.

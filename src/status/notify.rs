@@ -205,7 +205,7 @@ fn update_mail(
     s: &Subscriber,
     incident: &Incident,
     update: &Update,
-    zone: super::model::TimeZone,
+    zone: crate::common::TimeZone,
 ) -> Option<Mail> {
     let (name, components) = (&info.name, &info.components);
     let base = info.url.clone()?;
@@ -389,7 +389,7 @@ async fn deliver(
             (&tenant.0, &tenant.1, tenant.2.as_deref()),
             &incident,
             &update,
-            super::unix_now(),
+            crate::clock::unix_now(),
         ) else {
             return;
         };

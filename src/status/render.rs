@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::model::{
     indicator, indicator_text, local_time, rfc3339, short_day, summarize_day, uptime_over,
-    ComponentState, DayTally, Impact, Incident, IncidentKind, TimeZone, DAY_S, HISTORY_DAYS,
+    ComponentState, DayTally, Impact, Incident, IncidentKind, DAY_S, HISTORY_DAYS,
 };
-use crate::config::runtime::Language;
+use crate::common::{Language, TimeZone};
 
 /// One component as the page shows it.
 #[derive(Debug, Clone)]

@@ -1,0 +1,143 @@
+//! The small shared vocabulary every layer may use: page languages, time zones and civil
+//! dates, durations as operators write them, the path prefix of Rempart's own pages and the
+//! stable key of a tenant. A leaf: it imports nothing from the crate, so `config`, `status`,
+//! `shield`, `proxy` and `server` can all use it without importing one another.
+
+use std::time::Duration;
+
+/// Seconds in a day.
+pub const DAY_S: u64 = 86_400;
+
+/// Path prefix of Rempart's own pages on every tenant host.
+pub const LOCAL_PREFIX: &str = "/.rempart/";
+
+/// Page language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// French (default).
+    Fr,
+    /// English.
+    En,
+}
+
+/// Local time rule for dates shown to residents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeZone {
+    /// Coordinated universal time.
+    Utc,
+    /// Central European time with the EU summer-time rule (Europe/Paris).
+    Paris,
+    /// A fixed offset in minutes (overseas territories: for example +240 for La Réunion).
+    Fixed(i32),
+}
+
+impl TimeZone {
+    /// Parses `UTC`, `Europe/Paris` or a fixed offset such as `+04:00` / `-04:00`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "UTC" | "Etc/UTC" => return Some(TimeZone::Utc),
+            "Europe/Paris" => return Some(TimeZone::Paris),
+            _ => {}
+        }
+        let (sign, rest) = match s.as_bytes().first()? {
+            b'+' => (1, &s[1..]),
+            b'-' => (-1, &s[1..]),
+            _ => return None,
+        };
+        let (h, m) = rest.split_once(':')?;
+        let h: i32 = h.parse().ok()?;
+        let m: i32 = m.parse().ok()?;
+        ((0..=14).contains(&h) && (0..60).contains(&m))
+            .then_some(TimeZone::Fixed(sign * (h * 60 + m)))
+    }
+
+    /// Offset from UTC in minutes at `unix_s`.
+    pub fn offset_minutes(self, unix_s: u64) -> i32 {
+        match self {
+            TimeZone::Utc => 0,
+            TimeZone::Fixed(m) => m,
+            TimeZone::Paris => {
+                // Summer time from the last Sunday of March to the last Sunday of October,
+                // both at 01:00 UTC.
+                let (year, _, _) = civil_from_days((unix_s / DAY_S) as i64);
+                let start = last_sunday_s(year, 3) + 3600;
+                let end = last_sunday_s(year, 10) + 3600;
+                if (start..end).contains(&(unix_s as i64)) {
+                    120
+                } else {
+                    60
+                }
+            }
+        }
+    }
+}
+
+fn last_sunday_s(year: i64, month: u32) -> i64 {
+    let last_day = days_from_civil(year, month, 31);
+    // 1970-01-01 was a Thursday; weekday 0 = Sunday.
+    let weekday = (last_day + 4).rem_euclid(7);
+    (last_day - weekday) * DAY_S as i64
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Civil date (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (and combinations are refused: keep it obvious).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let s = raw.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration `{raw}` has no unit"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration `{raw}` does not start with a number"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("duration `{raw}` has unknown unit `{unit}`")),
+    };
+    Ok(d)
+}
+
+/// A tenant's stable key: a hash of its id, the same on every node and across reloads (an
+/// index in the configuration shifts when tenants are reordered). Sketches and tables of
+/// per-tenant state are keyed by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantKey(pub u64);
+
+impl TenantKey {
+    /// The key of the tenant with this id (FNV-1a: stable across builds and nodes).
+    pub fn of(id: &str) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self(h)
+    }
+}

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::reload::Reloader;
 use crate::config::{self, Runtime};
-use crate::proxy::Gateway;
+use crate::pipeline::Gateway;
 use crate::server::Server;
 
 /// A started gateway.
@@ -63,7 +63,7 @@ pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Ru
     let gateway = Gateway::new(runtime, options.access_log, status.clone());
     let server = Server::start(gateway.clone()).await?;
     let background = CancellationToken::new();
-    crate::proxy::status::spawn_sampler(&gateway, background.clone());
+    crate::pipeline::sampler::spawn(&gateway, vec![status.clone()], background.clone());
     tokio::spawn(crate::status::export::run(
         status.clone(),
         background.clone(),

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use http::HeaderValue;
+
 /// Seconds in a day.
 pub const DAY_S: u64 = 86_400;
 
@@ -139,5 +141,53 @@ impl TenantKey {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
         Self(h)
+    }
+}
+
+/// Picks the page language from an `Accept-Language` value: the first of `fr`/`en` the
+/// client ranks highest, else `default`.
+pub fn negotiate_language(accept_language: Option<&HeaderValue>, default: Language) -> Language {
+    let Some(raw) = accept_language.and_then(|v| v.to_str().ok()) else {
+        return default;
+    };
+    let mut best: Option<(f32, Language)> = None;
+    for part in raw.split(',') {
+        let mut it = part.split(';');
+        let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = it
+            .find_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+            })
+            .unwrap_or(1.0);
+        let lang = if tag == "fr" || tag.starts_with("fr-") {
+            Language::Fr
+        } else if tag == "en" || tag.starts_with("en-") {
+            Language::En
+        } else {
+            continue;
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, lang));
+        }
+    }
+    best.map_or(default, |(_, l)| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lang(al: &str, default: Language) -> Language {
+        negotiate_language(Some(&HeaderValue::from_str(al).unwrap()), default)
+    }
+
+    #[test]
+    fn language_follows_preference() {
+        assert_eq!(lang("en-GB,en;q=0.9,fr;q=0.5", Language::Fr), Language::En);
+        assert_eq!(lang("de,fr;q=0.4,en;q=0.3", Language::En), Language::Fr);
+        assert_eq!(lang("de", Language::Fr), Language::Fr);
+        assert_eq!(negotiate_language(None, Language::En), Language::En);
     }
 }

@@ -1,6 +1,6 @@
 //! The one error type of the request path. Every error says who is to blame (downstream,
 //! upstream or Rempart itself) and whether a retry on another upstream server is allowed;
-//! `proxy::respond` is the only place that turns it into an HTTP response.
+//! `pipeline::respond` is the only place that turns it into an HTTP response.
 
 use http::StatusCode;
 
@@ -149,5 +149,43 @@ impl ProxyError {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Internal => "internal",
         }
+    }
+
+    /// Whether the error is one of the rate limits (answered with `Retry-After: 1`, and held
+    /// in the tarpit when the tenant has one).
+    pub fn is_rate_limit(self) -> bool {
+        matches!(
+            self,
+            Self::RateLimitedAddress
+                | Self::RateLimitedPrefix
+                | Self::RateLimitedPass
+                | Self::RateLimitedFingerprint
+                | Self::RateLimitedKey
+        )
+    }
+
+    /// With what caused it.
+    pub fn because(self, cause: impl std::fmt::Display) -> Failure {
+        Failure {
+            error: self,
+            cause: Some(cause.to_string().into_boxed_str()),
+        }
+    }
+}
+
+/// An error with what caused it, for the access log (`cause`) and debug logs; the client
+/// only ever sees the error's page. A cause never holds personal data: it names the
+/// gateway's own view (an upstream address, an I/O error), never the client's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: ProxyError,
+    /// What caused it, when known.
+    pub cause: Option<Box<str>>,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Self { error, cause: None }
     }
 }

@@ -21,14 +21,18 @@ pub mod cli;
 pub mod clock;
 pub mod common;
 pub mod config;
+pub mod degraded;
 pub mod demo;
 pub mod drill;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod pipeline;
 pub mod proxy;
 pub mod server;
 pub mod shield;
+pub mod signals;
+pub mod state;
 pub mod status;
 pub mod telemetry;

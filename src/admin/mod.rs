@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 mod status;
 
 use crate::config::reload::Reloader;
-use crate::proxy::Gateway;
+use crate::pipeline::Gateway;
 
 #[derive(Clone)]
 struct AdminState {
@@ -122,10 +122,8 @@ async fn top_clients(State(state): State<AdminState>, headers: HeaderMap) -> Res
     let generation = state.gateway.current();
     let name = |mut h: crate::shield::top::Hitter| {
         h.tenant_id = generation
-            .config
-            .tenants
-            .get(h.tenant)
-            .map_or_else(|| "-".into(), |t| t.id.clone());
+            .tenant_id_of(h.tenant)
+            .map_or_else(|| "-".into(), str::to_owned);
         h
     };
     let addresses: Vec<_> = generation
@@ -241,7 +239,7 @@ fn shield_status(gateway: &Gateway) -> serde_json::Value {
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let state = &generation.tenant_states[i];
+            let state = &generation.tenant_flags[i];
             let until = state.under_attack_until(now);
             let pools: Vec<serde_json::Value> = generation.pools[i]
                 .iter()

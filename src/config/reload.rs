@@ -13,7 +13,7 @@ use notify::{RecursiveMode, Watcher};
 
 use super::ConfigError;
 use crate::metrics::ResultLabel;
-use crate::proxy::{ChangeSummary, Gateway};
+use crate::pipeline::{ChangeSummary, Gateway};
 
 /// Reloads one gateway from one file; reloads are serialised.
 pub struct Reloader {

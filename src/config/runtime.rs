@@ -367,6 +367,15 @@ impl std::fmt::Debug for Webhook {
 }
 
 impl Tenant {
+    /// Where residents find this tenant's status page, if it has one.
+    pub fn status_href(&self) -> Option<String> {
+        let spec = self.status.as_ref()?;
+        spec.url
+            .clone()
+            .or_else(|| spec.path.as_ref().map(|p| format!("{p}/")))
+            .or_else(|| spec.hosts.first().map(|h| format!("//{h}/")))
+    }
+
     /// Index of the route for `host` and `path`: host-specific routes first, then the longest prefix.
     pub fn route_index(&self, host: &str, path: &str) -> Option<usize> {
         self.routes.iter().position(|r| {

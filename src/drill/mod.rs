@@ -128,7 +128,7 @@ async fn exchange(conn: &mut Conn, req: Request<Full<Bytes>>) -> anyhow::Result<
         h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     };
     let status = resp.status().as_u16();
-    let challenge = h.contains_key(crate::proxy::challenge::CHALLENGE_HEADER);
+    let challenge = h.contains_key(crate::shield::challenge::CHALLENGE_HEADER);
     let location = text(http::header::LOCATION);
     let set_cookie = text(http::header::SET_COOKIE);
     let body = resp.into_body().collect().await?.to_bytes();

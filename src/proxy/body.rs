@@ -1,7 +1,7 @@
-//! Streaming bodies. `RequestBody` forwards the downstream body upstream, enforcing the
-//! route's size limit as bytes flow (never buffering). `ResponseBody` streams the upstream
-//! (or a local page) downstream, counts bytes, enforces the whole-request deadline, and
-//! closes the access-log record when dropped.
+//! Request bodies. `DownstreamBody` is the body as the server hands it over (none, or
+//! hyper's stream); `RequestBody` forwards it upstream, enforcing the route's size limit and
+//! the minimum data rate as bytes flow (never buffering), counting bytes, and showing each
+//! chunk to an optional `RequestTap`. The response side is `pipeline::body`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,11 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use super::client::UpstreamBody;
 use tokio::time::{Instant, Sleep};
-
-use super::log::AccessRecord;
-use super::upstream::InflightGuard;
 
 /// Why a request body stopped.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +85,17 @@ pin_project! {
         remaining: u64,
         received: Option<Arc<AtomicU64>>,
         pace: Option<Pace>,
+        tap: Option<Box<dyn RequestTap>>,
     }
+}
+
+/// Sees a request body on its way upstream, chunk by chunk (never the whole body). Attached
+/// only to requests that have a body, so the body-less requests of the hot path carry none.
+pub trait RequestTap: Send {
+    /// One data chunk; an `Err` stops the body (the request fails with that error).
+    fn on_chunk(&mut self, chunk: &Bytes) -> Result<(), RequestBodyError>;
+    /// The body ended normally.
+    fn on_end(&mut self) {}
 }
 
 /// The minimum-data-rate rule for a body: after `grace`, the bytes received must keep up with
@@ -131,7 +137,14 @@ impl RequestBody {
             remaining: limit,
             received: Some(received),
             pace: None,
+            tap: None,
         }
+    }
+
+    /// Also show each chunk to `tap`.
+    pub fn with_tap(mut self, tap: Option<Box<dyn RequestTap>>) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// Also enforce a minimum data rate (`None` disables it).
@@ -147,6 +160,7 @@ impl RequestBody {
             remaining: 0,
             received: None,
             pace: None,
+            tap: None,
         }
     }
 }
@@ -190,11 +204,19 @@ impl Body for RequestBody {
                     if let Some(r) = this.received {
                         r.fetch_add(n, Ordering::Relaxed);
                     }
+                    if let Some(tap) = this.tap.as_mut() {
+                        tap.on_chunk(data)?;
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
-            None => Poll::Ready(None),
+            None => {
+                if let Some(tap) = this.tap.as_mut() {
+                    tap.on_end();
+                }
+                Poll::Ready(None)
+            }
         }
     }
 
@@ -204,179 +226,5 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Error type of response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-pin_project! {
-    /// A response body going downstream.
-    pub struct ResponseBody {
-        #[pin]
-        upstream: Option<UpstreamBody>,
-        // A locally generated body (error pages), sent once.
-        local: Option<Bytes>,
-        deadline_at: Option<Instant>,
-        deadline: Option<Pin<Box<Sleep>>>,
-        record: Option<AccessRecord>,
-        inflight: Option<InflightGuard>,
-        // Copy of the body for degraded mode, kept when the body ends normally.
-        recorder: Option<Box<crate::status::stale::Recorder>>,
-        // The origin's field lines, not in the response's map yet: the HTTP/1.1 fast path
-        // writes them through, `fields::into_map_form` moves them into the map for hyper.
-        origin_fields: Option<super::fields::OriginFields>,
-    }
-}
-
-impl ResponseBody {
-    /// A locally generated body.
-    pub fn local(bytes: Bytes, record: Option<AccessRecord>) -> Self {
-        Self {
-            upstream: None,
-            local: Some(bytes),
-            deadline_at: None,
-            deadline: None,
-            record,
-            inflight: None,
-            recorder: None,
-            origin_fields: None,
-        }
-    }
-
-    /// The upstream body, bounded by `deadline`.
-    pub fn upstream(
-        body: UpstreamBody,
-        deadline: Instant,
-        record: AccessRecord,
-        inflight: InflightGuard,
-    ) -> Self {
-        Self {
-            upstream: Some(body),
-            local: None,
-            deadline_at: Some(deadline),
-            deadline: None,
-            record: Some(record),
-            inflight: Some(inflight),
-            recorder: None,
-            origin_fields: None,
-        }
-    }
-
-    /// Also copies the body into `recorder` (degraded mode).
-    pub fn with_recorder(mut self, recorder: Option<crate::status::stale::Recorder>) -> Self {
-        self.recorder = recorder.map(Box::new);
-        self
-    }
-
-    /// Carries the origin's field lines with the body (see `proxy::fields`).
-    pub fn with_origin_fields(mut self, fields: super::fields::OriginFields) -> Self {
-        self.origin_fields = Some(fields);
-        self
-    }
-
-    /// The origin's field lines that are not in the response's map, if any.
-    pub fn take_origin_fields(&mut self) -> Option<super::fields::OriginFields> {
-        self.origin_fields.take()
-    }
-
-    fn count(record: &mut Option<AccessRecord>, n: usize) {
-        if let Some(r) = record {
-            r.bytes_out += n as u64;
-        }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if let Some(bytes) = this.local.take() {
-            Self::count(this.record, bytes.len());
-            if !bytes.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
-            }
-            if this.upstream.is_none() {
-                return Poll::Ready(None);
-            }
-        }
-        let Some(inner) = this.upstream.as_mut().as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        match inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    Self::count(this.record, d.len());
-                    if let Some(r) = this.recorder.as_mut() {
-                        if !r.push(d) {
-                            *this.recorder = None;
-                        }
-                    }
-                }
-                // hyper stops polling once the body says it has ended: keep the copy now.
-                if this.recorder.is_some()
-                    && this
-                        .upstream
-                        .as_ref()
-                        .get_ref()
-                        .as_ref()
-                        .is_some_and(Body::is_end_stream)
-                {
-                    if let Some(r) = this.recorder.take() {
-                        r.finish();
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                *this.recorder = None;
-                if let Some(r) = this.record {
-                    r.reason = Some("upstream_body_error");
-                }
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                // Done: release the upstream slot now rather than when hyper drops us.
-                this.inflight.take();
-                if let Some(r) = this.recorder.take() {
-                    r.finish();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if let Some(at) = *this.deadline_at {
-                    let sleep = this
-                        .deadline
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        if let Some(r) = this.record {
-                            r.reason = Some("request_timeout");
-                        }
-                        return Poll::Ready(Some(Err(
-                            "request deadline exceeded while streaming the response".into(),
-                        )));
-                    }
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.local.as_ref().is_none_or(Bytes::is_empty)
-            && self.upstream.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match (&self.upstream, &self.local) {
-            (Some(b), _) => b.size_hint(),
-            (None, Some(l)) => SizeHint::with_exact(l.len() as u64),
-            (None, None) => SizeHint::with_exact(0),
-        }
     }
 }

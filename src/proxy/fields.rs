@@ -330,23 +330,6 @@ impl OriginFields {
     }
 }
 
-/// Moves a proxied response's origin fields into its header map, ahead of the fields the
-/// gateway added, with `Content-Length` when the origin sent one: the form hyper's servers
-/// (and anything else that reads a map) need.
-pub fn into_map_form(
-    response: http::Response<super::body::ResponseBody>,
-) -> http::Response<super::body::ResponseBody> {
-    let (mut parts, mut body) = response.into_parts();
-    if let Some(fields) = body.take_origin_fields() {
-        let mut map = fields.to_response_map(parts.headers.len());
-        for (name, value) in &parts.headers {
-            map.append(name.clone(), value.clone());
-        }
-        parts.headers = map;
-    }
-    http::Response::from_parts(parts, body)
-}
-
 /// Parses `raw` (a whole response head) the way the upstream client does (tests).
 #[cfg(test)]
 pub(crate) fn from_head(raw: &str, content_length: Option<u64>) -> OriginFields {
@@ -435,24 +418,5 @@ mod tests {
         assert_eq!(map["x-empty"], "");
         let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
-    }
-
-    #[test]
-    fn map_form_puts_origin_fields_first_with_the_length() {
-        use crate::proxy::body::ResponseBody;
-        let f = from_head(
-            "HTTP/1.1 200 OK\r\nVia: 1.1 cdn\r\nContent-Type: text/plain\r\n\r\n",
-            Some(3),
-        );
-        let mut resp = http::Response::new(
-            ResponseBody::local(Bytes::from_static(b"abc"), None).with_origin_fields(f),
-        );
-        resp.headers_mut()
-            .insert("via", HeaderValue::from_static("1.1 rempart"));
-        let resp = into_map_form(resp);
-        let vias: Vec<_> = resp.headers().get_all("via").iter().collect();
-        assert_eq!(vias, ["1.1 cdn", "1.1 rempart"]);
-        assert_eq!(resp.headers()["content-length"], "3");
-        assert_eq!(resp.headers()["content-type"], "text/plain");
     }
 }

@@ -11,8 +11,8 @@ use http::{HeaderMap, Method};
 use super::body::RequestBody;
 use super::client::{self, ClientSettings, Exchange, OutgoingRequest};
 use super::upstream::{Pool, UpstreamServer};
-use super::Generation;
 use crate::clock::now_ms;
+use crate::pipeline::Generation;
 
 /// Starts the health-check tasks of `generation`.
 pub fn spawn(generation: &Arc<Generation>) {

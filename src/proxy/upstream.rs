@@ -109,7 +109,7 @@ impl UpstreamServer {
 /// Counts a request in flight on a server until dropped; also holds the request's admission
 /// slot, so the slot is freed when the response body is done.
 #[derive(Debug)]
-pub struct InflightGuard(Arc<UpstreamServer>, Option<super::admission::Permit>);
+pub struct InflightGuard(Arc<UpstreamServer>, Option<crate::shield::gate::Permit>);
 
 impl InflightGuard {
     /// Starts counting.
@@ -119,7 +119,7 @@ impl InflightGuard {
     }
 
     /// Keeps `permit` until this guard is dropped.
-    pub fn hold(&mut self, permit: Option<super::admission::Permit>) {
+    pub fn hold(&mut self, permit: Option<crate::shield::gate::Permit>) {
         self.1 = permit;
     }
 }
@@ -146,7 +146,7 @@ pub struct Pool {
     /// Retries on another server.
     pub retries: prometheus_client::metrics::counter::Counter,
     /// Admission gate (adaptive concurrency limit + priority queue), unless disabled.
-    pub admission: Option<Arc<super::admission::Admission>>,
+    pub admission: Option<Arc<crate::shield::gate::Admission>>,
     /// Shed counters by priority class (`Priority as usize`).
     pub shed: [prometheus_client::metrics::counter::Counter; 3],
     /// Upstream exchanges finished, failed (no answer, timeout, 5xx) and slow, for the
@@ -262,7 +262,7 @@ impl Pool {
                 .and_then(|p| p.admission.clone())
                 .filter(|a| a.settings == spec.admission)
                 .unwrap_or_else(|| {
-                    super::admission::Admission::new(
+                    crate::shield::gate::Admission::new(
                         spec.admission,
                         metrics.admission_limit.get_or_create(&labels).clone(),
                         metrics.admission_queued.get_or_create(&labels).clone(),

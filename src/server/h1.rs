@@ -30,7 +30,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, V
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::proxy::body::{DownstreamBody, ResponseBody};
+use crate::pipeline::ResponseBody;
+use crate::proxy::body::DownstreamBody;
 use crate::proxy::fields::OriginFields;
 
 /// Bytes read per read call (a stack buffer, nothing held between requests).
@@ -335,7 +336,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
 /// already there.
 fn poll_once(
     body: Pin<&mut ResponseBody>,
-) -> Option<Option<Result<http_body::Frame<Bytes>, crate::proxy::body::BoxError>>> {
+) -> Option<Option<Result<http_body::Frame<Bytes>, crate::pipeline::body::BoxError>>> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match body.poll_frame(&mut cx) {
         Poll::Ready(frame) => Some(frame),

@@ -76,8 +76,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::coarse_now_ms;
 use crate::config::runtime::{Listener, ListenerProtocol};
-use crate::proxy::body::{DownstreamBody, ResponseBody};
-use crate::proxy::{ConnInfo, Gateway};
+use crate::pipeline::ResponseBody;
+use crate::pipeline::{ConnInfo, Gateway};
+use crate::proxy::body::DownstreamBody;
+use crate::signals::ConnTrip;
 use watchdog::{ConnClock, OnlyWhenWoken, Verdict};
 
 /// Open connections per client address, for the per-address cap.
@@ -225,7 +227,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            gateway.metrics.connection("rejected_limit");
+            trip(&gateway, "rejected_limit", ConnTrip::Rejected);
             drop(stream);
             continue;
         };
@@ -269,12 +271,12 @@ async fn serve_connection(
             Ok(Ok(Some(addr))) => peer = addr,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                gateway.metrics.connection("proxy_protocol_error");
+                trip(&gateway, "proxy_protocol_error", ConnTrip::ProxyProtocol);
                 tracing::debug!(%peer, error = %e, "refused connection");
                 return;
             }
             Err(_) => {
-                gateway.metrics.connection("proxy_protocol_error");
+                trip(&gateway, "proxy_protocol_error", ConnTrip::ProxyProtocol);
                 return;
             }
         }
@@ -285,7 +287,7 @@ async fn serve_connection(
         match per_address.acquire(peer.ip(), cap) {
             Some(slot) => Some(slot),
             None => {
-                gateway.metrics.connection("rejected_per_address");
+                trip(&gateway, "rejected_per_address", ConnTrip::Rejected);
                 return;
             }
         }
@@ -301,7 +303,7 @@ async fn serve_connection(
             )
             .await;
             let Ok(Ok(mut tls_stream)) = handshake else {
-                gateway.metrics.connection("tls_error");
+                trip(&gateway, "tls_error", ConnTrip::Tls);
                 return;
             };
             gateway.metrics.connection("accepted");
@@ -331,9 +333,10 @@ async fn serve_connection(
                     proto: "https",
                     tls_fingerprint,
                     http_fingerprint,
-                    clock,
+                    clock: clock.clone(),
                     forwarded: Default::default(),
                 },
+                clock,
                 gateway,
                 shutdown,
             )
@@ -345,7 +348,7 @@ async fn serve_connection(
                 Ok(Ok(wire)) => wire,
                 Ok(Err(_)) => return,
                 Err(_) => {
-                    gateway.metrics.connection("header_timeout");
+                    trip(&gateway, "header_timeout", ConnTrip::HeaderTimeout);
                     return;
                 }
             };
@@ -369,9 +372,10 @@ async fn serve_connection(
                     proto: "http",
                     tls_fingerprint: None,
                     http_fingerprint,
-                    clock,
+                    clock: clock.clone(),
                     forwarded: Default::default(),
                 },
+                clock,
                 gateway,
                 shutdown,
             )
@@ -412,13 +416,13 @@ async fn serve_http<I>(
     io: I,
     wire: Wire,
     info: ConnInfo,
+    clock: Arc<ConnClock>,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = gateway.current().config.clone();
-    let clock = info.clock.clone();
     let info = Arc::new(info);
     let gw = gateway.clone();
     // Max requests per connection: past it, the connection is closed gracefully (HTTP/1.1
@@ -433,8 +437,7 @@ async fn serve_http<I>(
         if max_requests > 0 && n == max_requests {
             reached_in.notify_one();
         }
-        info.clock
-            .request_started(req.version() == http::Version::HTTP_2);
+        clock.request_started(req.version() == http::Version::HTTP_2);
         gw.clone().handle(info.clone(), req)
     };
     let side = Side {
@@ -498,7 +501,7 @@ async fn for_hyper(
     answer: impl Future<Output = Result<http::Response<ResponseBody>, Infallible>>,
 ) -> Result<http::Response<ResponseBody>, Infallible> {
     let Ok(response) = answer.await;
-    Ok(crate::proxy::fields::into_map_form(response))
+    Ok(crate::pipeline::body::into_map_form(response))
 }
 
 /// Logs how a connection ended when it was an error (`None`: closed by the watchdog).
@@ -567,7 +570,7 @@ async fn drive<C: Future>(
     })
     .await;
     if ended.is_none() {
-        side.gateway.metrics.connection("header_timeout");
+        trip(side.gateway, "header_timeout", ConnTrip::HeaderTimeout);
     }
     ended
 }
@@ -646,4 +649,10 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
+}
+
+/// A connection closed by the gateway: counted in the metrics and the gateway's signals.
+fn trip(gateway: &Gateway, kind: &'static str, trip: ConnTrip) {
+    gateway.metrics.connection(kind);
+    gateway.current().gateway_signals.conn_trip(trip);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::proxy::Gateway;
+use crate::pipeline::Gateway;
 
 /// Picks the tenant certificate by SNI from the gateway's current generation.
 #[derive(Debug)]

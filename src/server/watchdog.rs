@@ -42,6 +42,12 @@ pub enum Verdict {
     WaitUntil(u64),
 }
 
+impl crate::pipeline::RequestEnds for ConnClock {
+    fn request_finished(&self) {
+        ConnClock::request_finished(self);
+    }
+}
+
 impl ConnClock {
     /// A connection that starts now, waiting for its first request head.
     pub fn new(now_ms: u64) -> Self {

@@ -5,12 +5,16 @@
 
 pub mod admission;
 pub mod bans;
+pub mod challenge;
 pub mod cidr;
+pub mod defence;
 pub mod fingerprint;
+pub mod gate;
 pub mod pass;
 pub mod sketch;
 pub mod top;
 
+use crate::common::TenantKey;
 use std::net::IpAddr;
 
 use sketch::WindowSketch;
@@ -351,14 +355,14 @@ impl Shield {
     }
 
     /// Counts a client-error answer (4xx from the origin) to `ip`.
-    pub fn observe_error(&self, tenant: usize, ip: IpAddr, now_ms: u64) {
+    pub fn observe_error(&self, tenant: TenantKey, ip: IpAddr, now_ms: u64) {
         self.by_errors
             .get_or_init(new_sketch)
             .observe(&(tenant, address_key(ip)), 1, now_ms);
     }
 
     /// Client-error answers per second to `ip` right now.
-    pub fn error_rate(&self, tenant: usize, ip: IpAddr, now_ms: u64) -> f64 {
+    pub fn error_rate(&self, tenant: TenantKey, ip: IpAddr, now_ms: u64) -> f64 {
         self.by_errors
             .get()
             .map_or(0.0, |s| s.estimate(&(tenant, address_key(ip)), now_ms))
@@ -366,7 +370,7 @@ impl Shield {
 
     /// Counts a request made with an API key (identified by its digest's first bytes) and
     /// returns its rate.
-    pub fn observe_api_key(&self, tenant: usize, key: u64, now_ms: u64) -> f64 {
+    pub fn observe_api_key(&self, tenant: TenantKey, key: u64, now_ms: u64) -> f64 {
         self.by_api_key
             .get_or_init(new_sketch)
             .observe(&(tenant, u128::from(key)), 1, now_ms)
@@ -374,7 +378,7 @@ impl Shield {
 
     /// Counts a request from a client fingerprint and returns its rate (requests over the
     /// last second): one flood tool on many addresses shares one fingerprint.
-    pub fn observe_fingerprint(&self, tenant: usize, fingerprint: u64, now_ms: u64) -> f64 {
+    pub fn observe_fingerprint(&self, tenant: TenantKey, fingerprint: u64, now_ms: u64) -> f64 {
         self.by_fingerprint.get_or_init(new_sketch).observe(
             &(tenant, u128::from(fingerprint)),
             1,
@@ -384,7 +388,7 @@ impl Shield {
 
     /// Counts a request carrying pass `pass_id` and returns its rate (requests over the last
     /// second): a pass is a privilege, and a stolen or shared one must not become a hose.
-    pub fn observe_pass(&self, tenant: usize, pass_id: u64, now_ms: u64) -> f64 {
+    pub fn observe_pass(&self, tenant: TenantKey, pass_id: u64, now_ms: u64) -> f64 {
         self.by_pass
             .get_or_init(new_sketch)
             .observe(&(tenant, u128::from(pass_id)), 1, now_ms)
@@ -394,7 +398,7 @@ impl Shield {
     pub fn check(
         &self,
         policy: &Policy,
-        tenant: usize,
+        tenant: TenantKey,
         ip: IpAddr,
         path: &str,
         cost: u32,
@@ -514,25 +518,34 @@ mod tests {
         let other: IpAddr = "198.51.100.8".parse().unwrap();
         let mut limited = 0;
         for i in 0..30 {
-            if shield.check(&p, 0, ip, "/", 1, 10_000 + i) != Decision::Allow {
+            if shield.check(&p, TenantKey(0), ip, "/", 1, 10_000 + i) != Decision::Allow {
                 limited += 1;
             }
         }
         assert_eq!(limited, 20);
         // Another address and another tenant are unaffected.
-        assert_eq!(shield.check(&p, 0, other, "/", 1, 10_100), Decision::Allow);
-        assert_eq!(shield.check(&p, 1, ip, "/", 1, 10_100), Decision::Allow);
-        // Exempt paths are never limited.
         assert_eq!(
-            shield.check(&p, 0, ip, "/robots.txt", 1, 10_100),
+            shield.check(&p, TenantKey(0), other, "/", 1, 10_100),
             Decision::Allow
         );
         assert_eq!(
-            shield.check(&p, 0, ip, "/statut/feed.atom", 1, 10_100),
+            shield.check(&p, TenantKey(1), ip, "/", 1, 10_100),
+            Decision::Allow
+        );
+        // Exempt paths are never limited.
+        assert_eq!(
+            shield.check(&p, TenantKey(0), ip, "/robots.txt", 1, 10_100),
+            Decision::Allow
+        );
+        assert_eq!(
+            shield.check(&p, TenantKey(0), ip, "/statut/feed.atom", 1, 10_100),
             Decision::Allow
         );
         // Two seconds later the window has passed.
-        assert_eq!(shield.check(&p, 0, ip, "/", 1, 12_100), Decision::Allow);
+        assert_eq!(
+            shield.check(&p, TenantKey(0), ip, "/", 1, 12_100),
+            Decision::Allow
+        );
     }
 
     #[test]
@@ -543,7 +556,7 @@ mod tests {
         for i in 0..200u32 {
             let ip: IpAddr = format!("203.0.113.{}", i % 200).parse().unwrap();
             if let Decision::Limited { rule, .. } =
-                shield.check(&p, 0, ip, "/", 1, 50_000 + u64::from(i))
+                shield.check(&p, TenantKey(0), ip, "/", 1, 50_000 + u64::from(i))
             {
                 limited.get_or_insert(rule);
             }
@@ -559,9 +572,9 @@ mod tests {
             ..policy(1, 0)
         };
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
-        shield.check(&p, 0, ip, "/", 1, 1_000);
+        shield.check(&p, TenantKey(0), ip, "/", 1, 1_000);
         assert!(matches!(
-            shield.check(&p, 0, ip, "/", 1, 1_001),
+            shield.check(&p, TenantKey(0), ip, "/", 1, 1_001),
             Decision::Limited { enforce: false, .. }
         ));
     }
@@ -577,19 +590,26 @@ mod tests {
         let good: IpAddr = "192.0.2.1".parse().unwrap();
         for i in 0..10 {
             assert_eq!(
-                shield.check(&p, 0, good, "/", 1, 1_000 + i),
+                shield.check(&p, TenantKey(0), good, "/", 1, 1_000 + i),
                 Decision::Allow
             );
         }
         assert_eq!(
-            shield.check(&p, 0, "198.51.100.66".parse().unwrap(), "/", 1, 1_000),
+            shield.check(
+                &p,
+                TenantKey(0),
+                "198.51.100.66".parse().unwrap(),
+                "/",
+                1,
+                1_000
+            ),
             Decision::Denied
         );
         // Exempt paths stay reachable even from a denied address (robots, ACME).
         assert_eq!(
             shield.check(
                 &p,
-                0,
+                TenantKey(0),
                 "198.51.100.66".parse().unwrap(),
                 "/robots.txt",
                 1,
@@ -610,7 +630,7 @@ mod tests {
         let bans: Vec<bool> = (0..25)
             .map(|i| {
                 matches!(
-                    shield.check(&p, 0, ip, "/", 1, 1_000 + i),
+                    shield.check(&p, TenantKey(0), ip, "/", 1, 1_000 + i),
                     Decision::Limited { ban: true, .. }
                 )
             })
@@ -624,15 +644,15 @@ mod tests {
         let shield = Shield::new(PrefixLengths::default());
         let scanner: IpAddr = "203.0.113.9".parse().unwrap();
         let resident: IpAddr = "203.0.113.10".parse().unwrap();
-        assert_eq!(shield.error_rate(0, scanner, 1_000), 0.0);
+        assert_eq!(shield.error_rate(TenantKey(0), scanner, 1_000), 0.0);
         for i in 0..30 {
-            shield.observe_error(0, scanner, 1_000 + i * 10);
+            shield.observe_error(TenantKey(0), scanner, 1_000 + i * 10);
         }
-        let rate = shield.error_rate(0, scanner, 1_300);
+        let rate = shield.error_rate(TenantKey(0), scanner, 1_300);
         assert!((29.0..=31.0).contains(&rate), "{rate}");
-        assert_eq!(shield.error_rate(0, resident, 1_300), 0.0);
-        assert_eq!(shield.error_rate(1, scanner, 1_300), 0.0);
-        assert_eq!(shield.error_rate(0, scanner, 3_500), 0.0);
+        assert_eq!(shield.error_rate(TenantKey(0), resident, 1_300), 0.0);
+        assert_eq!(shield.error_rate(TenantKey(1), scanner, 1_300), 0.0);
+        assert_eq!(shield.error_rate(TenantKey(0), scanner, 3_500), 0.0);
     }
 
     #[test]
@@ -641,7 +661,7 @@ mod tests {
         assert_eq!(
             shield.check(
                 &Policy::default(),
-                0,
+                TenantKey(0),
                 "192.0.2.1".parse().unwrap(),
                 "/",
                 1,

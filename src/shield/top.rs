@@ -4,15 +4,17 @@
 
 use std::sync::Mutex;
 
+use crate::common::TenantKey;
+
 /// Entries kept per dimension.
 pub const TOP_K: usize = 32;
 
 /// One heavy hitter.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Hitter {
-    /// Tenant index.
+    /// Tenant key.
     #[serde(skip)]
-    pub tenant: usize,
+    pub tenant: TenantKey,
     /// Tenant id (filled when listed).
     pub tenant_id: String,
     /// Address or prefix as text.
@@ -26,14 +28,14 @@ pub struct Hitter {
 /// A bounded table of the highest rates.
 #[derive(Debug, Default)]
 pub struct TopTable {
-    entries: Mutex<Vec<(usize, u128, Hitter)>>,
+    entries: Mutex<Vec<(TenantKey, u128, Hitter)>>,
 }
 
 impl TopTable {
     /// Records `rate` for `key`; keeps the `TOP_K` highest recent rates.
     pub fn record(
         &self,
-        tenant: usize,
+        tenant: TenantKey,
         key: u128,
         label: impl FnOnce() -> String,
         rate: f64,
@@ -105,17 +107,23 @@ mod tests {
     fn keeps_the_highest_and_forgets_the_stale() {
         let t = TopTable::default();
         for k in 0..100u32 {
-            t.record(0, u128::from(k), || format!("c{k}"), f64::from(k), 1_000);
+            t.record(
+                TenantKey(0),
+                u128::from(k),
+                || format!("c{k}"),
+                f64::from(k),
+                1_000,
+            );
         }
         let top = t.list(1_000);
         assert_eq!(top.len(), TOP_K);
         assert_eq!(top[0].client, "c99");
         assert_eq!(top[TOP_K - 1].client, format!("c{}", 100 - TOP_K));
         // An update moves an existing entry, no duplicate.
-        t.record(0, 50, || "c50".into(), 500.0, 2_000);
+        t.record(TenantKey(0), 50, || "c50".into(), 500.0, 2_000);
         assert_eq!(t.list(2_000)[0].client, "c50");
         // Ten seconds later only fresh entries show, and a small newcomer can take a stale slot.
-        t.record(0, 1_000, || "new".into(), 1.0, 13_000);
+        t.record(TenantKey(0), 1_000, || "new".into(), 1.0, 13_000);
         let later = t.list(13_000);
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].client, "new");

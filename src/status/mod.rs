@@ -15,8 +15,7 @@ pub mod export;
 pub mod model;
 pub mod notify;
 pub mod render;
-pub mod stale;
-pub mod stale_disk;
+pub mod site;
 pub mod store;
 pub mod subscribe;
 
@@ -1400,5 +1399,31 @@ fn build_pages(snap: &Snapshot) -> Pages {
         atom: Variant::new(render::feed(snap), &format!("{tag}-atom"), DocKind::Feed),
         json: Variant::new(json, &format!("{tag}-json"), DocKind::Summary),
         language: snap.language,
+    }
+}
+
+/// The status pages' detector reads the signals: each component's sample is the sum of its
+/// pools' figures over the last second.
+impl crate::signals::Consumer for StatusService {
+    fn on_report(&self, report: &crate::signals::Report) {
+        for (tenant, tenant_report) in report.config.tenants.iter().zip(&report.tenants) {
+            let Some(spec) = &tenant.status else { continue };
+            let samples: Vec<Sample> = spec
+                .components
+                .iter()
+                .map(|c| {
+                    let mut s = Sample::default();
+                    for pool in c.pools.iter().filter_map(|&pi| tenant_report.pools.get(pi)) {
+                        s.servers += pool.servers;
+                        s.available += pool.available;
+                        s.requests += pool.requests;
+                        s.failures += pool.failures;
+                        s.slow += pool.slow;
+                    }
+                    s
+                })
+                .collect();
+            self.observe(&tenant.id, &samples, report.at_unix_ms);
+        }
     }
 }

@@ -239,7 +239,7 @@ impl DiskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::stale::{keep, key, Keep, StaleCache};
+    use crate::degraded::stale::{keep, key, Keep, StaleCache};
 
     /// What a 200 GET answer with these headers may be kept as (a minute of stale use).
     fn kept(req: &http::HeaderMap, resp: &http::HeaderMap) -> Keep {

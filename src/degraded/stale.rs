@@ -238,7 +238,7 @@ pub const REFRESH_EVERY: u64 = 30;
 pub struct StaleCache {
     entries: moka::sync::Cache<u64, Arc<Entry>>,
     max_entry: usize,
-    disk: Option<Arc<super::stale_disk::DiskStore>>,
+    disk: Option<Arc<super::disk::DiskStore>>,
     /// Direct-mapped table of recently copied pages (key hash, unix seconds): the hot path
     /// asks it with two atomic loads instead of a cache lookup.
     recent: Arc<[(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)]>,
@@ -262,7 +262,7 @@ impl StaleCache {
     pub fn new(
         max_bytes: u64,
         max_entry: usize,
-        disk: Option<Arc<super::stale_disk::DiskStore>>,
+        disk: Option<Arc<super::disk::DiskStore>>,
     ) -> Self {
         Self {
             entries: moka::sync::Cache::builder()

@@ -1,12 +1,23 @@
-//! The one place where an error becomes an HTTP response: a small branded page per tenant,
-//! French by default, English when the client prefers it. Never shows internal details.
+//! The one place where a request answered by the gateway becomes an HTTP response: errors
+//! (a small branded page per tenant, French by default, English when the client prefers it,
+//! never showing internal details; the fallback page when the origin fails), rate limits
+//! (with the tarpit), the challenge page, stale copies, status-site and local pages. Each
+//! answer completes the access record (status, reason, cause) and counts as a signal.
 
 use askama::Template;
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::Response;
 
-use crate::config::runtime::{Language, Tenant};
+use super::body::ResponseBody;
+use super::flow::{End, Local};
+use super::log::AccessRecord;
+use super::Generation;
+use crate::error::Failure;
+use crate::signals::LocalReason;
+
+use crate::common::{negotiate_language, Language};
+use crate::config::runtime::Tenant;
 use crate::error::ProxyError;
 
 #[derive(Template)]
@@ -26,37 +37,6 @@ struct ErrorPage<'a> {
     status_link: &'a str,
     alternatives: &'a [String],
     alternatives_title: &'a str,
-}
-
-/// Picks the page language from an `Accept-Language` value: the first of `fr`/`en` the
-/// client ranks highest, else `default`.
-pub fn negotiate_language(accept_language: Option<&HeaderValue>, default: Language) -> Language {
-    let Some(raw) = accept_language.and_then(|v| v.to_str().ok()) else {
-        return default;
-    };
-    let mut best: Option<(f32, Language)> = None;
-    for part in raw.split(',') {
-        let mut it = part.split(';');
-        let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = it
-            .find_map(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-            })
-            .unwrap_or(1.0);
-        let lang = if tag == "fr" || tag.starts_with("fr-") {
-            Language::Fr
-        } else if tag == "en" || tag.starts_with("en-") {
-            Language::En
-        } else {
-            continue;
-        };
-        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
-            best = Some((q, lang));
-        }
-    }
-    best.map_or(default, |(_, l)| l)
 }
 
 struct Text {
@@ -98,13 +78,131 @@ fn text(error: ProxyError, lang: Language) -> Text {
     Text { title, message }
 }
 
-/// Where residents find the status page of `tenant`, if it has one.
-pub fn status_href(tenant: &Tenant) -> Option<String> {
-    let spec = tenant.status.as_ref()?;
-    spec.url
-        .clone()
-        .or_else(|| spec.path.as_ref().map(|p| format!("{p}/")))
-        .or_else(|| spec.hosts.first().map(|h| format!("//{h}/")))
+/// Turns the end of a request into its response, completing `record`.
+pub async fn finish(
+    generation: &Generation,
+    mut record: AccessRecord,
+    accept_language: Option<&HeaderValue>,
+    end: End,
+) -> Response<ResponseBody> {
+    let tenant = record.tenant.map(|t| &generation.config.tenants[t]);
+    let (page, reason, signal) = match end {
+        End::Answer(local) => answer(generation, &record, accept_language, *local),
+        End::Fail(Failure { error, cause }) => {
+            if error.is_rate_limit() {
+                tarpit(generation, tenant.map_or(0, |t| t.shield.tarpit_ms)).await;
+            }
+            if let Some(cause) = &cause {
+                tracing::debug!(error = %error, cause = %cause, "request failed");
+            }
+            record.cause = cause;
+            let page = error_response(error, tenant, record.route, accept_language);
+            (page, error.reason(), signal_of(error))
+        }
+    };
+    record.status = page.status().as_u16();
+    record.reason = Some(reason);
+    record.local = Some(signal);
+    let (parts, bytes) = page.into_parts();
+    Response::from_parts(parts, ResponseBody::local(bytes, Some(record)))
+}
+
+/// A local answer's page, with the access log's reason and its signal.
+fn answer(
+    generation: &Generation,
+    record: &AccessRecord,
+    accept_language: Option<&HeaderValue>,
+    local: Local,
+) -> (Response<Bytes>, &'static str, LocalReason) {
+    match local {
+        Local::Page {
+            page,
+            reason,
+            signal,
+        } => (page, reason, signal),
+        Local::Challenge { binding, return_to } => {
+            let page = challenge_page(generation, record, accept_language, binding, &return_to);
+            (page, "challenge", LocalReason::Challenge)
+        }
+        Local::Stale(page) => {
+            if let Some(c) = record.tenant.and_then(|t| generation.stale_served.get(t)) {
+                c.inc();
+            }
+            (page, "stale_copy", LocalReason::StaleCopy)
+        }
+    }
+}
+
+/// Holds an over-limit request for `tarpit_ms` (its connection idles, nothing else is
+/// spent), within a bounded number of places.
+async fn tarpit(generation: &Generation, tarpit_ms: u64) {
+    if tarpit_ms == 0 {
+        return;
+    }
+    if let Ok(_place) = generation.defence.tarpit.clone().try_acquire_owned() {
+        tokio::time::sleep(std::time::Duration::from_millis(tarpit_ms)).await;
+    }
+}
+
+/// The signal an error counts as.
+fn signal_of(error: ProxyError) -> LocalReason {
+    use ProxyError::*;
+    match error {
+        RateLimitedAddress
+        | RateLimitedPrefix
+        | RateLimitedPass
+        | RateLimitedFingerprint
+        | RateLimitedKey => LocalReason::RateLimited,
+        Banned => LocalReason::Banned,
+        Shed => LocalReason::Shed,
+        Maintenance => LocalReason::Maintenance,
+        BadHost | BadRequest | BodyTooLarge | BodyTooSlow | ApiKeyRequired => {
+            LocalReason::BadRequest
+        }
+        UnknownHost | NoRoute => LocalReason::NotFound,
+        UpstreamConnect | UpstreamFailed | UpstreamTimeout => LocalReason::OriginFailed,
+        Internal => LocalReason::Other,
+    }
+}
+
+/// The challenge page for the request in `record`, harder while the tenant sheds load or is
+/// under attack.
+fn challenge_page(
+    generation: &Generation,
+    record: &AccessRecord,
+    accept_language: Option<&HeaderValue>,
+    binding: crate::shield::pass::Binding,
+    return_to: &str,
+) -> Response<Bytes> {
+    use crate::shield::challenge;
+    let Some(tenant_idx) = record.tenant else {
+        return error_response(ProxyError::Internal, None, None, accept_language);
+    };
+    let tenant = &generation.config.tenants[tenant_idx];
+    let flags = &generation.tenant_flags[tenant_idx];
+    let now = crate::clock::coarse_now_ms();
+    let stressed = flags.pressure_since(now).is_some() || flags.under_attack_until(now).is_some();
+    let difficulty = tenant
+        .shield
+        .challenge_difficulty
+        .saturating_add(if stressed { 2 } else { 0 })
+        .min(24);
+    let page = challenge::challenge_response(
+        &generation.keys.ring(),
+        &challenge::ChallengeRequest {
+            tenant: &tenant.name,
+            lang: crate::common::negotiate_language(accept_language, tenant.language),
+            return_to,
+            binding,
+            difficulty,
+            wait_s: tenant.shield.challenge_wait_s,
+            nonce: generation.replay.nonce(),
+        },
+        now,
+    );
+    generation.shield_counters[tenant_idx][crate::metrics::SHIELD_CHALLENGE_ISSUED].inc();
+    generation.signals[tenant_idx].challenge_issued();
+    page
 }
 
 /// Builds the branded error response for `error`, for `tenant` (and the `route` index)
@@ -158,7 +256,7 @@ pub fn error_response(
     let page = ErrorPage {
         service,
         service_label,
-        status_href: spec.and(tenant).and_then(status_href),
+        status_href: spec.and(tenant).and_then(Tenant::status_href),
         status_link,
         alternatives: spec.map_or(&[][..], |s| &s.alternatives[..]),
         alternatives_title,
@@ -184,14 +282,7 @@ pub fn error_response(
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if matches!(
-        error,
-        ProxyError::RateLimitedAddress
-            | ProxyError::RateLimitedPrefix
-            | ProxyError::RateLimitedPass
-            | ProxyError::RateLimitedFingerprint
-            | ProxyError::RateLimitedKey
-    ) {
+    if error.is_rate_limit() {
         // The limits count over a one-second sliding window.
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     } else if error == ProxyError::Maintenance {
@@ -207,18 +298,6 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lang(al: &str, default: Language) -> Language {
-        negotiate_language(Some(&HeaderValue::from_str(al).unwrap()), default)
-    }
-
-    #[test]
-    fn language_follows_preference() {
-        assert_eq!(lang("en-GB,en;q=0.9,fr;q=0.5", Language::Fr), Language::En);
-        assert_eq!(lang("de,fr;q=0.4,en;q=0.3", Language::En), Language::Fr);
-        assert_eq!(lang("de", Language::Fr), Language::Fr);
-        assert_eq!(negotiate_language(None, Language::En), Language::En);
-    }
 
     #[test]
     fn page_is_escaped_and_branded() {

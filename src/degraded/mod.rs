@@ -1,18 +1,21 @@
-//! Degraded mode in the pipeline: answer a failed GET from the stale copy of the page (with a
-//! notice linking to the status page), and record copies of good answers as they stream.
-//! The rules on what may be kept live in `crate::status::stale`.
+//! Degraded mode: when an origin fails, a public page is answered from its stale copy with a
+//! notice linking to the status page, and copies of good answers are recorded as they stream
+//! (a body tap in the pipeline). `stale` holds the rules on what may be kept (RFC 9111 shared
+//! cache, RFC 5861 `stale-if-error`, `Vary`) and the bounded store; `disk` keeps copies
+//! across restarts. Nothing here knows the pipeline: it is given the request's parts and
+//! returns a page or a recorder.
+
+pub mod disk;
+pub mod stale;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 
-use super::body::ResponseBody;
-use super::fields::OriginFields;
-use super::log::AccessRecord;
-use super::Generation;
-use crate::config::runtime::{Language, Route, Tenant};
+use crate::common::{negotiate_language, Language, TimeZone};
+use crate::config::runtime::{Route, Tenant};
 use crate::status::model::local_time;
-use crate::status::stale::{self, Recorder};
+use stale::{Recorder, StaleCache};
 
 /// Whether an upstream status counts as an error that a stale copy may cover (RFC 5861).
 pub fn covers_status(status: StatusCode) -> bool {
@@ -39,31 +42,38 @@ fn notice(lang: Language, stored: String, status_href: Option<String>) -> String
     )
 }
 
-/// The stale copy of this request's page, when the route keeps copies and one is usable;
-/// gives the record back otherwise.
-#[allow(clippy::result_large_err)]
-pub fn stale_answer(
-    generation: &Generation,
-    tenant: &Tenant,
-    route: &Route,
-    parts: &http::request::Parts,
-    host: &str,
-    mut record: AccessRecord,
-) -> Result<Response<ResponseBody>, AccessRecord> {
-    if route.stale_if_error.is_zero()
+/// Where a request's copy is looked up and what it is answered with.
+pub struct StaleRequest<'a> {
+    /// The tenant serving the request.
+    pub tenant: &'a Tenant,
+    /// Its route.
+    pub route: &'a Route,
+    /// The request's head.
+    pub parts: &'a http::request::Parts,
+    /// The request's host, lower case.
+    pub host: &'a str,
+    /// Time zone of the date in the notice.
+    pub time_zone: TimeZone,
+    /// The gateway's `Via` entry.
+    pub via: &'a HeaderValue,
+}
+
+/// The stale copy of this request's page with its notice, when the route keeps copies and
+/// one is usable.
+pub fn stale_page(cache: &StaleCache, req: &StaleRequest<'_>) -> Option<Response<Bytes>> {
+    let parts = req.parts;
+    if req.route.stale_if_error.is_zero()
         || !(parts.method == Method::GET || parts.method == Method::HEAD)
     {
-        return Err(record);
+        return None;
     }
     let now = crate::clock::unix_now();
     let key = stale::key(
-        &tenant.id,
-        host,
+        &req.tenant.id,
+        req.host,
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
     );
-    let Some(entry) = generation.stale.lookup(&key, &parts.headers, now) else {
-        return Err(record);
-    };
+    let entry = cache.lookup(&key, &parts.headers, now)?;
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
@@ -74,12 +84,12 @@ pub fn stale_answer(
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
     let body = if html && !h.contains_key(CONTENT_ENCODING) {
-        let lang = super::respond::negotiate_language(
+        let lang = negotiate_language(
             parts.headers.get(http::header::ACCEPT_LANGUAGE),
-            tenant.language,
+            req.tenant.language,
         );
-        let stored = local_time(entry.stored_at, generation.config.status.time_zone, lang);
-        let n = notice(lang, stored, super::respond::status_href(tenant));
+        let stored = local_time(entry.stored_at, req.time_zone, lang);
+        let n = notice(lang, stored, req.tenant.status_href());
         stale::with_notice(&entry.body, &n)
     } else {
         entry.body.clone()
@@ -90,46 +100,39 @@ pub fn stale_answer(
         h.insert(http::header::AGE, age);
     }
     h.insert("x-rempart-stale", HeaderValue::from_static("1"));
-    h.append(http::header::VIA, generation.via[0].clone());
-    record.status = resp.status().as_u16();
-    record.reason = Some("stale_copy");
-    if let Some(c) = record.tenant.and_then(|t| generation.stale_served.get(t)) {
-        c.inc();
-    }
+    h.append(http::header::VIA, req.via.clone());
     let body = if parts.method == Method::HEAD {
         Bytes::new()
     } else {
         body
     };
-    Ok(resp.map(|()| ResponseBody::local(body, Some(record))))
+    Some(resp.map(|()| body))
 }
 
 /// A recorder for this answer when the route keeps copies and the answer may be kept; an
 /// answer that may not be kept replaces nothing but forgets an older copy of a 2xx page.
-/// The origin's fields become a map only when a copy may be taken (not while a recent one
-/// is fresh), so the usual answer pays nothing for it.
+/// `response_fields` builds the answer's fields as a map, called only when a copy may be
+/// taken (not while a recent one is fresh), so the usual answer pays nothing for it.
 pub fn recorder(
-    generation: &Generation,
-    tenant: &Tenant,
-    route: &Route,
-    parts: &http::request::Parts,
-    host: &str,
+    cache: &StaleCache,
+    req: &StaleRequest<'_>,
     status: StatusCode,
-    fields: &OriginFields,
+    response_fields: impl FnOnce() -> HeaderMap,
 ) -> Option<Recorder> {
-    if route.stale_if_error.is_zero() || parts.method != Method::GET {
+    let parts = req.parts;
+    if req.route.stale_if_error.is_zero() || parts.method != Method::GET {
         return None;
     }
     let now = crate::clock::coarse_unix_secs();
     let key = stale::key(
-        &tenant.id,
-        host,
+        &req.tenant.id,
+        req.host,
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
     );
-    if generation.stale.recent(&key, now) {
+    if cache.recent(&key, now) {
         return None;
     }
-    let response = fields.to_response_map(0);
+    let response = response_fields();
     let code = status.as_u16();
     match stale::keep(
         &parts.method,
@@ -137,12 +140,12 @@ pub fn recorder(
         code,
         &response,
         now,
-        route.stale_if_error,
+        req.route.stale_if_error,
     ) {
-        Some(keep) => generation.stale.recorder(&key, code, &response, keep, now),
+        Some(keep) => cache.recorder(&key, code, &response, keep, now),
         None => {
             if status.is_success() {
-                generation.stale.forget(&key);
+                cache.forget(&key);
             }
             None
         }

@@ -1,5 +1,7 @@
-//! The logging phase: one JSON access-log line and the request counters, emitted when the
-//! response body is dropped (finished or aborted). Never logs query strings, cookies or bodies.
+//! The log phase: when the response body is dropped (finished or aborted), the access record
+//! becomes one JSON access-log line, the request counters and the tenant's signals. Never
+//! logs query strings, cookies or bodies; the client's address is shown as its network
+//! prefix unless the operator asked for full addresses.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,8 +10,9 @@ use std::sync::Arc;
 use http::{Method, Version};
 use tokio::time::Instant;
 
-use super::upstream::UpstreamServer;
 use super::Generation;
+use crate::proxy::upstream::UpstreamServer;
+use crate::signals::LocalReason;
 
 /// Target of access-log events (filter on it to route them).
 pub const ACCESS_TARGET: &str = "rempart::access";
@@ -31,8 +34,41 @@ pub struct AccessRecord {
     pub(crate) bytes_out: u64,
     pub(crate) upstream: Option<Arc<UpstreamServer>>,
     pub(crate) reason: Option<&'static str>,
+    /// What caused a failure (access log `cause`), when known.
+    pub(crate) cause: Option<Box<str>>,
+    /// Why the gateway answered itself, for the signals (`None`: the origin answered).
+    pub(crate) local: Option<LocalReason>,
     /// The downstream connection's watchdog, told when this request ends.
-    pub(crate) conn_clock: Option<Arc<crate::server::watchdog::ConnClock>>,
+    pub(crate) conn_clock: Option<Arc<dyn super::context::RequestEnds>>,
+}
+
+impl AccessRecord {
+    /// A fresh record for a request that starts now.
+    pub(crate) fn start<B>(
+        generation: Arc<Generation>,
+        req: &http::Request<B>,
+        client: IpAddr,
+        conn_clock: Arc<dyn super::context::RequestEnds>,
+    ) -> Self {
+        Self {
+            generation,
+            start: Instant::now(),
+            tenant: None,
+            route: None,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            client,
+            status: 0,
+            bytes_in: None,
+            bytes_out: 0,
+            upstream: None,
+            reason: None,
+            cause: None,
+            local: None,
+            conn_clock: Some(conn_clock),
+        }
+    }
 }
 
 impl Drop for AccessRecord {
@@ -41,6 +77,10 @@ impl Drop for AccessRecord {
             clock.request_finished();
         }
         let g = &self.generation;
+        match self.tenant.and_then(|t| g.signals.get(t)) {
+            Some(signals) => signals.request(self.local),
+            None => g.gateway_signals.request(self.local),
+        }
         let counters = match (self.tenant, self.route) {
             (Some(t), Some(r)) => &g.route_counters[t][r],
             _ => &g.unrouted_counters,
@@ -64,7 +104,7 @@ impl Drop for AccessRecord {
             tenant,
             route,
             method = self.method.as_str(),
-            path = super::truncate_path(self.uri.path()).as_ref(),
+            path = truncate_path(self.uri.path()).as_ref(),
             version,
             status = self.status,
             bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
@@ -73,8 +113,22 @@ impl Drop for AccessRecord {
             client = %ClientField(self.client, &g.config),
             upstream = self.upstream.as_ref().map_or("-", |u| u.address.as_str()),
             reason = self.reason.unwrap_or("-"),
+            cause = self.cause.as_deref().unwrap_or("-"),
         );
     }
+}
+
+/// The path as logged: cut at 256 bytes (on a character boundary).
+fn truncate_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 256;
+    if path.len() <= MAX {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut end = MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &path[..end]))
 }
 
 /// The client address as the access log shows it: its network prefix unless the operator

@@ -1,0 +1,198 @@
+//! Phase 3, the origin's answer: a 5xx is replaced by the page's stale copy when there is
+//! one; otherwise the answer goes downstream with the gateway's `Via` (its field lines are
+//! written through by the HTTP/1.1 fast path, or become a map for hyper), a 101 becomes a
+//! tunnel, and the body's taps are attached (the stale-copy recorder). Client errors from the
+//! origin feed the shield's error rate; answers served while calm become good history.
+//!
+//! `origin_failed` is the one place a failed origin is covered by a stale copy.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use super::context::RequestCtx;
+use super::flow::{End, Flow, Local};
+use super::forward::Outgoing;
+use super::taps::ResponseTaps;
+use crate::config::runtime::Route;
+use crate::degraded::{self, StaleRequest};
+use crate::error::{Failure, ProxyError};
+use crate::proxy::client::{Exchange, UpstreamBody};
+use crate::proxy::fields::OriginFields;
+use crate::proxy::headers;
+use crate::proxy::upstream::InflightGuard;
+use crate::shield::gate::Permit;
+
+/// What goes downstream once the origin answered.
+// Built once per request and moved once into the response; boxing the large variant would
+// cost an allocation on the hot path.
+#[allow(clippy::large_enum_variant)]
+pub enum Proxied {
+    /// The answer, its body streamed through `taps`.
+    Stream {
+        /// Status and the gateway's own fields.
+        head: Response<()>,
+        /// The origin's body.
+        body: UpstreamBody,
+        /// The origin's field lines, written through.
+        fields: OriginFields,
+        /// The taps the body streams through.
+        taps: ResponseTaps,
+        /// The upstream slot, held until the body is done.
+        inflight: InflightGuard,
+        /// When the whole request must be done.
+        deadline: tokio::time::Instant,
+    },
+    /// `101 Switching Protocols`: the tunnel runs on its own task.
+    Tunnel(Response<()>),
+}
+
+fn stale_request<'a>(
+    ctx: &'a RequestCtx<'_>,
+    route: &'a Route,
+    parts: &'a http::request::Parts,
+) -> StaleRequest<'a> {
+    StaleRequest {
+        tenant: ctx.tenant(),
+        route,
+        parts,
+        host: &ctx.host,
+        time_zone: ctx.generation.config.status.time_zone,
+        via: &ctx.generation.via[0],
+    }
+}
+
+/// The origin failed (or cannot be asked): the page's stale copy when the route keeps copies
+/// and one is usable, else `failure`'s page.
+pub fn origin_failed(ctx: &RequestCtx<'_>, parts: &http::request::Parts, failure: Failure) -> End {
+    let stale = ctx.route().and_then(|route| {
+        degraded::stale_page(&ctx.generation.stale, &stale_request(ctx, route, parts))
+    });
+    match stale {
+        Some(page) => Local::Stale(page).end(),
+        None => End::Fail(failure),
+    }
+}
+
+/// Phase 3: the origin's answer head.
+pub fn respond(
+    ctx: &mut RequestCtx<'_>,
+    route: &Route,
+    out: &mut Outgoing,
+    exchange: Exchange,
+    mut inflight: InflightGuard,
+    permit: Option<Permit>,
+) -> Flow<Proxied> {
+    let (head, body_or_tunnel) = match exchange {
+        Exchange::Response(head, body) => (head, Ok(body)),
+        Exchange::Upgraded(head, stream, leftover) => (head, Err((stream, leftover))),
+    };
+    if degraded::covers_status(head.status) && body_or_tunnel.is_ok() {
+        // The origin answered with an error: a stale copy serves residents better.
+        if let Some(page) = degraded::stale_page(
+            &ctx.generation.stale,
+            &stale_request(ctx, route, &out.parts),
+        ) {
+            return Err(Local::Stale(page).end());
+        }
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    let via = &ctx.generation.via[0];
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        // The tunnel's answer goes through hyper, which needs a map with Connection/Upgrade.
+        let map = response.headers_mut();
+        *map = head.fields.to_header_map(true, 1);
+        headers::remove_hop_by_hop(map, true);
+        headers::append_via(map, via);
+    } else {
+        // A line of its own after the origin's `Via` lines, if any: the same list (RFC 9110
+        // 5.3), and the origin's lines go through untouched.
+        response
+            .headers_mut()
+            .insert(http::header::VIA, via.clone());
+    }
+    ctx.record.status = head.status.as_u16();
+    remember(ctx, head.status);
+    match body_or_tunnel {
+        Ok(body) => {
+            // The slot is held until the body is done; a tunnel gives it back at once.
+            inflight.hold(permit);
+            let taps = taps(ctx, route, &out.parts, head.status, &head.fields);
+            Ok(Proxied::Stream {
+                head: response,
+                body,
+                fields: head.fields,
+                taps,
+                inflight,
+                deadline: ctx.record.start + route.timeouts.request,
+            })
+        }
+        Err((stream, leftover)) => {
+            let Some(downstream_upgrade) = out.on_upgrade.take() else {
+                return Err(ProxyError::UpstreamFailed
+                    .because("the origin switched protocols on a request that asked for no upgrade")
+                    .into());
+            };
+            tokio::spawn(tunnel(downstream_upgrade, stream, leftover, inflight));
+            Ok(Proxied::Tunnel(response))
+        }
+    }
+}
+
+/// What the shield learns from the answer: client errors (scanners and credential stuffing
+/// leave a trail of 404s, 401s and 403s), and good history while calm.
+fn remember(ctx: &RequestCtx<'_>, status: StatusCode) {
+    let generation = ctx.generation;
+    if status.is_client_error() && ctx.tenant().shield.error_rate > 0 {
+        generation.shield.observe_error(
+            generation.tenant_keys[ctx.tenant_idx],
+            ctx.client(),
+            crate::clock::coarse_now_ms(),
+        );
+    }
+    if ctx.calm && status.as_u16() < 400 {
+        // Served normally while calm: remembered as good history for the next attack.
+        generation.defence.history.record(
+            crate::shield::history_key(ctx.client()),
+            crate::clock::coarse_now_ms() / 60_000,
+        );
+    }
+}
+
+/// The taps the answer's body streams through.
+fn taps(
+    ctx: &RequestCtx<'_>,
+    route: &Route,
+    parts: &http::request::Parts,
+    status: StatusCode,
+    fields: &OriginFields,
+) -> ResponseTaps {
+    ResponseTaps::default().with_stale_copy(degraded::recorder(
+        &ctx.generation.stale,
+        &stale_request(ctx, route, parts),
+        status,
+        || fields.to_response_map(0),
+    ))
+}
+
+/// Copies bytes both ways between an upgraded downstream connection and the origin.
+async fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    mut upstream: tokio::net::TcpStream,
+    leftover: Bytes,
+    _inflight: InflightGuard,
+) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(d) = downstream.await else {
+        tracing::debug!("downstream upgrade failed");
+        return;
+    };
+    let mut d = TokioIo::new(d);
+    if !leftover.is_empty() && d.write_all(&leftover).await.is_err() {
+        return;
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded tunnel closed with error");
+    }
+}

@@ -1,0 +1,118 @@
+//! What a request carries through the phases: the connection's facts (`ConnInfo`, shared by
+//! every request on a connection) and the request's own context (`RequestCtx`), which each
+//! phase reads and completes.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::log::AccessRecord;
+use super::Generation;
+use crate::config::runtime::{Route, Tenant};
+use crate::proxy::headers;
+use crate::shield::admission::Priority;
+use crate::signals::TenantSignals;
+use crate::state::TenantFlags;
+
+/// Per-connection facts handed to every request on it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address (from PROXY protocol when enabled).
+    pub peer: std::net::SocketAddr,
+    /// The client IP as a header value, computed once.
+    pub peer_value: HeaderValue,
+    /// The client's `for=` element of `Forwarded`, computed once.
+    pub forwarded_for: String,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// JA4 of the TLS ClientHello (TLS connections whose hello parsed).
+    pub tls_fingerprint: Option<Arc<str>>,
+    /// HTTP fingerprint of the connection's first HTTP/1 request head, once read.
+    pub http_fingerprint: Arc<std::sync::OnceLock<Box<str>>>,
+    /// The connection's watchdog; each request's access record tells it when it ends.
+    pub clock: Arc<dyn RequestEnds>,
+    /// The `Forwarded` value of the connection's first request, reused for the next ones.
+    pub forwarded: headers::ForwardedCache,
+}
+
+/// Told when each request on a connection ends (the server's watchdog, which then waits for
+/// the next request head).
+pub trait RequestEnds: Send + Sync + std::fmt::Debug {
+    /// A response was sent completely, or abandoned.
+    fn request_finished(&self);
+}
+
+/// One request's context once its tenant is known: the generation it runs on, its
+/// connection, what the phases decided so far, and its access record (completed along the
+/// way, logged when the response body is dropped).
+pub struct RequestCtx<'a> {
+    /// The configuration generation the request runs on from start to end.
+    pub generation: &'a Arc<Generation>,
+    /// The downstream connection.
+    pub conn: &'a ConnInfo,
+    /// The request's host, lower case, without port.
+    pub host: String,
+    /// Index of the tenant in `generation.config.tenants`.
+    pub tenant_idx: usize,
+    /// Index of the route in the tenant's routes, once routed.
+    pub route_idx: Option<usize>,
+    /// The priority at the admission gate (set by the shield).
+    pub priority: Priority,
+    /// Whether the tenant was calm (not shedding) when the shield decided.
+    pub calm: bool,
+    /// The client's `Accept-Language`, for local pages.
+    pub accept_language: Option<HeaderValue>,
+    /// The access record.
+    pub record: AccessRecord,
+}
+
+impl<'a> RequestCtx<'a> {
+    /// The context of a request served by tenant `tenant_idx`.
+    pub fn new(
+        generation: &'a Arc<Generation>,
+        conn: &'a ConnInfo,
+        host: String,
+        tenant_idx: usize,
+        accept_language: Option<HeaderValue>,
+        mut record: AccessRecord,
+    ) -> Self {
+        record.tenant = Some(tenant_idx);
+        Self {
+            generation,
+            conn,
+            host,
+            tenant_idx,
+            route_idx: None,
+            priority: Priority::Unknown,
+            calm: true,
+            accept_language,
+            record,
+        }
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &'a Tenant {
+        &self.generation.config.tenants[self.tenant_idx]
+    }
+
+    /// The route, once routed.
+    pub fn route(&self) -> Option<&'a Route> {
+        let tenant = self.tenant();
+        self.route_idx.map(|r| &tenant.routes[r])
+    }
+
+    /// The tenant's defence flags.
+    pub fn flags(&self) -> &'a dyn TenantFlags {
+        &*self.generation.tenant_flags[self.tenant_idx]
+    }
+
+    /// The tenant's signals.
+    pub fn signals(&self) -> &'a TenantSignals {
+        &self.generation.signals[self.tenant_idx]
+    }
+
+    /// The client's address (behind trusted proxies: the one they name).
+    pub fn client(&self) -> std::net::IpAddr {
+        self.record.client
+    }
+}

@@ -1,0 +1,301 @@
+//! A generation: everything derived from one validated configuration (pools, counters,
+//! per-tenant handles), swapped atomically on reload. State that must outlive a reload
+//! (bans, the replay guard, tenant flags and signals, shield counters, stale copies) is
+//! carried over from the previous generation, per tenant by id.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::TenantKey;
+use crate::config::runtime::Tenant;
+use crate::config::Runtime;
+use crate::degraded::stale::StaleCache;
+use crate::metrics::Metrics;
+use crate::proxy::client::ClientSettings;
+use crate::proxy::headers;
+use crate::proxy::upstream::Pool;
+use crate::shield::defence::Defence;
+use crate::signals::TenantSignals;
+use crate::state::local::{LocalReplay, StaticKeys, TenantState};
+use crate::state::{BanStore, PassKeys, ReplayStore, TenantFlags};
+
+/// Everything derived from one configuration, swapped atomically on reload.
+pub struct Generation {
+    /// The validated configuration.
+    pub config: Arc<Runtime>,
+    /// Stable keys of the tenants, in `config.tenants` order (shield counters are keyed by
+    /// them, so reordering tenants in a reload keeps every count).
+    pub tenant_keys: Vec<TenantKey>,
+    /// Pools per tenant, in `config.tenants[i].pools` order.
+    pub pools: Vec<Vec<Arc<Pool>>>,
+    /// Request counters per tenant and route.
+    pub route_counters: Vec<Vec<[Counter; 5]>>,
+    /// Request counters for requests with no tenant or route.
+    pub unrouted_counters: [Counter; 5],
+    /// Upstream client settings.
+    pub client: ClientSettings,
+    /// Whether to write access-log lines.
+    pub access_log: bool,
+    /// Cancelled when this generation is replaced (stops its health checks).
+    pub retired: CancellationToken,
+    /// Our `Via` entries for HTTP/1.1 and HTTP/2 downstream.
+    pub via: [HeaderValue; 2],
+    /// Flood-defence counters (kept across reloads while the prefix lengths are unchanged).
+    pub shield: Arc<crate::shield::Shield>,
+    /// Bans (kept across reloads).
+    pub bans: Arc<dyn BanStore>,
+    /// Challenge nonces issued and used (kept across reloads).
+    pub replay: Arc<dyn ReplayStore>,
+    /// Keys signing pass cookies and challenge tokens.
+    pub keys: Arc<dyn PassKeys>,
+    /// Shield decision counters per tenant (see `Metrics::shield_counters`).
+    pub shield_counters: Vec<[Counter; crate::metrics::SHIELD_COUNTERS]>,
+    /// Node-local defence state shared by all generations (good history, tarpit).
+    pub defence: Arc<Defence>,
+    /// Per-tenant defence flags, in `config.tenants` order (kept across reloads by id).
+    pub tenant_flags: Vec<Arc<dyn TenantFlags>>,
+    /// Per-tenant signals, in `config.tenants` order (kept across reloads by id).
+    pub signals: Vec<Arc<TenantSignals>>,
+    /// Gateway-wide signals: connection trips and requests with no tenant.
+    pub gateway_signals: Arc<TenantSignals>,
+    /// Status pages (shared by all generations).
+    pub status: Arc<crate::status::StatusService>,
+    /// Stale copies of public pages (kept across reloads while the sizes are unchanged).
+    pub stale: Arc<StaleCache>,
+    /// Answers served from stale copies, per tenant in `config.tenants` order.
+    pub stale_served: Vec<Counter>,
+}
+
+/// A one-paragraph account of what a reload changed, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChangeSummary {
+    /// Tenants added.
+    pub tenants_added: Vec<String>,
+    /// Tenants removed.
+    pub tenants_removed: Vec<String>,
+    /// Tenants whose settings changed.
+    pub tenants_changed: Vec<String>,
+    /// Whether listener addresses changed (needs a restart).
+    pub listeners_changed: bool,
+}
+
+impl std::fmt::Display for ChangeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tenants added [{}], removed [{}], changed [{}]{}",
+            self.tenants_added.join(", "),
+            self.tenants_removed.join(", "),
+            self.tenants_changed.join(", "),
+            if self.listeners_changed {
+                "; listener changes need a restart"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Per-tenant handles in `config.tenants` order: the previous generation's for a tenant it
+/// had (by id), a fresh one otherwise.
+fn by_tenant<T: ?Sized>(
+    config: &Runtime,
+    previous: Option<&Generation>,
+    old: impl Fn(&Generation) -> &Vec<Arc<T>>,
+    fresh: impl Fn(&Tenant) -> Arc<T>,
+) -> Vec<Arc<T>> {
+    config
+        .tenants
+        .iter()
+        .map(|t| {
+            previous
+                .and_then(|p| {
+                    let i = p.config.tenants.iter().position(|pt| pt.id == t.id)?;
+                    old(p).get(i).cloned()
+                })
+                .unwrap_or_else(|| fresh(t))
+        })
+        .collect()
+}
+
+fn pools(
+    config: &Runtime,
+    previous: Option<&Generation>,
+    metrics: &Metrics,
+) -> Vec<Vec<Arc<Pool>>> {
+    config
+        .tenants
+        .iter()
+        .map(|t| {
+            t.pools
+                .iter()
+                .map(|spec| {
+                    let prev = previous.and_then(|p| {
+                        let ti = p.config.tenants.iter().position(|pt| pt.id == t.id)?;
+                        p.pools[ti]
+                            .iter()
+                            .find(|pl| pl.spec.name == spec.name)
+                            .map(Arc::as_ref)
+                    });
+                    Arc::new(Pool::build(&t.id, spec, prev, metrics))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn stale_cache(config: &Runtime, previous: Option<&Generation>) -> Arc<StaleCache> {
+    match previous {
+        Some(p) if p.config.stale_cache == config.stale_cache => p.stale.clone(),
+        _ => {
+            let settings = &config.stale_cache;
+            let disk = settings.disk_dir.as_ref().and_then(|dir| {
+                crate::degraded::disk::DiskStore::open(dir, settings.disk_bytes)
+                    .map_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot use the stale-copy directory; copies stay in memory"))
+                    .ok()
+            });
+            Arc::new(StaleCache::new(
+                settings.memory_bytes,
+                settings.entry_bytes,
+                disk,
+            ))
+        }
+    }
+}
+
+impl Generation {
+    /// Builds the generation of `config`, carrying state over from `previous`.
+    pub fn build(
+        config: Runtime,
+        previous: Option<&Generation>,
+        metrics: &Metrics,
+        access_log: bool,
+        status: Arc<crate::status::StatusService>,
+    ) -> Self {
+        let route_counters = config
+            .tenants
+            .iter()
+            .map(|t| {
+                t.routes
+                    .iter()
+                    .map(|r| metrics.route_counters(&t.id, &r.name))
+                    .collect()
+            })
+            .collect();
+        let shield = match previous {
+            Some(p) if p.config.prefixes == config.prefixes => p.shield.clone(),
+            _ => Arc::new(crate::shield::Shield::new(config.prefixes)),
+        };
+        let defence = previous.map_or_else(|| Arc::new(Defence::new()), |p| p.defence.clone());
+        let ring = config
+            .pass_keys
+            .clone()
+            .unwrap_or_else(|| defence.random_keys.clone());
+        let stale_served = config
+            .tenants
+            .iter()
+            .map(|t| {
+                metrics
+                    .stale_served
+                    .get_or_create(&crate::metrics::TenantLabels {
+                        tenant: t.id.clone(),
+                    })
+                    .clone()
+            })
+            .collect();
+        Generation {
+            tenant_keys: config
+                .tenants
+                .iter()
+                .map(|t| TenantKey::of(&t.id))
+                .collect(),
+            pools: pools(&config, previous, metrics),
+            route_counters,
+            unrouted_counters: metrics.route_counters("-", "-"),
+            client: ClientSettings {
+                connect_timeout: config.timeouts.upstream_connect,
+                max_idle_per_server: config.limits.upstream_idle_per_server,
+            },
+            access_log,
+            retired: CancellationToken::new(),
+            via: [
+                headers::via_entry("1.1", &config.via_name),
+                headers::via_entry("2", &config.via_name),
+            ],
+            shield,
+            bans: previous.map_or_else(
+                || Arc::new(crate::shield::bans::BanList::new()) as Arc<dyn BanStore>,
+                |p| p.bans.clone(),
+            ),
+            replay: previous.map_or_else(
+                || Arc::new(LocalReplay::default()) as Arc<dyn ReplayStore>,
+                |p| p.replay.clone(),
+            ),
+            keys: Arc::new(StaticKeys(ring)),
+            shield_counters: config
+                .tenants
+                .iter()
+                .map(|t| metrics.shield_counters(&t.id))
+                .collect(),
+            defence,
+            tenant_flags: by_tenant(
+                &config,
+                previous,
+                |p| &p.tenant_flags,
+                |t| Arc::new(TenantState::new(&t.id)) as Arc<dyn TenantFlags>,
+            ),
+            signals: by_tenant(
+                &config,
+                previous,
+                |p| &p.signals,
+                |_| Arc::new(TenantSignals::default()),
+            ),
+            gateway_signals: previous.map_or_else(Arc::default, |p| p.gateway_signals.clone()),
+            status,
+            stale: stale_cache(&config, previous),
+            stale_served,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The index of tenant `id`.
+    pub fn tenant_index(&self, id: &str) -> Option<usize> {
+        self.config.tenants.iter().position(|t| t.id == id)
+    }
+
+    /// The id of the tenant with stable key `key`.
+    pub fn tenant_id_of(&self, key: TenantKey) -> Option<&str> {
+        let i = self.tenant_keys.iter().position(|k| *k == key)?;
+        Some(self.config.tenants[i].id.as_str())
+    }
+}
+
+/// What a reload changes, for the log.
+pub fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
+    let mut s = ChangeSummary::default();
+    for t in &new.tenants {
+        match old.tenants.iter().find(|o| o.id == t.id) {
+            None => s.tenants_added.push(t.id.clone()),
+            Some(o) => {
+                if o.hosts != t.hosts
+                    || o.pools != t.pools
+                    || o.routes != t.routes
+                    || o.name != t.name
+                    || o.contact != t.contact
+                {
+                    s.tenants_changed.push(t.id.clone());
+                }
+            }
+        }
+    }
+    for o in &old.tenants {
+        if !new.tenants.iter().any(|t| t.id == o.id) {
+            s.tenants_removed.push(o.id.clone());
+        }
+    }
+    s.listeners_changed = old.listeners != new.listeners || old.admin.address != new.admin.address;
+    s
+}

@@ -1,0 +1,120 @@
+//! Pages the gateway answers itself, before any origin: the tenant's status site (from
+//! memory; only bans and the per-address and per-prefix rates apply, never a challenge, so
+//! residents without JavaScript always read it) with its subscription steps, and Rempart's
+//! own pages under `/.rempart/` (the challenge script, the answer that grants a pass).
+
+use http::Request;
+
+use super::context::RequestCtx;
+use super::flow::{End, Local};
+use super::shield;
+use crate::error::ProxyError;
+use crate::proxy::body::DownstreamBody;
+use crate::shield::challenge;
+use crate::shield::pass::{self, Answer, Reject};
+use crate::signals::LocalReason;
+use crate::status::site::{self, Target};
+
+/// A status-site page, feed or summary, from memory.
+pub fn status_page<B>(ctx: &RequestCtx<'_>, target: Target, req: &Request<B>) -> End {
+    if let Err(end) = shield::status_site(ctx, req.uri().path()) {
+        return end;
+    }
+    let pages = ctx.generation.status.pages(&ctx.tenant().id);
+    let page = site::respond(
+        pages.as_deref(),
+        target,
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+    );
+    Local::page(page, "status page", LocalReason::StatusSite)
+}
+
+/// A subscription step (it reads a small form body).
+pub async fn subscription(
+    ctx: &RequestCtx<'_>,
+    target: Target,
+    req: Request<DownstreamBody>,
+) -> End {
+    if let Err(end) = shield::status_site(ctx, req.uri().path()) {
+        return end;
+    }
+    let page = site::subscription(&ctx.generation.status, ctx.tenant(), target, req).await;
+    Local::page(page, "status page", LocalReason::StatusSite)
+}
+
+/// Rempart's own pages under `/.rempart/`: the challenge script and the answer endpoint.
+pub fn rempart_page<B>(ctx: &RequestCtx<'_>, req: &Request<B>) -> End {
+    let now = crate::clock::coarse_now_ms();
+    if ctx.generation.bans.check(ctx.client(), now).is_some() {
+        return ProxyError::Banned.into();
+    }
+    match req.uri().path() {
+        challenge::POW_JS_PATH => Local::page(challenge::pow_js(), "local", LocalReason::LocalPage),
+        challenge::PASS_PATH => pass_answer(ctx, req, now),
+        _ => ProxyError::NoRoute.into(),
+    }
+}
+
+/// `/.rempart/pass`: checks the answer to a challenge; a pass cookie and a redirect back when
+/// it holds, a fresh challenge otherwise (a person is never stuck on an error).
+fn pass_answer<B>(ctx: &RequestCtx<'_>, req: &Request<B>, now: u64) -> End {
+    let generation = ctx.generation;
+    let tenant = ctx.tenant();
+    let q = challenge::parse_pass_query(req.uri().query().unwrap_or(""));
+    let b = shield::binding(ctx, req.headers());
+    let answer = match (&q.counter, q.waited) {
+        (Some(n), _) => Answer::Work(n),
+        (None, true) => Answer::Waited,
+        (None, false) => Answer::Work(""),
+    };
+    let keys = generation.keys.ring();
+    let outcome = pass::verify_answer(
+        &keys,
+        &b,
+        &q.token,
+        answer,
+        crate::shield::defence::CHALLENGE_MAX_AGE_MS,
+        now,
+    )
+    .and_then(|solved| {
+        if generation.replay.first_use(solved.nonce, now) {
+            Ok(solved)
+        } else {
+            Err(Reject::Replayed)
+        }
+    });
+    let counters = &generation.shield_counters[ctx.tenant_idx];
+    ctx.signals().challenge_answer(outcome.is_ok());
+    match outcome {
+        Ok(_) => {
+            counters[crate::metrics::SHIELD_CHALLENGE_PASSED].inc();
+            let ttl = tenant.shield.pass_ttl_s;
+            let value = pass::issue_pass(&keys, &b, crate::clock::unix_now() + ttl);
+            let page =
+                challenge::pass_granted(&value, ttl, ctx.conn.proto == "https", &q.return_to);
+            Local::page(page, "pass_granted", LocalReason::LocalPage)
+        }
+        Err(reject) => {
+            counters[crate::metrics::SHIELD_CHALLENGE_REFUSED].inc();
+            tracing::debug!(
+                target: "rempart::shield",
+                tenant = %tenant.id,
+                reason = reject.name(),
+                "challenge answer refused"
+            );
+            Local::Challenge {
+                binding: b,
+                return_to: challenge::safe_return(&q.return_to).to_owned(),
+            }
+            .end()
+        }
+    }
+}
+
+/// Whether the request is for Rempart's own pages.
+pub fn is_rempart_page(path: &str) -> bool {
+    path.starts_with(crate::common::LOCAL_PREFIX)
+}

@@ -1,0 +1,232 @@
+//! The request pipeline: every request goes through the same phases, in the order of
+//! `docs/request-lifecycle.md`. Each phase is a file with one entry point that reads the
+//! request's context (`RequestCtx`) and returns a `Flow`: continue, or end the request with a
+//! local answer or a failure, which `respond` (the one place) turns into a response.
+//!
+//! | phase | file | what it decides |
+//! | --- | --- | --- |
+//! | 1. routing | `route` | tenant by host (400, 421); status site or `/.rempart/`; route (404); maintenance (503) |
+//! | 1a. local pages | `local` | status site, subscription steps, challenge script and pass |
+//! | 2. shield | `shield` | bans, API keys, rates, pass cookie, fingerprints, challenge; priority |
+//! | 3. request body | `forward::declared_length` | declared length (400, 413), CONNECT (400) |
+//! | 4. admission | `admission` | a slot at the origin, verified clients first; shed |
+//! | 5. forward | `forward` | upstream request, retry on another server, stale copy on failure |
+//! | 6. answer | `answer` | origin's head: stale copy on 5xx, `Via`, tunnel, body taps |
+//! | 7. response body | `body`, `taps` | streamed chunk by chunk through the taps, deadline |
+//! | 8. log | `log` | access-log line, counters, signals, when the body is dropped |
+//!
+//! `Gateway` holds the current `Generation` (everything derived from one configuration,
+//! swapped atomically on reload); `sampler` reads the signals once a second for consumers.
+
+pub mod admission;
+pub mod answer;
+pub mod body;
+pub mod context;
+pub mod flow;
+pub mod forward;
+pub mod generation;
+pub mod local;
+pub mod log;
+pub mod respond;
+pub mod route;
+pub mod sampler;
+pub mod shield;
+pub mod taps;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+
+use crate::config::Runtime;
+use crate::metrics::Metrics;
+use crate::proxy::body::DownstreamBody;
+use crate::proxy::health;
+pub use body::ResponseBody;
+pub use context::{ConnInfo, RequestCtx, RequestEnds};
+use flow::{End, Flow};
+pub use generation::{ChangeSummary, Generation};
+use log::AccessRecord;
+use route::Found;
+
+/// The gateway: current generation plus shared metrics.
+pub struct Gateway {
+    generation: ArcSwap<Generation>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// Builds the gateway for `config`.
+    pub fn new(
+        config: Runtime,
+        access_log: bool,
+        status: Arc<crate::status::StatusService>,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let generation = Generation::build(config, None, &metrics, access_log, status);
+        let gw = Arc::new(Self {
+            generation: ArcSwap::from_pointee(generation),
+            metrics,
+        });
+        health::spawn(&gw.generation.load_full());
+        sampler::register_metric_sources(&gw);
+        gw
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.generation.load_full()
+    }
+
+    /// Switches a tenant's under-attack mode on until `until_ms` (see `clock::now_ms`;
+    /// `u64::MAX` = until switched off) or off (`0`). `false` when no such tenant.
+    pub fn set_under_attack(&self, tenant_id: &str, until_ms: u64) -> bool {
+        let generation = self.generation.load();
+        let Some(i) = generation.tenant_index(tenant_id) else {
+            return false;
+        };
+        generation.tenant_flags[i].set_under_attack(until_ms);
+        tracing::warn!(
+            target: "rempart::shield",
+            tenant = tenant_id,
+            on = until_ms > crate::clock::now_ms(),
+            "under-attack mode switched by an operator"
+        );
+        true
+    }
+
+    /// Swaps in a new validated configuration; in-flight requests finish on the old one.
+    pub fn apply(&self, config: Runtime) -> ChangeSummary {
+        let old = self.generation.load_full();
+        let summary = generation::summarize(&old.config, &config);
+        old.status.apply_config(&config, crate::clock::unix_now());
+        let next = Arc::new(Generation::build(
+            config,
+            Some(&old),
+            &self.metrics,
+            old.access_log,
+            old.status.clone(),
+        ));
+        health::spawn(&next);
+        self.generation.store(next);
+        old.retired.cancel();
+        summary
+    }
+
+    /// Handles one downstream request. Never fails: every end becomes a response.
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        req: Request<DownstreamBody>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let generation = self.generation.load_full();
+        let client = crate::proxy::headers::client_ip(conn.peer.ip(), req.headers(), |ip| {
+            generation.config.is_trusted_proxy(ip)
+        });
+        let record = AccessRecord::start(generation.clone(), &req, client, conn.clock.clone());
+        let accept_language = req.headers().get(http::header::ACCEPT_LANGUAGE).cloned();
+        // Phase 1 starts here: host and tenant first, so the status site is answered from
+        // memory without entering the rest of the pipeline.
+        let found = match route::tenant(&generation, &req) {
+            Ok(found) => found,
+            Err(error) => {
+                return Ok(respond::finish(
+                    &generation,
+                    record,
+                    accept_language.as_ref(),
+                    error.into(),
+                )
+                .await)
+            }
+        };
+        let Found {
+            host,
+            tenant_idx,
+            status,
+        } = found;
+        let host = host.into_owned();
+        let mut ctx = RequestCtx::new(
+            &generation,
+            &conn,
+            host,
+            tenant_idx,
+            accept_language,
+            record,
+        );
+        Ok(match status {
+            Some(target) if !target.is_subscription() => {
+                let end = local::status_page(&ctx, target, &req);
+                ctx.finish(end).await
+            }
+            // The pipeline's future is large (every phase's state); boxed, the future hyper
+            // stores and moves per request stays small.
+            subscription => {
+                Box::pin(async move {
+                    let flow = match subscription {
+                        Some(target) => Err(local::subscription(&ctx, target, req).await),
+                        None => run(&mut ctx, req).await,
+                    };
+                    ctx.respond(flow).await
+                })
+                .await
+            }
+        })
+    }
+}
+
+/// The phases after the tenant is known, in order; the origin's answer, or how the request
+/// ended.
+async fn run(ctx: &mut RequestCtx<'_>, req: Request<DownstreamBody>) -> Flow<answer::Proxied> {
+    if local::is_rempart_page(req.uri().path()) {
+        return Err(local::rempart_page(ctx, &req));
+    }
+    let route = route::route(ctx, &req)?;
+    shield::decide(ctx, route, &req)?;
+    let declared_len = forward::declared_length(route, &req)?;
+    let mut out = forward::prepare(ctx, route, req, declared_len);
+    let pool = &ctx.generation.pools[ctx.tenant_idx][route.pool];
+    let mut permit = admission::admit(ctx, pool, &out.parts).await?;
+    let (exchange, inflight) = forward::send(ctx, route, pool, &mut out, &mut permit).await?;
+    answer::respond(ctx, route, &mut out, exchange, inflight, permit)
+}
+
+impl RequestCtx<'_> {
+    /// The response for how the pipeline ended: the origin's answer with its body, or the
+    /// local answer (`respond::finish`).
+    async fn respond(self, flow: Flow<answer::Proxied>) -> Response<ResponseBody> {
+        match flow {
+            Ok(answer::Proxied::Stream {
+                head,
+                body,
+                fields,
+                taps,
+                inflight,
+                deadline,
+            }) => head.map(|()| {
+                ResponseBody::upstream(body, deadline, self.record, inflight)
+                    .with_taps(taps)
+                    .with_origin_fields(fields)
+            }),
+            Ok(answer::Proxied::Tunnel(head)) => {
+                let mut record = self.record;
+                // Logged now; the tunnel's bytes are not counted in the record.
+                record.reason = Some("upgraded");
+                head.map(|()| ResponseBody::local(bytes::Bytes::new(), Some(record)))
+            }
+            Err(end) => self.finish(end).await,
+        }
+    }
+
+    /// The local answer for `end`.
+    async fn finish(self, end: End) -> Response<ResponseBody> {
+        respond::finish(
+            self.generation,
+            self.record,
+            self.accept_language.as_ref(),
+            end,
+        )
+        .await
+    }
+}

@@ -1,0 +1,197 @@
+//! Once a second, the sampler reads every tenant's signals and pools, makes the `Report` of
+//! what happened in that second, and hands it to each consumer (the status pages' detector
+//! first). It also gives the metrics registry its sources of values computed on scrape
+//! (heavy hitters, component states, delivery counts).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Gateway, Generation};
+use crate::signals::{Consumer, PoolReport, Report, TenantReport, Totals};
+
+/// How often the signals are read.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the signals every second until `shutdown`, for `consumers`.
+pub fn spawn(
+    gateway: &Arc<Gateway>,
+    consumers: Vec<Arc<dyn Consumer>>,
+    shutdown: CancellationToken,
+) {
+    let weak = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        let mut last = Previous::default();
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(gateway) = weak.upgrade() else {
+                return;
+            };
+            let report = last.report(&gateway.current());
+            for consumer in &consumers {
+                consumer.on_report(&report);
+            }
+        }
+    });
+}
+
+/// The totals read at the previous tick, to report differences. Keyed by the address of
+/// what they were read from: pools and signals are rebuilt or carried over on reload.
+#[derive(Default)]
+struct Previous {
+    pools: HashMap<usize, [u64; 3]>,
+    tenants: HashMap<usize, Totals>,
+    gateway: Totals,
+}
+
+impl Previous {
+    /// This second's report; remembers the totals for the next one.
+    fn report(&mut self, generation: &Generation) -> Report {
+        let now_ms = crate::clock::now_ms();
+        let mut pools_seen = HashMap::new();
+        let mut tenants_seen = HashMap::new();
+        let tenants = generation
+            .config
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(ti, _)| {
+                let signals = &generation.signals[ti];
+                let key = Arc::as_ptr(signals) as usize;
+                let now = signals.totals();
+                let before = self.tenants.get(&key).copied().unwrap_or_default();
+                tenants_seen.insert(key, now);
+                let pools = generation.pools[ti]
+                    .iter()
+                    .map(|pool| {
+                        let key = Arc::as_ptr(pool) as usize;
+                        let totals = pool.outcomes.totals();
+                        let before = self.pools.get(&key).copied().unwrap_or([0; 3]);
+                        pools_seen.insert(key, totals);
+                        PoolReport {
+                            requests: totals[0].saturating_sub(before[0]),
+                            failures: totals[1].saturating_sub(before[1]),
+                            slow: totals[2].saturating_sub(before[2]),
+                            servers: pool.servers.len() as u32,
+                            available: pool
+                                .servers
+                                .iter()
+                                .filter(|sv| sv.is_available(now_ms))
+                                .count() as u32,
+                            queued: pool.admission.as_ref().map_or(0, |g| g.snapshot().queued),
+                        }
+                    })
+                    .collect();
+                TenantReport {
+                    totals: now.since(&before),
+                    pools,
+                }
+            })
+            .collect();
+        let gateway_now = generation.gateway_signals.totals();
+        let report = Report {
+            at_unix_ms: crate::clock::unix_now_ms(),
+            config: generation.config.clone(),
+            tenants,
+            gateway: gateway_now.since(&self.gateway),
+        };
+        self.pools = pools_seen;
+        self.tenants = tenants_seen;
+        self.gateway = gateway_now;
+        report
+    }
+}
+
+/// Gives the metrics registry the values it computes on scrape: the heaviest prefixes, the
+/// status components' states and the notifier's delivery counts.
+pub fn register_metric_sources(gw: &Arc<Gateway>) {
+    let weak = Arc::downgrade(gw);
+    let _ = gw.metrics.top_source.set(Box::new(move || {
+        let Some(gw) = weak.upgrade() else {
+            return Vec::new();
+        };
+        let generation = gw.current();
+        let now = crate::clock::now_ms();
+        generation
+            .shield
+            .top_prefixes
+            .list(now)
+            .into_iter()
+            .filter_map(|h| {
+                let tenant = generation.tenant_id_of(h.tenant)?.to_owned();
+                Some((
+                    crate::metrics::TopLabels {
+                        tenant,
+                        prefix: h.client,
+                    },
+                    h.rate,
+                ))
+            })
+            .collect()
+    }));
+    let weak = Arc::downgrade(gw);
+    let _ = gw.metrics.status_source.set(Box::new(move || {
+        let Some(gw) = weak.upgrade() else {
+            return (Vec::new(), Vec::new());
+        };
+        let status = gw.current().status.clone();
+        let components = status
+            .component_states()
+            .into_iter()
+            .map(|(tenant, component, state)| {
+                (
+                    crate::metrics::ComponentLabels { tenant, component },
+                    i64::from(state.severity()),
+                )
+            })
+            .collect();
+        let d = status
+            .deliveries
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        let label = |kind, result| crate::metrics::DeliveryLabels { kind, result };
+        let deliveries = vec![
+            (label("mail", "ok"), d.mails_sent),
+            (label("mail", "failed"), d.mails_failed),
+            (label("webhook", "ok"), d.webhooks_delivered),
+            (label("webhook", "failed"), d.webhooks_failed),
+        ];
+        (components, deliveries)
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signals::LocalReason;
+
+    #[tokio::test]
+    async fn reports_what_happened_since_the_last_tick() {
+        let runtime = crate::config::load_str(
+            "[[tenants]]\nid = \"ville\"\nname = \"Ville\"\nhosts = [\"ville.test\"]\n\n[[tenants.pools]]\nname = \"web\"\nservers = [{ address = \"127.0.0.1:9\" }]\n\n[[tenants.routes]]\npath_prefix = \"/\"\npool = \"web\"\n",
+            std::path::Path::new("test.toml"),
+        )
+        .expect("config");
+        let status = Arc::new(crate::status::StatusService::empty(&runtime, 0));
+        let gw = Gateway::new(runtime, false, status);
+        let generation = gw.current();
+        let mut previous = Previous::default();
+        generation.signals[0].request(Some(LocalReason::Challenge));
+        let first = previous.report(&generation);
+        assert_eq!(first.tenants[0].totals.requests, 1);
+        assert_eq!(first.tenants[0].pools[0].servers, 1);
+        generation.signals[0].request(None);
+        generation.signals[0].request(None);
+        let second = previous.report(&generation);
+        assert_eq!(second.tenants[0].totals.requests, 2);
+        assert_eq!(second.tenants[0].totals.local(LocalReason::Challenge), 0);
+    }
+}

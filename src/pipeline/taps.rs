@@ -1,0 +1,183 @@
+//! Body taps: code that sees a response body as it streams, chunk by chunk, without holding
+//! it. The answer phase attaches them (`answer::taps`); `pipeline::body::ResponseBody` calls
+//! them for each chunk and at the end of the body.
+//!
+//! A tap sees every data chunk (`on_chunk`, which may change the bytes), then either the end
+//! of the body (`on_end`) or its abort (`on_abort`: the origin failed, the deadline passed,
+//! the client went away). A tap may detach itself at any chunk. A tap that changes bytes says
+//! so (`REWRITES`): the body's exact length is then unknown, so the origin's
+//! `Content-Length` is dropped and the HTTP/1.1 fast path frames the answer as chunked.
+//!
+//! Dispatch is static: `ResponseTaps` has one field per kind of tap, so a request with no
+//! tap pays for a few empty `Option`s and nothing is boxed or looked up per chunk. To add a
+//! tap: implement `ResponseTap`, add a field here and a line in each `ResponseTaps` method,
+//! attach it in `answer::taps` (see `docs/request-lifecycle.md`).
+//!
+//! Request bodies have their own hook, `proxy::body::RequestTap`, on the way upstream.
+
+use bytes::Bytes;
+
+use crate::degraded::stale::Recorder;
+
+/// What a tap wants after a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapFlow {
+    /// Keep seeing the body.
+    Keep,
+    /// Stop: the tap is dropped without `on_end` or `on_abort`.
+    Detach,
+}
+
+/// Sees a response body as it streams.
+pub trait ResponseTap: Send {
+    /// Whether `on_chunk` may change the bytes (the body's length becomes unknown).
+    const REWRITES: bool = false;
+
+    /// One data chunk, on its way downstream (a rewriting tap may replace it).
+    fn on_chunk(&mut self, chunk: &mut Bytes) -> TapFlow;
+
+    /// The body ended normally.
+    fn on_end(self);
+
+    /// The body was cut short (origin error, deadline, client gone).
+    fn on_abort(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+/// The stale-copy recorder: keeps a copy of a keepable answer for degraded mode, stored only
+/// when the body is complete.
+impl ResponseTap for Recorder {
+    fn on_chunk(&mut self, chunk: &mut Bytes) -> TapFlow {
+        if self.push(chunk) {
+            TapFlow::Keep
+        } else {
+            TapFlow::Detach
+        }
+    }
+
+    fn on_end(self) {
+        self.finish();
+    }
+}
+
+/// The taps on one response body: one optional field per kind.
+#[derive(Default)]
+pub struct ResponseTaps {
+    /// Copy of the answer for degraded mode (boxed: most answers have none, and the body
+    /// stays small).
+    pub stale_copy: Option<Box<Recorder>>,
+    /// A tap that rewrites the body, for the framing tests of the HTTP/1.1 fast path.
+    #[cfg(test)]
+    pub test_rewrite: Option<Box<tests::Upper>>,
+}
+
+fn chunk_into<T: ResponseTap>(slot: &mut Option<Box<T>>, chunk: &mut Bytes) {
+    if let Some(tap) = slot {
+        if tap.on_chunk(chunk) == TapFlow::Detach {
+            *slot = None;
+        }
+    }
+}
+
+impl ResponseTaps {
+    /// Also keeps a copy of the answer for degraded mode.
+    pub fn with_stale_copy(mut self, recorder: Option<Recorder>) -> Self {
+        self.stale_copy = recorder.map(Box::new);
+        self
+    }
+
+    /// Whether no tap is attached.
+    pub fn is_empty(&self) -> bool {
+        let empty = self.stale_copy.is_none();
+        #[cfg(test)]
+        let empty = empty && self.test_rewrite.is_none();
+        empty
+    }
+
+    /// Whether an attached tap may change the bytes.
+    pub fn rewrites(&self) -> bool {
+        let rewrites = self.stale_copy.is_some() && Recorder::REWRITES;
+        #[cfg(test)]
+        let rewrites = rewrites || (self.test_rewrite.is_some() && tests::Upper::REWRITES);
+        rewrites
+    }
+
+    /// Shows `chunk` to every tap, in field order.
+    pub fn chunk(&mut self, chunk: &mut Bytes) {
+        chunk_into(&mut self.stale_copy, chunk);
+        #[cfg(test)]
+        chunk_into(&mut self.test_rewrite, chunk);
+    }
+
+    /// The body ended normally.
+    pub fn end(&mut self) {
+        if let Some(t) = self.stale_copy.take() {
+            t.on_end();
+        }
+        #[cfg(test)]
+        if let Some(t) = self.test_rewrite.take() {
+            t.on_end();
+        }
+    }
+
+    /// The body was cut short.
+    pub fn abort(&mut self) {
+        if let Some(t) = self.stale_copy.take() {
+            t.on_abort();
+        }
+        #[cfg(test)]
+        if let Some(t) = self.test_rewrite.take() {
+            t.on_abort();
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Upper-cases ASCII letters (a tap that changes bytes, not their count).
+    #[derive(Debug, Default)]
+    pub struct Upper {
+        pub ended: Arc<AtomicUsize>,
+    }
+
+    impl ResponseTap for Upper {
+        const REWRITES: bool = true;
+
+        fn on_chunk(&mut self, chunk: &mut Bytes) -> TapFlow {
+            *chunk = Bytes::from(chunk.to_ascii_uppercase());
+            TapFlow::Keep
+        }
+
+        fn on_end(self) {
+            self.ended.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_rewriting_tap_changes_chunks_and_sees_the_end() {
+        let ended = Arc::new(AtomicUsize::new(0));
+        let mut taps = ResponseTaps {
+            test_rewrite: Some(Box::new(Upper {
+                ended: ended.clone(),
+            })),
+            ..ResponseTaps::default()
+        };
+        assert!(!taps.is_empty() && taps.rewrites());
+        let mut chunk = Bytes::from_static(b"abc");
+        taps.chunk(&mut chunk);
+        assert_eq!(&chunk[..], b"ABC");
+        taps.end();
+        assert_eq!(ended.load(Ordering::Relaxed), 1);
+        assert!(taps.is_empty(), "a tap runs to its end once");
+        taps.abort();
+        assert_eq!(ended.load(Ordering::Relaxed), 1);
+        assert!(!ResponseTaps::default().rewrites());
+    }
+}

@@ -1,0 +1,338 @@
+//! Signals: what the pipeline observes, per tenant, as plain counters that are bumped on the
+//! request path (relaxed atomics, never a lock, never a wait) and read once a second by
+//! consumers. The status pages' detector is the first consumer; alerting reads the same
+//! report.
+//!
+//! Data flow: the pipeline bumps a tenant's `TenantSignals` where it decides (a request
+//! logged, a local answer and its reason, an origin's answer and latency, a shed, a challenge
+//! issued or passed) and the server bumps the gateway-wide one for connection-level trips.
+//! Once a second `pipeline::sampler` takes `Totals` of every tenant, subtracts the previous
+//! ones, adds per-pool figures, and hands the `Report` to every `Consumer`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::Runtime;
+
+/// Why a request was answered by the gateway itself (the access log's `reason`, grouped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalReason {
+    /// A status-site page, feed, summary or subscription step.
+    StatusSite,
+    /// Rempart's own pages (`/.rempart/pow.js`, a pass granted).
+    LocalPage,
+    /// The proof-of-work challenge.
+    Challenge,
+    /// A stale copy of the page, the origin having failed.
+    StaleCopy,
+    /// Over a rate limit (address, prefix, pass, fingerprint, API key).
+    RateLimited,
+    /// Banned or on the deny list.
+    Banned,
+    /// Shed by the admission gate.
+    Shed,
+    /// Maintenance mode.
+    Maintenance,
+    /// A malformed, too large or too slow request, or one without a valid API key.
+    BadRequest,
+    /// No tenant or no route for the request.
+    NotFound,
+    /// The origin failed and no copy could stand in (502, 504).
+    OriginFailed,
+    /// Anything else (internal errors).
+    Other,
+}
+
+impl LocalReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 12;
+    /// Every reason, in index order.
+    pub const ALL: [LocalReason; Self::COUNT] = [
+        Self::StatusSite,
+        Self::LocalPage,
+        Self::Challenge,
+        Self::StaleCopy,
+        Self::RateLimited,
+        Self::Banned,
+        Self::Shed,
+        Self::Maintenance,
+        Self::BadRequest,
+        Self::NotFound,
+        Self::OriginFailed,
+        Self::Other,
+    ];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::StatusSite => "status_site",
+            Self::LocalPage => "local_page",
+            Self::Challenge => "challenge",
+            Self::StaleCopy => "stale_copy",
+            Self::RateLimited => "rate_limited",
+            Self::Banned => "banned",
+            Self::Shed => "shed",
+            Self::Maintenance => "maintenance",
+            Self::BadRequest => "bad_request",
+            Self::NotFound => "not_found",
+            Self::OriginFailed => "origin_failed",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A connection closed by the gateway before or between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnTrip {
+    /// Over the global or per-address connection cap.
+    Rejected,
+    /// A bad or missing PROXY protocol header.
+    ProxyProtocol,
+    /// A failed TLS handshake.
+    Tls,
+    /// A request head not complete in time (slowloris), or an idle connection timed out.
+    HeaderTimeout,
+}
+
+impl ConnTrip {
+    /// Number of kinds.
+    pub const COUNT: usize = 4;
+}
+
+/// Counters of one tenant (or, for connection trips and unrouted requests, the gateway).
+/// Cumulative since the process started; kept across reloads by tenant id.
+#[derive(Debug, Default)]
+pub struct TenantSignals {
+    requests: AtomicU64,
+    local: [AtomicU64; LocalReason::COUNT],
+    origin_answers: AtomicU64,
+    origin_server_errors: AtomicU64,
+    origin_failures: AtomicU64,
+    origin_latency_us: AtomicU64,
+    admission_overloads: AtomicU64,
+    sheds: AtomicU64,
+    challenges_issued: AtomicU64,
+    challenges_passed: AtomicU64,
+    challenges_refused: AtomicU64,
+    conn_trips: [AtomicU64; ConnTrip::COUNT],
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl TenantSignals {
+    /// A request ended (logged), answered locally for `local` when set.
+    pub fn request(&self, local: Option<LocalReason>) {
+        bump(&self.requests);
+        if let Some(r) = local {
+            bump(&self.local[r as usize]);
+        }
+    }
+
+    /// The origin answered a request's head after `latency_us`.
+    pub fn origin_answer(&self, server_error: bool, latency_us: u64) {
+        bump(&self.origin_answers);
+        if server_error {
+            bump(&self.origin_server_errors);
+        }
+        self.origin_latency_us
+            .fetch_add(latency_us, Ordering::Relaxed);
+    }
+
+    /// An attempt at the origin failed (connect, reset, timeout).
+    pub fn origin_failure(&self) {
+        bump(&self.origin_failures);
+    }
+
+    /// A request queued past the pressure threshold at the admission gate.
+    pub fn admission_overload(&self) {
+        bump(&self.admission_overloads);
+    }
+
+    /// A request was shed by the admission gate.
+    pub fn shed(&self) {
+        bump(&self.sheds);
+    }
+
+    /// A challenge page was issued.
+    pub fn challenge_issued(&self) {
+        bump(&self.challenges_issued);
+    }
+
+    /// A challenge answer was accepted (a pass granted), or refused.
+    pub fn challenge_answer(&self, passed: bool) {
+        bump(if passed {
+            &self.challenges_passed
+        } else {
+            &self.challenges_refused
+        });
+    }
+
+    /// A connection was closed by the gateway.
+    pub fn conn_trip(&self, trip: ConnTrip) {
+        bump(&self.conn_trips[trip as usize]);
+    }
+
+    /// The counters now.
+    pub fn totals(&self) -> Totals {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Totals {
+            requests: load(&self.requests),
+            local: std::array::from_fn(|i| load(&self.local[i])),
+            origin_answers: load(&self.origin_answers),
+            origin_server_errors: load(&self.origin_server_errors),
+            origin_failures: load(&self.origin_failures),
+            origin_latency_us: load(&self.origin_latency_us),
+            admission_overloads: load(&self.admission_overloads),
+            sheds: load(&self.sheds),
+            challenges_issued: load(&self.challenges_issued),
+            challenges_passed: load(&self.challenges_passed),
+            challenges_refused: load(&self.challenges_refused),
+            conn_trips: std::array::from_fn(|i| load(&self.conn_trips[i])),
+        }
+    }
+}
+
+/// A reading of a tenant's counters (cumulative, or over an interval after `since`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests logged.
+    pub requests: u64,
+    /// Requests answered locally, per `LocalReason` index.
+    pub local: [u64; LocalReason::COUNT],
+    /// Answers from the origin (heads received).
+    pub origin_answers: u64,
+    /// Of which 5xx.
+    pub origin_server_errors: u64,
+    /// Attempts at the origin that failed (connect, reset, timeout).
+    pub origin_failures: u64,
+    /// Sum of the origin's head latencies, in microseconds.
+    pub origin_latency_us: u64,
+    /// Requests that queued past the pressure threshold.
+    pub admission_overloads: u64,
+    /// Requests shed.
+    pub sheds: u64,
+    /// Challenge pages issued.
+    pub challenges_issued: u64,
+    /// Challenge answers accepted.
+    pub challenges_passed: u64,
+    /// Challenge answers refused.
+    pub challenges_refused: u64,
+    /// Connections closed by the gateway, per `ConnTrip` index.
+    pub conn_trips: [u64; ConnTrip::COUNT],
+}
+
+impl Totals {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Totals) -> Totals {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        Totals {
+            requests: d(self.requests, earlier.requests),
+            local: std::array::from_fn(|i| d(self.local[i], earlier.local[i])),
+            origin_answers: d(self.origin_answers, earlier.origin_answers),
+            origin_server_errors: d(self.origin_server_errors, earlier.origin_server_errors),
+            origin_failures: d(self.origin_failures, earlier.origin_failures),
+            origin_latency_us: d(self.origin_latency_us, earlier.origin_latency_us),
+            admission_overloads: d(self.admission_overloads, earlier.admission_overloads),
+            sheds: d(self.sheds, earlier.sheds),
+            challenges_issued: d(self.challenges_issued, earlier.challenges_issued),
+            challenges_passed: d(self.challenges_passed, earlier.challenges_passed),
+            challenges_refused: d(self.challenges_refused, earlier.challenges_refused),
+            conn_trips: std::array::from_fn(|i| d(self.conn_trips[i], earlier.conn_trips[i])),
+        }
+    }
+
+    /// Requests answered locally for `reason`.
+    pub fn local(&self, reason: LocalReason) -> u64 {
+        self.local[reason as usize]
+    }
+
+    /// Mean latency of the origin's answers, in microseconds (0 when none).
+    pub fn mean_origin_latency_us(&self) -> u64 {
+        self.origin_latency_us
+            .checked_div(self.origin_answers)
+            .unwrap_or(0)
+    }
+}
+
+/// One pool over the last interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolReport {
+    /// Answers and failures counted by the pool.
+    pub requests: u64,
+    /// Of which failures (5xx or no answer).
+    pub failures: u64,
+    /// Of which slower than the tenant's status threshold.
+    pub slow: u64,
+    /// Servers in the pool.
+    pub servers: u32,
+    /// Servers available now (healthy, not ejected).
+    pub available: u32,
+    /// Requests waiting at the pool's admission gate now.
+    pub queued: usize,
+}
+
+/// One tenant over the last interval.
+#[derive(Debug, Clone)]
+pub struct TenantReport {
+    /// Its counters over the interval.
+    pub totals: Totals,
+    /// Its pools, in `config.tenants[i].pools` order.
+    pub pools: Vec<PoolReport>,
+}
+
+/// What every consumer gets once a second.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Wall-clock time of the reading (unix ms).
+    pub at_unix_ms: u64,
+    /// The configuration the tenants are indexed by.
+    pub config: Arc<Runtime>,
+    /// Per tenant, in `config.tenants` order.
+    pub tenants: Vec<TenantReport>,
+    /// Gateway-wide counters (connection trips, requests with no tenant) over the interval.
+    pub gateway: Totals,
+}
+
+/// Reads the report every second. Runs on the sampler's task: return quickly, never block
+/// (hand slow work to a task of your own).
+pub trait Consumer: Send + Sync {
+    /// One second's report.
+    fn on_report(&self, report: &Report);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_over_an_interval() {
+        let s = TenantSignals::default();
+        s.request(None);
+        let before = s.totals();
+        s.request(Some(LocalReason::Challenge));
+        s.request(Some(LocalReason::Challenge));
+        s.origin_answer(true, 3_000);
+        s.origin_answer(false, 1_000);
+        s.challenge_issued();
+        s.challenge_answer(true);
+        s.conn_trip(ConnTrip::HeaderTimeout);
+        let d = s.totals().since(&before);
+        assert_eq!(d.requests, 2);
+        assert_eq!(d.local(LocalReason::Challenge), 2);
+        assert_eq!(d.local(LocalReason::Shed), 0);
+        assert_eq!((d.origin_answers, d.origin_server_errors), (2, 1));
+        assert_eq!(d.mean_origin_latency_us(), 2_000);
+        assert_eq!((d.challenges_issued, d.challenges_passed), (1, 1));
+        assert_eq!(d.conn_trips[ConnTrip::HeaderTimeout as usize], 1);
+        assert_eq!(Totals::default().mean_origin_latency_us(), 0);
+    }
+
+    #[test]
+    fn reason_indexes_match() {
+        for (i, r) in LocalReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+    }
+}

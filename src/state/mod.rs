@@ -1,0 +1,68 @@
+//! State seams: the defence state that several gateway nodes will share, behind small
+//! interfaces. Each has one implementation today, the local one in `state::local` (in
+//! memory, this process only); a cluster implementation writes behind to a shared store and
+//! answers from a local mirror, so the request path never waits on the network and the
+//! pipeline does not change when it arrives.
+//!
+//! | seam | what it holds | local implementation |
+//! | --- | --- | --- |
+//! | `BanStore` | bans and their hit counts | `shield::bans::BanList` |
+//! | `ReplayStore` | challenge nonces issued and used | `local::LocalReplay` |
+//! | `PassKeys` | the key ring signing passes and challenge tokens | `local::StaticKeys` |
+//! | `TenantFlags` | per-tenant pressure and under-attack mode | `local::TenantState` |
+//!
+//! Every method takes `now` (milliseconds of `clock::now_ms`, or as documented) and never
+//! blocks: an implementation that talks to a remote store does so off the request path.
+
+pub mod local;
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::shield::bans::{BanHit, BanInfo};
+use crate::shield::pass::KeyRing;
+
+/// Bans with reason, expiry and hit counts.
+pub trait BanStore: Send + Sync + Debug {
+    /// The ban covering `ip` now, if any (counts a hit on it).
+    fn check(&self, ip: IpAddr, now_ms: u64) -> Option<BanHit>;
+    /// Bans `target` for `duration_ms` (`None`: until lifted).
+    fn add(&self, target: IpNet, reason: &str, duration_ms: Option<u64>, now_ms: u64);
+    /// Lifts the ban on exactly `target`; `false` when there was none.
+    fn remove(&self, target: IpNet) -> bool;
+    /// Current bans.
+    fn list(&self, now_ms: u64) -> Vec<BanInfo>;
+}
+
+/// Challenge nonces: issued once, accepted once.
+pub trait ReplayStore: Send + Sync + Debug {
+    /// A nonce for a new challenge token, never issued before.
+    fn nonce(&self) -> u64;
+    /// Records the first use of `nonce`; `false` when it was used already (a replay).
+    fn first_use(&self, nonce: u64, now_ms: u64) -> bool;
+}
+
+/// The key ring that signs pass cookies and challenge tokens.
+pub trait PassKeys: Send + Sync + Debug {
+    /// The current ring (signs with its newest key, accepts all of them).
+    fn ring(&self) -> Arc<KeyRing>;
+}
+
+/// A tenant's defence flags.
+pub trait TenantFlags: Send + Sync + Debug {
+    /// What passes and challenge tokens of this tenant are bound to (stable across nodes).
+    fn binding_id(&self) -> u64;
+    /// Records a sign of overload (a shed request, or one that queued too long); `true` when
+    /// this starts a pressure episode.
+    fn on_overload(&self, now_ms: u64) -> bool;
+    /// Since when the tenant sheds load, or `None` when calm.
+    fn pressure_since(&self, now_ms: u64) -> Option<u64>;
+    /// Switches under-attack mode on until `until_ms` (`u64::MAX`: until switched off) or
+    /// off (`0`).
+    fn set_under_attack(&self, until_ms: u64);
+    /// Until when under-attack mode holds, if on.
+    fn under_attack_until(&self, now_ms: u64) -> Option<u64>;
+}

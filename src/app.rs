@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::reload::Reloader;
 use crate::config::{self, Runtime};
 use crate::pipeline::Gateway;
+use crate::reload::Reloader;
 use crate::server::Server;
 
 /// A started gateway.

@@ -23,6 +23,8 @@ pub mod common;
 pub mod config;
 pub mod degraded;
 pub mod demo;
+#[cfg(test)]
+mod dependency_rules;
 pub mod drill;
 pub mod error;
 #[doc(hidden)]
@@ -30,6 +32,7 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod shield;
 pub mod signals;

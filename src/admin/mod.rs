@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 mod status;
 
-use crate::config::reload::Reloader;
 use crate::pipeline::Gateway;
+use crate::reload::Reloader;
 
 #[derive(Clone)]
 struct AdminState {

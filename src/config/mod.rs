@@ -3,7 +3,6 @@
 //! checks, `runtime` the validated model, `reload` the watch-and-swap machinery.
 
 pub mod file;
-pub mod reload;
 pub mod runtime;
 pub mod validate;
 

@@ -1,4 +1,4 @@
-//! Phase 3, the origin's answer: a 5xx is replaced by the page's stale copy when there is
+//! Phase 6, the origin's answer: a 5xx is replaced by the page's stale copy when there is
 //! one; otherwise the answer goes downstream with the gateway's `Via` (its field lines are
 //! written through by the HTTP/1.1 fast path, or become a map for hyper), a 101 becomes a
 //! tunnel, and the body's taps are attached (the stale-copy recorder). Client errors from the
@@ -10,42 +10,19 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use super::body::ResponseBody;
 use super::context::RequestCtx;
-use super::flow::{End, Flow, Local};
+use super::flow::{End, Local};
 use super::forward::Outgoing;
 use super::taps::ResponseTaps;
 use crate::config::runtime::Route;
 use crate::degraded::{self, StaleRequest};
 use crate::error::{Failure, ProxyError};
-use crate::proxy::client::{Exchange, UpstreamBody};
+use crate::proxy::client::Exchange;
 use crate::proxy::fields::OriginFields;
 use crate::proxy::headers;
 use crate::proxy::upstream::InflightGuard;
 use crate::shield::gate::Permit;
-
-/// What goes downstream once the origin answered.
-// Built once per request and moved once into the response; boxing the large variant would
-// cost an allocation on the hot path.
-#[allow(clippy::large_enum_variant)]
-pub enum Proxied {
-    /// The answer, its body streamed through `taps`.
-    Stream {
-        /// Status and the gateway's own fields.
-        head: Response<()>,
-        /// The origin's body.
-        body: UpstreamBody,
-        /// The origin's field lines, written through.
-        fields: OriginFields,
-        /// The taps the body streams through.
-        taps: ResponseTaps,
-        /// The upstream slot, held until the body is done.
-        inflight: InflightGuard,
-        /// When the whole request must be done.
-        deadline: tokio::time::Instant,
-    },
-    /// `101 Switching Protocols`: the tunnel runs on its own task.
-    Tunnel(Response<()>),
-}
 
 fn stale_request<'a>(
     ctx: &'a RequestCtx<'_>,
@@ -74,15 +51,16 @@ pub fn origin_failed(ctx: &RequestCtx<'_>, parts: &http::request::Parts, failure
     }
 }
 
-/// Phase 3: the origin's answer head.
+/// Phase 6: the origin's answer goes downstream (or its stale copy, when the origin
+/// answered with a server error and a copy exists).
 pub fn respond(
-    ctx: &mut RequestCtx<'_>,
+    mut ctx: RequestCtx<'_>,
     route: &Route,
     out: &mut Outgoing,
     exchange: Exchange,
     mut inflight: InflightGuard,
     permit: Option<Permit>,
-) -> Flow<Proxied> {
+) -> Response<ResponseBody> {
     let (head, body_or_tunnel) = match exchange {
         Exchange::Response(head, body) => (head, Ok(body)),
         Exchange::Upgraded(head, stream, leftover) => (head, Err((stream, leftover))),
@@ -91,9 +69,9 @@ pub fn respond(
         // The origin answered with an error: a stale copy serves residents better.
         if let Some(page) = degraded::stale_page(
             &ctx.generation.stale,
-            &stale_request(ctx, route, &out.parts),
+            &stale_request(&ctx, route, &out.parts),
         ) {
-            return Err(Local::Stale(page).end());
+            return ctx.finish(Local::Stale(page).end());
         }
     }
     let mut response = Response::new(());
@@ -113,29 +91,29 @@ pub fn respond(
             .insert(http::header::VIA, via.clone());
     }
     ctx.record.status = head.status.as_u16();
-    remember(ctx, head.status);
+    remember(&ctx, head.status);
     match body_or_tunnel {
         Ok(body) => {
             // The slot is held until the body is done; a tunnel gives it back at once.
             inflight.hold(permit);
-            let taps = taps(ctx, route, &out.parts, head.status, &head.fields);
-            Ok(Proxied::Stream {
-                head: response,
-                body,
-                fields: head.fields,
-                taps,
-                inflight,
-                deadline: ctx.record.start + route.timeouts.request,
+            let taps = taps(&ctx, route, &out.parts, head.status, &head.fields);
+            let deadline = ctx.record.start + route.timeouts.request;
+            response.map(|()| {
+                ResponseBody::upstream(body, deadline, ctx.record, inflight, taps, head.fields)
             })
         }
         Err((stream, leftover)) => {
             let Some(downstream_upgrade) = out.on_upgrade.take() else {
-                return Err(ProxyError::UpstreamFailed
-                    .because("the origin switched protocols on a request that asked for no upgrade")
-                    .into());
+                let failure = ProxyError::UpstreamFailed.because(
+                    "the origin switched protocols on a request that asked for no upgrade",
+                );
+                return ctx.finish(failure.into());
             };
             tokio::spawn(tunnel(downstream_upgrade, stream, leftover, inflight));
-            Ok(Proxied::Tunnel(response))
+            let mut record = ctx.record;
+            // Logged now; the tunnel's bytes are not counted in the record.
+            record.reason = Some("upgraded");
+            response.map(|()| ResponseBody::local(Bytes::new(), Some(record)))
         }
     }
 }

@@ -57,12 +57,15 @@ impl ResponseBody {
         }
     }
 
-    /// The upstream body, bounded by `deadline`.
+    /// The origin's body, bounded by `deadline`, streamed through `taps`, with the origin's
+    /// field lines (see `proxy::fields`) and the upstream slot, held until the body is done.
     pub fn upstream(
         body: UpstreamBody,
         deadline: Instant,
         record: AccessRecord,
         inflight: InflightGuard,
+        taps: ResponseTaps,
+        fields: OriginFields,
     ) -> Self {
         Self {
             upstream: Some(body),
@@ -71,8 +74,8 @@ impl ResponseBody {
             deadline: None,
             record: Some(record),
             inflight: Some(inflight),
-            taps: ResponseTaps::default(),
-            origin_fields: None,
+            taps,
+            origin_fields: Some(fields),
         }
     }
 

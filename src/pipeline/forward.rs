@@ -3,8 +3,8 @@
 //! forwarding fields decided, the body wrapped with its size limit, minimum data rate and
 //! byte count), then sent to a server of the route's pool within the response-head timeout.
 //! An idempotent request without a body whose connection failed is tried once more on
-//! another server. When no server answers, the stale copy of the page or the fallback page
-//! (`answer::origin_failed`).
+//! another server (`Attempts`, driven by `pipeline::run`). When no server answers, the stale
+//! copy of the page or the fallback page (`answer::origin_failed`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -147,19 +147,63 @@ pub fn prepare(
     }
 }
 
-/// Sends the request to a server of `pool` and waits for its answer's head; tries once more
-/// on another server when the connection failed and the request may be repeated.
-pub async fn send(
-    ctx: &mut RequestCtx<'_>,
-    route: &Route,
-    pool: &Pool,
-    out: &mut Outgoing,
-    permit: &mut Option<Permit>,
-) -> Flow<(Exchange, InflightGuard)> {
-    let deadline = ctx.record.start + route.timeouts.request;
-    let mut excluded: Option<Arc<UpstreamServer>> = None;
-    loop {
-        let Some(server) = pool.pick(crate::clock::coarse_now_ms(), excluded.as_ref()) else {
+/// The attempts at the pool's servers for one request: at most two, the second on another
+/// server, only when the connection failed and the request may be repeated. `run` drives
+/// them: `next` picks a server, `Outgoing::send_to` asks it, `settle` decides.
+pub struct Attempts {
+    deadline: Instant,
+    excluded: Option<Arc<UpstreamServer>>,
+}
+
+/// One attempt under way.
+pub struct Attempt {
+    /// The server asked.
+    pub server: Arc<UpstreamServer>,
+    /// When the origin's head must have arrived.
+    pub head_deadline: Instant,
+    sent_at: Instant,
+    inflight: InflightGuard,
+}
+
+impl Outgoing {
+    /// Sends the request to `server`; resolves with the origin's answer head.
+    pub fn send_to<'s>(
+        &'s mut self,
+        server: &'s Arc<UpstreamServer>,
+        settings: client::ClientSettings,
+    ) -> impl std::future::Future<Output = Result<Exchange, ClientError>> + 's {
+        let body = self.body.take().unwrap_or_else(RequestBody::empty);
+        let outgoing = client::OutgoingRequest {
+            method: &self.parts.method,
+            target: self.parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &self.parts.headers,
+            forwarding: Some(&self.forwarding),
+            content_length: self.declared_len,
+            upgrade: self.upgrade,
+        };
+        client::send(server, settings, outgoing, body)
+    }
+}
+
+impl Attempts {
+    /// The attempts of a request on `route`.
+    pub fn new(ctx: &RequestCtx<'_>, route: &Route) -> Self {
+        Self {
+            deadline: ctx.record.start + route.timeouts.request,
+            excluded: None,
+        }
+    }
+
+    /// Picks the server of the next attempt; when none is available, the stale copy or the
+    /// 502 page.
+    pub fn next(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        route: &Route,
+        pool: &Pool,
+        out: &Outgoing,
+    ) -> Flow<Attempt> {
+        let Some(server) = pool.pick(crate::clock::coarse_now_ms(), self.excluded.as_ref()) else {
             return Err(answer::origin_failed(
                 ctx,
                 &out.parts,
@@ -167,67 +211,72 @@ pub async fn send(
             ));
         };
         ctx.record.upstream = Some(server.clone());
-        let failure = match attempt(ctx, route, pool, &server, out, deadline).await {
-            Ok((exchange, inflight)) => {
+        let sent_at = Instant::now();
+        Ok(Attempt {
+            inflight: InflightGuard::new(server.clone()),
+            head_deadline: (sent_at + route.timeouts.upstream_response_head).min(self.deadline),
+            sent_at,
+            server,
+        })
+    }
+
+    /// What the attempt came to: the answer, `None` to try another server, or the end of
+    /// the request (the client's fault, or the stale copy or the fallback page when the
+    /// origin failed).
+    pub fn settle(
+        &mut self,
+        ctx: &mut RequestCtx<'_>,
+        pool: &Pool,
+        out: &Outgoing,
+        attempt: Attempt,
+        outcome: Result<Result<Exchange, ClientError>, tokio::time::error::Elapsed>,
+        permit: &mut Option<Permit>,
+    ) -> Flow<Option<(Exchange, InflightGuard)>> {
+        let server = attempt.server;
+        let failure = match settle(ctx, pool, &server, attempt.sent_at, outcome) {
+            Ok(exchange) => {
                 if let Some(p) = permit.as_mut() {
                     p.sample();
                 }
-                return Ok((exchange, inflight));
+                return Ok(Some((exchange, attempt.inflight)));
             }
-            Err(Attempt::Downstream(error)) => return Err(error.into()),
-            Err(Attempt::Upstream(failure)) => failure,
+            Err(AttemptError::Downstream(error)) => return Err(error.into()),
+            Err(AttemptError::Upstream(failure)) => failure,
         };
         server.record_request(false, &pool.spec.health, crate::clock::coarse_now_ms());
         pool.outcomes.record(true, false);
         ctx.signals().origin_failure();
         if failure.error.retryable()
             && out.can_retry
-            && excluded.is_none()
+            && self.excluded.is_none()
             && pool.servers.len() > 1
-            && Instant::now() < deadline
+            && Instant::now() < self.deadline
         {
             pool.retries.inc();
-            excluded = Some(server);
-            continue;
+            self.excluded = Some(server);
+            return Ok(None);
         }
-        return Err(answer::origin_failed(ctx, &out.parts, failure));
+        Err(answer::origin_failed(ctx, &out.parts, failure))
     }
 }
 
 /// Why one attempt failed.
-enum Attempt {
+enum AttemptError {
     /// The client's side: the body was too large, too slow or broken (not the origin's fault).
     Downstream(ProxyError),
     /// The origin's side (may be retried, counts against the server).
     Upstream(crate::error::Failure),
 }
 
-/// One attempt at `server`, within the response-head timeout.
-async fn attempt(
+/// What one attempt at `server` came to: the origin's answer (counted for the pool, the
+/// server's health and the tenant's signals), or why it failed.
+fn settle(
     ctx: &RequestCtx<'_>,
-    route: &Route,
     pool: &Pool,
-    server: &Arc<UpstreamServer>,
-    out: &mut Outgoing,
-    deadline: Instant,
-) -> Result<(Exchange, InflightGuard), Attempt> {
-    let outgoing = client::OutgoingRequest {
-        method: &out.parts.method,
-        target: out.parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        headers: &out.parts.headers,
-        forwarding: Some(&out.forwarding),
-        content_length: out.declared_len,
-        upgrade: out.upgrade,
-    };
-    let inflight = InflightGuard::new(server.clone());
-    let sent_at = Instant::now();
-    let head_deadline = (sent_at + route.timeouts.upstream_response_head).min(deadline);
-    let request_body = out.body.take().unwrap_or_else(RequestBody::empty);
-    let outcome = tokio::time::timeout_at(
-        head_deadline,
-        client::send(server, ctx.generation.client, outgoing, request_body),
-    )
-    .await;
+    server: &UpstreamServer,
+    sent_at: Instant,
+    outcome: Result<Result<Exchange, ClientError>, tokio::time::error::Elapsed>,
+) -> Result<Exchange, AttemptError> {
     match outcome {
         Ok(Ok(exchange)) => {
             let elapsed = sent_at.elapsed();
@@ -247,27 +296,31 @@ async fn attempt(
                 u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             );
             server.record_request(true, &pool.spec.health, crate::clock::coarse_now_ms());
-            Ok((exchange, inflight))
+            Ok(exchange)
         }
-        Ok(Err(ClientError::BodyTooLarge)) => Err(Attempt::Downstream(ProxyError::BodyTooLarge)),
+        Ok(Err(ClientError::BodyTooLarge)) => {
+            Err(AttemptError::Downstream(ProxyError::BodyTooLarge))
+        }
         Ok(Err(ClientError::DownstreamTooSlow)) => {
-            Err(Attempt::Downstream(ProxyError::BodyTooSlow))
+            Err(AttemptError::Downstream(ProxyError::BodyTooSlow))
         }
         // The client went away or sent a broken body: not the origin's fault.
-        Ok(Err(ClientError::DownstreamBody)) => Err(Attempt::Downstream(ProxyError::BadRequest)),
+        Ok(Err(ClientError::DownstreamBody)) => {
+            Err(AttemptError::Downstream(ProxyError::BadRequest))
+        }
         Ok(Err(e @ (ClientError::Connect(_) | ClientError::ConnectTimeout))) => {
             tracing::debug!(server = %server.address, error = %e, "upstream connect failed");
-            Err(Attempt::Upstream(
+            Err(AttemptError::Upstream(
                 ProxyError::UpstreamConnect.because(format_args!("{}: {e}", server.address)),
             ))
         }
         Ok(Err(e)) => {
             tracing::debug!(server = %server.address, error = %e, "upstream request failed");
-            Err(Attempt::Upstream(
+            Err(AttemptError::Upstream(
                 ProxyError::UpstreamFailed.because(format_args!("{}: {e}", server.address)),
             ))
         }
-        Err(_) => Err(Attempt::Upstream(ProxyError::UpstreamTimeout.because(
+        Err(_) => Err(AttemptError::Upstream(ProxyError::UpstreamTimeout.because(
             format_args!(
                 "{}: no answer within the response-head timeout",
                 server.address

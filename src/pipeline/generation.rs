@@ -261,6 +261,20 @@ impl Generation {
         }
     }
 
+    /// Starts this generation's health checks (they stop when it is retired).
+    pub fn spawn_health_checks(&self) {
+        let pools = self
+            .pools
+            .iter()
+            .zip(&self.config.tenants)
+            .flat_map(|(pools, tenant)| {
+                let host = tenant.hosts.first().cloned().unwrap_or_default();
+                pools.iter().map(move |p| (p.clone(), host.clone()))
+            })
+            .collect();
+        crate::proxy::health::spawn(pools, self.client, self.retired.clone());
+    }
+
     /// The index of tenant `id`.
     pub fn tenant_index(&self, id: &str) -> Option<usize> {
         self.config.tenants.iter().position(|t| t.id == id)

@@ -42,10 +42,9 @@ use http::{Request, Response};
 use crate::config::Runtime;
 use crate::metrics::Metrics;
 use crate::proxy::body::DownstreamBody;
-use crate::proxy::health;
 pub use body::ResponseBody;
 pub use context::{ConnInfo, RequestCtx, RequestEnds};
-use flow::{End, Flow};
+use flow::End;
 pub use generation::{ChangeSummary, Generation};
 use log::AccessRecord;
 use route::Found;
@@ -70,7 +69,7 @@ impl Gateway {
             generation: ArcSwap::from_pointee(generation),
             metrics,
         });
-        health::spawn(&gw.generation.load_full());
+        gw.generation.load().spawn_health_checks();
         sampler::register_metric_sources(&gw);
         gw
     }
@@ -109,7 +108,7 @@ impl Gateway {
             old.access_log,
             old.status.clone(),
         ));
-        health::spawn(&next);
+        next.spawn_health_checks();
         self.generation.store(next);
         old.retired.cancel();
         summary
@@ -132,13 +131,17 @@ impl Gateway {
         let found = match route::tenant(&generation, &req) {
             Ok(found) => found,
             Err(error) => {
+                let end = End::from(error);
+                let hold_ms = respond::hold_ms(&generation, None, &end);
+                if hold_ms > 0 {
+                    respond::tarpit(&generation, hold_ms).await;
+                }
                 return Ok(respond::finish(
                     &generation,
                     record,
                     accept_language.as_ref(),
-                    error.into(),
-                )
-                .await)
+                    end,
+                ));
             }
         };
         let Found {
@@ -147,7 +150,7 @@ impl Gateway {
             status,
         } = found;
         let host = host.into_owned();
-        let mut ctx = RequestCtx::new(
+        let ctx = RequestCtx::new(
             &generation,
             &conn,
             host,
@@ -158,75 +161,92 @@ impl Gateway {
         Ok(match status {
             Some(target) if !target.is_subscription() => {
                 let end = local::status_page(&ctx, target, &req);
-                ctx.finish(end).await
+                finish!(ctx, end)
             }
             // The pipeline's future is large (every phase's state); boxed, the future hyper
             // stores and moves per request stays small.
-            subscription => {
-                Box::pin(async move {
-                    let flow = match subscription {
-                        Some(target) => Err(local::subscription(&ctx, target, req).await),
-                        None => run(&mut ctx, req).await,
-                    };
-                    ctx.respond(flow).await
-                })
-                .await
-            }
+            subscription => Box::pin(run(ctx, req, subscription)).await,
         })
     }
 }
 
-/// The phases after the tenant is known, in order; the origin's answer, or how the request
-/// ended.
-async fn run(ctx: &mut RequestCtx<'_>, req: Request<DownstreamBody>) -> Flow<answer::Proxied> {
-    if local::is_rempart_page(req.uri().path()) {
-        return Err(local::rempart_page(ctx, &req));
+/// The response for an `End`: held in the tarpit first when it is a rate limit (only the
+/// small tarpit future is awaited, so the pipeline's future stays small), then built.
+macro_rules! finish {
+    ($ctx:ident, $end:expr) => {{
+        let end = $end;
+        let hold_ms = $ctx.hold_ms(&end);
+        if hold_ms > 0 {
+            respond::tarpit($ctx.generation, hold_ms).await;
+        }
+        $ctx.finish(end)
+    }};
+}
+use finish;
+
+/// Continues with the value of a phase's `Flow`, or ends the request with its `End`.
+macro_rules! step {
+    ($ctx:ident, $flow:expr) => {
+        match $flow {
+            Ok(value) => value,
+            Err(end) => return finish!($ctx, end),
+        }
+    };
+}
+
+/// The phases after the tenant is known, in the order of `docs/request-lifecycle.md`. (One
+/// async function, not one per phase: each nested future would be moved on every request.)
+async fn run(
+    mut ctx: RequestCtx<'_>,
+    req: Request<DownstreamBody>,
+    subscription: Option<crate::status::site::Target>,
+) -> Response<ResponseBody> {
+    if let Some(target) = subscription {
+        // Boxed: a subscription step is rare, and its future would make every request's larger.
+        let end = Box::pin(local::subscription(&ctx, target, req)).await;
+        return finish!(ctx, end);
     }
-    let route = route::route(ctx, &req)?;
-    shield::decide(ctx, route, &req)?;
-    let declared_len = forward::declared_length(route, &req)?;
-    let mut out = forward::prepare(ctx, route, req, declared_len);
+    if local::is_rempart_page(req.uri().path()) {
+        let end = local::rempart_page(&ctx, &req);
+        return finish!(ctx, end);
+    }
+    let route = step!(ctx, route::route(&mut ctx, &req));
+    step!(ctx, shield::decide(&mut ctx, route, &req));
+    let declared_len = step!(ctx, forward::declared_length(route, &req));
+    let mut out = forward::prepare(&mut ctx, route, req, declared_len);
     let pool = &ctx.generation.pools[ctx.tenant_idx][route.pool];
-    let mut permit = admission::admit(ctx, pool, &out.parts).await?;
-    let (exchange, inflight) = forward::send(ctx, route, pool, &mut out, &mut permit).await?;
+    let mut permit = match pool.admission {
+        Some(_) => step!(ctx, admission::admit(&mut ctx, pool, &out.parts).await),
+        None => None,
+    };
+    // Forward, with one retry on another server (the loop is here, not in a function of its
+    // own, so the upstream client's future is not moved once more on every request).
+    let mut attempts = forward::Attempts::new(&ctx, route);
+    let (exchange, inflight) = loop {
+        let attempt = step!(ctx, attempts.next(&mut ctx, route, pool, &out));
+        let answer = out.send_to(&attempt.server, ctx.generation.client);
+        let outcome = tokio::time::timeout_at(attempt.head_deadline, answer).await;
+        let settled = attempts.settle(&mut ctx, pool, &out, attempt, outcome, &mut permit);
+        if let Some(answered) = step!(ctx, settled) {
+            break answered;
+        }
+    };
     answer::respond(ctx, route, &mut out, exchange, inflight, permit)
 }
 
 impl RequestCtx<'_> {
-    /// The response for how the pipeline ended: the origin's answer with its body, or the
-    /// local answer (`respond::finish`).
-    async fn respond(self, flow: Flow<answer::Proxied>) -> Response<ResponseBody> {
-        match flow {
-            Ok(answer::Proxied::Stream {
-                head,
-                body,
-                fields,
-                taps,
-                inflight,
-                deadline,
-            }) => head.map(|()| {
-                ResponseBody::upstream(body, deadline, self.record, inflight)
-                    .with_taps(taps)
-                    .with_origin_fields(fields)
-            }),
-            Ok(answer::Proxied::Tunnel(head)) => {
-                let mut record = self.record;
-                // Logged now; the tunnel's bytes are not counted in the record.
-                record.reason = Some("upgraded");
-                head.map(|()| ResponseBody::local(bytes::Bytes::new(), Some(record)))
-            }
-            Err(end) => self.finish(end).await,
-        }
+    /// How long to hold the answer to `end` (the tarpit), in milliseconds.
+    fn hold_ms(&self, end: &End) -> u64 {
+        respond::hold_ms(self.generation, Some(self.tenant_idx), end)
     }
 
-    /// The local answer for `end`.
-    async fn finish(self, end: End) -> Response<ResponseBody> {
+    /// The local answer for `end` (callers hold it in the tarpit first when `hold_ms` says so).
+    pub fn finish(self, end: End) -> Response<ResponseBody> {
         respond::finish(
             self.generation,
             self.record,
             self.accept_language.as_ref(),
             end,
         )
-        .await
     }
 }

@@ -78,8 +78,28 @@ fn text(error: ProxyError, lang: Language) -> Text {
     Text { title, message }
 }
 
-/// Turns the end of a request into its response, completing `record`.
-pub async fn finish(
+/// How long to hold the answer to `end` before sending it: the tenant's tarpit for a
+/// rate-limited request (its connection idles, nothing else is spent), else 0.
+pub fn hold_ms(generation: &Generation, tenant: Option<usize>, end: &End) -> u64 {
+    match end {
+        End::Fail(f) if f.error.is_rate_limit() => tenant
+            .and_then(|t| generation.config.tenants.get(t))
+            .map_or(0, |t| t.shield.tarpit_ms),
+        _ => 0,
+    }
+}
+
+/// Holds a request for `hold_ms` (see `hold_ms`), within a bounded number of places: past
+/// them, over-limit requests are answered at once.
+pub async fn tarpit(generation: &Generation, hold_ms: u64) {
+    if let Ok(_place) = generation.defence.tarpit.clone().try_acquire_owned() {
+        tokio::time::sleep(std::time::Duration::from_millis(hold_ms)).await;
+    }
+}
+
+/// Turns the end of a request into its response, completing `record`. (Callers hold it in
+/// the tarpit first when `hold_ms` says so.)
+pub fn finish(
     generation: &Generation,
     mut record: AccessRecord,
     accept_language: Option<&HeaderValue>,
@@ -89,9 +109,6 @@ pub async fn finish(
     let (page, reason, signal) = match end {
         End::Answer(local) => answer(generation, &record, accept_language, *local),
         End::Fail(Failure { error, cause }) => {
-            if error.is_rate_limit() {
-                tarpit(generation, tenant.map_or(0, |t| t.shield.tarpit_ms)).await;
-            }
             if let Some(cause) = &cause {
                 tracing::debug!(error = %error, cause = %cause, "request failed");
             }
@@ -130,17 +147,6 @@ fn answer(
             }
             (page, "stale_copy", LocalReason::StaleCopy)
         }
-    }
-}
-
-/// Holds an over-limit request for `tarpit_ms` (its connection idles, nothing else is
-/// spent), within a bounded number of places.
-async fn tarpit(generation: &Generation, tarpit_ms: u64) {
-    if tarpit_ms == 0 {
-        return;
-    }
-    if let Ok(_place) = generation.defence.tarpit.clone().try_acquire_owned() {
-        tokio::time::sleep(std::time::Duration::from_millis(tarpit_ms)).await;
     }
 }
 

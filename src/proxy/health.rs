@@ -1,7 +1,7 @@
 //! Active health checks: one task per pool with a probe path, sending `GET path` to each
 //! server every interval and moving servers in and out of rotation after the configured
-//! thresholds. Tasks stop when their configuration generation is retired; server state
-//! lives in the servers, so it carries over reloads.
+//! thresholds. Tasks stop when their configuration generation is retired (its token is
+//! cancelled); server state lives in the servers, so it carries over reloads.
 
 use std::sync::Arc;
 
@@ -12,42 +12,38 @@ use super::body::RequestBody;
 use super::client::{self, ClientSettings, Exchange, OutgoingRequest};
 use super::upstream::{Pool, UpstreamServer};
 use crate::clock::now_ms;
-use crate::pipeline::Generation;
 
-/// Starts the health-check tasks of `generation`.
-pub fn spawn(generation: &Arc<Generation>) {
-    spawn_idle_sweeper(generation);
-    for (ti, pools) in generation.pools.iter().enumerate() {
-        for pool in pools {
-            let Some(path) = pool.spec.health.path.clone() else {
-                continue;
-            };
-            let host = generation.config.tenants[ti]
-                .hosts
-                .first()
-                .cloned()
-                .unwrap_or_default();
-            let pool = pool.clone();
-            let client = generation.client;
-            let retired = generation.retired.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(pool.spec.health.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = retired.cancelled() => return,
-                        _ = tick.tick() => probe_pool(&client, &pool, &path, &host).await,
-                    }
+/// Starts the health checks of `pools` (each with the host name its probes carry) and the
+/// idle-connection sweeper, until `retired` is cancelled.
+pub fn spawn(
+    pools: Vec<(Arc<Pool>, String)>,
+    client: ClientSettings,
+    retired: tokio_util::sync::CancellationToken,
+) {
+    spawn_idle_sweeper(
+        pools.iter().map(|(p, _)| p.clone()).collect(),
+        retired.clone(),
+    );
+    for (pool, host) in pools {
+        let Some(path) = pool.spec.health.path.clone() else {
+            continue;
+        };
+        let retired = retired.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(pool.spec.health.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = retired.cancelled() => return,
+                    _ = tick.tick() => probe_pool(&client, &pool, &path, &host).await,
                 }
-            });
-        }
+            }
+        });
     }
 }
 
 /// Every few seconds, closes idle upstream connections that aged out or that the origin closed.
-fn spawn_idle_sweeper(generation: &Arc<Generation>) {
-    let pools: Vec<Arc<Pool>> = generation.pools.iter().flatten().cloned().collect();
-    let retired = generation.retired.clone();
+fn spawn_idle_sweeper(pools: Vec<Arc<Pool>>, retired: tokio_util::sync::CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

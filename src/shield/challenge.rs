@@ -10,7 +10,7 @@ use http::header::{
 };
 use http::{Response, StatusCode};
 
-use crate::config::runtime::Language;
+use crate::common::Language;
 use crate::shield::pass::{self, Binding, KeyRing};
 
 pub use crate::common::LOCAL_PREFIX;

@@ -31,14 +31,20 @@ try {
   // page can be inspected, so its title is read from the response itself.
   const first = await page.goto(url, { waitUntil: "commit" });
   challengeSeen = challengeSeen || Boolean(first && first.headers()["x-rempart-challenge"]);
-  const firstHtml = first ? await first.text().catch(() => "") : "";
-  const m = firstHtml.match(/<title>([^<]*)<\/title>/);
+  let firstHtml = first ? await first.text().catch(() => "") : "";
   // Accessibility audit (axe-core) of the challenge page as served, without its script (which
-  // would solve the challenge and leave the page), in a context that lets axe run.
-  if (firstHtml && mode === "js") {
+  // would solve the challenge and leave the page), in a context that lets axe run. The page is
+  // fetched again by a page without JavaScript: the first answer's body may be gone already
+  // when the script solved the challenge and navigated before it could be read.
+  if (mode === "js") {
+    const fetchContext = await browser.newContext({ javaScriptEnabled: false, locale: "fr-FR" });
+    const served = await (await fetchContext.newPage()).goto(url, { waitUntil: "commit" });
+    const auditHtml = served ? await served.text() : "";
+    await fetchContext.close();
+    if (!firstHtml) firstHtml = auditHtml;
     const auditContext = await browser.newContext({ bypassCSP: true, locale: "fr-FR" });
     const audit = await auditContext.newPage();
-    await audit.setContent(firstHtml.replace(/<script[^>]*><\/script>/g, ""));
+    await audit.setContent(auditHtml.replace(/<script[^>]*><\/script>/g, ""));
     await audit.addScriptTag({ path: createRequire(import.meta.url).resolve("axe-core/axe.min.js") });
     const axe = await audit.evaluate(async () => {
       const r = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21aa", "best-practice"] });
@@ -47,6 +53,7 @@ try {
     result.axe_violations = axe;
     await auditContext.close();
   }
+  const m = firstHtml.match(/<title>([^<]*)<\/title>/);
   result.challenge_title = m ? m[1] : "";
   if (mode === "nojs") await page.waitForLoadState("domcontentloaded");
   await page.screenshot({ path: `${shotPrefix}-challenge.png` }).catch(() => {});

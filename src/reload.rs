@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use super::ConfigError;
+use crate::config::ConfigError;
 use crate::metrics::ResultLabel;
 use crate::pipeline::{ChangeSummary, Gateway};
 
@@ -52,7 +52,7 @@ impl Reloader {
     pub async fn reload(&self, trigger: &str) -> Result<ChangeSummary, ConfigError> {
         let _serial = self.lock.lock().await;
         let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || super::load(&path))
+        let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path))
             .await
             .unwrap_or_else(|_| {
                 Err(ConfigError {

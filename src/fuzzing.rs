@@ -65,3 +65,64 @@ pub fn pass_cookie(data: &[u8]) {
     let headers: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
     let _ = pass::find_cookie(headers.into_iter());
 }
+
+/// Downstream HTTP/1.1 request heads on the fast path (`server::h1`): whole and split.
+pub fn request_head(data: &[u8]) {
+    crate::server::h1::fuzz_request_head(data);
+}
+
+/// `Host` values: what parses is a host name (or a bracketed IPv6 literal) taken from the
+/// value, without port or user info, and flagged when it has upper-case letters; the
+/// request's host is then lower case without a trailing dot.
+pub fn host(data: &[u8]) {
+    use crate::pipeline::route::{host_of, request_host};
+    if let Some((host, upper)) = host_of(data) {
+        assert!(!host.is_empty());
+        assert!(data.starts_with(host.as_bytes()), "{host:?}");
+        assert_eq!(
+            upper,
+            host.bytes().any(|b| b.is_ascii_uppercase()),
+            "{host:?}"
+        );
+        assert!(!host.contains('@'), "{host:?}");
+        if !host.starts_with('[') {
+            assert!(!host.contains(':'), "{host:?}");
+        }
+    }
+    let Ok(value) = http::HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut req = http::Request::new(());
+    req.headers_mut().insert(http::header::HOST, value);
+    if let Some(h) = request_host(&req) {
+        assert!(!h.is_empty() && !h.ends_with('.'), "{h:?}");
+        assert!(!h.bytes().any(|b| b.is_ascii_uppercase()), "{h:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Runs an entry point over the committed seeds of its fuzz target (`fuzz/seeds/`), so
+    /// the invariants the fuzzers check hold on every test run.
+    fn seeds(target: &str, entry: fn(&[u8])) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(target);
+        let mut n = 0;
+        for file in std::fs::read_dir(&dir).unwrap() {
+            entry(&std::fs::read(file.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n > 0, "no seeds in {}", dir.display());
+    }
+
+    #[test]
+    fn request_head_seeds() {
+        seeds("request_head", super::request_head);
+    }
+
+    #[test]
+    fn host_seeds() {
+        seeds("host", super::host);
+    }
+}

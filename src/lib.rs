@@ -2,13 +2,16 @@
 //! citizens' data safe, while they are under attack.
 //!
 //! The request path (see `docs/request-lifecycle.md`): `server` accepts a connection (cap,
-//! PROXY protocol, TLS with a certificate per tenant chosen by SNI) and serves HTTP/1.1 or
-//! HTTP/2 with hyper; each request goes through `proxy::Gateway::handle`, which finds the
-//! tenant and route from the validated `config::Runtime`, forwards to an upstream pool
-//! (`proxy::upstream`, health-checked by `proxy::health`), streams the response back and
-//! logs it. Errors become branded pages in exactly one place, `proxy::respond`.
-//! Configuration swaps atomically on reload (`config::reload`); `admin` serves metrics and
-//! the reload endpoint on a loopback listener.
+//! PROXY protocol, TLS with a certificate per tenant chosen by SNI) and serves HTTP/1.1 (its
+//! own fast path, or hyper) or HTTP/2 (hyper); each request goes through
+//! `pipeline::Gateway::handle`, whose phases (one file each in `pipeline`) find the tenant
+//! and route, apply the shield and admission, forward through `proxy`'s upstream client,
+//! stream the answer through body taps and log it. Every local answer becomes a response in
+//! exactly one place, `pipeline::respond`. What the pipeline observes goes to `signals`,
+//! read once a second by consumers; state several nodes will share sits behind `state`.
+//! Configuration swaps atomically on reload (`reload`); `admin` serves metrics and the
+//! operators' API on a loopback listener. The allowed dependencies between modules are
+//! listed, and tested, in `dependency_rules`.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]

@@ -23,8 +23,12 @@ command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
-(cd "$root" && cargo build --release --locked --quiet)
-bin="$root/target/release/rempart"
+# REMPART_BIN: another build of Rempart to measure (say, the commit before a change), same setup.
+if [ -z "${REMPART_BIN:-}" ]; then
+  (cd "$root" && cargo build --release --locked --quiet)
+  REMPART_BIN="$root/target/release/rempart"
+fi
+bin="$REMPART_BIN"
 ulimit -n 20000 2>/dev/null || true
 
 work=$(mktemp -d /tmp/rempart-flood.XXXXXX)

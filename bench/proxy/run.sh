@@ -21,7 +21,11 @@ command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
-(cd "$root" && cargo build --release --locked --quiet)
+# REMPART_BIN: another build of Rempart to measure (say, the commit before a change), same setup.
+if [ -z "${REMPART_BIN:-}" ]; then
+  (cd "$root" && cargo build --release --locked --quiet)
+  REMPART_BIN="$root/target/release/rempart"
+fi
 
 work=$(mktemp -d /tmp/rempart-bench.XXXXXX)
 chmod 755 "$work"; mkdir -p "$work/www"
@@ -55,7 +59,7 @@ wait_port "$haproxy_port"
 
 rempart_port=$(free_port)
 sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$rempart_port#g" "$here/rempart.toml" > "$work/rempart.toml"
-taskset -c "$SUT_CORE" "$root/target/release/rempart" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & rempart_pid=$!; pids+=($rempart_pid)
+taskset -c "$SUT_CORE" "$REMPART_BIN" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & rempart_pid=$!; pids+=($rempart_pid)
 wait_port "$rempart_port"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_rss=$(rss_kib "$rempart_pid")

@@ -160,6 +160,66 @@ pub(crate) mod tests {
         }
     }
 
+    use crate::proxy::fields::OriginFields;
+    use std::sync::atomic::AtomicU64;
+
+    // The example of docs/request-lifecycle.md ("Adding a tap"), compiled and tested.
+
+    /// Adds the origin's `X-Record-Count` to `total` when the body is complete.
+    pub struct RecordCount {
+        records: u64,
+        total: Arc<AtomicU64>,
+    }
+
+    impl RecordCount {
+        /// A tap for an answer whose head says it carries records, if it does.
+        pub fn from_head(fields: &OriginFields, total: &Arc<AtomicU64>) -> Option<Self> {
+            let records = std::str::from_utf8(fields.get("x-record-count")?).ok()?;
+            Some(Self {
+                records: records.trim().parse().ok()?,
+                total: total.clone(),
+            })
+        }
+    }
+
+    impl ResponseTap for RecordCount {
+        fn on_chunk(&mut self, _chunk: &mut Bytes) -> TapFlow {
+            TapFlow::Keep
+        }
+
+        fn on_end(self) {
+            self.total.fetch_add(self.records, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn the_documented_example_counts_records_of_complete_bodies() {
+        let total = Arc::new(AtomicU64::new(0));
+        let head = |extra: &str| {
+            crate::proxy::fields::from_head(
+                &format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}\r\n"),
+                None,
+            )
+        };
+        assert!(RecordCount::from_head(&head(""), &total).is_none());
+        let mut tap = RecordCount::from_head(&head("X-Record-Count: 25\r\n"), &total).unwrap();
+        let mut chunk = Bytes::from_static(b"[...]");
+        assert_eq!(tap.on_chunk(&mut chunk), TapFlow::Keep);
+        assert_eq!(
+            &chunk[..],
+            b"[...]",
+            "a counting tap leaves the bytes alone"
+        );
+        tap.on_end();
+        let aborted = RecordCount::from_head(&head("x-record-count: 7\r\n"), &total).unwrap();
+        aborted.on_abort();
+        assert_eq!(
+            total.load(Ordering::Relaxed),
+            25,
+            "only complete bodies count"
+        );
+    }
+
     #[test]
     fn a_rewriting_tap_changes_chunks_and_sees_the_end() {
         let ended = Arc::new(AtomicUsize::new(0));

@@ -319,9 +319,9 @@ impl OriginFields {
         map
     }
 
-    /// The first forwarded value of `name` (lower case).
-    #[cfg(test)]
-    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+    /// The first forwarded value of field `name` (any case), for code that reads one field
+    /// of the origin's answer (a response tap deciding whether to attach).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.lines
             .iter()
             .filter(|l| l.role == Role::Forward)

@@ -150,7 +150,7 @@ pub struct Pool {
     /// Shed counters by priority class (`Priority as usize`).
     pub shed: [prometheus_client::metrics::counter::Counter; 3],
     /// Upstream exchanges finished, failed (no answer, timeout, 5xx) and slow, for the
-    /// status page's detector (read as deltas by `proxy::status`).
+    /// status page's detector (read as deltas by `pipeline::sampler`).
     pub outcomes: Outcomes,
 }
 

@@ -135,6 +135,44 @@ fn parse(buf: &Bytes, max_head: usize) -> Parsed {
     Parsed::Complete { req, len, close }
 }
 
+/// Fuzzing entry (see `crate::fuzzing`): a downstream request head, read whole and in
+/// pieces. A complete head is one this path can serve (HTTP/1.1, origin form, no body),
+/// reading it never needs more bytes than it has, and a head split at any point is never
+/// complete before its last byte.
+pub(crate) fn fuzz_request_head(data: &[u8]) {
+    const MAX: usize = 8192;
+    let whole = Bytes::copy_from_slice(data);
+    let Parsed::Complete { req, len, .. } = parse(&whole, MAX) else {
+        return;
+    };
+    assert!(
+        len <= data.len() && len <= MAX,
+        "head length {len} of {}",
+        data.len()
+    );
+    assert!(req.uri().path().starts_with('/'), "{:?}", req.uri());
+    assert_ne!(req.method(), Method::CONNECT);
+    assert_eq!(req.version(), Version::HTTP_11);
+    for (name, _) in req.headers() {
+        assert!(name != TRANSFER_ENCODING && name != EXPECT && name != http::header::UPGRADE);
+    }
+    let exact = Bytes::copy_from_slice(&data[..len]);
+    assert!(
+        matches!(parse(&exact, MAX), Parsed::Complete { len: l, .. } if l == len),
+        "the head alone parses the same"
+    );
+    // Split heads: never complete before the last byte (bounded work per input).
+    for cut in (0..len).step_by(len.div_ceil(64).max(1)) {
+        let part = Bytes::copy_from_slice(&data[..cut]);
+        assert!(
+            !matches!(parse(&part, MAX), Parsed::Complete { .. }),
+            "complete after {cut} of {len} bytes"
+        );
+    }
+    // The host a routed request is matched on comes from this head.
+    let _ = crate::pipeline::route::request_host(&req);
+}
+
 /// Reads what is there and appends it to `pending` (through a stack buffer: the connection
 /// holds no read buffer of its own). `Ok(Some(0))` is end of stream; `Ok(None)` means the
 /// connection was told to close while nothing was pending.
@@ -232,17 +270,15 @@ enum Framing {
     Chunked,
 }
 
-/// Writes one response; `Ok(false)` when the connection cannot carry another (the body
-/// failed or did not match its length).
-async fn write_response<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    response: Response<ResponseBody>,
+/// The response head in a buffer sized for it and, when small, the body that follows in the
+/// same write; with the framing the body gets.
+fn head(
+    parts: &http::response::Parts,
+    body: &mut ResponseBody,
     is_head: bool,
     close: bool,
-) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
+) -> (BytesMut, Framing) {
     let origin = body.take_origin_fields();
-    // The head, and the body when it is small enough to go in the same write.
     let fields: usize = origin.as_ref().map_or(0, OriginFields::wire_len)
         + parts
             .headers
@@ -255,7 +291,20 @@ async fn write_response<I: AsyncWrite + Unpin>(
         .filter(|n| *n <= COPY_LIMIT as u64)
         .map_or(0, |n| n as usize);
     let mut out = BytesMut::with_capacity(128 + fields + small_body);
-    let framing = encode_head(&mut out, &parts, origin.as_ref(), &body, is_head, close);
+    let framing = encode_head(&mut out, parts, origin.as_ref(), body, is_head, close);
+    (out, framing)
+}
+
+/// Writes one response; `Ok(false)` when the connection cannot carry another (the body
+/// failed or did not match its length).
+async fn write_response<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    response: Response<ResponseBody>,
+    is_head: bool,
+    close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let (mut out, framing) = head(&parts, &mut body, is_head, close);
     let mut body = pin!(body);
     let mut remaining = match framing {
         Framing::None => {
@@ -745,6 +794,55 @@ mod tests {
         let (head, framing) = head_of(599, &[], b"x", false, false);
         assert!(head.starts_with("HTTP/1.1 599 \r\n"), "{head}");
         assert_eq!(framing, "length");
+    }
+
+    #[test]
+    fn a_tap_that_rewrites_the_body_makes_the_origin_length_chunked() {
+        use crate::pipeline::taps::ResponseTaps;
+        let origin = || {
+            crate::proxy::fields::from_head(
+                "HTTP/1.1 200 OK\r\nServer: o\r\nContent-Length: 3\r\n\r\n",
+                Some(3),
+            )
+        };
+        let taps = || ResponseTaps {
+            test_rewrite: Some(Box::default()),
+            ..ResponseTaps::default()
+        };
+        let body = ResponseBody::local(Bytes::from_static(b"abc"), None)
+            .with_origin_fields(origin())
+            .with_taps(taps());
+        let (parts, mut body) = Response::new(body).into_parts();
+        let fields = body.take_origin_fields();
+        assert_eq!(fields.as_ref().and_then(|f| f.content_length), None);
+        let mut out = BytesMut::new();
+        let framing = encode_head(&mut out, &parts, fields.as_ref(), &body, false, false);
+        let head = String::from_utf8(out.to_vec()).unwrap();
+        assert!(matches!(framing, Framing::Chunked), "{head}");
+        assert!(
+            head.contains("server: o\r\n") || head.contains("Server: o\r\n"),
+            "{head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        // hyper's paths get the map form: no length either.
+        let mapped = crate::pipeline::body::into_map_form(Response::new(
+            ResponseBody::local(Bytes::from_static(b"abc"), None)
+                .with_origin_fields(origin())
+                .with_taps(taps()),
+        ));
+        assert!(!mapped.headers().contains_key("content-length"));
+        assert_eq!(mapped.headers()["server"], "o");
+        // Without the tap the origin's length holds.
+        let mut plain =
+            ResponseBody::local(Bytes::from_static(b"abc"), None).with_origin_fields(origin());
+        assert_eq!(
+            plain.take_origin_fields().and_then(|f| f.content_length),
+            Some(3)
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Downstream listeners: accept (with the connection cap), optional PROXY protocol header,
 //! optional TLS, then HTTP/1.1 (the `h1` fast path, hyper for what it does not serve) or HTTP/2
-//! (ALPN or h2c prior knowledge, hyper) into `proxy::Gateway::handle`. Each connection has a
+//! (ALPN or h2c prior knowledge, hyper) into `pipeline::Gateway::handle`. Each connection has a
 //! header-read timeout and an idle watchdog; shutdown stops accepting and drains connections up
 //! to the configured deadline.
 
@@ -47,7 +47,7 @@ macro_rules! write_through {
 }
 use write_through;
 
-mod h1;
+pub(crate) mod h1;
 pub mod proxy_protocol;
 pub mod record;
 pub mod tls;
@@ -267,18 +267,9 @@ async fn serve_connection(
     let config = gateway.current().config.clone();
     let header_timeout = config.timeouts.downstream_header_read;
     if proxy_protocol {
-        match tokio::time::timeout(header_timeout, proxy_protocol::read_header(&mut stream)).await {
-            Ok(Ok(Some(addr))) => peer = addr,
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                trip(&gateway, "proxy_protocol_error", ConnTrip::ProxyProtocol);
-                tracing::debug!(%peer, error = %e, "refused connection");
-                return;
-            }
-            Err(_) => {
-                trip(&gateway, "proxy_protocol_error", ConnTrip::ProxyProtocol);
-                return;
-            }
+        match read_proxy_header(&mut stream, peer, header_timeout, &gateway).await {
+            Some(addr) => peer = addr,
+            None => return,
         }
     }
     // Per-address cap, on the real client address; trusted proxies carry many clients.
@@ -295,52 +286,35 @@ async fn serve_connection(
         None
     };
     let clock = Arc::new(ConnClock::new(coarse_now_ms()));
+    let http_fingerprint = Arc::new(std::sync::OnceLock::new());
+    let head = Some(record::HeadRecorder::new(
+        config.limits.max_header_bytes,
+        http_fingerprint.clone(),
+    ));
+    let info = |proto, tls_fingerprint| ConnInfo {
+        peer_value: peer_value(peer),
+        forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
+        peer,
+        proto,
+        tls_fingerprint,
+        http_fingerprint,
+        clock: clock.clone(),
+        forwarded: Default::default(),
+    };
     match tls {
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(
-                header_timeout,
-                acceptor.accept(record::HelloRecorder::new(stream)),
-            )
-            .await;
-            let Ok(Ok(mut tls_stream)) = handshake else {
-                trip(&gateway, "tls_error", ConnTrip::Tls);
+            let Some((mut tls_stream, wire)) =
+                tls_handshake(stream, acceptor, header_timeout, &gateway).await
+            else {
                 return;
             };
-            gateway.metrics.connection("accepted");
-            // RFC 9113: HTTP/2 over TLS is chosen by ALPN.
-            let wire = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                Wire::Http2
-            } else {
-                Wire::Http1
-            };
-            let tls_fingerprint = tls_stream.get_mut().0.take_ja4();
-            let http_fingerprint = Arc::new(std::sync::OnceLock::new());
+            let info = info("https", tls_stream.get_mut().0.take_ja4());
             let io = ActivityIo {
                 inner: tls_stream,
                 clock: clock.clone(),
-                head: Some(record::HeadRecorder::new(
-                    config.limits.max_header_bytes,
-                    http_fingerprint.clone(),
-                )),
+                head,
             };
-            serve_http(
-                io,
-                wire,
-                ConnInfo {
-                    peer_value: peer_value(peer),
-                    forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
-                    peer,
-                    proto: "https",
-                    tls_fingerprint,
-                    http_fingerprint,
-                    clock: clock.clone(),
-                    forwarded: Default::default(),
-                },
-                clock,
-                gateway,
-                shutdown,
-            )
-            .await;
+            serve_http(io, wire, info, clock, gateway, shutdown).await;
         }
         None => {
             // h2c by prior knowledge (RFC 9113 3.3), else HTTP/1.
@@ -353,33 +327,61 @@ async fn serve_connection(
                 }
             };
             gateway.metrics.connection("accepted");
-            let http_fingerprint = Arc::new(std::sync::OnceLock::new());
+            let info = info("http", None);
             let io = ActivityIo {
                 inner: stream,
                 clock: clock.clone(),
-                head: Some(record::HeadRecorder::new(
-                    config.limits.max_header_bytes,
-                    http_fingerprint.clone(),
-                )),
+                head,
             };
-            serve_http(
-                io,
-                wire,
-                ConnInfo {
-                    peer_value: peer_value(peer),
-                    forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
-                    peer,
-                    proto: "http",
-                    tls_fingerprint: None,
-                    http_fingerprint,
-                    clock: clock.clone(),
-                    forwarded: Default::default(),
-                },
-                clock,
-                gateway,
-                shutdown,
-            )
-            .await;
+            serve_http(io, wire, info, clock, gateway, shutdown).await;
+        }
+    }
+}
+
+/// The TLS handshake (the ClientHello recorded for JA4), within the head timeout, and the
+/// HTTP version ALPN chose (RFC 9113: HTTP/2 over TLS is chosen by ALPN).
+async fn tls_handshake(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    gateway: &Gateway,
+) -> Option<(
+    tokio_rustls::server::TlsStream<record::HelloRecorder<TcpStream>>,
+    Wire,
+)> {
+    let handshake =
+        tokio::time::timeout(timeout, acceptor.accept(record::HelloRecorder::new(stream))).await;
+    let Ok(Ok(tls_stream)) = handshake else {
+        trip(gateway, "tls_error", ConnTrip::Tls);
+        return None;
+    };
+    gateway.metrics.connection("accepted");
+    let wire = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Wire::Http2
+    } else {
+        Wire::Http1
+    };
+    Some((tls_stream, wire))
+}
+
+/// The client address from the PROXY protocol header (the connection's own when the header
+/// says LOCAL), or `None` when the header is bad or late (the connection is then dropped).
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+    gateway: &Gateway,
+) -> Option<SocketAddr> {
+    match tokio::time::timeout(timeout, proxy_protocol::read_header(stream)).await {
+        Ok(Ok(addr)) => Some(addr.unwrap_or(peer)),
+        Ok(Err(e)) => {
+            trip(gateway, "proxy_protocol_error", ConnTrip::ProxyProtocol);
+            tracing::debug!(%peer, error = %e, "refused connection");
+            None
+        }
+        Err(_) => {
+            trip(gateway, "proxy_protocol_error", ConnTrip::ProxyProtocol);
+            None
         }
     }
 }

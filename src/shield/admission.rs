@@ -11,7 +11,7 @@
 //! - `GoodHistory` remembers, in fixed memory, addresses that were served normally before an
 //!   attack began.
 //!
-//! `proxy::admission` wraps these in the async gate the pipeline awaits.
+//! `shield::gate` wraps these in the async gate the pipeline awaits.
 
 use std::collections::VecDeque;
 use std::time::Duration;

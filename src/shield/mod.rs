@@ -1,7 +1,8 @@
-//! Flood defence (first part of issue 3): per-address and per-prefix request-rate limits
-//! counted in fixed memory, with default exemptions and a log-only mode. The decision code is
-//! pure (it takes `now_ms`); the pipeline calls `Shield::check` after routing and turns a
-//! `Limited` decision into a 429 page with `Retry-After`.
+//! Flood defence: per-address, per-prefix, per-pass, per-fingerprint and per-key request
+//! rates counted in fixed memory (keyed by the tenant's stable key), default exemptions, a
+//! log-only mode, bans, passes and challenges, and the admission gate that protects origins.
+//! The decision code is pure (it takes `now_ms`); the pipeline's shield phase
+//! (`pipeline::shield`) calls `Shield::check` after routing and acts on its `Decision`.
 
 pub mod admission;
 pub mod bans;

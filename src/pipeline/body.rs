@@ -79,6 +79,12 @@ impl ResponseBody {
         }
     }
 
+    /// The access record the body carries (tests).
+    #[cfg(test)]
+    pub(crate) fn record(&self) -> Option<&AccessRecord> {
+        self.record.as_ref()
+    }
+
     /// Shows the body to `taps` as it streams.
     pub fn with_taps(mut self, taps: ResponseTaps) -> Self {
         self.taps = taps;

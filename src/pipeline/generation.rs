@@ -313,3 +313,47 @@ pub fn summarize(old: &Runtime, new: &Runtime) -> ChangeSummary {
     s.listeners_changed = old.listeners != new.listeners || old.admin.address != new.admin.address;
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::{test_gateway, test_tenant};
+    use crate::shield::Decision;
+
+    #[tokio::test]
+    async fn shield_counts_follow_the_tenant_across_a_reordering_reload() {
+        let limited = "[tenants.shield]\naddress_rate = 5\n";
+        let ville = test_tenant("ville", "ville.test", limited);
+        let agglo = test_tenant("agglo", "agglo.test", limited);
+        let gw = test_gateway(&format!("{ville}\n{agglo}"));
+        let ip = "192.0.2.7".parse().unwrap();
+        let check = |g: &super::Generation, id: &str, now: u64| {
+            let i = g.tenant_index(id).unwrap();
+            let policy = &g.config.tenants[i].shield;
+            g.shield.check(policy, g.tenant_keys[i], ip, "/", 1, now)
+        };
+        let before = gw.current();
+        for n in 0..5 {
+            assert_eq!(check(&before, "ville", 1_000 + n), Decision::Allow);
+        }
+        // The same tenants in the other order: indexes change, keys do not.
+        let reordered = crate::config::load_str(
+            &format!("{agglo}\n{ville}"),
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        gw.apply(reordered);
+        let after = gw.current();
+        assert_ne!(before.tenant_index("ville"), after.tenant_index("ville"));
+        assert!(
+            matches!(check(&after, "ville", 1_010), Decision::Limited { .. }),
+            "ville's count carried over"
+        );
+        assert_eq!(
+            check(&after, "agglo", 1_010),
+            Decision::Allow,
+            "agglo's is its own"
+        );
+        let i = after.tenant_index("ville").unwrap();
+        assert_eq!(after.tenant_id_of(after.tenant_keys[i]), Some("ville"));
+    }
+}

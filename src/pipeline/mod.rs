@@ -250,3 +250,19 @@ impl RequestCtx<'_> {
         )
     }
 }
+
+/// A gateway over `config` (TOML text) for unit tests; no listener.
+#[cfg(test)]
+pub(crate) fn test_gateway(config: &str) -> Arc<Gateway> {
+    let runtime = crate::config::load_str(config, std::path::Path::new("test.toml")).unwrap();
+    let status = Arc::new(crate::status::StatusService::empty(&runtime, 0));
+    Gateway::new(runtime, false, status)
+}
+
+/// One tenant `id` on `host` with one pool and a catch-all route (unit tests).
+#[cfg(test)]
+pub(crate) fn test_tenant(id: &str, host: &str, shield: &str) -> String {
+    format!(
+        "[[tenants]]\nid = \"{id}\"\nname = \"{id}\"\nhosts = [\"{host}\"]\n{shield}\n[[tenants.pools]]\nname = \"web\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n\n[[tenants.routes]]\npath_prefix = \"/\"\npool = \"web\"\n"
+    )
+}

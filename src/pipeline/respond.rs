@@ -305,6 +305,49 @@ pub fn error_response(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_failure_keeps_its_cause_and_counts_as_a_signal() {
+        use crate::error::Failure;
+        use std::sync::Arc;
+        #[derive(Debug)]
+        struct NoConn;
+        impl crate::pipeline::RequestEnds for NoConn {
+            fn request_finished(&self) {}
+        }
+        let gw =
+            crate::pipeline::test_gateway(&crate::pipeline::test_tenant("ville", "v.test", ""));
+        let generation = gw.current();
+        let req = http::Request::new(());
+        let mut record = AccessRecord::start(
+            generation.clone(),
+            &req,
+            "192.0.2.1".parse().unwrap(),
+            Arc::new(NoConn),
+        );
+        record.tenant = Some(0);
+        let failure = ProxyError::UpstreamConnect.because("127.0.0.1:9: connection refused");
+        let resp = finish(&generation, record, None, End::Fail(failure));
+        assert_eq!(resp.status(), 502);
+        let record = resp.body().record().unwrap();
+        assert_eq!(record.reason, Some("upstream_connect"));
+        assert_eq!(
+            record.cause.as_deref(),
+            Some("127.0.0.1:9: connection refused")
+        );
+        assert_eq!(record.status, 502);
+        drop(resp);
+        let totals = generation.signals[0].totals();
+        assert_eq!(totals.requests, 1);
+        assert_eq!(totals.local(LocalReason::OriginFailed), 1);
+        // A rate limit is held in the tarpit only when the tenant has one.
+        let limited = End::Fail(Failure::from(ProxyError::RateLimitedAddress));
+        assert_eq!(hold_ms(&generation, Some(0), &limited), 0);
+        assert_eq!(
+            hold_ms(&generation, Some(0), &End::from(ProxyError::NoRoute)),
+            0
+        );
+    }
+
     #[test]
     fn page_is_escaped_and_branded() {
         let resp = error_response(ProxyError::UpstreamTimeout, None, None, None);

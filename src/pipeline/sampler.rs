@@ -175,13 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn reports_what_happened_since_the_last_tick() {
-        let runtime = crate::config::load_str(
-            "[[tenants]]\nid = \"ville\"\nname = \"Ville\"\nhosts = [\"ville.test\"]\n\n[[tenants.pools]]\nname = \"web\"\nservers = [{ address = \"127.0.0.1:9\" }]\n\n[[tenants.routes]]\npath_prefix = \"/\"\npool = \"web\"\n",
-            std::path::Path::new("test.toml"),
-        )
-        .expect("config");
-        let status = Arc::new(crate::status::StatusService::empty(&runtime, 0));
-        let gw = Gateway::new(runtime, false, status);
+        let gw = super::super::test_gateway(&super::super::test_tenant("ville", "ville.test", ""));
         let generation = gw.current();
         let mut previous = Previous::default();
         generation.signals[0].request(Some(LocalReason::Challenge));

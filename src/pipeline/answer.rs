@@ -53,6 +53,7 @@ pub fn origin_failed(ctx: &RequestCtx<'_>, parts: &http::request::Parts, failure
 
 /// Phase 6: the origin's answer goes downstream (or its stale copy, when the origin
 /// answered with a server error and a copy exists).
+#[inline]
 pub fn respond(
     mut ctx: RequestCtx<'_>,
     route: &Route,

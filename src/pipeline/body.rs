@@ -1,6 +1,6 @@
-//! Phase 4, the response body: a local page sent once, or the origin's body streamed chunk
+//! Phase 7, the response body: a local page sent once, or the origin's body streamed chunk
 //! by chunk through the taps (`pipeline::taps`), counted, and bounded by the request's
-//! deadline. Dropping the body ends the request: its access record is logged (phase 5,
+//! deadline. Dropping the body ends the request: its access record is logged (phase 8,
 //! `pipeline::log`) and the upstream slot is given back.
 
 use std::future::Future;
@@ -23,8 +23,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// A response body going downstream: a local page, or the origin's body streamed chunk
-    /// by chunk through the taps (phase 4), bounded by the request's deadline. Dropping it
-    /// ends the request (phase 5: the access record is logged).
+    /// by chunk through the taps (phase 7), bounded by the request's deadline. Dropping it
+    /// ends the request (phase 8: the access record is logged).
     pub struct ResponseBody {
         #[pin]
         upstream: Option<UpstreamBody>,

@@ -71,6 +71,7 @@ pub fn declared_length<B>(route: &Route, req: &Request<B>) -> Flow<Option<u64>> 
 }
 
 /// Makes the request ready for the origin.
+#[inline]
 pub fn prepare(
     ctx: &mut RequestCtx<'_>,
     route: &Route,
@@ -196,6 +197,7 @@ impl Attempts {
 
     /// Picks the server of the next attempt; when none is available, the stale copy or the
     /// 502 page.
+    #[inline]
     pub fn next(
         &self,
         ctx: &mut RequestCtx<'_>,
@@ -223,6 +225,7 @@ impl Attempts {
     /// What the attempt came to: the answer, `None` to try another server, or the end of
     /// the request (the client's fault, or the stale copy or the fallback page when the
     /// origin failed).
+    #[inline]
     pub fn settle(
         &mut self,
         ctx: &mut RequestCtx<'_>,
@@ -270,6 +273,7 @@ enum AttemptError {
 
 /// What one attempt at `server` came to: the origin's answer (counted for the pool, the
 /// server's health and the tenant's signals), or why it failed.
+#[inline]
 fn settle(
     ctx: &RequestCtx<'_>,
     pool: &Pool,

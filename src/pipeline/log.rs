@@ -1,4 +1,4 @@
-//! The log phase: when the response body is dropped (finished or aborted), the access record
+//! Phase 8, the log: when the response body is dropped (finished or aborted), the access record
 //! becomes one JSON access-log line, the request counters and the tenant's signals. Never
 //! logs query strings, cookies or bodies; the client's address is shown as its network
 //! prefix unless the operator asked for full addresses.

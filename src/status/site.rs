@@ -248,12 +248,13 @@ where
         },
         (Target::Confirm | Target::Unsubscribe, Method::GET) => link_page(page, target, token),
         (Target::Confirm, Method::POST) => {
-            confirmed(page, token.is_some_and(|t| service.confirm(&tenant.id, &t)))
+            let done = token.is_some_and(|t| service.confirm(&tenant.id, &t));
+            button_answer(page, target, done)
         }
-        (Target::Unsubscribe, Method::POST) => unsubscribed(
-            page,
-            token.is_some_and(|t| service.unsubscribe(&tenant.id, &t)),
-        ),
+        (Target::Unsubscribe, Method::POST) => {
+            let done = token.is_some_and(|t| service.unsubscribe(&tenant.id, &t));
+            button_answer(page, target, done)
+        }
         _ => {
             let mut r = Response::new(Bytes::new());
             *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
@@ -395,50 +396,43 @@ fn link_page(page: Page<'_>, target: Target, token: Option<String>) -> Response<
     )
 }
 
-/// The confirm button's answer.
-fn confirmed(page: Page<'_>, done: bool) -> Response<Bytes> {
-    if done {
-        page.message(
+/// The answer of a confirm or unsubscribe button; `done` says whether the link held.
+fn button_answer(page: Page<'_>, target: Target, done: bool) -> Response<Bytes> {
+    let (status, title, text) = match (target == Target::Confirm, done) {
+        (true, true) => (
             StatusCode::OK,
             page.say("Abonnement confirmé", "Subscription confirmed"),
             page.say(
                 "Vous recevrez désormais les informations sur l'état des services. Chaque message contient un lien pour vous désabonner.",
                 "You will now receive updates on the status of services. Every message has a link to unsubscribe.",
             ),
-        )
-    } else {
-        page.message(
+        ),
+        (true, false) => (
             StatusCode::BAD_REQUEST,
             page.say("Lien expiré", "Link expired"),
             page.say(
                 "Ce lien n'est plus valable : abonnez-vous de nouveau depuis la page d'état des services.",
                 "This link is no longer valid: subscribe again from the status page.",
             ),
-        )
-    }
-}
-
-/// The unsubscribe button's answer.
-fn unsubscribed(page: Page<'_>, done: bool) -> Response<Bytes> {
-    if done {
-        page.message(
+        ),
+        (false, true) => (
             StatusCode::OK,
             page.say("Désabonnement effectué", "Unsubscribed"),
             page.say(
                 "Vous ne recevrez plus de messages. Votre adresse a été effacée.",
                 "You will receive no more messages. Your address has been deleted.",
             ),
-        )
-    } else {
-        page.message(
+        ),
+        (false, false) => (
             StatusCode::BAD_REQUEST,
             page.say("Lien non valable", "Link not valid"),
             page.say(
                 "Ce lien n'est pas valable : copiez-le en entier depuis le message reçu.",
                 "This link is not valid: copy it whole from the message.",
             ),
-        )
-    }
+        ),
+    };
+    page.message(status, title, text)
 }
 
 #[cfg(test)]

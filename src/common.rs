@@ -175,6 +175,23 @@ pub fn negotiate_language(accept_language: Option<&HeaderValue>, default: Langua
     best.map_or(default, |(_, l)| l)
 }
 
+/// A page the gateway answers with itself: `status`, HTML in UTF-8, never stored by caches
+/// (the caller adds the page's own fields).
+pub fn html_page(status: http::StatusCode, body: String) -> http::Response<bytes::Bytes> {
+    let mut resp = http::Response::new(bytes::Bytes::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 
 use askama::Template;
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::Response;
 
 use super::body::ResponseBody;
@@ -280,14 +280,8 @@ pub fn error_response(
         footer,
     };
     let body = page.render().unwrap_or_else(|_| t.title.to_owned());
-    let mut resp = Response::new(Bytes::from(body));
-    *resp.status_mut() = status;
+    let mut resp = crate::common::html_page(status, body);
     let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if error.is_rate_limit() {
         // The limits count over a one-second sliding window.
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));

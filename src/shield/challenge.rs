@@ -135,14 +135,8 @@ pub fn challenge_response(
         return_to,
     };
     let body = page.render().unwrap_or_else(|_| title.to_owned());
-    let mut resp = Response::new(Bytes::from(body));
-    *resp.status_mut() = StatusCode::FORBIDDEN;
+    let mut resp = crate::common::html_page(StatusCode::FORBIDDEN, body);
     let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert(CHALLENGE_HEADER, HeaderValue::from_static("pow"));
     resp

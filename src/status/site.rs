@@ -9,9 +9,7 @@ use crate::common::{negotiate_language, Language};
 use crate::config::runtime::Tenant;
 use crate::status::Pages;
 use bytes::Bytes;
-use http::header::{
-    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION,
-};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION};
 use http::{Method, Response, StatusCode};
 
 /// What a status-site request asks for.
@@ -193,14 +191,8 @@ fn message(
     form: Option<(&str, &str)>,
 ) -> Response<Bytes> {
     let body = crate::status::render::message_page(&tenant.name, lang, title, text, form);
-    let mut resp = Response::new(Bytes::from(body));
-    *resp.status_mut() = status;
+    let mut resp = crate::common::html_page(status, body);
     let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     resp

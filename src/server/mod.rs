@@ -286,12 +286,15 @@ async fn serve_connection(
         None
     };
     let clock = Arc::new(ConnClock::new(coarse_now_ms()));
-    let http_fingerprint = Arc::new(std::sync::OnceLock::new());
-    let head = Some(record::HeadRecorder::new(
-        config.limits.max_header_bytes,
-        http_fingerprint.clone(),
-    ));
-    let info = |proto, tls_fingerprint| ConnInfo {
+    // Made once the connection speaks HTTP (after the handshake or the preface), so a
+    // connection held before that carries nothing of it.
+    let recorder = || {
+        let http_fingerprint = Arc::new(std::sync::OnceLock::new());
+        let head =
+            record::HeadRecorder::new(config.limits.max_header_bytes, http_fingerprint.clone());
+        (Some(head), http_fingerprint)
+    };
+    let info = |proto, tls_fingerprint, http_fingerprint| ConnInfo {
         peer_value: peer_value(peer),
         forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
         peer,
@@ -308,7 +311,8 @@ async fn serve_connection(
             else {
                 return;
             };
-            let info = info("https", tls_stream.get_mut().0.take_ja4());
+            let (head, http_fingerprint) = recorder();
+            let info = info("https", tls_stream.get_mut().0.take_ja4(), http_fingerprint);
             let io = ActivityIo {
                 inner: tls_stream,
                 clock: clock.clone(),
@@ -327,7 +331,8 @@ async fn serve_connection(
                 }
             };
             gateway.metrics.connection("accepted");
-            let info = info("http", None);
+            let (head, http_fingerprint) = recorder();
+            let info = info("http", None, http_fingerprint);
             let io = ActivityIo {
                 inner: stream,
                 clock: clock.clone(),

@@ -50,6 +50,19 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
+/// Refuses a request without the admin token before its handler (and its body's
+/// extractor) runs.
+async fn require_token(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !authorized(&state, request.headers()) {
+        return unauthorized();
+    }
+    next.run(request).await
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -317,8 +330,8 @@ pub async fn start(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let local = listener.local_addr()?;
+    let state = AdminState { gateway, reloader };
     let app = Router::new()
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
         .route(
@@ -347,7 +360,14 @@ pub async fn start(
             "/admin/status/{tenant}/components/{component}",
             axum::routing::put(status::set_component),
         )
-        .with_state(AdminState { gateway, reloader });
+        // The token is checked before anything of the request is read: a caller without it
+        // learns nothing from how its body is judged (400, 415, 422 come after 401).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .route("/healthz", get(healthz))
+        .with_state(state);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -1,5 +1,9 @@
 //! Admin listener: token required, metrics exposed.
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -40,4 +44,62 @@ async fn admin_requires_the_token_and_serves_metrics() {
         "{m}"
     );
     assert!(m.contains("rempart_downstream_connections_active"), "{m}");
+}
+
+#[tokio::test]
+async fn the_token_is_checked_before_the_body_is_read() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_tenant(&[origin.addr], "", "")).await;
+    let admin = gw.running().admin_addr;
+    let c = h1_client();
+    let call = |token: Option<&str>, content_type: &str, body: &'static str| {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(format!("http://{admin}/admin/bans"))
+            .header("host", admin.to_string())
+            .header("content-type", content_type.to_owned());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        c.request(
+            req.body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap(),
+        )
+    };
+    // Without the token, a broken body, a wrong content type or a good body: 401 alike.
+    for (content_type, body) in [
+        ("application/json", "{not json"),
+        ("text/plain", "x"),
+        (
+            "application/json",
+            "{\"target\":\"192.0.2.1\",\"reason\":\"t\"}",
+        ),
+    ] {
+        let got = collect(call(None, content_type, body).await.unwrap()).await;
+        assert_eq!(got.status, 401, "{content_type} {body}");
+        let got = collect(
+            call(Some("wrong-token-xxxxxxxxxxxx"), content_type, body)
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 401, "{content_type} {body}");
+    }
+    // Nothing was banned; with the token the broken body is judged.
+    assert!(admin_call(&gw, "GET", "/admin/bans", None)
+        .await
+        .body
+        .contains("\"bans\":[]"));
+    let got = collect(
+        call(Some(&gw.token), "application/json", "{not json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 400);
+    // Health needs no token.
+    assert_eq!(
+        get(&c, admin, &admin.to_string(), "/healthz").await.status,
+        200
+    );
 }

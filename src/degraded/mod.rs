@@ -58,6 +58,14 @@ pub struct StaleRequest<'a> {
     pub via: &'a HeaderValue,
 }
 
+impl StaleRequest<'_> {
+    /// The key of this request's copy (tenant, host, path and query).
+    fn key(&self) -> stale::Key<'_> {
+        let target = self.parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        stale::key(&self.tenant.id, self.host, target)
+    }
+}
+
 /// The stale copy of this request's page with its notice, when the route keeps copies and
 /// one is usable.
 pub fn stale_page(cache: &StaleCache, req: &StaleRequest<'_>) -> Option<Response<Bytes>> {
@@ -68,11 +76,7 @@ pub fn stale_page(cache: &StaleCache, req: &StaleRequest<'_>) -> Option<Response
         return None;
     }
     let now = crate::clock::unix_now();
-    let key = stale::key(
-        &req.tenant.id,
-        req.host,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-    );
+    let key = req.key();
     let entry = cache.lookup(&key, &parts.headers, now)?;
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK);
@@ -124,11 +128,7 @@ pub fn recorder(
         return None;
     }
     let now = crate::clock::coarse_unix_secs();
-    let key = stale::key(
-        &req.tenant.id,
-        req.host,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-    );
+    let key = req.key();
     if cache.recent(&key, now) {
         return None;
     }

@@ -50,8 +50,9 @@ pub struct RequestCtx<'a> {
     pub generation: &'a Arc<Generation>,
     /// The downstream connection.
     pub conn: &'a ConnInfo,
-    /// The request's host, lower case, without port.
-    pub host: String,
+    /// The request's host, lower case, without port (borrowed from the request where the
+    /// request outlives the context: the status site's pages).
+    pub host: std::borrow::Cow<'a, str>,
     /// Index of the tenant in `generation.config.tenants`.
     pub tenant_idx: usize,
     /// Index of the route in the tenant's routes, once routed.
@@ -71,7 +72,7 @@ impl<'a> RequestCtx<'a> {
     pub fn new(
         generation: &'a Arc<Generation>,
         conn: &'a ConnInfo,
-        host: String,
+        host: std::borrow::Cow<'a, str>,
         tenant_idx: usize,
         accept_language: Option<HeaderValue>,
         mut record: AccessRecord,

@@ -130,12 +130,9 @@ impl Gateway {
         // memory without entering the rest of the pipeline.
         let found = match route::tenant(&generation, &req) {
             Ok(found) => found,
+            // No tenant: never a rate limit, so never held in the tarpit.
             Err(error) => {
                 let end = End::from(error);
-                let hold_ms = respond::hold_ms(&generation, None, &end);
-                if hold_ms > 0 {
-                    respond::tarpit(&generation, hold_ms).await;
-                }
                 return Ok(respond::finish(
                     &generation,
                     record,
@@ -149,23 +146,33 @@ impl Gateway {
             tenant_idx,
             status,
         } = found;
-        let host = host.into_owned();
-        let ctx = RequestCtx::new(
-            &generation,
-            &conn,
-            host,
-            tenant_idx,
-            accept_language,
-            record,
-        );
         Ok(match status {
             Some(target) if !target.is_subscription() => {
+                let ctx = RequestCtx::new(
+                    &generation,
+                    &conn,
+                    host,
+                    tenant_idx,
+                    accept_language,
+                    record,
+                );
                 let end = local::status_page(&ctx, target, &req);
                 finish!(ctx, end)
             }
             // The pipeline's future is large (every phase's state); boxed, the future hyper
             // stores and moves per request stays small.
-            subscription => Box::pin(run(ctx, req, subscription)).await,
+            subscription => {
+                let host = std::borrow::Cow::Owned(host.into_owned());
+                let ctx = RequestCtx::new(
+                    &generation,
+                    &conn,
+                    host,
+                    tenant_idx,
+                    accept_language,
+                    record,
+                );
+                Box::pin(run(ctx, req, subscription)).await
+            }
         })
     }
 }

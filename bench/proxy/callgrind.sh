@@ -9,6 +9,8 @@
 #   bench/proxy/callgrind.sh                     # 1 KiB, 256 connections, 8 s
 #   CONNS=64 DURATION=10 bench/proxy/callgrind.sh
 #   REMPART_BIN=/tmp/old/rempart bench/proxy/callgrind.sh   # another build, same setup
+#   TARGET=status bench/proxy/callgrind.sh    # the status page from memory (bench/status's
+#                                             # config, its tenant's origin down), 64 connections
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -16,6 +18,7 @@ CONNS=${CONNS:-256}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-3}
 BODY=${BODY:-1k}
+TARGET=${TARGET:-proxy}
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -45,17 +48,25 @@ taskset -c 1 nginx -c "$work/origin.conf" -p "$work" & pids+=($!)
 wait_port "$origin_port"
 
 port=$(free_port)
-sed -e "s#ORIGIN_PORT#$origin_port#g" -e "s#PORT#$port#g" "$here/rempart.toml" \
-  | sed -e 's#^pool = "origin"#pool = "origin"#' > "$work/rempart.toml"
-# The admission gate off for this count (see the header).
-sed -i -e 's#^servers = \[\(.*\)\]#servers = [\1]\nmax_concurrency = 0#' "$work/rempart.toml"
+if [ "$TARGET" = status ]; then
+  CONNS=${CONNS_STATUS:-64}
+  export REMPART_BENCH_TOKEN=callgrind-token-xxxxxxxxxxxxxxxx
+  sed -e "s#BENCH_DIR#$work#g" -e "s#ADMIN_PORT#$(free_port)#g" -e "s#DOWN_PORT#$(free_port)#g" \
+    -e "s#PORT#$port#g" "$root/bench/status/rempart.toml" > "$work/rempart.toml"
+  host=statut.ville.test; path=/
+else
+  sed -e "s#ORIGIN_PORT#$origin_port#g" -e "s#PORT#$port#g" "$here/rempart.toml" > "$work/rempart.toml"
+  # The admission gate off for this count (see the header).
+  sed -i -e 's#^servers = \[\(.*\)\]#servers = [\1]\nmax_concurrency = 0#' "$work/rempart.toml"
+  host=bench.localhost; path=/$BODY
+fi
 taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$REMPART_BIN" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & pids+=($!)
 wait_port "$port"
-url="http://127.0.0.1:$port/$BODY"
-taskset -c 1 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H 'Host: bench.localhost' "$url" > /dev/null
+url="http://127.0.0.1:$port$path"
+taskset -c 1 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $host" "$url" > /dev/null
 callgrind_control -z > /dev/null 2>&1
-out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H 'Host: bench.localhost' "$url")
+out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $host" "$url")
 callgrind_control -d > /dev/null 2>&1
 requests=$(echo "$out" | awk '/requests in/ {print $1}')
 non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')

@@ -6,7 +6,7 @@
 use http::Request;
 
 use super::context::RequestCtx;
-use super::flow::{End, Local};
+use super::flow::{End, Flow, Local};
 use super::shield;
 use crate::error::ProxyError;
 use crate::proxy::body::DownstreamBody;
@@ -15,11 +15,13 @@ use crate::shield::pass::{self, Answer, Reject};
 use crate::signals::LocalReason;
 use crate::status::site::{self, Target};
 
-/// A status-site page, feed or summary, from memory.
-pub fn status_page<B>(ctx: &RequestCtx<'_>, target: Target, req: &Request<B>) -> End {
-    if let Err(end) = shield::status_site(ctx, req.uri().path()) {
-        return end;
-    }
+/// A status-site page, feed or summary, from memory (`Err`: the shield refused it).
+pub fn status_page<B>(
+    ctx: &RequestCtx<'_>,
+    target: Target,
+    req: &Request<B>,
+) -> Flow<http::Response<bytes::Bytes>> {
+    shield::status_site(ctx, req.uri().path())?;
     let pages = ctx.generation.status.pages(&ctx.tenant().id);
     let page = site::respond(
         pages.as_deref(),
@@ -29,7 +31,7 @@ pub fn status_page<B>(ctx: &RequestCtx<'_>, target: Target, req: &Request<B>) ->
         req.uri().query(),
         req.headers(),
     );
-    Local::page(page, "status page", LocalReason::StatusSite)
+    Ok(page)
 }
 
 /// A subscription step (it reads a small form body).

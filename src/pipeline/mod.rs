@@ -125,7 +125,6 @@ impl Gateway {
             generation.config.is_trusted_proxy(ip)
         });
         let record = AccessRecord::start(generation.clone(), &req, client, conn.clock.clone());
-        let accept_language = req.headers().get(http::header::ACCEPT_LANGUAGE).cloned();
         // Phase 1 starts here: host and tenant first, so the status site is answered from
         // memory without entering the rest of the pipeline.
         let found = match route::tenant(&generation, &req) {
@@ -133,6 +132,7 @@ impl Gateway {
             // No tenant: never a rate limit, so never held in the tarpit.
             Err(error) => {
                 let end = End::from(error);
+                let accept_language = accept_language(&req);
                 return Ok(respond::finish(
                     &generation,
                     record,
@@ -148,21 +148,27 @@ impl Gateway {
         } = found;
         Ok(match status {
             Some(target) if !target.is_subscription() => {
-                let ctx = RequestCtx::new(
-                    &generation,
-                    &conn,
-                    host,
-                    tenant_idx,
-                    accept_language,
-                    record,
-                );
-                let end = local::status_page(&ctx, target, &req);
-                finish!(ctx, end)
+                // `Accept-Language` is read only if the page is refused (the pages choose
+                // their language themselves).
+                let mut ctx = RequestCtx::new(&generation, &conn, host, tenant_idx, None, record);
+                match local::status_page(&ctx, target, &req) {
+                    Ok(page) => respond::page_response(
+                        ctx.record,
+                        page,
+                        "status page",
+                        crate::signals::LocalReason::StatusSite,
+                    ),
+                    Err(end) => {
+                        ctx.accept_language = accept_language(&req);
+                        finish!(ctx, end)
+                    }
+                }
             }
             // The pipeline's future is large (every phase's state); boxed, the future hyper
             // stores and moves per request stays small.
             subscription => {
                 let host = std::borrow::Cow::Owned(host.into_owned());
+                let accept_language = accept_language(&req);
                 let ctx = RequestCtx::new(
                     &generation,
                     &conn,
@@ -175,6 +181,11 @@ impl Gateway {
             }
         })
     }
+}
+
+/// The client's `Accept-Language`, for the language of a local page.
+fn accept_language<B>(req: &Request<B>) -> Option<http::HeaderValue> {
+    req.headers().get(http::header::ACCEPT_LANGUAGE).cloned()
 }
 
 /// The response for an `End`: held in the tarpit first when it is a rate limit (only the

@@ -117,6 +117,18 @@ pub fn finish(
             (page, error.reason(), signal_of(error))
         }
     };
+    page_response(record, page, reason, signal)
+}
+
+/// A page the gateway built, with its access record completed: `reason` for the access log,
+/// `signal` for the tenant's signals. (A status-site page comes here directly: it is no
+/// `End`, so nothing is boxed for it.)
+pub fn page_response(
+    mut record: AccessRecord,
+    page: Response<Bytes>,
+    reason: &'static str,
+    signal: LocalReason,
+) -> Response<ResponseBody> {
     record.status = page.status().as_u16();
     record.reason = Some(reason);
     record.local = Some(signal);

@@ -13,8 +13,9 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("telemetry", &[]),
     // Decision cores and their state.
+    ("canonical", &[]),
     ("shield", &["clock", "common"]),
-    ("config", &["common", "metrics", "shield"]),
+    ("config", &["canonical", "common", "metrics", "shield"]),
     ("signals", &["config"]),
     ("state", &["clock", "shield"]),
     ("status", &["clock", "common", "config", "signals"]),
@@ -27,8 +28,18 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "pipeline",
         &[
-            "clock", "common", "config", "degraded", "error", "metrics", "proxy", "shield",
-            "signals", "state", "status",
+            "canonical",
+            "clock",
+            "common",
+            "config",
+            "degraded",
+            "error",
+            "metrics",
+            "proxy",
+            "shield",
+            "signals",
+            "state",
+            "status",
         ],
     ),
     // The edges: connections in, operators' API, reloads.
@@ -77,7 +88,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry",
         ],
     ),
-    ("fuzzing", &["pipeline", "proxy", "server", "shield"]),
+    ("fuzzing", &["canonical", "pipeline", "proxy", "server", "shield"]),
 ];
 
 /// The `crate::<module>` names used in `source`, with their line numbers (comments left out).

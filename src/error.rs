@@ -33,6 +33,16 @@ pub enum ProxyError {
     /// The request is malformed.
     #[error("bad request")]
     BadRequest,
+    /// The request target has no safe reading (a path the normaliser refuses, an
+    /// asterisk-form or authority-form target, an encoded separator a route did not allow).
+    #[error("bad request target")]
+    BadTarget,
+    /// The request target is longer than the gateway accepts.
+    #[error("request target too long")]
+    UriTooLong,
+    /// A method a gateway must not forward (`CONNECT`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// Over the per-address request rate.
     #[error("rate limited (address)")]
     RateLimitedAddress,
@@ -86,6 +96,9 @@ impl ProxyError {
             | Self::NoRoute
             | Self::BodyTooLarge
             | Self::BadRequest
+            | Self::BadTarget
+            | Self::UriTooLong
+            | Self::MethodNotAllowed
             | Self::RateLimitedAddress
             | Self::RateLimitedPrefix
             | Self::RateLimitedPass
@@ -108,7 +121,9 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
-            Self::BadHost | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::BadHost | Self::BadRequest | Self::BadTarget => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimitedAddress
@@ -134,6 +149,9 @@ impl ProxyError {
             Self::NoRoute => "no_route",
             Self::BodyTooLarge => "body_too_large",
             Self::BadRequest => "bad_request",
+            Self::BadTarget => "bad_target",
+            Self::UriTooLong => "uri_too_long",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimitedAddress => "rate_limited_address",
             Self::RateLimitedPrefix => "rate_limited_prefix",
             Self::RateLimitedPass => "rate_limited_pass",
@@ -161,6 +179,22 @@ impl ProxyError {
                 | Self::RateLimitedPass
                 | Self::RateLimitedFingerprint
                 | Self::RateLimitedKey
+        )
+    }
+
+    /// Whether the connection is closed after the answer (HTTP/1): a refusal that leaves
+    /// the stream in doubt (a body not read, bytes after a `CONNECT`, a malformed head), so
+    /// nothing the client sent after it is read as a new request.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            Self::BadHost
+                | Self::BadRequest
+                | Self::BadTarget
+                | Self::UriTooLong
+                | Self::MethodNotAllowed
+                | Self::BodyTooLarge
+                | Self::BodyTooSlow
         )
     }
 

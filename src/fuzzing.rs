@@ -75,7 +75,8 @@ pub fn request_head(data: &[u8]) {
 /// value, without port or user info, and flagged when it has upper-case letters; the
 /// request's host is then lower case without a trailing dot.
 pub fn host(data: &[u8]) {
-    use crate::pipeline::route::{host_of, request_host};
+    use crate::canonical::authority::host_of;
+    use crate::pipeline::route::request_host;
     if let Some((host, upper)) = host_of(data) {
         assert!(!host.is_empty());
         assert!(data.starts_with(host.as_bytes()), "{host:?}");

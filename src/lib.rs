@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod common;

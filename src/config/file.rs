@@ -18,6 +18,8 @@ pub const DEFAULT_REQUEST: &str = "300s";
 pub const DEFAULT_SHUTDOWN_DRAIN: &str = "30s";
 /// Default maximum request-head size in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default longest request target (path and query), bytes: longer ones get 414.
+pub const DEFAULT_MAX_TARGET_BYTES: usize = 8 * 1024;
 /// Default maximum request-body size in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 /// Default maximum number of concurrent downstream connections.
@@ -313,6 +315,8 @@ pub struct TimeoutsFile {
 pub struct LimitsFile {
     /// Maximum request-head size.
     pub max_header_bytes: Option<usize>,
+    /// Maximum request-target size (path and query).
+    pub max_target_bytes: Option<usize>,
     /// Maximum request-body size (routes may lower or raise it).
     pub max_body_bytes: Option<u64>,
     /// Maximum concurrent downstream connections.
@@ -535,6 +539,9 @@ pub struct RouteFile {
     /// Serve the maintenance page instead of forwarding (this route).
     #[serde(default)]
     pub maintenance: bool,
+    /// Forward paths with an encoded `/` or `\` (`%2F`, `%5C`) instead of refusing them.
+    #[serde(default)]
+    pub allow_encoded_slash: bool,
     /// Stale-copy window of this route (default: the tenant's).
     pub stale_if_error: Option<String>,
 }

@@ -74,6 +74,8 @@ pub struct Timeouts {
 pub struct Limits {
     /// Maximum request-head bytes.
     pub max_header_bytes: usize,
+    /// Maximum request-target bytes (path and query): longer gets 414.
+    pub max_target_bytes: usize,
     /// Default maximum body bytes.
     pub max_body_bytes: u64,
     /// Maximum concurrent downstream connections.
@@ -163,6 +165,8 @@ pub struct Route {
     pub api: Option<ApiKeys>,
     /// Maintenance page instead of forwarding.
     pub maintenance: bool,
+    /// Paths with an encoded `/` or `\` are forwarded (refused otherwise).
+    pub allow_encoded_slash: bool,
     /// How long a copy of a page may be served when the origin fails (zero = never).
     pub stale_if_error: Duration,
 }

@@ -207,6 +207,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     let l = &file.limits;
     let limits = Limits {
         max_header_bytes: l.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_target_bytes: l.max_target_bytes.unwrap_or(DEFAULT_MAX_TARGET_BYTES),
         max_body_bytes: l.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         min_body_rate: l.min_body_rate.unwrap_or(DEFAULT_MIN_BODY_RATE),
@@ -228,6 +229,13 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             "limits.max_header_bytes",
             format!("{} is out of range", limits.max_header_bytes),
             Some("use a value between 8192 and 1048576"),
+        );
+    }
+    if !(256..=limits.max_header_bytes).contains(&limits.max_target_bytes) {
+        c.push(
+            "limits.max_target_bytes",
+            format!("{} is out of range", limits.max_target_bytes),
+            Some("use a value between 256 and limits.max_header_bytes"),
         );
     }
     if limits.max_connections == 0 {
@@ -1211,6 +1219,23 @@ fn routes(
                 format!("`{}` must start with '/'", rf.path_prefix),
                 None,
             );
+        } else {
+            match crate::canonical::path::normalise(&rf.path_prefix) {
+                Ok(canonical) if canonical.path == rf.path_prefix.as_str() => {}
+                Ok(canonical) => c.push(
+                    format!("{rp}.path_prefix"),
+                    format!(
+                        "`{}` is not in canonical form: requests are routed on their normalised path, so it would never match",
+                        rf.path_prefix
+                    ),
+                    Some(&format!("write it as `{}`", canonical.path)),
+                ),
+                Err(e) => c.push(
+                    format!("{rp}.path_prefix"),
+                    format!("`{}`: {}", rf.path_prefix, e.reason()),
+                    Some("requests with such a path are refused before routing"),
+                ),
+            }
         }
         let host = rf.host.as_ref().map(|h| h.to_ascii_lowercase());
         if let Some(h) = &host {
@@ -1321,6 +1346,7 @@ fn routes(
         };
         out.push(Route {
             maintenance: rf.maintenance,
+            allow_encoded_slash: rf.allow_encoded_slash,
             stale_if_error,
             name: rf.name.clone().unwrap_or_else(|| rf.path_prefix.clone()),
             host,

@@ -61,6 +61,8 @@ pub struct RequestCtx<'a> {
     pub priority: Priority,
     /// Whether the tenant was calm (not shedding) when the shield decided.
     pub calm: bool,
+    /// The canonical path keeps an encoded `/` or `\` (refused unless the route allows it).
+    pub encoded_separator: bool,
     /// The client's `Accept-Language`, for local pages.
     pub accept_language: Option<HeaderValue>,
     /// The access record.
@@ -86,6 +88,7 @@ impl<'a> RequestCtx<'a> {
             route_idx: None,
             priority: Priority::Unknown,
             calm: true,
+            encoded_separator: false,
             accept_language,
             record,
         }

@@ -1,4 +1,4 @@
-//! Forwarding: the request body's declared length is checked (400, 413; CONNECT is refused),
+//! Forwarding: the request body's declared length is checked (400, 413),
 //! the request is made ready for the origin (hop-by-hop fields and the pass cookie removed,
 //! forwarding fields decided, the body wrapped with its size limit, minimum data rate and
 //! byte count), then sent to a server of the route's pool within the response-head timeout.
@@ -50,7 +50,7 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 /// The request body's declared length, checked: 400 when it is not a number, 413 over the
-/// route's limit; CONNECT is refused (400).
+/// route's limit.
 pub fn declared_length<B>(route: &Route, req: &Request<B>) -> Flow<Option<u64>> {
     let declared_len = match req.headers().get(CONTENT_LENGTH) {
         Some(v) => Some(
@@ -63,9 +63,6 @@ pub fn declared_length<B>(route: &Route, req: &Request<B>) -> Flow<Option<u64>> 
     };
     if declared_len.is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge.into());
-    }
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::BadRequest.into());
     }
     Ok(declared_len)
 }

@@ -5,10 +5,11 @@
 //!
 //! | phase | file | what it decides |
 //! | --- | --- | --- |
+//! | 0. canonical request | `canonical` | `CONNECT` (405), target forms (400), length (414), one host agreed (400), path normalised (400) |
 //! | 1. routing | `route` | tenant by host (400, 421); status site or `/.rempart/`; route (404); maintenance (503) |
 //! | 1a. local pages | `local` | status site, subscription steps, challenge script and pass |
 //! | 2. shield | `shield` | bans, API keys, rates, pass cookie, fingerprints, challenge; priority |
-//! | 3. request body | `forward::declared_length` | declared length (400, 413), CONNECT (400) |
+//! | 3. request body | `forward::declared_length` | declared length (400, 413) |
 //! | 4. admission | `admission` | a slot at the origin, verified clients first; shed |
 //! | 5. forward | `forward` | upstream request, retry on another server, stale copy on failure |
 //! | 6. answer | `answer` | origin's head: stale copy on 5xx, `Via`, tunnel, body taps |
@@ -21,6 +22,7 @@
 pub mod admission;
 pub mod answer;
 pub mod body;
+pub mod canonical;
 pub mod context;
 pub mod flow;
 pub mod forward;
@@ -118,13 +120,30 @@ impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
-        req: Request<DownstreamBody>,
+        mut req: Request<DownstreamBody>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let generation = self.generation.load_full();
         let client = crate::proxy::headers::client_ip(conn.peer.ip(), req.headers(), |ip| {
             generation.config.is_trusted_proxy(ip)
         });
-        let record = AccessRecord::start(generation.clone(), &req, client, conn.clock.clone());
+        let mut record = AccessRecord::start(generation.clone(), &req, client, conn.clock.clone());
+        // Phase 0: every later decision is taken on the canonical request.
+        let form = match canonical::canonicalise(&mut req, generation.config.limits.max_target_bytes)
+        {
+            Ok(form) => form,
+            Err(end) => {
+                let accept_language = accept_language(&req);
+                return Ok(respond::finish(
+                    &generation,
+                    record,
+                    accept_language.as_ref(),
+                    end,
+                ));
+            }
+        };
+        if form.rewritten {
+            record.uri = req.uri().clone();
+        }
         // Phase 1 starts here: host and tenant first, so the status site is answered from
         // memory without entering the rest of the pipeline.
         let found = match route::tenant(&generation, &req) {
@@ -169,7 +188,7 @@ impl Gateway {
             subscription => {
                 let host = std::borrow::Cow::Owned(host.into_owned());
                 let accept_language = accept_language(&req);
-                let ctx = RequestCtx::new(
+                let mut ctx = RequestCtx::new(
                     &generation,
                     &conn,
                     host,
@@ -177,6 +196,7 @@ impl Gateway {
                     accept_language,
                     record,
                 );
+                ctx.encoded_separator = form.encoded_separator;
                 Box::pin(run(ctx, req, subscription)).await
             }
         })

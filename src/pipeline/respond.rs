@@ -50,8 +50,12 @@ fn text(error: ProxyError, lang: Language) -> Text {
     let (title, message) = match (error, lang) {
         (UnknownHost, Fr) => ("Site inconnu", "Ce nom de site n'est pas servi ici. Vérifiez l'adresse saisie."),
         (UnknownHost, En) => ("Unknown site", "This site name is not served here. Please check the address."),
-        (BadHost | BadRequest, Fr) => ("Requête invalide", "La requête reçue est incorrecte et n'a pas été transmise."),
-        (BadHost | BadRequest, En) => ("Bad request", "The request was malformed and was not forwarded."),
+        (BadHost | BadRequest | BadTarget, Fr) => ("Requête invalide", "La requête reçue est incorrecte et n'a pas été transmise."),
+        (BadHost | BadRequest | BadTarget, En) => ("Bad request", "The request was malformed and was not forwarded."),
+        (UriTooLong, Fr) => ("Adresse trop longue", "L'adresse demandée est trop longue et n'a pas été transmise. Vérifiez le lien suivi."),
+        (UriTooLong, En) => ("Address too long", "The address requested is too long and was not forwarded. Please check the link you followed."),
+        (MethodNotAllowed, Fr) => ("Méthode refusée", "Ce type de requête n'est pas accepté ici et n'a pas été transmis."),
+        (MethodNotAllowed, En) => ("Method not allowed", "This kind of request is not accepted here and was not forwarded."),
         (BodyTooSlow, Fr) => ("Envoi trop lent", "Le contenu envoyé arrivait trop lentement et l'envoi a été interrompu. Vérifiez votre connexion et réessayez."),
         (BodyTooSlow, En) => ("Upload too slow", "What you sent arrived too slowly and the upload was stopped. Please check your connection and try again."),
         (Banned, Fr) => ("Accès refusé", "L'accès à ce site est temporairement refusé depuis votre connexion. Si vous pensez qu'il s'agit d'une erreur, contactez la collectivité."),
@@ -113,7 +117,13 @@ pub fn finish(
                 tracing::debug!(error = %error, cause = %cause, "request failed");
             }
             record.cause = cause;
-            let page = error_response(error, tenant, record.route, accept_language);
+            let mut page = error_response(error, tenant, record.route, accept_language);
+            if error.closes_connection() && record.version != http::Version::HTTP_2 {
+                page.headers_mut().insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("close"),
+                );
+            }
             (page, error.reason(), signal_of(error))
         }
     };
@@ -174,7 +184,8 @@ fn signal_of(error: ProxyError) -> LocalReason {
         Banned => LocalReason::Banned,
         Shed => LocalReason::Shed,
         Maintenance => LocalReason::Maintenance,
-        BadHost | BadRequest | BodyTooLarge | BodyTooSlow | ApiKeyRequired => {
+        BadHost | BadRequest | BadTarget | UriTooLong | MethodNotAllowed | BodyTooLarge
+        | BodyTooSlow | ApiKeyRequired => {
             LocalReason::BadRequest
         }
         UnknownHost | NoRoute => LocalReason::NotFound,
@@ -303,6 +314,11 @@ pub fn error_response(
         h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
     } else if error.blame() == crate::error::Blame::Upstream {
         h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+    } else if error == ProxyError::MethodNotAllowed {
+        h.insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
     }
     resp
 }

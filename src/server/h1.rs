@@ -42,6 +42,10 @@ const MAX_FIELDS: usize = 64;
 /// written from where they are.
 const COPY_LIMIT: usize = 16 * 1024;
 
+/// The answer to a request line longer than a head may be (the connection then closes).
+const URI_TOO_LONG: &[u8] =
+    b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
 /// How the fast path ended.
 #[derive(Debug)]
 pub(super) enum Ended {
@@ -61,6 +65,9 @@ enum Parsed {
     Partial,
     /// Not for this path (or not valid): hand the connection to hyper.
     Elsewhere,
+    /// The request line alone is longer than the head may be: answered 414 here (hyper
+    /// would say 431, which names the wrong culprit), then the connection is closed.
+    LineTooLong,
     /// A complete request head served here: the request, the head's length in bytes, and
     /// whether the client asked to close the connection after it.
     Complete {
@@ -80,6 +87,9 @@ fn parse(buf: &Bytes, max_head: usize) -> Parsed {
     {
         Ok(httparse::Status::Complete(n)) if n <= max_head => n,
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return Parsed::Partial,
+        _ if buf.len() > max_head && !buf[..max_head].contains(&b'\n') => {
+            return Parsed::LineTooLong
+        }
         _ => return Parsed::Elsewhere,
     };
     if head.version != Some(1) {
@@ -238,6 +248,11 @@ where
                         break (req, close);
                     }
                     Parsed::Elsewhere => return Ok(Ended::Handover(pending)),
+                    Parsed::LineTooLong => {
+                        io.write_all(URI_TOO_LONG).await?;
+                        let _ = io.shutdown().await;
+                        return Ok(Ended::Closed);
+                    }
                     Parsed::Partial => {}
                 }
             }
@@ -251,7 +266,13 @@ where
         };
         let is_head = req.method() == Method::HEAD;
         let Ok(response) = handle(req).await;
-        let close = close_requested || closing.load(Ordering::Relaxed);
+        // The gateway closes after a refusal that leaves the stream in doubt.
+        let close = close_requested
+            || closing.load(Ordering::Relaxed)
+            || response
+                .headers()
+                .get(CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         if !write_response(io, response, is_head, close).await? || close {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);

@@ -88,7 +88,10 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry",
         ],
     ),
-    ("fuzzing", &["canonical", "pipeline", "proxy", "server", "shield"]),
+    (
+        "fuzzing",
+        &["canonical", "pipeline", "proxy", "server", "shield"],
+    ),
 ];
 
 /// The `crate::<module>` names used in `source`, with their line numbers (comments left out).

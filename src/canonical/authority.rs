@@ -192,17 +192,50 @@ mod tests {
         let h = |v: &'static [&'static str]| v.iter().map(|s| s.as_bytes());
         assert_eq!(agree(None, h(&["ville.test"]), false), Ok(Source::Host));
         assert_eq!(agree(None, h(&[]), false), Err(AuthorityError::Missing));
-        assert_eq!(agree(None, h(&["a.test", "b.test"]), false), Err(AuthorityError::DuplicateHost));
-        assert_eq!(agree(None, h(&["a.test", "a.test"]), true), Err(AuthorityError::DuplicateHost));
-        assert_eq!(agree(None, h(&["a b"]), false), Err(AuthorityError::Invalid));
-        assert_eq!(agree(Some("ville.test"), h(&[]), true), Ok(Source::Authority));
-        assert_eq!(agree(Some("ville.test"), h(&["Ville.Test."]), true), Ok(Source::Authority));
-        assert_eq!(agree(Some("ville.test:8443"), h(&["ville.test:8443"]), true), Ok(Source::Authority));
-        assert_eq!(agree(Some("ville.test"), h(&["autre.test"]), true), Err(AuthorityError::Conflict));
-        assert_eq!(agree(Some("ville.test:1"), h(&["ville.test"]), true), Err(AuthorityError::Conflict));
+        assert_eq!(
+            agree(None, h(&["a.test", "b.test"]), false),
+            Err(AuthorityError::DuplicateHost)
+        );
+        assert_eq!(
+            agree(None, h(&["a.test", "a.test"]), true),
+            Err(AuthorityError::DuplicateHost)
+        );
+        assert_eq!(
+            agree(None, h(&["a b"]), false),
+            Err(AuthorityError::Invalid)
+        );
+        assert_eq!(
+            agree(Some("ville.test"), h(&[]), true),
+            Ok(Source::Authority)
+        );
+        assert_eq!(
+            agree(Some("ville.test"), h(&["Ville.Test."]), true),
+            Ok(Source::Authority)
+        );
+        assert_eq!(
+            agree(Some("ville.test:8443"), h(&["ville.test:8443"]), true),
+            Ok(Source::Authority)
+        );
+        assert_eq!(
+            agree(Some("ville.test"), h(&["autre.test"]), true),
+            Err(AuthorityError::Conflict)
+        );
+        assert_eq!(
+            agree(Some("ville.test:1"), h(&["ville.test"]), true),
+            Err(AuthorityError::Conflict)
+        );
         // HTTP/1 absolute form: the target's authority replaces the Host field.
-        assert_eq!(agree(Some("ville.test"), h(&["autre.test"]), false), Ok(Source::Authority));
-        assert_eq!(agree(Some("u@ville.test"), h(&[]), false), Err(AuthorityError::UserInfo));
-        assert_eq!(agree(Some("ville.test"), h(&["a", "b"]), false), Err(AuthorityError::DuplicateHost));
+        assert_eq!(
+            agree(Some("ville.test"), h(&["autre.test"]), false),
+            Ok(Source::Authority)
+        );
+        assert_eq!(
+            agree(Some("u@ville.test"), h(&[]), false),
+            Err(AuthorityError::UserInfo)
+        );
+        assert_eq!(
+            agree(Some("ville.test"), h(&["a", "b"]), false),
+            Err(AuthorityError::DuplicateHost)
+        );
     }
 }

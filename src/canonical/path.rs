@@ -157,7 +157,11 @@ fn rebuild(path: &str) -> Result<Canonical<'static>, PathError> {
                         out.push(v);
                     } else {
                         encoded_separator |= v == b'/' || v == b'\\';
-                        out.extend_from_slice(&[b'%', HEX_UPPER[usize::from(hi)], HEX_UPPER[usize::from(lo)]]);
+                        out.extend_from_slice(&[
+                            b'%',
+                            HEX_UPPER[usize::from(hi)],
+                            HEX_UPPER[usize::from(lo)],
+                        ]);
                     }
                     decoded.push(v);
                     j += 3;
@@ -216,7 +220,16 @@ mod tests {
 
     #[test]
     fn canonical_paths_are_borrowed() {
-        for p in ["/", "/a", "/a/b/", "/.rempart/pass", "/a.b/c..d/", "/a;b=c", "/é", "/a:b@c"] {
+        for p in [
+            "/",
+            "/a",
+            "/a/b/",
+            "/.rempart/pass",
+            "/a.b/c..d/",
+            "/a;b=c",
+            "/é",
+            "/a:b@c",
+        ] {
             let c = normalise(p).unwrap();
             assert!(matches!(c.path, Cow::Borrowed(_)), "{p}");
             assert_eq!(c.path, p);

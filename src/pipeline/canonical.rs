@@ -35,7 +35,9 @@ pub fn canonicalise<B>(req: &mut Request<B>, max_target: usize) -> Flow<Form> {
     }
     match uri.scheme_str() {
         None if uri.authority().is_some() => {
-            return Err(ProxyError::BadTarget.because("authority-form target").into())
+            return Err(ProxyError::BadTarget
+                .because("authority-form target")
+                .into())
         }
         None | Some("http" | "https") => {}
         Some(_) => return Err(ProxyError::BadTarget.because("scheme not http").into()),
@@ -46,7 +48,10 @@ pub fn canonicalise<B>(req: &mut Request<B>, max_target: usize) -> Flow<Form> {
     }
     let source = authority::agree(
         uri.authority().map(http::uri::Authority::as_str),
-        req.headers().get_all(HOST).iter().map(HeaderValue::as_bytes),
+        req.headers()
+            .get_all(HOST)
+            .iter()
+            .map(HeaderValue::as_bytes),
         req.version() == Version::HTTP_2,
     )
     .map_err(|e| ProxyError::BadHost.because(e.reason()))?;
@@ -145,7 +150,12 @@ mod tests {
 
     #[test]
     fn the_path_is_rewritten_and_the_query_kept() {
-        let mut req = request("GET", "/a/../admin//x?q=%2e%2E", Version::HTTP_11, &["ville.test"]);
+        let mut req = request(
+            "GET",
+            "/a/../admin//x?q=%2e%2E",
+            Version::HTTP_11,
+            &["ville.test"],
+        );
         assert!(canonicalise(&mut req, 8192).unwrap().rewritten);
         assert_eq!(req.uri(), "/admin/x?q=%2e%2E");
         let mut req = request("GET", "/a%2fb", Version::HTTP_11, &["ville.test"]);
@@ -154,11 +164,21 @@ mod tests {
 
     #[test]
     fn absolute_form_sets_the_host_and_h2_must_agree() {
-        let mut req = request("GET", "http://ville.test/a", Version::HTTP_11, &["autre.test"]);
+        let mut req = request(
+            "GET",
+            "http://ville.test/a",
+            Version::HTTP_11,
+            &["autre.test"],
+        );
         canonicalise(&mut req, 8192).unwrap();
         assert_eq!(req.headers().get(HOST).unwrap(), "ville.test");
         assert_eq!(req.headers().get_all(HOST).iter().count(), 1);
-        let mut req = request("GET", "https://ville.test/a", Version::HTTP_2, &["autre.test"]);
+        let mut req = request(
+            "GET",
+            "https://ville.test/a",
+            Version::HTTP_2,
+            &["autre.test"],
+        );
         assert_eq!(error_of(canonicalise(&mut req, 8192)), ProxyError::BadHost);
         let mut req = request("GET", "https://ville.test/a", Version::HTTP_2, &[]);
         canonicalise(&mut req, 8192).unwrap();
@@ -178,7 +198,11 @@ mod tests {
         ];
         for (method, target, want) in cases {
             let mut req = request(method, target, Version::HTTP_11, &["ville.test"]);
-            assert_eq!(error_of(canonicalise(&mut req, 8192)), want, "{method} {target}");
+            assert_eq!(
+                error_of(canonicalise(&mut req, 8192)),
+                want,
+                "{method} {target}"
+            );
         }
         let mut req = request("OPTIONS", "*", Version::HTTP_11, &["ville.test"]);
         assert!(matches!(canonicalise(&mut req, 8192), Err(End::Answer(_))));

@@ -128,19 +128,19 @@ impl Gateway {
         });
         let mut record = AccessRecord::start(generation.clone(), &req, client, conn.clock.clone());
         // Phase 0: every later decision is taken on the canonical request.
-        let form = match canonical::canonicalise(&mut req, generation.config.limits.max_target_bytes)
-        {
-            Ok(form) => form,
-            Err(end) => {
-                let accept_language = accept_language(&req);
-                return Ok(respond::finish(
-                    &generation,
-                    record,
-                    accept_language.as_ref(),
-                    end,
-                ));
-            }
-        };
+        let form =
+            match canonical::canonicalise(&mut req, generation.config.limits.max_target_bytes) {
+                Ok(form) => form,
+                Err(end) => {
+                    let accept_language = accept_language(&req);
+                    return Ok(respond::finish(
+                        &generation,
+                        record,
+                        accept_language.as_ref(),
+                        end,
+                    ));
+                }
+            };
         if form.rewritten {
             record.uri = req.uri().clone();
         }

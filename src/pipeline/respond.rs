@@ -119,10 +119,8 @@ pub fn finish(
             record.cause = cause;
             let mut page = error_response(error, tenant, record.route, accept_language);
             if error.closes_connection() && record.version != http::Version::HTTP_2 {
-                page.headers_mut().insert(
-                    http::header::CONNECTION,
-                    HeaderValue::from_static("close"),
-                );
+                page.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
             (page, error.reason(), signal_of(error))
         }
@@ -185,9 +183,7 @@ fn signal_of(error: ProxyError) -> LocalReason {
         Shed => LocalReason::Shed,
         Maintenance => LocalReason::Maintenance,
         BadHost | BadRequest | BadTarget | UriTooLong | MethodNotAllowed | BodyTooLarge
-        | BodyTooSlow | ApiKeyRequired => {
-            LocalReason::BadRequest
-        }
+        | BodyTooSlow | ApiKeyRequired => LocalReason::BadRequest,
         UnknownHost | NoRoute => LocalReason::NotFound,
         UpstreamConnect | UpstreamFailed | UpstreamTimeout => LocalReason::OriginFailed,
         Internal => LocalReason::Other,

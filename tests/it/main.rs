@@ -20,3 +20,7 @@ mod shield;
 mod status;
 mod subscriptions;
 mod tls;
+
+/// One end-to-end test per class of attack the gateway must neutralise (h1 and h2).
+#[path = "../security/mod.rs"]
+mod security;

@@ -28,6 +28,8 @@ pub struct OriginState {
     pub healthy: AtomicBool,
     pub last_headers: Mutex<Vec<(String, String)>>,
     pub last_body_len: AtomicUsize,
+    /// Every request as `HOST TARGET` (the target as it arrived), in order.
+    pub seen: Mutex<Vec<String>>,
 }
 
 /// A test origin on 127.0.0.1:0.
@@ -74,6 +76,11 @@ impl Origin {
 
     pub fn count(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Every request the origin saw, as `HOST TARGET`.
+    pub fn seen(&self) -> Vec<String> {
+        self.state.seen.lock().unwrap().clone()
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
@@ -140,6 +147,18 @@ async fn origin_full(
             .unwrap());
     }
     state.requests.fetch_add(1, Ordering::SeqCst);
+    let host = req
+        .headers()
+        .get_all("host")
+        .iter()
+        .map(|h| h.to_str().unwrap_or("?"))
+        .collect::<Vec<_>>()
+        .join(",");
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .push(format!("{host} {}", req.uri()));
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()

@@ -342,6 +342,9 @@ pub struct ForwardingFile {
     pub trusted_proxies: Vec<String>,
     /// Pseudonym used in `Via` and `Forwarded: by=`.
     pub via_name: Option<String>,
+    /// Send `X-Real-IP` with the client's address to origins.
+    #[serde(default)]
+    pub x_real_ip: bool,
 }
 
 /// One tenant.
@@ -374,6 +377,10 @@ pub struct TenantFile {
     /// Serve the maintenance page instead of forwarding (the whole tenant).
     #[serde(default)]
     pub maintenance: bool,
+    /// Request fields dropped from untrusted clients besides the built-in list (fields the
+    /// tenant's applications believe, such as an SSO's `X-Remote-User`).
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
     /// How long a copy of a public page may be served when the origin fails (`"0s"` = never).
     pub stale_if_error: Option<String>,
 }

@@ -208,6 +208,8 @@ pub struct Tenant {
     pub status: Option<StatusSpec>,
     /// Maintenance page for the whole tenant.
     pub maintenance: bool,
+    /// Request fields dropped from untrusted clients besides the built-in list.
+    pub strip_headers: Vec<http::HeaderName>,
 }
 
 /// A tenant's status page.
@@ -415,6 +417,8 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     /// Name in `Via`.
     pub via_name: String,
+    /// Send `X-Real-IP` (the client's address) to origins.
+    pub x_real_ip: bool,
     /// Tenants.
     pub tenants: Vec<Tenant>,
     /// Prefix lengths used to group client addresses.

@@ -380,6 +380,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             shield,
             status,
             maintenance: tf.maintenance,
+            strip_headers: strip_headers(&mut c, &p, &tf.strip_headers),
         });
     }
     // Most specific wildcard first.
@@ -533,6 +534,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             limits,
             trusted_proxies,
             via_name,
+            x_real_ip: file.forwarding.x_real_ip,
             tenants,
             hosts_exact,
             hosts_wildcard,
@@ -1365,6 +1367,34 @@ fn routes(
             .cmp(&a.host.is_some())
             .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
     });
+    out
+}
+
+/// A tenant's `strip_headers`: field names (lower-cased); the fields the gateway writes or
+/// needs cannot be listed.
+fn strip_headers(c: &mut Collector, p: &str, names: &[String]) -> Vec<http::HeaderName> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+            Ok(n)
+                if n == http::header::HOST
+                    || n == http::header::CONTENT_LENGTH
+                    || n == http::header::TRANSFER_ENCODING =>
+            {
+                c.push(
+                    format!("{p}.strip_headers[{i}]"),
+                    format!("`{name}` cannot be stripped"),
+                    Some("the gateway needs it to forward the request"),
+                )
+            }
+            Ok(n) => out.push(n),
+            Err(_) => c.push(
+                format!("{p}.strip_headers[{i}]"),
+                format!("`{name}` is not a header field name"),
+                None,
+            ),
+        }
+    }
     out
 }
 

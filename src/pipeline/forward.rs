@@ -96,6 +96,15 @@ pub fn prepare(
         }
     }
     let conn = ctx.conn;
+    // The client's address: the connection's, or the one trusted proxies name.
+    let real_ip = config.x_real_ip.then(|| {
+        if ctx.client() == conn.peer.ip() {
+            conn.peer_value.clone()
+        } else {
+            HeaderValue::from_str(&ctx.client().to_string())
+                .unwrap_or_else(|_| conn.peer_value.clone())
+        }
+    });
     let forwarding = headers::set_forwarding(
         &mut parts.headers,
         &headers::Forwarding {
@@ -112,6 +121,8 @@ pub fn prepare(
             forwarded_for: &conn.forwarded_for,
             via: &ctx.generation.via[usize::from(http2)],
             cache: Some(&conn.forwarded),
+            strip: &ctx.tenant().strip_headers,
+            real_ip: real_ip.as_ref(),
         },
     );
     let body_empty = http_body::Body::is_end_stream(&incoming) || declared_len == Some(0);

@@ -1,6 +1,8 @@
 //! Header rewriting between downstream and upstream: RFC 9110 hop-by-hop removal (including
 //! the names listed in `Connection`), `X-Forwarded-*`, `Forwarded` (RFC 7239) and `Via`.
-//! Forwarding headers from untrusted clients are overwritten, never believed.
+//! Forwarding headers from untrusted clients are overwritten, never believed; the other
+//! fields by which a client claims an address, a scheme or a path (`CLIENT_CLAIMS`, and a
+//! tenant's own list) are dropped from them.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -12,6 +14,55 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Fields by which a client claims its address, the scheme, the port, the server or the
+/// path it asked for, which origins and their frameworks believe (besides `X-Forwarded-*`
+/// and `Forwarded`, which are rewritten): dropped from a request that does not come from a
+/// trusted proxy. Documented in `docs/security.md`.
+pub const CLIENT_CLAIMS: [&str; 14] = [
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-host",
+    "x-proxyuser-ip",
+];
+
+/// Whether `name` is one of `CLIENT_CLAIMS` or an `X-Forwarded-*` other than the three the
+/// gateway writes.
+/// (A `match` on the names, not a search of the list: this runs for every field of every
+/// request; a test keeps the two the same.)
+fn is_client_claim(name: &str) -> bool {
+    match name.strip_prefix("x-forwarded-") {
+        Some(rest) => !matches!(rest, "for" | "proto" | "host"),
+        None => matches!(
+            name,
+            "x-real-ip"
+                | "true-client-ip"
+                | "cf-connecting-ip"
+                | "fastly-client-ip"
+                | "x-client-ip"
+                | "x-cluster-client-ip"
+                | "x-original-forwarded-for"
+                | "x-forwarded"
+                | "forwarded-for"
+                | "x-original-url"
+                | "x-rewrite-url"
+                | "x-original-host"
+                | "x-host"
+                | "x-proxyuser-ip"
+        ),
+    }
+}
 // `Via` as a static, for `ForwardingFields`' `&'static` names.
 static VIA_NAME: HeaderName = VIA;
 
@@ -52,6 +103,10 @@ pub struct Forwarding<'a> {
     pub via: &'a HeaderValue,
     /// The connection's first `Forwarded` value, reused while host and name are the same.
     pub cache: Option<&'a ForwardedCache>,
+    /// The tenant's own fields to drop from untrusted clients (lower case).
+    pub strip: &'a [HeaderName],
+    /// `X-Real-IP` to send (the client's address), when the operator asks for it.
+    pub real_ip: Option<&'a HeaderValue>,
 }
 
 /// The `Forwarded` value built for a connection's first request (host, our name, value):
@@ -211,7 +266,7 @@ fn push_forwarded_host(out: &mut String, host: &str) {
 /// names per request, for fields only the encoder reads.
 #[derive(Debug, Default)]
 pub struct ForwardingFields {
-    fields: [Option<(&'static HeaderName, HeaderValue)>; 5],
+    fields: [Option<(&'static HeaderName, HeaderValue)>; 6],
 }
 
 impl ForwardingFields {
@@ -236,15 +291,28 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> Forwarding
     // Which of them the request carries (one pass; most requests carry none).
     let (mut has_xff, mut has_proto, mut has_host, mut has_fwd, mut has_via) =
         (false, false, false, false, false);
+    // Claims of an untrusted client, dropped (allocated only when there is one).
+    let mut claims: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
         if *name == VIA {
             has_via = true;
-        } else if name.as_str().starts_with("x-forwarded-") || *name == FORWARDED {
+        } else if *name == FORWARDED {
+            has_fwd = true;
+        } else if name.as_str().starts_with("x-forwarded-") {
             has_xff |= *name == X_FORWARDED_FOR;
             has_proto |= *name == X_FORWARDED_PROTO;
             has_host |= *name == X_FORWARDED_HOST;
-            has_fwd |= *name == FORWARDED;
         }
+        let claim = !f.peer_trusted && (is_client_claim(name.as_str()) || f.strip.contains(name));
+        if claim || (f.real_ip.is_some() && *name == X_REAL_IP) {
+            claims.push(name.clone());
+        }
+    }
+    for name in claims {
+        headers.remove(name);
+    }
+    if let Some(ip) = f.real_ip {
+        out.push(&X_REAL_IP, ip.clone());
     }
     let prev_xff = if f.peer_trusted && has_xff {
         joined(headers, &X_FORWARDED_FOR)
@@ -543,6 +611,8 @@ mod tests {
                 forwarded_for: &forwarded_for(peer),
                 via: &via_entry("1.1", "rempart"),
                 cache: None,
+                strip: &[],
+                real_ip: None,
             },
         );
     }
@@ -566,6 +636,62 @@ mod tests {
     }
 
     #[test]
+    fn client_claims_are_dropped_from_untrusted_clients_only() {
+        for name in CLIENT_CLAIMS {
+            assert!(is_client_claim(name), "{name}");
+        }
+        let claims = [
+            ("x-real-ip", "6.6.6.6"),
+            ("true-client-ip", "6.6.6.6"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-original-url", "/admin"),
+            ("x-remote-user", "maire"),
+            ("x-request-id", "kept"),
+            ("accept", "text/html"),
+        ];
+        let extra = [HeaderName::from_static("x-remote-user")];
+        let forward = |trusted: bool, real_ip: Option<&HeaderValue>| {
+            let mut m = h(&claims);
+            let peer: IpAddr = "192.0.2.10".parse().unwrap();
+            let fields = set_forwarding(
+                &mut m,
+                &Forwarding {
+                    peer,
+                    peer_trusted: trusted,
+                    proto: "http",
+                    host: "ville.test",
+                    host_value: None,
+                    via_name: "rempart",
+                    peer_value: &HeaderValue::from_static("192.0.2.10"),
+                    forwarded_for: &forwarded_for(peer),
+                    via: &via_entry("1.1", "rempart"),
+                    cache: None,
+                    strip: &extra,
+                    real_ip,
+                },
+            );
+            for (n, v) in fields.iter() {
+                m.insert(n.clone(), v.clone());
+            }
+            m
+        };
+        let untrusted = forward(false, None);
+        let left: Vec<&str> = claims
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| untrusted.contains_key(*n))
+            .collect();
+        assert_eq!(left, ["x-request-id", "accept"]);
+        let trusted = forward(true, None);
+        assert!(claims.iter().all(|(n, _)| trusted.contains_key(*n)));
+        let ours = HeaderValue::from_static("192.0.2.10");
+        let with_real_ip = forward(true, Some(&ours));
+        assert_eq!(with_real_ip.get_all("x-real-ip").iter().count(), 1);
+        assert_eq!(with_real_ip.get("x-real-ip").unwrap(), "192.0.2.10");
+    }
+
+    #[test]
     fn trusted_forwarding_is_extended() {
         let mut m = h(&[
             ("x-forwarded-for", "203.0.113.5"),
@@ -585,6 +711,8 @@ mod tests {
                 forwarded_for: &forwarded_for(peer),
                 via: &via_entry("2", "rempart"),
                 cache: None,
+                strip: &[],
+                real_ip: None,
             },
         );
         assert_eq!(m.get("x-forwarded-for").unwrap(), "203.0.113.5, 10.0.0.2");
@@ -628,6 +756,8 @@ mod tests {
                     forwarded_for: &for_,
                     via: &via,
                     cache: Some(&cache),
+                    strip: &[],
+                    real_ip: None,
                 },
             );
             m.get("forwarded").unwrap().to_str().unwrap().to_owned()

@@ -3,6 +3,7 @@
 //! asserts what the client gets and what the origin saw (or that it saw nothing).
 //! `docs/security.md` lists the classes and what the gateway does about each.
 
+mod claims;
 mod forms;
 mod hosts;
 mod paths;
@@ -56,6 +57,18 @@ pub async fn h1_status(addr: SocketAddr, method: &str, target: &str, host: &str)
     reply.statuses[0]
 }
 
+/// One HTTP/2 (h2c) GET of `uri` with extra `headers`: status and body.
+pub async fn h2_status_body(
+    addr: SocketAddr,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let (status, body) = h2_exchange(addr, "GET", uri, headers)
+        .await
+        .expect("the stream was refused");
+    (status, body)
+}
+
 /// One HTTP/2 (h2c) request to `uri` with extra `headers`: its status, or `None` when the
 /// stream was refused.
 pub async fn h2_status(
@@ -64,6 +77,15 @@ pub async fn h2_status(
     uri: &str,
     headers: &[(&str, &str)],
 ) -> Option<u16> {
+    Some(h2_exchange(addr, method, uri, headers).await?.0)
+}
+
+async fn h2_exchange(
+    addr: SocketAddr,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
     let mut sender = crate::support::h2c::<Full<Bytes>>(addr).await;
     let mut req = http::Request::builder()
         .method(method)
@@ -77,6 +99,11 @@ pub async fn h2_status(
         .await
         .ok()?;
     let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    Some(status)
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    Some((status, body))
 }

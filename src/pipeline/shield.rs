@@ -90,8 +90,18 @@ fn limited_error(rule: Rule) -> ProxyError {
 
 /// Decides the request: an error or the challenge ends it; otherwise `ctx.priority` and
 /// `ctx.calm` are set for admission.
+#[inline]
 pub fn decide(ctx: &mut RequestCtx<'_>, route: &Route, req: &Request<impl Sized>) -> Flow<()> {
-    let now = crate::clock::coarse_now_ms();
+    decide_at(ctx, route, req, crate::clock::coarse_now_ms())
+}
+
+/// `decide` at `now` (`clock::now_ms` time).
+fn decide_at(
+    ctx: &mut RequestCtx<'_>,
+    route: &Route,
+    req: &Request<impl Sized>,
+    now: u64,
+) -> Flow<()> {
     if ctx.generation.bans.check(ctx.client(), now).is_some() {
         return Err(ProxyError::Banned.into());
     }
@@ -125,7 +135,7 @@ pub fn decide(ctx: &mut RequestCtx<'_>, route: &Route, req: &Request<impl Sized>
         pressure.map_or(now_min, |p| p / 60_000),
         now_min,
     );
-    if needs_challenge(ctx, req.uri().path(), good, now) {
+    if needs_challenge(ctx, req.uri().path(), now) {
         let return_to = req.uri().path_and_query().map_or("/", |p| p.as_str());
         return Err(challenge(ctx, req.headers(), return_to));
     }
@@ -196,6 +206,13 @@ fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> 
         } => (rule, observed, limit, enforce, ban),
     };
     let prefixes = generation.config.prefixes;
+    if rule == Rule::Address {
+        // Over its own limit: whatever history the address had is gone.
+        generation
+            .defence
+            .history
+            .forget(crate::shield::history_key(client));
+    }
     if ban {
         let reason = format!(
             "automatic: {observed:.0} requests/s from this address on tenant {} (ban_rate {}, address_rate {limit})",
@@ -269,6 +286,10 @@ fn pass_cookie(ctx: &RequestCtx<'_>, headers: &HeaderMap, now: u64) -> Flow<Pass
         if observed > f64::from(policy.pass_rate) {
             ctx.generation.shield_counters[ctx.tenant_idx][crate::metrics::SHIELD_PASS_LIMITED]
                 .inc();
+            ctx.generation
+                .defence
+                .history
+                .forget(crate::shield::history_key(ctx.client()));
             if policy.mode == Mode::Enforce {
                 return Err(ProxyError::RateLimitedPass.into());
             }
@@ -326,12 +347,12 @@ fn fingerprint_rate(ctx: &RequestCtx<'_>, req: &Request<impl Sized>, now: u64) -
 }
 
 /// Whether a client without a pass must solve the challenge: under-attack mode, or the
-/// tenant sheds load and the client has no good history (log-only mode says so instead).
-fn needs_challenge(ctx: &RequestCtx<'_>, path: &str, good: bool, now: u64) -> bool {
+/// tenant sheds load (log-only mode says so instead). Good history exempts no one: a client
+/// that was served well before the flood may flood too.
+fn needs_challenge(ctx: &RequestCtx<'_>, path: &str, now: u64) -> bool {
     let policy = &ctx.tenant().shield;
     let under_attack = policy.under_attack || ctx.flags().under_attack_until(now).is_some();
-    let challenge =
-        (under_attack || (policy.auto_challenge && !ctx.calm && !good)) && !policy.exempt(path);
+    let challenge = (under_attack || (policy.auto_challenge && !ctx.calm)) && !policy.exempt(path);
     if !challenge {
         return false;
     }
@@ -375,4 +396,97 @@ fn scripted(ctx: &RequestCtx<'_>, req: &Request<impl Sized>, now: u64) -> bool {
             .http_fingerprint
             .get()
             .is_some_and(|fp| crate::shield::fingerprint::lacks_browser_headers(fp))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::pipeline::{test_gateway, test_tenant, ConnInfo, RequestEnds};
+
+    #[derive(Debug)]
+    struct NoClock;
+    impl RequestEnds for NoClock {
+        fn request_finished(&self) {}
+    }
+
+    fn conn(peer: &str) -> ConnInfo {
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        ConnInfo {
+            peer_value: HeaderValue::from_str(&peer.ip().to_string()).unwrap(),
+            forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
+            peer,
+            proto: "http",
+            tls_fingerprint: None,
+            http_fingerprint: Default::default(),
+            clock: Arc::new(NoClock),
+            forwarded: Default::default(),
+        }
+    }
+
+    /// A resident's browser request.
+    fn browser_request() -> Request<()> {
+        Request::builder()
+            .uri("/page")
+            .header("host", "ville.test")
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+            )
+            .header("accept", "text/html")
+            .header("accept-language", "fr")
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn good_history_raises_priority_but_never_exempts_from_the_challenge_nor_limits() {
+        let shield =
+            "[tenants.shield]\nauto_challenge = true\naddress_rate = 5\nprefix_rate = 1000\n";
+        let gw = test_gateway(&test_tenant("ville", "ville.test", shield));
+        let generation = gw.current();
+        let conn = conn("192.0.2.7:4000");
+        let route = &generation.config.tenants[0].routes[0];
+        // Half an hour into the process; served normally at minute 5: good history.
+        let now = 30 * 60_000;
+        let key = crate::shield::history_key(conn.peer.ip());
+        generation.defence.history.record(key, 5);
+        let req = browser_request();
+        let decide_one = || {
+            let record = crate::pipeline::log::AccessRecord::start(
+                generation.clone(),
+                &req,
+                conn.peer.ip(),
+                Arc::new(NoClock),
+            );
+            let mut ctx = RequestCtx::new(&generation, &conn, "ville.test".into(), 0, None, record);
+            let flow = decide_at(&mut ctx, route, &req, now);
+            (flow, ctx.priority)
+        };
+        // Calm: served, with the priority history gives.
+        let (flow, priority) = decide_one();
+        assert!(flow.is_ok());
+        assert_eq!(priority, Priority::Verified);
+        // Under pressure: challenged like anyone without a pass.
+        generation.tenant_flags[0].on_overload(now);
+        let (flow, _) = decide_one();
+        assert!(
+            matches!(flow, Err(End::Answer(ref local)) if matches!(**local, Local::Challenge { .. })),
+            "{flow:?}"
+        );
+        // Over its own limit, the address loses its history.
+        assert!(generation
+            .defence
+            .history
+            .is_good(key, now / 60_000, now / 60_000));
+        let limited = (0..10).any(|_| {
+            matches!(decide_one().0, Err(End::Fail(ref f)) if f.error == ProxyError::RateLimitedAddress)
+        });
+        assert!(limited);
+        assert!(!generation
+            .defence
+            .history
+            .is_good(key, now / 60_000, now / 60_000));
+    }
 }

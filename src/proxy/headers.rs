@@ -654,7 +654,7 @@ mod tests {
         let forward = |trusted: bool, real_ip: Option<&HeaderValue>| {
             let mut m = h(&claims);
             let peer: IpAddr = "192.0.2.10".parse().unwrap();
-            let fields = set_forwarding(
+            let fields = super::set_forwarding(
                 &mut m,
                 &Forwarding {
                     peer,

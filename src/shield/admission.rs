@@ -239,7 +239,9 @@ impl Pressure {
     }
 }
 
-/// Addresses served normally, in fixed memory: a direct-mapped table of (tag, first-seen
+/// Addresses served normally, in fixed memory. History raises a client's priority at the
+/// admission gate; it never exempts it from a limit or the challenge, and a client over its
+/// own limits loses it: a direct-mapped table of (tag, first-seen
 /// minute) slots. A colliding address overwrites the slot, so the table never grows; an
 /// address counts as "good" only if it was first seen well before the current pressure began,
 /// so bots that arrive with the attack never qualify.
@@ -285,6 +287,17 @@ impl GoodHistory {
             return;
         }
         slot.store(tag << 32 | (now_min & 0xffff_ffff), Relaxed);
+    }
+
+    /// Forgets `key_hash` (a client over its limits loses its history).
+    pub fn forget(&self, key_hash: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (slot, tag) = self.slot(key_hash);
+        let current = slot.load(Relaxed);
+        if current >> 32 == tag {
+            // Another address that took the slot meanwhile keeps it.
+            let _ = slot.compare_exchange(current, 0, Relaxed, Relaxed);
+        }
     }
 
     /// Whether `key_hash` was known at least `GOOD_HISTORY_MIN_AGE_MIN` minutes before

@@ -192,8 +192,62 @@ pub fn html_page(status: http::StatusCode, body: String) -> http::Response<bytes
     resp
 }
 
+/// A string the client chose (a path, a host name, a user agent), made safe to log: control
+/// characters, invisible and direction-changing characters, spaces, quotes and backslashes
+/// escaped (`\x1b`, `\u{202e}`), and cut after `max` bytes of input (marked with `…`), so
+/// a line of the log can neither be forged nor made to hide text.
+pub struct LogText<'a> {
+    text: &'a str,
+    max: usize,
+}
+
+impl<'a> LogText<'a> {
+    /// `text`, cut after `max` bytes.
+    pub fn new(text: &'a str, max: usize) -> Self {
+        Self { text, max }
+    }
+}
+
+impl std::fmt::Display for LogText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for (i, c) in self.text.char_indices() {
+            if i >= self.max {
+                return f.write_char('…');
+            }
+            match c {
+                '\\' | '"' | ' ' => write!(f, "\\x{:02x}", c as u32)?,
+                c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
+                '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}' => write!(f, "\\u{{{:x}}}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn client_strings_are_escaped_and_cut_for_the_log() {
+        let shown = |s: &str, max: usize| LogText::new(s, max).to_string();
+        assert_eq!(shown("/d%C3%A9marches/état", 256), "/d%C3%A9marches/état");
+        assert_eq!(
+            shown("a\x1b[31mred\r\nstatus=200", 256),
+            "a\\x1b[31mred\\x0d\\x0astatus=200"
+        );
+        assert_eq!(shown("x\u{202e}gpj.exe", 256), "x\\u{202e}gpj.exe");
+        assert_eq!(shown("a b\"c\\", 256), "a\\x20b\\x22c\\x5c");
+        assert_eq!(
+            shown(&"a".repeat(300), 256),
+            format!("{}…", "a".repeat(256))
+        );
+        assert_eq!(shown("ééé", 3), "éé…");
+    }
     use super::*;
 
     fn lang(al: &str, default: Language) -> Language {

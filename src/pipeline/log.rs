@@ -104,7 +104,7 @@ impl Drop for AccessRecord {
             tenant,
             route,
             method = self.method.as_str(),
-            path = truncate_path(self.uri.path()).as_ref(),
+            path = %crate::common::LogText::new(self.uri.path(), MAX_LOGGED_PATH),
             version,
             status = self.status,
             bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
@@ -118,18 +118,8 @@ impl Drop for AccessRecord {
     }
 }
 
-/// The path as logged: cut at 256 bytes (on a character boundary).
-fn truncate_path(path: &str) -> std::borrow::Cow<'_, str> {
-    const MAX: usize = 256;
-    if path.len() <= MAX {
-        return std::borrow::Cow::Borrowed(path);
-    }
-    let mut end = MAX;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    std::borrow::Cow::Owned(format!("{}…", &path[..end]))
-}
+/// Bytes of a path the access log keeps.
+const MAX_LOGGED_PATH: usize = 256;
 
 /// The client address as the access log shows it: its network prefix unless the operator
 /// asked for full addresses (`log.client_address = "full"`).

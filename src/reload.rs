@@ -15,6 +15,52 @@ use crate::config::ConfigError;
 use crate::metrics::ResultLabel;
 use crate::pipeline::{ChangeSummary, Gateway};
 
+/// Reads of the file a reload makes at most while it keeps changing.
+const SETTLE_READS: usize = 20;
+/// Time between two reads of the file.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Reads the config file until two reads in a row agree (an editor that writes in place
+/// leaves a cut file for a moment), then validates it. Blocking.
+fn load_settled(path: &Path) -> Result<crate::config::Runtime, ConfigError> {
+    let read = || std::fs::read(path).ok();
+    let mut text = read();
+    for _ in 0..SETTLE_READS {
+        std::thread::sleep(SETTLE_INTERVAL);
+        let again = read();
+        if again == text {
+            break;
+        }
+        text = again;
+    }
+    match text.map(String::from_utf8) {
+        Some(Ok(text)) => crate::config::load_str(&text, path),
+        // Unreadable or not UTF-8: `load` says why, with the file's name.
+        _ => crate::config::load(path),
+    }
+}
+
+/// Refuses a configuration that would lose the admin token the running one has (the admin
+/// API would then refuse every call, reloads included).
+fn keeps_admin_token(
+    running: &crate::config::Runtime,
+    next: crate::config::Runtime,
+) -> Result<crate::config::Runtime, ConfigError> {
+    if running.admin.token.is_some() && next.admin.token.is_none() {
+        return Err(ConfigError {
+            diagnostics: vec![crate::config::Diagnostic {
+                file: next.source.clone(),
+                line: 1,
+                column: 1,
+                key: "admin".into(),
+                message: "the admin token would disappear: the admin API would refuse every call".into(),
+                hint: Some("keep token_file or token_env in [admin]; restart the process to remove it on purpose".into()),
+            }],
+        });
+    }
+    Ok(next)
+}
+
 /// Reloads one gateway from one file; reloads are serialised.
 pub struct Reloader {
     path: PathBuf,
@@ -52,13 +98,14 @@ impl Reloader {
     pub async fn reload(&self, trigger: &str) -> Result<ChangeSummary, ConfigError> {
         let _serial = self.lock.lock().await;
         let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path))
+        let loaded = tokio::task::spawn_blocking(move || load_settled(&path))
             .await
             .unwrap_or_else(|_| {
                 Err(ConfigError {
                     diagnostics: Vec::new(),
                 })
-            });
+            })
+            .and_then(|runtime| keeps_admin_token(&self.gateway.current().config, runtime));
         match loaded {
             Ok(runtime) => {
                 let files = runtime.watched_files.clone();

@@ -84,28 +84,7 @@ pub fn load(path: &Path) -> Result<Runtime, ConfigError> {
 
 /// Validates `text` as if read from `path`.
 pub fn load_str(text: &str, path: &Path) -> Result<Runtime, ConfigError> {
-    let parsed: file::FileConfig = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            let message = e.message().trim().to_owned();
-            let hint = if message.contains("unknown field") {
-                Some("check the spelling against docs/config.md".to_owned())
-            } else {
-                None
-            };
-            return Err(ConfigError {
-                diagnostics: vec![Diagnostic {
-                    file: path.to_owned(),
-                    line,
-                    column,
-                    key: key_at(text, e.span().map(|s| s.start)),
-                    message,
-                    hint,
-                }],
-            });
-        }
-    };
+    let parsed = parse_all(text, path)?;
     validate::validate(parsed, path).map_err(|problems| {
         let doc = toml_edit::Document::parse(text.to_owned()).ok();
         let mut diagnostics: Vec<Diagnostic> = problems
@@ -126,6 +105,235 @@ pub fn load_str(text: &str, path: &Path) -> Result<Runtime, ConfigError> {
         diagnostics.sort_by_key(|d| (d.line, d.column));
         ConfigError { diagnostics }
     })
+}
+
+/// Type errors reported at most per file (each costs a parse).
+const MAX_TYPE_ERRORS: usize = 32;
+
+/// Parses `text` into the file model, reporting every type error and unknown key, not only
+/// the first: after each error the offending item is taken out and the rest parsed again.
+/// (A syntax error stops at once: what follows it has no reliable reading.)
+fn parse_all(text: &str, path: &Path) -> Result<file::FileConfig, ConfigError> {
+    let original = toml_edit::Document::parse(text.to_owned()).ok();
+    let mut current = text.to_owned();
+    let mut diagnostics = Vec::new();
+    // Items taken out so far: a table missing one of them is no news.
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..MAX_TYPE_ERRORS {
+        let error = match toml::from_str::<file::FileConfig>(&current) {
+            Ok(parsed) if diagnostics.is_empty() => return Ok(parsed),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let offset = error.span().map(|s| s.start);
+        let doc = toml_edit::Document::parse(current.clone()).ok();
+        let segments = doc
+            .as_ref()
+            .zip(offset)
+            .and_then(|(d, o)| path_at(d.as_item(), o));
+        let key = segments.as_deref().map(render_path);
+        // Where it is in the file as written (the text parsed may have lost items already).
+        let position = match (&key, &original) {
+            (Some(k), Some(orig)) => locate(orig, k).map(|o| line_col(text, o)),
+            _ => None,
+        }
+        .or_else(|| offset.map(|o| line_col(&current, o)))
+        .unwrap_or((1, 1));
+        let message = error.message().trim().to_owned();
+        let hint = if message.contains("unknown field") {
+            Some("check the spelling against docs/config.md".to_owned())
+        } else {
+            None
+        };
+        let consequence = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+            .zip(key.as_deref())
+            .is_some_and(|(field, at)| removed.contains(&format!("{at}.{field}")));
+        let key = key.unwrap_or_else(|| key_at(&current, offset));
+        if !consequence {
+            diagnostics.push(Diagnostic {
+                file: path.to_owned(),
+                line: position.0,
+                column: position.1,
+                key: key.clone(),
+                message,
+                hint,
+            });
+        }
+        removed.push(key);
+        let (Some(doc), Some(segments)) = (doc, segments) else {
+            break;
+        };
+        let mut doc = doc.into_mut();
+        if !remove_at(doc.as_item_mut(), &segments) {
+            break;
+        }
+        current = doc.to_string();
+    }
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+    diagnostics.dedup();
+    Err(ConfigError { diagnostics })
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[2].c`.
+fn render_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        match s {
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The path of the item that starts last at or before `offset`: the key or array element
+/// an error at `offset` is about.
+fn path_at(item: &toml_edit::Item, offset: usize) -> Option<Vec<Segment>> {
+    let mut best = None;
+    walk_item(item, &mut Vec::new(), offset, &mut best);
+    best.map(|(_, path)| path)
+}
+
+type Best = Option<(usize, Vec<Segment>)>;
+
+fn candidate(start: Option<usize>, path: &[Segment], offset: usize, best: &mut Best) {
+    if let Some(start) = start.filter(|s| *s <= offset) {
+        if best.as_ref().is_none_or(|(b, _)| start >= *b) {
+            *best = Some((start, path.to_vec()));
+        }
+    }
+}
+
+fn walk_item(item: &toml_edit::Item, path: &mut Vec<Segment>, offset: usize, best: &mut Best) {
+    match item {
+        toml_edit::Item::Table(t) => walk_table(t, path, offset, best),
+        toml_edit::Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                path.push(Segment::Index(i));
+                candidate(t.span().map(|s| s.start), path, offset, best);
+                walk_table(t, path, offset, best);
+                path.pop();
+            }
+        }
+        toml_edit::Item::Value(v) => walk_value(v, path, offset, best),
+        toml_edit::Item::None => {}
+    }
+}
+
+fn walk_table(t: &toml_edit::Table, path: &mut Vec<Segment>, offset: usize, best: &mut Best) {
+    for (name, item) in t.iter() {
+        path.push(Segment::Key(name.to_owned()));
+        candidate(
+            t.key(name).and_then(|k| k.span()).map(|s| s.start),
+            path,
+            offset,
+            best,
+        );
+        walk_item(item, path, offset, best);
+        path.pop();
+    }
+}
+
+fn walk_value(v: &toml_edit::Value, path: &mut Vec<Segment>, offset: usize, best: &mut Best) {
+    match v {
+        toml_edit::Value::InlineTable(t) => {
+            for (name, value) in t.iter() {
+                path.push(Segment::Key(name.to_owned()));
+                candidate(
+                    t.key(name).and_then(|k| k.span()).map(|s| s.start),
+                    path,
+                    offset,
+                    best,
+                );
+                walk_value(value, path, offset, best);
+                path.pop();
+            }
+        }
+        toml_edit::Value::Array(a) => {
+            for (i, value) in a.iter().enumerate() {
+                path.push(Segment::Index(i));
+                candidate(value.span().map(|s| s.start), path, offset, best);
+                walk_value(value, path, offset, best);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes the item at `path`; `false` when there is none.
+fn remove_at(item: &mut toml_edit::Item, path: &[Segment]) -> bool {
+    use toml_edit::{Item, Value};
+    match path {
+        [] => false,
+        [last] => match (last, item) {
+            (Segment::Key(k), Item::Table(t)) => t.remove(k).is_some(),
+            (Segment::Key(k), Item::Value(Value::InlineTable(t))) => t.remove(k).is_some(),
+            (Segment::Index(i), Item::ArrayOfTables(a)) if *i < a.len() => {
+                a.remove(*i);
+                true
+            }
+            (Segment::Index(i), Item::Value(Value::Array(a))) if *i < a.len() => {
+                a.remove(*i);
+                true
+            }
+            _ => false,
+        },
+        [first, rest @ ..] => match (first, item) {
+            (Segment::Key(k), Item::Table(t)) => t.get_mut(k).is_some_and(|i| remove_at(i, rest)),
+            (Segment::Key(k), Item::Value(Value::InlineTable(t))) => {
+                remove_value(t.get_mut(k), rest)
+            }
+            (Segment::Index(i), Item::ArrayOfTables(a)) => match a.get_mut(*i) {
+                Some(t) => match rest {
+                    [Segment::Key(k)] => t.remove(k).is_some(),
+                    [Segment::Key(k), deeper @ ..] => {
+                        t.get_mut(k).is_some_and(|i| remove_at(i, deeper))
+                    }
+                    _ => false,
+                },
+                None => false,
+            },
+            (Segment::Index(i), Item::Value(Value::Array(a))) => remove_value(a.get_mut(*i), rest),
+            _ => false,
+        },
+    }
+}
+
+/// Removes the item at `path` below `value` (inline tables and arrays).
+fn remove_value(value: Option<&mut toml_edit::Value>, path: &[Segment]) -> bool {
+    let Some(value) = value else {
+        return false;
+    };
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    match (first, value) {
+        (Segment::Key(k), toml_edit::Value::InlineTable(t)) if rest.is_empty() => {
+            t.remove(k).is_some()
+        }
+        (Segment::Key(k), toml_edit::Value::InlineTable(t)) => remove_value(t.get_mut(k), rest),
+        (Segment::Index(i), toml_edit::Value::Array(a)) if rest.is_empty() && *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        (Segment::Index(i), toml_edit::Value::Array(a)) => remove_value(a.get_mut(*i), rest),
+        _ => false,
+    }
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -254,6 +462,60 @@ pool = "missing"
         );
         assert!(text.contains("bad.toml:16:"), "{text}");
         assert!(text.contains("known pools: web"), "{text}");
+    }
+
+    #[test]
+    fn every_type_error_is_reported_with_its_line() {
+        let text = "[[listeners]]\naddress = 80\n\n[limits]\nmax_body_bytes = \"big\"\nmax_connections = 10\n\n[timeouts]\nupstream_conect = \"1s\"\n\n[[tenants]]\nid = \"v\"\nname = 3\nhosts = [\"v.test\"]\n";
+        let err = load_str(text, Path::new("c.toml")).unwrap_err();
+        let found: Vec<(usize, &str)> = err
+            .diagnostics
+            .iter()
+            .map(|d| (d.line, d.key.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (2, "listeners[0].address"),
+                (5, "limits.max_body_bytes"),
+                (9, "timeouts.upstream_conect"),
+                (13, "tenants[0].name"),
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_cut_file_is_refused() {
+        for text in ["", "\n", "[[listeners]]\naddress = \"127.0.0.1:0\"\n"] {
+            let err = load_str(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains("no tenant"), "{err}");
+        }
+        let err = load_str("", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("no listener"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_sizes_have_upper_bounds() {
+        let text = format!(
+            "[timeouts]\nrequest = \"99999999h\"\n\n[limits]\nmax_body_bytes = 99999999999999\n\n{}",
+            crate::pipeline::test_tenant("v", "v.test", "")
+        );
+        let err = load_str(
+            &format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n{text}"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        let keys: Vec<(usize, &str)> = err
+            .diagnostics
+            .iter()
+            .map(|d| (d.line, d.key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [(4, "timeouts.request"), (7, "limits.max_body_bytes")],
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,6 +42,17 @@ impl Collector {
     }
 
     /// Like `duration`, zero allowed (it switches a feature off).
+    /// Refuses `value` above `max` (`what` names the unit in the message).
+    fn at_most(&mut self, path: &str, value: u64, max: u64, what: &str) {
+        if value > max {
+            self.push(
+                path,
+                format!("{value} is above the largest accepted value, {max} {what}"),
+                Some("a value this large would exhaust memory or overflow a computation; pick a realistic bound"),
+            );
+        }
+    }
+
     fn duration_or_zero(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
         match value {
             Some(raw) if parse_duration(raw).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
@@ -52,6 +63,14 @@ impl Collector {
     fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
         let raw = value.unwrap_or(default);
         match parse_duration(raw) {
+            Ok(d) if d > MAX_DURATION => {
+                self.push(
+                    path,
+                    format!("duration `{raw}` is longer than a year"),
+                    Some("durations are capped at 8760h (365 days)"),
+                );
+                MAX_DURATION
+            }
             Ok(d) if !d.is_zero() => d,
             Ok(_) => {
                 self.push(
@@ -157,6 +176,10 @@ fn valid_host(s: &str) -> bool {
         })
 }
 
+/// The longest duration any key accepts: a year (any deadline computed from the clock stays
+/// far from overflowing).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Validates `file` (read from `source`) into the runtime model, or returns every problem.
 pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>> {
     let mut c = Collector {
@@ -164,6 +187,21 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     };
     let base = source.parent().unwrap_or(Path::new("."));
 
+    // An empty or half-written file must never empty the gateway.
+    if file.listeners.is_empty() {
+        c.push(
+            "listeners",
+            "no listener: the gateway would serve nothing",
+            Some("add [[listeners]] with address = \"0.0.0.0:80\" (an empty or half-written file is refused, and a running gateway keeps its configuration)"),
+        );
+    }
+    if file.tenants.is_empty() {
+        c.push(
+            "tenants",
+            "no tenant: every request would get 421",
+            Some("add [[tenants]] with id, name, hosts, a pool and a route (an empty or half-written file is refused, and a running gateway keeps its configuration)"),
+        );
+    }
     let listeners = listeners(&mut c, &file.listeners);
     let admin = admin(&mut c, &file.admin, base);
 
@@ -238,6 +276,44 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             Some("use a value between 256 and limits.max_header_bytes"),
         );
     }
+    const GIB: u64 = 1 << 30;
+    let usize_u64 = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    c.at_most(
+        "limits.max_body_bytes",
+        limits.max_body_bytes,
+        64 * GIB,
+        "bytes (64 GiB)",
+    );
+    c.at_most(
+        "limits.max_connections",
+        usize_u64(limits.max_connections),
+        1_000_000,
+        "connections",
+    );
+    c.at_most(
+        "limits.min_body_rate",
+        limits.min_body_rate,
+        GIB,
+        "bytes per second",
+    );
+    c.at_most(
+        "limits.max_connections_per_address",
+        usize_u64(limits.max_connections_per_address),
+        1_000_000,
+        "connections",
+    );
+    c.at_most(
+        "limits.h2_max_concurrent_streams",
+        u64::from(limits.h2_max_concurrent_streams),
+        10_000,
+        "streams",
+    );
+    c.at_most(
+        "limits.upstream_idle_per_server",
+        usize_u64(limits.upstream_idle_per_server),
+        100_000,
+        "connections",
+    );
     if limits.max_connections == 0 {
         c.push("limits.max_connections", "must be at least 1", None);
     }
@@ -506,6 +582,24 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .stale_disk_bytes
             .unwrap_or(DEFAULT_STALE_DISK_BYTES),
     };
+    c.at_most(
+        "degraded.stale_cache_bytes",
+        stale_cache.memory_bytes,
+        64 << 30,
+        "bytes (64 GiB)",
+    );
+    c.at_most(
+        "degraded.stale_entry_bytes",
+        u64::try_from(stale_cache.entry_bytes).unwrap_or(u64::MAX),
+        1 << 30,
+        "bytes (1 GiB)",
+    );
+    c.at_most(
+        "degraded.stale_disk_bytes",
+        stale_cache.disk_bytes,
+        1 << 40,
+        "bytes (1 TiB)",
+    );
 
     if c.problems.is_empty() {
         let watched_files = file
@@ -1173,6 +1267,18 @@ fn pools(c: &mut Collector, p: &str, files: &[PoolFile]) -> Vec<PoolSpec> {
                 None,
             );
         }
+        c.at_most(
+            &format!("{pp}.max_concurrency"),
+            u64::from(max_concurrency),
+            1_000_000,
+            "requests",
+        );
+        c.at_most(
+            &format!("{pp}.queue_size"),
+            u64::try_from(pf.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE)).unwrap_or(u64::MAX),
+            1_000_000,
+            "requests",
+        );
         let admission = crate::shield::admission::AdmissionSettings {
             max_concurrency,
             min_concurrency: min_concurrency.min(max_concurrency.max(1)),
@@ -1354,7 +1460,18 @@ fn routes(
             host,
             path_prefix: rf.path_prefix.clone(),
             pool,
-            max_body_bytes: rf.max_body_bytes.unwrap_or(limits.max_body_bytes),
+            max_body_bytes: match rf.max_body_bytes {
+                Some(max) => {
+                    c.at_most(
+                        &format!("{rp}.max_body_bytes"),
+                        max,
+                        64 << 30,
+                        "bytes (64 GiB)",
+                    );
+                    max
+                }
+                None => limits.max_body_bytes,
+            },
             cost: rf.cost.unwrap_or(1),
             api,
             timeouts,

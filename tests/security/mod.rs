@@ -4,6 +4,7 @@
 //! `docs/security.md` lists the classes and what the gateway does about each.
 
 mod claims;
+mod config;
 mod forms;
 mod hosts;
 mod paths;

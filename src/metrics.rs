@@ -408,6 +408,7 @@ impl Metrics {
             ("challenge", "refused"),
             ("fingerprint_rate", "limited"),
             ("fingerprint_rate", "logged"),
+            ("local_rate", "limited"),
         ]
         .map(|(rule, action)| {
             self.shield
@@ -422,7 +423,9 @@ impl Metrics {
 }
 
 /// Number of per-tenant shield counters (see `Metrics::shield_counters` for their order).
-pub const SHIELD_COUNTERS: usize = 10;
+pub const SHIELD_COUNTERS: usize = 11;
+/// Index of the local-pages rate counter (`/.rempart/`, limited).
+pub const SHIELD_LOCAL_LIMITED: usize = 10;
 /// Index of the fingerprint-rate counter (limited; +1 for logged).
 pub const SHIELD_FINGERPRINT_LIMITED: usize = 8;
 /// Index of the pass-rate counter in `shield_counters`.

@@ -129,7 +129,6 @@ fn rebuild(path: &str) -> Result<Canonical<'static>, PathError> {
     // Start of each segment kept in `out` (each segment is written as `/` + its bytes).
     let mut starts: Vec<usize> = Vec::new();
     let mut decoded: Vec<u8> = Vec::new();
-    let mut encoded_separator = false;
     let mut trailing_slash = false;
     let segments: Vec<&str> = rest.split('/').collect();
     let last = segments.len() - 1;
@@ -156,7 +155,6 @@ fn rebuild(path: &str) -> Result<Canonical<'static>, PathError> {
                     if unreserved(v) {
                         out.push(v);
                     } else {
-                        encoded_separator |= v == b'/' || v == b'\\';
                         out.extend_from_slice(&[
                             b'%',
                             HEX_UPPER[usize::from(hi)],
@@ -202,6 +200,8 @@ fn rebuild(path: &str) -> Result<Canonical<'static>, PathError> {
     if trailing_slash || out.is_empty() {
         out.push(b'/');
     }
+    // Whether a kept segment (not one a `..` removed) holds an encoded separator.
+    let encoded_separator = out.windows(3).any(|w| w == b"%2F" || w == b"%5C");
     // Only ASCII and whole UTF-8 sequences of the input were written.
     let path = String::from_utf8(out).map_err(|_| PathError::InvalidUtf8)?;
     Ok(Canonical {

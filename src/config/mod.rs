@@ -497,9 +497,9 @@ pool = "missing"
 
     #[test]
     fn durations_and_sizes_have_upper_bounds() {
+        let tenant = "[[tenants]]\nid = \"v\"\nname = \"V\"\nhosts = [\"v.test\"]\n[[tenants.pools]]\nname = \"web\"\nservers = [{ address = \"127.0.0.1:9\" }]\n[[tenants.routes]]\npool = \"web\"\n";
         let text = format!(
-            "[timeouts]\nrequest = \"99999999h\"\n\n[limits]\nmax_body_bytes = 99999999999999\n\n{}",
-            crate::pipeline::test_tenant("v", "v.test", "")
+            "[timeouts]\nrequest = \"99999999h\"\n\n[limits]\nmax_body_bytes = 99999999999999\n\n{tenant}"
         );
         let err = load_str(
             &format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n{text}"),

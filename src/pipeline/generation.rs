@@ -337,7 +337,7 @@ mod tests {
         }
         // The same tenants in the other order: indexes change, keys do not.
         let reordered = crate::config::load_str(
-            &format!("{agglo}\n{ville}"),
+            &format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n{agglo}\n{ville}"),
             std::path::Path::new("test.toml"),
         )
         .unwrap();

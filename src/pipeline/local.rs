@@ -48,10 +48,22 @@ pub async fn subscription(
 }
 
 /// Rempart's own pages under `/.rempart/`: the challenge script and the answer endpoint.
+/// Bans first, then the local pages' own rates (a cheap 429 before any crypto).
 pub fn rempart_page<B>(ctx: &RequestCtx<'_>, req: &Request<B>) -> End {
     let now = crate::clock::coarse_now_ms();
-    if ctx.generation.bans.check(ctx.client(), now).is_some() {
+    let generation = ctx.generation;
+    if generation.bans.check(ctx.client(), now).is_some() {
         return ProxyError::Banned.into();
+    }
+    let tenant_key = generation.tenant_keys[ctx.tenant_idx];
+    if let Some(rule) = generation.shield.check_local(tenant_key, ctx.client(), now) {
+        generation.shield_counters[ctx.tenant_idx][crate::metrics::SHIELD_LOCAL_LIMITED].inc();
+        return match rule {
+            crate::shield::Rule::Address => ProxyError::RateLimitedAddress,
+            crate::shield::Rule::Prefix => ProxyError::RateLimitedPrefix,
+        }
+        .because("local pages' rate")
+        .into();
     }
     match req.uri().path() {
         challenge::POW_JS_PATH => Local::page(challenge::pow_js(), "local", LocalReason::LocalPage),
@@ -73,6 +85,7 @@ fn pass_answer<B>(ctx: &RequestCtx<'_>, req: &Request<B>, now: u64) -> End {
         (None, false) => Answer::Work(""),
     };
     let keys = generation.keys.ring();
+    let partition = b.partition();
     let outcome = pass::verify_answer(
         &keys,
         &b,
@@ -82,7 +95,11 @@ fn pass_answer<B>(ctx: &RequestCtx<'_>, req: &Request<B>, now: u64) -> End {
         now,
     )
     .and_then(|solved| {
-        if generation.replay.first_use(solved.nonce, now) {
+        // Without JavaScript, the network's budget of such passes decides too.
+        if answer == Answer::Waited && generation.defence.nojs.take(partition, now).is_err() {
+            return Err(Reject::TooEarly);
+        }
+        if generation.replay.first_use(partition, solved.nonce, now) {
             Ok(solved)
         } else {
             Err(Reject::Replayed)

@@ -292,7 +292,8 @@ impl RequestCtx<'_> {
 /// A gateway over `config` (TOML text) for unit tests; no listener.
 #[cfg(test)]
 pub(crate) fn test_gateway(config: &str) -> Arc<Gateway> {
-    let runtime = crate::config::load_str(config, std::path::Path::new("test.toml")).unwrap();
+    let config = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n{config}");
+    let runtime = crate::config::load_str(&config, std::path::Path::new("test.toml")).unwrap();
     let status = Arc::new(crate::status::StatusService::empty(&runtime, 0));
     Gateway::new(runtime, false, status)
 }

@@ -190,6 +190,22 @@ fn signal_of(error: ProxyError) -> LocalReason {
     }
 }
 
+/// The wait shown to a browser without JavaScript: the tenant's, plus what its network's
+/// budget of such passes asks for now (at most four minutes in all, within a token's life).
+fn nojs_wait_s(
+    generation: &Generation,
+    base_s: u8,
+    binding: &crate::shield::pass::Binding,
+    now: u64,
+) -> u8 {
+    let extra_ms = generation
+        .defence
+        .nojs
+        .extra_wait_ms(binding.partition(), now);
+    let extra_s = extra_ms.div_ceil(1000);
+    u8::try_from((u64::from(base_s) + extra_s).min(240)).unwrap_or(240)
+}
+
 /// The challenge page for the request in `record`, harder while the tenant sheds load or is
 /// under attack.
 fn challenge_page(
@@ -220,7 +236,7 @@ fn challenge_page(
             return_to,
             binding,
             difficulty,
-            wait_s: tenant.shield.challenge_wait_s,
+            wait_s: nojs_wait_s(generation, tenant.shield.challenge_wait_s, &binding, now),
             nonce: generation.replay.nonce(),
         },
         now,

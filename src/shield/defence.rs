@@ -1,6 +1,6 @@
 //! Flood-defence state that outlives a configuration generation and stays on this node: the
-//! pass-cookie key ring used when none is configured, the good-history table and the tarpit's
-//! places, with the constants of the shared state (`crate::state`). Decisions stay in
+//! pass-cookie key ring used when none is configured, the good-history table, the
+//! no-JavaScript pass budgets and the tarpit's places, with the constants of the shared state (`crate::state`). Decisions stay in
 //! `shield`; this module only holds the state the pipeline feeds them.
 
 use std::sync::Arc;
@@ -14,8 +14,16 @@ pub const CALM_AFTER_MS: u64 = 30_000;
 pub const CHALLENGE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
 /// Slots of the good-history table (8 bytes each: 2 MiB).
 pub const GOOD_HISTORY_SLOTS: usize = 1 << 18;
-/// Challenge tokens remembered per replay-guard generation.
+/// Challenge answers the replay guard remembers in all.
 pub const REPLAY_CAPACITY: usize = 500_000;
+/// Challenge answers the replay guard remembers per tenant and client network.
+pub const REPLAY_SHARE: usize = 4_096;
+/// No-JavaScript passes one client network gets in a row (per tenant) ...
+pub const NOJS_BURST: u32 = 30;
+/// ... then one more every this many milliseconds.
+pub const NOJS_REFILL_MS: u64 = 10_000;
+/// Networks whose no-JavaScript budget is tracked at once (24 bytes each).
+pub const NOJS_SLOTS: usize = 1 << 16;
 
 /// A stable 64-bit hash (SHA-256, truncated): the same on every node and after restarts.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -32,6 +40,8 @@ pub struct Defence {
     pub random_keys: Arc<KeyRing>,
     /// Addresses served normally (before any pressure).
     pub history: GoodHistory,
+    /// No-JavaScript pass budgets per tenant and client network.
+    pub nojs: crate::shield::nojs::NoJsBudget,
     /// Places for tarpitted requests (bounded: past it, over-limit requests are rejected at
     /// once).
     pub tarpit: Arc<tokio::sync::Semaphore>,
@@ -52,6 +62,7 @@ impl Defence {
         Self {
             random_keys: Arc::new(KeyRing::random()),
             history: GoodHistory::new(GOOD_HISTORY_SLOTS),
+            nojs: crate::shield::nojs::NoJsBudget::new(NOJS_SLOTS, NOJS_BURST, NOJS_REFILL_MS),
             tarpit: Arc::new(tokio::sync::Semaphore::new(TARPIT_CAPACITY)),
         }
     }

@@ -11,7 +11,9 @@ pub mod cidr;
 pub mod defence;
 pub mod fingerprint;
 pub mod gate;
+pub mod nojs;
 pub mod pass;
+pub mod replay;
 pub mod sketch;
 pub mod top;
 
@@ -308,6 +310,8 @@ pub struct Shield {
     by_fingerprint: std::sync::OnceLock<WindowSketch>,
     by_api_key: std::sync::OnceLock<WindowSketch>,
     by_errors: std::sync::OnceLock<WindowSketch>,
+    by_local_address: std::sync::OnceLock<WindowSketch>,
+    by_local_prefix: std::sync::OnceLock<WindowSketch>,
     /// Highest current rates per client fingerprint (JA4 + HTTP), when fingerprints are
     /// limited.
     pub top_fingerprints: top::TopTable,
@@ -322,6 +326,11 @@ fn new_sketch() -> WindowSketch {
     WindowSketch::new(SKETCH_WIDTH, 1000)
 }
 
+/// Requests per second one address may make to Rempart's own pages (`/.rempart/`).
+pub const LOCAL_ADDRESS_RATE: u32 = 20;
+/// Requests per second one network prefix may make to Rempart's own pages.
+pub const LOCAL_PREFIX_RATE: u32 = 200;
+
 /// Sketch width (counters per row): 4 rows x 2 windows x 65,536 x 4 bytes = 2 MiB per sketch.
 pub const SKETCH_WIDTH: usize = 65_536;
 
@@ -335,6 +344,8 @@ impl Shield {
             by_fingerprint: std::sync::OnceLock::new(),
             by_api_key: std::sync::OnceLock::new(),
             by_errors: std::sync::OnceLock::new(),
+            by_local_address: std::sync::OnceLock::new(),
+            by_local_prefix: std::sync::OnceLock::new(),
             top_fingerprints: top::TopTable::default(),
             top_addresses: top::TopTable::default(),
             top_prefixes: top::TopTable::default(),
@@ -353,6 +364,36 @@ impl Shield {
                 .map_or(0, WindowSketch::memory_bytes)
             + self.by_api_key.get().map_or(0, WindowSketch::memory_bytes)
             + self.by_errors.get().map_or(0, WindowSketch::memory_bytes)
+            + self
+                .by_local_address
+                .get()
+                .map_or(0, WindowSketch::memory_bytes)
+            + self
+                .by_local_prefix
+                .get()
+                .map_or(0, WindowSketch::memory_bytes)
+    }
+
+    /// Counts a request for Rempart's own pages (`/.rempart/`: the challenge script, pass
+    /// claims) from `ip` and returns the rule it is over, if any: these pages cost the
+    /// gateway crypto, so they have their own per-address and per-prefix rates
+    /// (`LOCAL_ADDRESS_RATE`, `LOCAL_PREFIX_RATE`), whatever the tenant's policy, checked
+    /// before any of that work.
+    pub fn check_local(&self, tenant: TenantKey, ip: IpAddr, now_ms: u64) -> Option<Rule> {
+        let by_address = self.by_local_address.get_or_init(new_sketch).observe(
+            &(tenant, address_key(ip)),
+            1,
+            now_ms,
+        );
+        if by_address > f64::from(LOCAL_ADDRESS_RATE) {
+            return Some(Rule::Address);
+        }
+        let by_prefix = self.by_local_prefix.get_or_init(new_sketch).observe(
+            &(tenant, prefix_key(ip, self.prefixes)),
+            1,
+            now_ms,
+        );
+        (by_prefix > f64::from(LOCAL_PREFIX_RATE)).then_some(Rule::Prefix)
     }
 
     /// Counts a client-error answer (4xx from the origin) to `ip`.

@@ -3,7 +3,7 @@
 //! A challenge token is issued with the challenge page; the browser finds a counter `n` such
 //! that `SHA-256(token || n)` starts with `difficulty` zero bits (or, without JavaScript,
 //! waits `wait` seconds and follows a meta refresh). The server checks the token's MAC, its
-//! age and the work in O(1), refuses a token used before (`ReplayGuard`), and hands out a
+//! age and the work in O(1), refuses a token used before (`replay::ReplayGuard`), and hands out a
 //! pass cookie: expiry + MAC, bound to the tenant, the client's network prefix and its
 //! fingerprint (so a pass copied to another network or client type is worthless).
 //!
@@ -94,6 +94,15 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// The tenant and client network, as one key: what the replay guard and the
+    /// no-JavaScript budget count per.
+    pub fn partition(&self) -> u64 {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.tenant.to_le_bytes());
+        b[8..].copy_from_slice(&self.prefix.to_le_bytes());
+        crate::shield::defence::stable_hash(&b)
+    }
+
     fn bytes(&self) -> [u8; 32] {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&self.tenant.to_le_bytes());
@@ -374,59 +383,6 @@ pub fn find_cookie<'a>(cookie_headers: impl Iterator<Item = &'a [u8]>) -> Option
     None
 }
 
-/// Remembers used challenge tokens until they expire, in bounded memory: two generations of
-/// nonces, each covering one token lifetime, each holding at most `capacity` nonces. When a
-/// generation is full, new answers are refused (the client gets a fresh challenge) rather
-/// than letting memory grow.
-#[derive(Debug)]
-pub struct ReplayGuard {
-    current: std::collections::HashSet<u64>,
-    previous: std::collections::HashSet<u64>,
-    rotated_ms: u64,
-    lifetime_ms: u64,
-    capacity: usize,
-}
-
-impl ReplayGuard {
-    /// A guard for tokens living `lifetime_ms`, `capacity` nonces per generation.
-    pub fn new(lifetime_ms: u64, capacity: usize) -> Self {
-        Self {
-            current: std::collections::HashSet::new(),
-            previous: std::collections::HashSet::new(),
-            rotated_ms: 0,
-            lifetime_ms: lifetime_ms.max(1),
-            capacity,
-        }
-    }
-
-    /// Records a use of `nonce`; `false` when it was used before (or the guard is full).
-    pub fn first_use(&mut self, nonce: u64, now_ms: u64) -> bool {
-        if now_ms.saturating_sub(self.rotated_ms) >= self.lifetime_ms {
-            // Tokens older than two lifetimes are refused as expired anyway.
-            self.previous = std::mem::take(&mut self.current);
-            self.rotated_ms = now_ms;
-        }
-        if self.previous.contains(&nonce) || self.current.contains(&nonce) {
-            return false;
-        }
-        if self.current.len() >= self.capacity {
-            return false;
-        }
-        self.current.insert(nonce);
-        true
-    }
-
-    /// Nonces remembered now.
-    pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,21 +584,5 @@ mod tests {
         assert_eq!(find_cookie(headers.into_iter()), Some("abc"));
         let none: Vec<&[u8]> = vec![b"rempart_passx=1", b"\xff"];
         assert_eq!(find_cookie(none.into_iter()), None);
-    }
-
-    #[test]
-    fn replay_guard_is_bounded_and_forgets_old_tokens() {
-        let mut g = ReplayGuard::new(1_000, 3);
-        assert!(g.first_use(1, 0));
-        assert!(!g.first_use(1, 10));
-        assert!(g.first_use(2, 10));
-        assert!(g.first_use(3, 10));
-        // Full: refused rather than growing.
-        assert!(!g.first_use(4, 10));
-        assert_eq!(g.len(), 3);
-        // One lifetime later, still remembered (previous generation).
-        assert!(!g.first_use(1, 1_000));
-        // Two lifetimes later, forgotten (such tokens are expired anyway).
-        assert!(g.first_use(1, 2_000));
     }
 }

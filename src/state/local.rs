@@ -9,8 +9,11 @@ use ipnet::IpNet;
 use super::{BanStore, PassKeys, ReplayStore, TenantFlags};
 use crate::shield::admission::Pressure;
 use crate::shield::bans::{BanHit, BanInfo, BanList};
-use crate::shield::defence::{stable_hash, CALM_AFTER_MS, CHALLENGE_MAX_AGE_MS, REPLAY_CAPACITY};
-use crate::shield::pass::{KeyRing, ReplayGuard};
+use crate::shield::defence::{
+    stable_hash, CALM_AFTER_MS, CHALLENGE_MAX_AGE_MS, REPLAY_CAPACITY, REPLAY_SHARE,
+};
+use crate::shield::pass::KeyRing;
+use crate::shield::replay::ReplayGuard;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -43,7 +46,11 @@ pub struct LocalReplay {
 impl Default for LocalReplay {
     fn default() -> Self {
         Self {
-            used: Mutex::new(ReplayGuard::new(CHALLENGE_MAX_AGE_MS, REPLAY_CAPACITY)),
+            used: Mutex::new(ReplayGuard::new(
+                CHALLENGE_MAX_AGE_MS,
+                REPLAY_SHARE,
+                REPLAY_CAPACITY,
+            )),
             next_nonce: AtomicU64::new(stable_hash(&crate::clock::unix_nanos().to_le_bytes())),
         }
     }
@@ -53,8 +60,8 @@ impl ReplayStore for LocalReplay {
     fn nonce(&self) -> u64 {
         self.next_nonce.fetch_add(1, Ordering::Relaxed)
     }
-    fn first_use(&self, nonce: u64, now_ms: u64) -> bool {
-        lock(&self.used).first_use(nonce, now_ms)
+    fn first_use(&self, partition: u64, nonce: u64, now_ms: u64) -> bool {
+        lock(&self.used).first_use(partition, nonce, now_ms)
     }
 }
 
@@ -121,9 +128,9 @@ mod tests {
         let r = LocalReplay::default();
         let (a, b) = (r.nonce(), r.nonce());
         assert_ne!(a, b);
-        assert!(r.first_use(a, 1_000));
-        assert!(!r.first_use(a, 2_000), "a replay is refused");
-        assert!(r.first_use(b, 2_000));
+        assert!(r.first_use(1, a, 1_000));
+        assert!(!r.first_use(2, a, 2_000), "a replay is refused");
+        assert!(r.first_use(1, b, 2_000));
     }
 
     #[test]

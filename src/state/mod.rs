@@ -41,8 +41,9 @@ pub trait BanStore: Send + Sync + Debug {
 pub trait ReplayStore: Send + Sync + Debug {
     /// A nonce for a new challenge token, never issued before.
     fn nonce(&self) -> u64;
-    /// Records the first use of `nonce`; `false` when it was used already (a replay).
-    fn first_use(&self, nonce: u64, now_ms: u64) -> bool;
+    /// Records the first use of `nonce` by `partition` (a tenant and client network, which
+    /// bounds its share of the memory); `false` when it was used already (a replay).
+    fn first_use(&self, partition: u64, nonce: u64, now_ms: u64) -> bool;
 }
 
 /// The key ring that signs pass cookies and challenge tokens.

@@ -16,6 +16,9 @@ servers = [{ address = "127.0.0.1:8081" }]
 [[tenants.routes]]
 path_prefix = "/"
 pool = "web"
+
+[[listeners]]
+address = "127.0.0.1:8080"
 "#;
 
 fn check(text: &str) -> (i32, String, String) {
@@ -38,7 +41,7 @@ fn check(text: &str) -> (i32, String, String) {
 fn bad_configs_are_reported_with_their_line() {
     // (config, expected fragments of stderr)
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (format!("[timeouts]\nupstream_conect = \"1s\"\n{GOOD_TAIL}"), vec!["bad.toml:2:1: upstream_conect: unknown field `upstream_conect`", "docs/config.md"]),
+        (format!("[timeouts]\nupstream_conect = \"1s\"\n{GOOD_TAIL}"), vec!["bad.toml:2:1: timeouts.upstream_conect: unknown field `upstream_conect`", "docs/config.md"]),
         (format!("[timeouts]\nupstream_connect = \"soon\"\n{GOOD_TAIL}"), vec!["bad.toml:2:1: timeouts.upstream_connect: duration `soon`", "(write a number followed by ms, s, m or h"]),
         (format!("[[listeners]]\naddress = \"0.0.0.0\"\n{GOOD_TAIL}"), vec!["bad.toml:2:1: listeners[0].address: `0.0.0.0` is not a socket address (write IP:PORT"]),
         (format!("[admin]\naddress = \"0.0.0.0:9180\"\n{GOOD_TAIL}"), vec!["bad.toml:2:1: admin.address: `0.0.0.0:9180` is not a loopback address"]),

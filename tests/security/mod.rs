@@ -7,6 +7,7 @@ mod claims;
 mod config;
 mod forms;
 mod hosts;
+mod passes;
 mod paths;
 
 use std::net::SocketAddr;

@@ -42,6 +42,11 @@ pub const STATUS_COMPONENT_STATE: &str = "rempart_status_component_state";
 pub const STATUS_DELIVERIES: &str = "rempart_status_deliveries";
 /// Answers served from a stale copy because the origin failed.
 pub const STALE_SERVED: &str = "rempart_stale_served";
+/// Bytes of request bodies the gateway holds now, by store (`memory`, `disk`).
+pub const REQUEST_BODY_BYTES: &str = "rempart_request_body_buffered_bytes";
+/// Request bodies read whole before forwarding, by store (`memory`, `disk`), or refused
+/// because the store was full (`refused`).
+pub const REQUEST_BODIES: &str = "rempart_request_bodies_buffered";
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -259,6 +264,30 @@ pub struct Metrics {
     pub status_source: std::sync::Arc<std::sync::OnceLock<StatusSource>>,
     /// Answers served from stale copies, per tenant.
     pub stale_served: Family<TenantLabels, Counter>,
+    /// Request-body store gauges and counters.
+    pub request_bodies: crate::metrics::BodyStoreMetrics,
+}
+
+/// The request-body store's metrics (the store updates them as it holds and frees bytes).
+#[derive(Debug, Clone, Default)]
+pub struct BodyStoreMetrics {
+    /// Bytes held in memory now.
+    pub memory_bytes: Gauge,
+    /// Bytes held on disk now.
+    pub disk_bytes: Gauge,
+    /// Bodies stored in memory.
+    pub in_memory: Counter,
+    /// Bodies stored on disk.
+    pub on_disk: Counter,
+    /// Bodies refused because the store was full.
+    pub refused: Counter,
+}
+
+/// A single `store` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabel {
+    /// `memory`, `disk` or `refused`.
+    pub store: &'static str,
 }
 
 impl Default for Metrics {
@@ -343,7 +372,29 @@ impl Default for Metrics {
             "Answers served from a stale copy because the origin failed",
             stale_served.clone(),
         );
+        let bytes = Family::<StoreLabel, Gauge>::default();
+        let bodies = Family::<StoreLabel, Counter>::default();
+        let gauge = |store| bytes.get_or_create(&StoreLabel { store }).clone();
+        let counter = |store| bodies.get_or_create(&StoreLabel { store }).clone();
+        let request_bodies = BodyStoreMetrics {
+            memory_bytes: gauge("memory"),
+            disk_bytes: gauge("disk"),
+            in_memory: counter("memory"),
+            on_disk: counter("disk"),
+            refused: counter("refused"),
+        };
+        registry.register(
+            REQUEST_BODY_BYTES,
+            "Bytes of request bodies the gateway holds now, by store",
+            bytes,
+        );
+        registry.register(
+            REQUEST_BODIES,
+            "Request bodies read whole before forwarding, by store, or refused (store full)",
+            bodies,
+        );
         Self {
+            request_bodies,
             status_source,
             stale_served,
             top_source,

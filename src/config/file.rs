@@ -22,6 +22,14 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_TARGET_BYTES: usize = 8 * 1024;
 /// Default maximum request-body size in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default bytes of one request body kept in memory while it is buffered.
+pub const DEFAULT_REQUEST_BUFFER_BYTES: u64 = 128 * 1024;
+/// Default bytes of all buffered request bodies kept in memory.
+pub const DEFAULT_REQUEST_BUFFERS_TOTAL: u64 = 64 * 1024 * 1024;
+/// Default bytes of all buffered request bodies on disk.
+pub const DEFAULT_REQUEST_SPILL_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default uploads streamed at once on a route that streams request bodies.
+pub const DEFAULT_MAX_STREAMING_UPLOADS: u32 = 16;
 /// Default maximum number of concurrent downstream connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Default maximum concurrent connections from one client address (a browser opens about 6
@@ -331,6 +339,14 @@ pub struct LimitsFile {
     pub h2_max_concurrent_streams: Option<u32>,
     /// Idle upstream connections kept per server.
     pub upstream_idle_per_server: Option<usize>,
+    /// Bytes of one request body kept in memory while it is read (beyond: on disk).
+    pub request_buffer_bytes: Option<u64>,
+    /// Bytes of all request bodies kept in memory.
+    pub request_buffers_total: Option<u64>,
+    /// Bytes of all request bodies on disk.
+    pub request_spill_bytes: Option<u64>,
+    /// Directory of request bodies on disk.
+    pub request_spill_dir: Option<String>,
 }
 
 /// Forwarding headers.
@@ -549,6 +565,11 @@ pub struct RouteFile {
     /// Forward paths with an encoded `/` or `\` (`%2F`, `%5C`) instead of refusing them.
     #[serde(default)]
     pub allow_encoded_slash: bool,
+    /// Stream request bodies to the origin as they arrive instead of reading them first.
+    #[serde(default)]
+    pub stream_request_body: bool,
+    /// Uploads streamed at once on this route (with `stream_request_body`).
+    pub max_streaming_uploads: Option<u32>,
     /// Stale-copy window of this route (default: the tenant's).
     pub stale_if_error: Option<String>,
 }

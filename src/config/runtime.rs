@@ -167,6 +167,9 @@ pub struct Route {
     pub maintenance: bool,
     /// Paths with an encoded `/` or `\` are forwarded (refused otherwise).
     pub allow_encoded_slash: bool,
+    /// Request bodies stream to the origin as they arrive, at most this many at once;
+    /// `None`: bodies are read whole first (the default).
+    pub streaming_uploads: Option<u32>,
     /// How long a copy of a page may be served when the origin fails (zero = never).
     pub stale_if_error: Duration,
 }
@@ -263,6 +266,19 @@ impl ComponentSpec {
             Language::Fr => &self.name,
         }
     }
+}
+
+/// How request bodies are read before forwarding (see `proxy::buffer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBuffering {
+    /// Bytes of one body kept in memory.
+    pub per_body: u64,
+    /// Bytes of all bodies kept in memory.
+    pub memory_total: u64,
+    /// Bytes of all bodies on disk.
+    pub disk_total: u64,
+    /// Private directory of bodies on disk.
+    pub dir: PathBuf,
 }
 
 /// Where stale copies are kept.
@@ -433,6 +449,8 @@ pub struct Runtime {
     pub status: StatusSettings,
     /// Stale copies of public pages: memory, per-page bound, disk tier.
     pub stale_cache: StaleSettings,
+    /// How request bodies are read before forwarding.
+    pub request_buffering: RequestBuffering,
     pub(crate) hosts_exact: HashMap<String, usize, foldhash::fast::RandomState>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

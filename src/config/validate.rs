@@ -582,6 +582,37 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .stale_disk_bytes
             .unwrap_or(DEFAULT_STALE_DISK_BYTES),
     };
+    let request_buffering = RequestBuffering {
+        per_body: l
+            .request_buffer_bytes
+            .unwrap_or(DEFAULT_REQUEST_BUFFER_BYTES),
+        memory_total: l
+            .request_buffers_total
+            .unwrap_or(DEFAULT_REQUEST_BUFFERS_TOTAL),
+        disk_total: l.request_spill_bytes.unwrap_or(DEFAULT_REQUEST_SPILL_BYTES),
+        dir: match &l.request_spill_dir {
+            Some(d) => base.join(d),
+            None => default_spill_dir(),
+        },
+    };
+    c.at_most(
+        "limits.request_buffer_bytes",
+        request_buffering.per_body,
+        64 << 20,
+        "bytes (64 MiB)",
+    );
+    c.at_most(
+        "limits.request_buffers_total",
+        request_buffering.memory_total,
+        64 << 30,
+        "bytes (64 GiB)",
+    );
+    c.at_most(
+        "limits.request_spill_bytes",
+        request_buffering.disk_total,
+        1 << 40,
+        "bytes (1 TiB)",
+    );
     c.at_most(
         "degraded.stale_cache_bytes",
         stale_cache.memory_bytes,
@@ -616,6 +647,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .collect();
         Ok(Runtime {
             stale_cache,
+            request_buffering,
             status,
             pass_keys,
             log_full_client_address,
@@ -1455,6 +1487,19 @@ fn routes(
         out.push(Route {
             maintenance: rf.maintenance,
             allow_encoded_slash: rf.allow_encoded_slash,
+            streaming_uploads: rf.stream_request_body.then(|| {
+                let n = rf
+                    .max_streaming_uploads
+                    .unwrap_or(DEFAULT_MAX_STREAMING_UPLOADS);
+                if n == 0 || n > 10_000 {
+                    c.push(
+                        format!("{rp}.max_streaming_uploads"),
+                        format!("{n} is out of range"),
+                        Some("use a value between 1 and 10000"),
+                    );
+                }
+                n.clamp(1, 10_000)
+            }),
             stale_if_error,
             name: rf.name.clone().unwrap_or_else(|| rf.path_prefix.clone()),
             host,
@@ -1485,6 +1530,14 @@ fn routes(
             .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
     });
     out
+}
+
+/// The private directory of spilled request bodies: under the system's temporary directory,
+/// one per user (made with mode 0700 at first use).
+fn default_spill_dir() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    std::env::temp_dir().join(format!("rempart-bodies-{uid}"))
 }
 
 /// A tenant's `strip_headers`: field names (lower-cased); the fields the gateway writes or

@@ -40,6 +40,9 @@ pub struct Outgoing {
     pub on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// Whether a failed attempt may be retried on another server.
     can_retry: bool,
+    /// A streamed upload's slot (routes with `stream_request_body`), held until the origin
+    /// answers.
+    upload_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -153,7 +156,61 @@ pub fn prepare(
         declared_len,
         upgrade,
         on_upgrade,
+        upload_slot: None,
     }
+}
+
+impl Outgoing {
+    /// Whether the request carries a body still to be read.
+    pub fn has_body(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_some_and(|b| !http_body::Body::is_end_stream(b))
+    }
+}
+
+/// Phase 3, the request body, before any origin slot is taken: read whole into the
+/// gateway's store (memory, then disk), so a slow upload never holds the origin; or, on a
+/// route that streams uploads, one of the route's own upload slots (503 when all are taken).
+/// `true` when the body streams (it then skips the pool's admission gate: uploads never take
+/// the slots of page views).
+pub async fn read_body(ctx: &mut RequestCtx<'_>, route: &Route, out: &mut Outgoing) -> Flow<bool> {
+    if route.streaming_uploads.is_some() {
+        let slots =
+            ctx.generation.upload_slots[ctx.tenant_idx][ctx.route_idx.unwrap_or_default()].clone();
+        let Some(slot) = slots.and_then(|s| s.try_acquire_owned().ok()) else {
+            return Err(ProxyError::Shed
+                .because("every upload slot of the route is taken")
+                .into());
+        };
+        out.upload_slot = Some(slot);
+        return Ok(true);
+    }
+    let Some(mut body) = out.body.take() else {
+        return Ok(false);
+    };
+    let deadline = ctx.record.start + route.timeouts.request;
+    let stored = tokio::time::timeout_at(deadline, ctx.generation.bodies.collect(&mut body))
+        .await
+        .map_err(|_| {
+            ProxyError::BodyTooSlow.because("request body not complete within the request timeout")
+        })?;
+    use crate::proxy::body::RequestBodyError as B;
+    use crate::proxy::buffer::StoreError as S;
+    let stored = stored.map_err(|e| match e {
+        S::Body(B::TooLarge) => ProxyError::BodyTooLarge.into(),
+        S::Body(B::TooSlow) => ProxyError::BodyTooSlow.into(),
+        S::Body(B::Downstream(e)) => ProxyError::BadRequest.because(format!("client body: {e}")),
+        S::Body(B::Stored(e)) | S::Io(e) => {
+            ProxyError::Internal.because(format!("request-body store: {e}"))
+        }
+        S::Full => ProxyError::Shed.because("request-body store full"),
+    })?;
+    out.declared_len = Some(stored.remaining());
+    out.body = Some(RequestBody::stored(stored));
+    // The body is here already: the origin has nothing to agree to.
+    out.parts.headers.remove(http::header::EXPECT);
+    Ok(false)
 }
 
 /// The attempts at the pool's servers for one request: at most two, the second on another

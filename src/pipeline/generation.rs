@@ -67,6 +67,32 @@ pub struct Generation {
     pub stale: Arc<StaleCache>,
     /// Answers served from stale copies, per tenant in `config.tenants` order.
     pub stale_served: Vec<Counter>,
+    /// Request bodies read whole before forwarding (kept across reloads while its settings
+    /// are unchanged).
+    pub bodies: Arc<crate::proxy::buffer::BodyStore>,
+    /// Per tenant and route, the slots of uploads streamed to the origin (routes with
+    /// `stream_request_body`), apart from the pool's admission slots.
+    pub upload_slots: Vec<Vec<Option<Arc<tokio::sync::Semaphore>>>>,
+}
+
+/// The request-body store of `config`: the previous generation's when its settings are the
+/// same (bodies being read keep their accounting).
+fn body_store(
+    config: &Runtime,
+    previous: Option<&Generation>,
+    metrics: &Metrics,
+) -> Arc<crate::proxy::buffer::BodyStore> {
+    let b = &config.request_buffering;
+    let settings = crate::proxy::buffer::StoreSettings {
+        memory_per_body: b.per_body,
+        memory_total: b.memory_total,
+        disk_total: b.disk_total,
+        dir: b.dir.clone(),
+    };
+    match previous {
+        Some(p) if *p.bodies.settings() == settings => p.bodies.clone(),
+        _ => crate::proxy::buffer::BodyStore::new(settings, metrics.request_bodies.clone()),
+    }
 }
 
 /// A one-paragraph account of what a reload changed, for the log.
@@ -257,6 +283,20 @@ impl Generation {
             status,
             stale: stale_cache(&config, previous),
             stale_served,
+            bodies: body_store(&config, previous, metrics),
+            upload_slots: config
+                .tenants
+                .iter()
+                .map(|t| {
+                    t.routes
+                        .iter()
+                        .map(|r| {
+                            r.streaming_uploads
+                                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)))
+                        })
+                        .collect()
+                })
+                .collect(),
             config: Arc::new(config),
         }
     }

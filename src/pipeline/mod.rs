@@ -9,7 +9,7 @@
 //! | 1. routing | `route` | tenant by host (400, 421); status site or `/.rempart/`; route (404); maintenance (503) |
 //! | 1a. local pages | `local` | status site, subscription steps, challenge script and pass |
 //! | 2. shield | `shield` | bans, API keys, rates, pass cookie, fingerprints, challenge; priority |
-//! | 3. request body | `forward::declared_length` | declared length (400, 413) |
+//! | 3. request body | `forward::declared_length`, `forward::read_body` | declared length (400, 413); the body read whole into the gateway's store before any origin slot (408, 413, 503 when the store is full), or streamed within the route's own upload slots (503) |
 //! | 4. admission | `admission` | a slot at the origin, verified clients first; shed |
 //! | 5. forward | `forward` | upstream request, retry on another server, stale copy on failure |
 //! | 6. answer | `answer` | origin's head: stale copy on 5xx, `Via`, tunnel, body taps |
@@ -252,10 +252,16 @@ async fn run(
     step!(ctx, shield::decide(&mut ctx, route, &req));
     let declared_len = step!(ctx, forward::declared_length(route, &req));
     let mut out = forward::prepare(&mut ctx, route, req, declared_len);
+    // Boxed: most requests have no body, and this future would make every request's larger.
+    let streamed = out.has_body()
+        && step!(
+            ctx,
+            Box::pin(forward::read_body(&mut ctx, route, &mut out)).await
+        );
     let pool = &ctx.generation.pools[ctx.tenant_idx][route.pool];
     let mut permit = match pool.admission {
-        Some(_) => step!(ctx, admission::admit(&mut ctx, pool, &out.parts).await),
-        None => None,
+        Some(_) if !streamed => step!(ctx, admission::admit(&mut ctx, pool, &out.parts).await),
+        _ => None,
     };
     // Forward, with one retry on another server (the loop is here, not in a function of its
     // own, so the upstream client's future is not moved once more on every request).

@@ -1,7 +1,7 @@
 //! Request bodies. `DownstreamBody` is the body as the server hands it over (none, or
-//! hyper's stream); `RequestBody` forwards it upstream, enforcing the route's size limit and
-//! the minimum data rate as bytes flow (never buffering), counting bytes, and showing each
-//! chunk to an optional `RequestTap`. The response side is `pipeline::body`.
+//! hyper's stream), or as the gateway stored it (`buffer`); `RequestBody` reads it, enforcing
+//! the route's size limit and the minimum data rate as bytes flow, counting bytes, and
+//! showing each chunk to an optional `RequestTap`. The response side is `pipeline::body`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,15 +28,15 @@ pub enum RequestBodyError {
     /// The client sends its body slower than the minimum data rate (slow POST).
     #[error("request body slower than the minimum data rate")]
     TooSlow,
+    /// The stored body could not be read back (disk).
+    #[error("stored request body: {0}")]
+    Stored(std::io::Error),
 }
 
-pin_project! {
-    /// A downstream request's body as the pipeline receives it: none (the HTTP/1.1 fast path
-    /// serves body-less requests only), or hyper's stream.
-    pub struct DownstreamBody {
-        #[pin]
-        inner: Option<Incoming>,
-    }
+/// A downstream request's body as the pipeline receives it: none (the HTTP/1.1 fast path
+/// serves body-less requests only), or hyper's stream.
+pub struct DownstreamBody {
+    inner: Option<Incoming>,
 }
 
 impl DownstreamBody {
@@ -60,9 +60,9 @@ impl Body for DownstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.project().inner.as_pin_mut() {
+        match &mut self.get_mut().inner {
             None => Poll::Ready(None),
-            Some(inner) => inner.poll_frame(cx),
+            Some(inner) => Pin::new(inner).poll_frame(cx),
         }
     }
 
@@ -80,8 +80,9 @@ impl Body for DownstreamBody {
 pin_project! {
     /// The downstream request body on its way upstream.
     pub struct RequestBody {
-        #[pin]
         inner: DownstreamBody,
+        // The whole body, when the gateway stored it first (then `inner` is empty).
+        stored: Option<super::buffer::Stored>,
         remaining: u64,
         received: Option<Arc<AtomicU64>>,
         pace: Option<Pace>,
@@ -134,6 +135,7 @@ impl RequestBody {
     pub fn new(inner: DownstreamBody, limit: u64, received: Arc<AtomicU64>) -> Self {
         Self {
             inner,
+            stored: None,
             remaining: limit,
             received: Some(received),
             pace: None,
@@ -153,10 +155,24 @@ impl RequestBody {
         self
     }
 
+    /// A body the gateway stored, forwarded as it is (its limits were enforced and its bytes
+    /// counted while it was read).
+    pub fn stored(stored: super::buffer::Stored) -> Self {
+        Self {
+            remaining: stored.remaining(),
+            inner: DownstreamBody::empty(),
+            stored: Some(stored),
+            received: None,
+            pace: None,
+            tap: None,
+        }
+    }
+
     /// An empty body (health checks, retries of body-less requests).
     pub fn empty() -> Self {
         Self {
             inner: DownstreamBody::empty(),
+            stored: None,
             remaining: 0,
             received: None,
             pace: None,
@@ -174,7 +190,12 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        if let Some(stored) = this.stored.as_mut() {
+            return stored
+                .poll_chunk(cx)
+                .map(|c| c.map(|c| c.map(Frame::data).map_err(RequestBodyError::Stored)));
+        }
+        let polled = Pin::new(this.inner).poll_frame(cx);
         if polled.is_pending() {
             if let Some(pace) = this.pace.as_mut() {
                 let deadline = pace.deadline();
@@ -221,10 +242,16 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.stored {
+            Some(stored) => stored.remaining() == 0,
+            None => self.inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.stored {
+            Some(stored) => SizeHint::with_exact(stored.remaining()),
+            None => self.inner.size_hint(),
+        }
     }
 }

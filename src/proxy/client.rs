@@ -305,6 +305,9 @@ async fn write_body(
             Err(RequestBodyError::TooLarge) => return Err(ClientError::BodyTooLarge),
             Err(RequestBodyError::Downstream(_)) => return Err(ClientError::DownstreamBody),
             Err(RequestBodyError::TooSlow) => return Err(ClientError::DownstreamTooSlow),
+            Err(RequestBodyError::Stored(_)) => {
+                return Err(ClientError::Failed("stored request body unreadable"))
+            }
         };
         let Ok(data) = frame.into_data() else {
             continue;

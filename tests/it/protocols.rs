@@ -116,6 +116,20 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     assert!(TcpStream::connect(addr).await.is_err());
 }
 
+/// A 7,000-byte HTTP/2 upload without a length, through `gw`.
+async fn h2_upload_without_length(gw: &Gw) -> Got {
+    let mut stream_sender = h2c(gw.addr).await;
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..2)
+        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'z'; 3500]))))
+        .collect();
+    let req = http::Request::post("http://ville.test/upload")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )))
+        .unwrap();
+    collect(stream_sender.send_request(req).await.unwrap()).await
+}
+
 #[tokio::test]
 async fn h2_uploads_reach_the_origin_with_and_without_length() {
     let origin = Origin::start("a").await;
@@ -128,17 +142,20 @@ async fn h2_uploads_reach_the_origin_with_and_without_length() {
         .unwrap();
     let got = collect(sender.send_request(req).await.unwrap()).await;
     assert_eq!((got.status, got.body.as_str()), (200, "5000"));
-    // Without: Rempart re-frames it as chunked for the HTTP/1.1 origin.
-    let mut stream_sender = h2c(gw.addr).await;
-    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..2)
-        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'z'; 3500]))))
-        .collect();
-    let req = http::Request::post("http://ville.test/upload")
-        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
-            chunks,
-        )))
-        .unwrap();
-    let got = collect(stream_sender.send_request(req).await.unwrap()).await;
+    // Without: read whole first, so the origin gets its length.
+    let got = h2_upload_without_length(&gw).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "7000"));
+    assert_eq!(origin.header("content-length").as_deref(), Some("7000"));
+    assert!(origin.header("transfer-encoding").is_none());
+    // On a route that streams uploads, Rempart re-frames it as chunked for the HTTP/1.1
+    // origin.
+    let streaming = Gw::start(&one_tenant(
+        &[origin.addr],
+        "",
+        "stream_request_body = true",
+    ))
+    .await;
+    let got = h2_upload_without_length(&streaming).await;
     assert_eq!((got.status, got.body.as_str()), (200, "7000"));
     assert!(origin.header("content-length").is_none());
     assert_eq!(

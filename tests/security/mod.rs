@@ -9,6 +9,7 @@ mod forms;
 mod hosts;
 mod passes;
 mod paths;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::time::Duration;

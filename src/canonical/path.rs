@@ -90,23 +90,29 @@ pub fn normalise(path: &str) -> Result<Canonical<'_>, PathError> {
 }
 
 /// Starts with `/`, only plain bytes, no empty segment but a trailing one, no dot segment
-/// (with or without parameters).
+/// (with or without parameters). One pass, no iterator set-up: this runs on every request.
 fn is_canonical(path: &[u8]) -> bool {
-    let Some(rest) = path.strip_prefix(b"/") else {
+    let [b'/', rest @ ..] = path else {
         return false;
     };
-    if !rest.iter().all(|b| PLAIN[usize::from(*b)]) {
-        return false;
-    }
-    let mut segments = rest.split(|b| *b == b'/').peekable();
-    while let Some(segment) = segments.next() {
-        if segment.is_empty() && segments.peek().is_some() {
+    let ends_segment = |b: Option<&u8>| matches!(b, None | Some(b'/' | b';'));
+    let mut segment_start = true;
+    for (i, &b) in rest.iter().enumerate() {
+        if !PLAIN[usize::from(b)] {
             return false;
         }
-        let head = segment.split(|b| *b == b';').next().unwrap_or_default();
-        if head == b"." || head == b".." {
-            return false;
+        if segment_start {
+            if b == b'/' {
+                return false;
+            }
+            if b == b'.'
+                && (ends_segment(rest.get(i + 1))
+                    || (rest.get(i + 1) == Some(&b'.') && ends_segment(rest.get(i + 2))))
+            {
+                return false;
+            }
         }
+        segment_start = b == b'/';
     }
     true
 }

@@ -26,37 +26,19 @@ pub struct Form {
 
 /// Brings `req` to its canonical form, or ends it (400, 405, 414; `OPTIONS *` answered).
 pub fn canonicalise<B>(req: &mut Request<B>, max_target: usize) -> Flow<Form> {
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed.because("CONNECT").into());
-    }
     let uri = req.uri();
-    if uri.path() == "*" {
+    // An origin-form target (nearly every HTTP/1.1 request) has no scheme nor authority;
+    // its one `Host` field is read and checked once, where the tenant is chosen
+    // (`route::request_host`).
+    if uri.scheme().is_some() || uri.authority().is_some() || req.method() == Method::CONNECT {
+        other_forms(req)?;
+    } else if uri.path() == "*" {
         return Err(asterisk(req.method()));
     }
-    match uri.scheme_str() {
-        None if uri.authority().is_some() => {
-            return Err(ProxyError::BadTarget
-                .because("authority-form target")
-                .into())
-        }
-        None | Some("http" | "https") => {}
-        Some(_) => return Err(ProxyError::BadTarget.because("scheme not http").into()),
-    }
+    let uri = req.uri();
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > max_target {
         return Err(ProxyError::UriTooLong.into());
-    }
-    let source = authority::agree(
-        uri.authority().map(http::uri::Authority::as_str),
-        req.headers()
-            .get_all(HOST)
-            .iter()
-            .map(HeaderValue::as_bytes),
-        req.version() == Version::HTTP_2,
-    )
-    .map_err(|e| ProxyError::BadHost.because(e.reason()))?;
-    if source == authority::Source::Authority {
-        set_host_from_authority(req)?;
     }
     let canonical =
         path::normalise(req.uri().path()).map_err(|e| ProxyError::BadTarget.because(e.reason()))?;
@@ -72,6 +54,40 @@ pub fn canonicalise<B>(req: &mut Request<B>, max_target: usize) -> Flow<Form> {
         encoded_separator,
         rewritten,
     })
+}
+
+/// `CONNECT`, authority-form and absolute-form targets: refused, or (absolute form and
+/// HTTP/2) the host agreed and set.
+fn other_forms<B>(req: &mut Request<B>) -> Flow<()> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed.because("CONNECT").into());
+    }
+    let uri = req.uri();
+    match uri.scheme_str() {
+        None => {
+            return Err(ProxyError::BadTarget
+                .because("authority-form target")
+                .into())
+        }
+        Some("http" | "https") => {}
+        Some(_) => return Err(ProxyError::BadTarget.because("scheme not http").into()),
+    }
+    if uri.path() == "*" {
+        return Err(asterisk(req.method()));
+    }
+    let source = authority::agree(
+        uri.authority().map(http::uri::Authority::as_str),
+        req.headers()
+            .get_all(HOST)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        req.version() == Version::HTTP_2,
+    )
+    .map_err(|e| ProxyError::BadHost.because(e.reason()))?;
+    if source == authority::Source::Authority {
+        set_host_from_authority(req)?;
+    }
+    Ok(())
 }
 
 /// `OPTIONS *` asks about the server itself: answered here. Any other method with `*` has
@@ -183,7 +199,16 @@ mod tests {
         let mut req = request("GET", "https://ville.test/a", Version::HTTP_2, &[]);
         canonicalise(&mut req, 8192).unwrap();
         assert_eq!(req.headers().get(HOST).unwrap(), "ville.test");
+        // Origin form: the one `Host` is checked where the tenant is chosen.
         let mut req = request("GET", "/", Version::HTTP_11, &["a.test", "b.test"]);
+        assert!(canonicalise(&mut req, 8192).is_ok());
+        assert_eq!(crate::pipeline::route::request_host(&req), None);
+        let mut req = request(
+            "GET",
+            "http://a.test/",
+            Version::HTTP_11,
+            &["a.test", "b.test"],
+        );
         assert_eq!(error_of(canonicalise(&mut req, 8192)), ProxyError::BadHost);
     }
 

@@ -252,11 +252,12 @@ async fn run(
     step!(ctx, shield::decide(&mut ctx, route, &req));
     let declared_len = step!(ctx, forward::declared_length(route, &req));
     let mut out = forward::prepare(&mut ctx, route, req, declared_len);
-    // Boxed: most requests have no body, and this future would make every request's larger.
+    // Boxed, behind a call that is not inlined: most requests have no body, and this step
+    // would make every request's future and code larger.
     let streamed = out.has_body()
         && step!(
             ctx,
-            Box::pin(forward::read_body(&mut ctx, route, &mut out)).await
+            forward::read_body_boxed(&mut ctx, route, &mut out).await
         );
     let pool = &ctx.generation.pools[ctx.tenant_idx][route.pool];
     let mut permit = match pool.admission {

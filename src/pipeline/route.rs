@@ -71,11 +71,19 @@ pub fn route<'g, B>(ctx: &mut RequestCtx<'g>, req: &Request<B>) -> Flow<&'g Rout
 }
 
 /// The request's host, lower case, without port or trailing dot; borrowed when it already is
-/// so (the usual case: no allocation).
+/// so (the usual case: no allocation). `None` without a usable host, or with more than one
+/// `Host` field (the canonical phase agreed the target's authority and `Host` before).
 pub fn request_host<B>(req: &Request<B>) -> Option<Cow<'_, str>> {
     let (raw, upper) = match req.uri().authority() {
         Some(a) => (a.host(), a.host().bytes().any(|b| b.is_ascii_uppercase())),
-        None => crate::canonical::authority::host_of(req.headers().get(HOST)?.as_bytes())?,
+        None => {
+            let mut hosts = req.headers().get_all(HOST).iter();
+            let host = hosts.next()?;
+            if hosts.next().is_some() {
+                return None;
+            }
+            crate::canonical::authority::host_of(host.as_bytes())?
+        }
     };
     let host = raw.trim_end_matches('.');
     if host.is_empty() {

@@ -81,8 +81,9 @@ pin_project! {
     /// The downstream request body on its way upstream.
     pub struct RequestBody {
         inner: DownstreamBody,
-        // The whole body, when the gateway stored it first (then `inner` is empty).
-        stored: Option<super::buffer::Stored>,
+        // The whole body, when the gateway stored it first (then `inner` is empty). Boxed:
+        // every request's body (and the upstream client's future) carries this field.
+        stored: Option<Box<super::buffer::Stored>>,
         remaining: u64,
         received: Option<Arc<AtomicU64>>,
         pace: Option<Pace>,
@@ -161,7 +162,7 @@ impl RequestBody {
         Self {
             remaining: stored.remaining(),
             inner: DownstreamBody::empty(),
-            stored: Some(stored),
+            stored: Some(Box::new(stored)),
             received: None,
             pace: None,
             tap: None,

@@ -266,7 +266,7 @@ fn push_forwarded_host(out: &mut String, host: &str) {
 /// names per request, for fields only the encoder reads.
 #[derive(Debug, Default)]
 pub struct ForwardingFields {
-    fields: [Option<(&'static HeaderName, HeaderValue)>; 6],
+    fields: [Option<(&'static HeaderName, HeaderValue)>; 5],
 }
 
 impl ForwardingFields {
@@ -308,11 +308,15 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> Forwarding
             claims.push(name.clone());
         }
     }
-    for name in claims {
-        headers.remove(name);
+    if !claims.is_empty() {
+        for name in claims {
+            headers.remove(name);
+        }
     }
     if let Some(ip) = f.real_ip {
-        out.push(&X_REAL_IP, ip.clone());
+        // In the request's own fields: only when the operator asks for it, so the fixed
+        // forwarding fields stay five.
+        headers.insert(X_REAL_IP.clone(), ip.clone());
     }
     let prev_xff = if f.peer_trusted && has_xff {
         joined(headers, &X_FORWARDED_FOR)

@@ -11,6 +11,7 @@
 #   REMPART_BIN=/tmp/old/rempart bench/proxy/callgrind.sh   # another build, same setup
 #   TARGET=status bench/proxy/callgrind.sh    # the status page from memory (bench/status's
 #                                             # config, its tenant's origin down), 64 connections
+#   TARGET=post bench/proxy/callgrind.sh      # a proxied POST of 1 KiB (bench/proxy/post.lua)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -60,15 +61,17 @@ else
   sed -i -e 's#^servers = \[\(.*\)\]#servers = [\1]\nmax_concurrency = 0#' "$work/rempart.toml"
   host=bench.localhost; path=/$BODY
 fi
+script=()
+if [ "$TARGET" = post ]; then path=/post; script=(-s "$here/post.lua"); fi
 taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$REMPART_BIN" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & pids+=($!)
 wait_port "$port"
 url="http://127.0.0.1:$port$path"
-taskset -c 1 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $host" "$url" > /dev/null
+taskset -c 1 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $host" "${script[@]}" "$url" > /dev/null
 callgrind_control -z > /dev/null 2>&1
-out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $host" "$url")
+out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $host" "${script[@]}" "$url")
 callgrind_control -d > /dev/null 2>&1
-requests=$(echo "$out" | awk '/requests in/ {print $1}')
+requests=$(echo "$out" | awk '/requests in/ {print $1} /^RESULT/ {for (i = 2; i <= NF; i++) if ($i ~ /^requests=/) {sub("requests=", "", $i); print $i}}' | head -1)
 non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
 dump=$(ls -t "$work"/callgrind.out* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Proxy benchmark: origin direct vs nginx and HAProxy (keep-alive reverse proxies) vs Rempart, for 1 KiB and
-# 100 KiB bodies at 64 and 256 connections, median of RUNS runs of DURATION each.
+# 100 KiB answers and 1 KiB POST bodies (`post`: nginx and Rempart read the body whole
+# before forwarding, nginx's default; HAProxy streams it) at 64 and 256 connections, median
+# of RUNS runs of DURATION each.
 # The system under test runs alone on core 0; wrk and the backend origin run on core 1.
 # Only loopback addresses are used.
 #
 #   bench/proxy/run.sh                 # defaults: DURATION=10s RUNS=3
 #   DURATION=5s RUNS=3 bench/proxy/run.sh
+#   SIZES=post bench/proxy/run.sh      # only the 1 KiB POST rows
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
+SIZES=${SIZES:-1k 100k post}
 SUT_CORE=${SUT_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 
@@ -72,14 +76,15 @@ done
 results="$work/results.txt"
 : > "$results"
 peak_rss=0
-for size in 1k 100k; do
+for size in $SIZES; do
+  case $size in post) script="$here/post.lua"; path=post;; *) script="$here/report.lua"; path=$size;; esac
   for conns in 64 256; do
     # Runs interleave the three targets so that drift on a shared VM hits them alike.
     for run in $(seq 1 "$RUNS"); do
       for target in direct nginx haproxy rempart; do
         case $target in direct) port=$direct_port;; nginx) port=$nginx_port;; haproxy) port=$haproxy_port;; rempart) port=$rempart_port;; esac
-        taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" -s "$here/report.lua" \
-          "http://127.0.0.1:$port/$size" > "$work/wrk.out" 2>&1 &
+        taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" -s "$script" \
+          "http://127.0.0.1:$port/$path" > "$work/wrk.out" 2>&1 &
         wrk_pid=$!
         if [ "$target" = rempart ] && [ "$conns" = 256 ]; then
           sleep 2; r=$(rss_kib "$rempart_pid"); [ "$r" -gt "$peak_rss" ] && peak_rss=$r
@@ -92,9 +97,9 @@ for size in 1k 100k; do
   done
 done
 
-python3 - "$results" "$idle_rss" "$peak_rss" "$DURATION" "$RUNS" <<'PY'
+python3 - "$results" "$idle_rss" "$peak_rss" "$DURATION" "$RUNS" "$SIZES" <<'PY'
 import re, statistics, sys
-path, idle, peak, duration, runs = sys.argv[1:]
+path, idle, peak, duration, runs, sizes = sys.argv[1:]
 rows = {}
 for line in open(path):
     size, conns, target, run, _, *kv = line.split()
@@ -106,13 +111,13 @@ print(f"requests/s, wrk -t1 -d{duration}, median of {runs} interleaved runs; sys
 print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | per-run Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | errors |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 targets = ("direct", "nginx", "haproxy", "rempart")
-for size in ["1k", "100k"]:
+for size in sizes.split():
     for conns in [64, 256]:
         d, n, h, r = (med("rps", size, conns, t) for t in targets)
         p50 = " / ".join(f"{med('p50_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
         p99 = " / ".join(f"{med('p99_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
         errs = sum(int(x["errors"]) for t in targets for x in rows[(size, conns, t)])
-        label = "1 KiB" if size == "1k" else "100 KiB"
+        label = {"1k": "1 KiB", "100k": "100 KiB", "post": "POST 1 KiB"}[size]
         # Ratios of the runs made side by side: how far this VM moved the comparison.
         per_run = sorted(float(a["rps"]) / float(b["rps"])
                          for a, b in zip(rows[(size, conns, "rempart")], rows[(size, conns, "nginx")]))

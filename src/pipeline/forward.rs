@@ -56,18 +56,24 @@ fn is_idempotent(m: &Method) -> bool {
 /// route's limit.
 pub fn declared_length<B>(route: &Route, req: &Request<B>) -> Flow<Option<u64>> {
     let declared_len = match req.headers().get(CONTENT_LENGTH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(ProxyError::BadRequest)?,
-        ),
+        Some(v) => Some(decimal(v.as_bytes()).ok_or(ProxyError::BadRequest)?),
         None => None,
     };
     if declared_len.is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge.into());
     }
     Ok(declared_len)
+}
+
+/// A plain decimal number (what `Content-Length` holds), without overflow.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    let digits = digits.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 /// Makes the request ready for the origin.
@@ -167,6 +173,29 @@ impl Outgoing {
             .as_ref()
             .is_some_and(|b| !http_body::Body::is_end_stream(b))
     }
+}
+
+/// Phase 3 for a body the HTTP/1.1 fast path read with its head: stored at once when the
+/// store has memory for it (no future, no copy); `false` otherwise (then `read_body`).
+pub fn store_whole_body(ctx: &mut RequestCtx<'_>, route: &Route, out: &mut Outgoing) -> bool {
+    if route.streaming_uploads.is_some() {
+        return false;
+    }
+    let Some(body) = out.body.as_ref() else {
+        return false;
+    };
+    let Some(stored) = body
+        .whole()
+        .and_then(|b| ctx.generation.bodies.store_whole(b))
+    else {
+        return false;
+    };
+    if let Some(received) = &ctx.record.bytes_in {
+        received.fetch_add(stored.remaining(), std::sync::atomic::Ordering::Relaxed);
+    }
+    out.declared_len = Some(stored.remaining());
+    out.body = Some(RequestBody::stored(stored));
+    true
 }
 
 /// `read_body`, boxed (only requests with a body pay for its future).

@@ -255,6 +255,7 @@ async fn run(
     // Boxed, behind a call that is not inlined: most requests have no body, and this step
     // would make every request's future and code larger.
     let streamed = out.has_body()
+        && !forward::store_whole_body(&mut ctx, route, &mut out)
         && step!(
             ctx,
             forward::read_body_boxed(&mut ctx, route, &mut out).await

@@ -33,22 +33,38 @@ pub enum RequestBodyError {
     Stored(std::io::Error),
 }
 
-/// A downstream request's body as the pipeline receives it: none (the HTTP/1.1 fast path
-/// serves body-less requests only), or hyper's stream.
+/// A downstream request's body as the pipeline receives it: none, a small body the HTTP/1.1
+/// fast path read whole with its head, or hyper's stream.
 pub struct DownstreamBody {
     inner: Option<Incoming>,
+    // A whole body already read (taken by the first poll).
+    full: Option<Bytes>,
 }
 
 impl DownstreamBody {
     /// No body.
     pub fn empty() -> Self {
-        Self { inner: None }
+        Self {
+            inner: None,
+            full: None,
+        }
+    }
+
+    /// A body already read whole.
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            inner: None,
+            full: (!bytes.is_empty()).then_some(bytes),
+        }
     }
 }
 
 impl From<Incoming> for DownstreamBody {
     fn from(inner: Incoming) -> Self {
-        Self { inner: Some(inner) }
+        Self {
+            inner: Some(inner),
+            full: None,
+        }
     }
 }
 
@@ -60,20 +76,26 @@ impl Body for DownstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        if let Some(bytes) = this.full.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        match &mut this.inner {
             None => Poll::Ready(None),
             Some(inner) => Pin::new(inner).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.full.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match (&self.full, &self.inner) {
+            (Some(bytes), _) => SizeHint::with_exact(bytes.len() as u64),
+            (None, Some(inner)) => inner.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -167,6 +189,20 @@ impl RequestBody {
             pace: None,
             tap: None,
         }
+    }
+
+    /// The whole body when it was read with its head (the HTTP/1.1 fast path) and fits the
+    /// limit, without taking it.
+    pub fn whole(&self) -> Option<&Bytes> {
+        self.inner
+            .full
+            .as_ref()
+            .filter(|b| self.stored.is_none() && b.len() as u64 <= self.remaining)
+    }
+
+    /// The stored body at once when it is small and in memory (see `Stored::take_small`).
+    pub fn take_small(&mut self, max: u64) -> Option<Bytes> {
+        self.stored.as_mut()?.take_small(max)
     }
 
     /// An empty body (health checks, retries of body-less requests).

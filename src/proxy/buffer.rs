@@ -84,8 +84,13 @@ pub struct Stored {
 
 #[derive(Debug)]
 enum Data {
+    /// One piece (a body read with its head): no queue to allocate.
+    Whole(Option<Bytes>),
     Memory(VecDeque<Bytes>),
-    Disk { file: tokio::fs::File, buf: Vec<u8> },
+    Disk {
+        file: tokio::fs::File,
+        buf: Vec<u8>,
+    },
 }
 
 impl Stored {
@@ -99,12 +104,31 @@ impl Stored {
         matches!(self.data, Data::Disk { .. })
     }
 
+    /// The whole body at once when it is in memory, in one piece, and at most `max` bytes
+    /// (what the upstream client sends in the same write as the head).
+    pub fn take_small(&mut self, max: u64) -> Option<Bytes> {
+        if self.remaining > max {
+            return None;
+        }
+        let chunk = match &mut self.data {
+            Data::Whole(whole) => whole.take()?,
+            Data::Memory(chunks) if chunks.len() == 1 => chunks.pop_front()?,
+            _ => return None,
+        };
+        self.remaining = 0;
+        Some(chunk)
+    }
+
     /// The next chunk; `None` at the end.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
         match &mut self.data {
+            Data::Whole(whole) => {
+                self.remaining = 0;
+                Poll::Ready(whole.take().map(Ok))
+            }
             Data::Memory(chunks) => {
                 let chunk = chunks.pop_front();
                 if let Some(c) = &chunk {
@@ -195,6 +219,25 @@ impl BodyStore {
             self.disk_used.fetch_sub(n, Ordering::Relaxed);
             self.metrics.disk_bytes.dec_by(gauge(n));
         }
+    }
+
+    /// Stores a body already read whole, in memory, when the store has room for it there
+    /// (`None`: use `collect`, which may go to disk).
+    pub fn store_whole(self: &Arc<Self>, bytes: &Bytes) -> Option<Stored> {
+        let n = bytes.len() as u64;
+        if n > self.settings.memory_per_body || !self.reserve_memory(n) {
+            return None;
+        }
+        self.metrics.in_memory.inc();
+        Some(Stored {
+            data: Data::Whole(Some(bytes.clone())),
+            remaining: n,
+            _lease: Lease {
+                store: self.clone(),
+                memory: n,
+                disk: 0,
+            },
+        })
     }
 
     /// Reads `body` whole (a `proxy::body::RequestBody`: its limits and pace apply as it

@@ -35,6 +35,8 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 /// footprint per request is what limits throughput with hundreds of connections (see
 /// BENCHMARKS.md).
 const HEAD_CHUNK: usize = 4 * 1024;
+/// Request bodies up to this size are sent in the same write as the head.
+const SMALL_BODY: u64 = 16 * 1024;
 /// Read size for bodies of unknown length (chunked, or until the origin closes).
 const BODY_CHUNK: usize = 16 * 1024;
 /// Largest read of a body whose length is known: a 100 KiB download then takes two reads
@@ -244,10 +246,21 @@ pub async fn send(
     req: OutgoingRequest<'_>,
     mut body: RequestBody,
 ) -> Result<Exchange, ClientError> {
-    let body_empty = Body::is_end_stream(&body);
-    let chunked = !body_empty && req.content_length.is_none() && !req.upgrade;
-    let mut head = BytesMut::with_capacity(512);
+    let chunked = !Body::is_end_stream(&body) && req.content_length.is_none() && !req.upgrade;
+    let small = Body::size_hint(&body)
+        .exact()
+        .filter(|n| *n <= SMALL_BODY)
+        .unwrap_or(0);
+    let mut head = BytesMut::with_capacity(512 + small as usize);
     encode_head(&req, chunked, &mut head);
+    // A small body already stored goes in the same write as the head (and, being there, is
+    // sent again if a reused connection turns out closed).
+    if !chunked {
+        if let Some(small) = body.take_small(SMALL_BODY) {
+            head.extend_from_slice(&small);
+        }
+    }
+    let body_empty = Body::is_end_stream(&body);
     let mut fresh_only = false;
     loop {
         let now = Instant::now();

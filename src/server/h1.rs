@@ -1,9 +1,10 @@
-//! The HTTP/1.1 fast path downstream: serves body-less HTTP/1.1 requests (GET, HEAD, DELETE,
-//! OPTIONS... without `Content-Length` or `Transfer-Encoding`, and no `Upgrade` or `Expect`),
-//! which are nearly all of a public site's traffic and of a flood's.
+//! The HTTP/1.1 fast path downstream: serves HTTP/1.1 requests without a body or with a small
+//! one of declared length (`Content-Length` up to 16 KiB, read with the head; no
+//! `Transfer-Encoding`, `Upgrade` or `Expect`), which are nearly all of a public site's
+//! traffic (page views, form posts) and of a flood's.
 //!
-//! Anything else (a request with a body, an upgrade, HTTP/1.0, an absolute-form target, a head
-//! too large or malformed) hands the connection to hyper's HTTP/1 server together with the bytes
+//! Anything else (a chunked or larger body, an upgrade, HTTP/1.0, an absolute-form target, a
+//! head too large or malformed) hands the connection to hyper's HTTP/1 server together with the bytes
 //! read so far: hyper then serves that request and the rest of the connection exactly as it
 //! serves any connection, including its 400 and 431 answers. The hand-over happens only at a
 //! request boundary, before anything of that request was acted on.
@@ -38,6 +39,9 @@ use crate::proxy::fields::OriginFields;
 const READ_CHUNK: usize = 8 * 1024;
 /// Fields in a request head served here; more goes to hyper (which allows 100).
 const MAX_FIELDS: usize = 64;
+/// Largest request body (`Content-Length`) read here with its head; larger bodies, and
+/// chunked ones, go to hyper. The body must arrive within the head's time limit.
+const MAX_FAST_BODY: u64 = 16 * 1024;
 /// Body pieces up to this size are copied next to the head (one write); larger ones are
 /// written from where they are.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -108,6 +112,7 @@ fn parse(buf: &Bytes, max_head: usize) -> Parsed {
         return Parsed::Elsewhere;
     };
     let mut close = false;
+    let mut body_len: Option<u64> = None;
     // Room for the forwarding fields the pipeline adds (X-Forwarded-*, Forwarded, Via).
     let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);
     for field in head.headers.iter() {
@@ -119,8 +124,19 @@ fn parse(buf: &Bytes, max_head: usize) -> Parsed {
             // A body, an upgrade or an interim answer: hyper's business.
             return Parsed::Elsewhere;
         } else if name == CONTENT_LENGTH {
-            if value.trim_ascii() != b"0" {
-                return Parsed::Elsewhere;
+            // One plain decimal length, small enough: read here. Anything else (two
+            // lengths, a list, signs) is hyper's to judge.
+            let digits = value.trim_ascii();
+            let n =
+                (!digits.is_empty() && digits.len() <= 6 && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| {
+                        digits
+                            .iter()
+                            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+                    });
+            match (n, body_len) {
+                (Some(n), None) if n <= MAX_FAST_BODY => body_len = Some(n),
+                _ => return Parsed::Elsewhere,
             }
         } else if name == CONNECTION {
             for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -137,7 +153,19 @@ fn parse(buf: &Bytes, max_head: usize) -> Parsed {
         };
         headers.append(name, value);
     }
-    let mut req = Request::new(DownstreamBody::empty());
+    let body = match body_len {
+        None | Some(0) => DownstreamBody::empty(),
+        Some(n) => {
+            let end = len + n as usize;
+            if buf.len() < end {
+                // The body is still coming: read on, then parse again.
+                return Parsed::Partial;
+            }
+            DownstreamBody::full(buf.slice(len..end))
+        }
+    };
+    let len = len + body_len.unwrap_or(0) as usize;
+    let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
@@ -146,9 +174,9 @@ fn parse(buf: &Bytes, max_head: usize) -> Parsed {
 }
 
 /// Fuzzing entry (see `crate::fuzzing`): a downstream request head, read whole and in
-/// pieces. A complete head is one this path can serve (HTTP/1.1, origin form, no body),
-/// reading it never needs more bytes than it has, and a head split at any point is never
-/// complete before its last byte.
+/// pieces. A complete head is one this path can serve (HTTP/1.1, origin form, no body or a
+/// small one of declared length), reading it never needs more bytes than it has, and a
+/// request split at any point is never complete before its last byte.
 pub(crate) fn fuzz_request_head(data: &[u8]) {
     const MAX: usize = 8192;
     let whole = Bytes::copy_from_slice(data);
@@ -156,8 +184,8 @@ pub(crate) fn fuzz_request_head(data: &[u8]) {
         return;
     };
     assert!(
-        len <= data.len() && len <= MAX,
-        "head length {len} of {}",
+        len <= data.len() && len <= MAX + MAX_FAST_BODY as usize,
+        "request length {len} of {}",
         data.len()
     );
     assert!(req.uri().path().starts_with('/'), "{:?}", req.uri());
@@ -710,9 +738,34 @@ mod tests {
     }
 
     #[test]
+    fn small_bodies_of_declared_length_are_read_with_the_head() {
+        let head = "POST /form HTTP/1.1\r\nHost: v.test\r\nContent-Length: 5\r\n\r\n";
+        // The body not there yet: read on.
+        assert!(matches!(parsed(head), Parsed::Partial));
+        assert!(matches!(parsed(&format!("{head}abc")), Parsed::Partial));
+        let Parsed::Complete { req, len, .. } = parsed(&format!("{head}abcdeGET / HTTP/1.1\r\n"))
+        else {
+            panic!("not complete");
+        };
+        assert_eq!(len, head.len() + 5);
+        let mut body = req.into_body();
+        assert!(!http_body::Body::is_end_stream(&body));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+            panic!("no frame");
+        };
+        assert_eq!(frame.into_data().unwrap(), "abcde");
+        assert!(http_body::Body::is_end_stream(&body));
+    }
+
+    #[test]
     fn bodies_upgrades_and_old_forms_go_to_hyper() {
         for head in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 16385\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
             "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",

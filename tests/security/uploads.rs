@@ -87,16 +87,17 @@ async fn streamed_uploads_use_their_own_slots() {
     );
     let gw = Gw::start(&config).await;
     // One upload streams (its head reaches the origin at once) and holds the route's slot.
+    // (Bodies up to 16 KiB are read with their head on any route.)
     let mut first = TcpStream::connect(gw.addr).await.unwrap();
     first
-        .write_all(b"POST /depot/a HTTP/1.1\r\nHost: ville.test\r\nContent-Length: 1000\r\n\r\nx")
+        .write_all(b"POST /depot/a HTTP/1.1\r\nHost: ville.test\r\nContent-Length: 100000\r\n\r\nx")
         .await
         .unwrap();
     assert!(eventually(Duration::from_secs(5), || async { origin.count() == 1 }).await);
     // A second one finds no slot: 503, without waiting.
     let reply = h1_raw(
         gw.addr,
-        b"POST /depot/b HTTP/1.1\r\nHost: ville.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        b"POST /depot/b HTTP/1.1\r\nHost: ville.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         Duration::from_secs(10),
     )
     .await;

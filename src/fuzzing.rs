@@ -101,6 +101,38 @@ pub fn host(data: &[u8]) {
     }
 }
 
+/// Request paths: the normaliser never panics; what it accepts is canonical (starts with
+/// `/`, no dot or empty segment but a trailing `/`, upper-case escapes of reserved bytes
+/// only), normalising it again changes nothing, and an encoded separator is reported
+/// exactly when one is kept.
+pub fn path(data: &[u8]) {
+    use crate::canonical::path::normalise;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(canonical) = normalise(text) else {
+        return;
+    };
+    let once = canonical.path.as_ref();
+    assert!(once.starts_with('/'), "{once:?}");
+    let inner = once.strip_suffix('/').unwrap_or(once);
+    for segment in inner.split('/').skip(1) {
+        assert!(!segment.is_empty() && segment != "." && segment != "..", "{once:?}");
+    }
+    let again = normalise(once).expect("a canonical path is accepted");
+    assert_eq!(again.path.as_ref(), once);
+    assert_eq!(again.encoded_separator, canonical.encoded_separator);
+    assert_eq!(
+        canonical.encoded_separator,
+        once.contains("%2F") || once.contains("%5C"),
+        "{once:?}"
+    );
+    for (i, _) in once.match_indices('%') {
+        let hex = &once[i + 1..i + 3];
+        assert_eq!(hex, hex.to_ascii_uppercase(), "{once:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Runs an entry point over the committed seeds of its fuzz target (`fuzz/seeds/`), so
@@ -125,5 +157,10 @@ mod tests {
     #[test]
     fn host_seeds() {
         seeds("host", super::host);
+    }
+
+    #[test]
+    fn path_seeds() {
+        seeds("path", super::path);
     }
 }

@@ -235,4 +235,53 @@ mod tests {
         let mut req = request("GET", &long, Version::HTTP_11, &["ville.test"]);
         assert_eq!(error_of(canonicalise(&mut req, 64)), ProxyError::UriTooLong);
     }
+
+    /// A tenant with routes the disguises aim at.
+    fn routes() -> &'static crate::config::Runtime {
+        static RUNTIME: std::sync::OnceLock<crate::config::Runtime> = std::sync::OnceLock::new();
+        RUNTIME.get_or_init(|| {
+            let mut text = format!(
+                "[[listeners]]\naddress = \"127.0.0.1:0\"\n{}",
+                crate::pipeline::test_tenant("ville", "ville.test", "")
+            );
+            for prefix in ["/admin", "/a/b", "/ferme", "/%C3%A9tat"] {
+                text.push_str(&format!(
+                    "\n[[tenants.routes]]\npath_prefix = \"{prefix}\"\npool = \"web\"\n"
+                ));
+            }
+            crate::config::load_str(&text, std::path::Path::new("test.toml")).unwrap()
+        })
+    }
+
+    fn piece() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::sample::select(vec![
+            "/", "//", ".", "..", "a", "b", "admin", "%61dmin", "ferme", "%2e", "%2E%2e", "%2f",
+            "%41", "%c3%a9", "tat", ";", "x",
+        ])
+    }
+
+    proptest::proptest! {
+        /// Whatever the spelling: the route of the forwarded (canonical) form is the route the
+        /// gateway chose, and the forwarded form holds no dot or empty segment.
+        #[test]
+        fn the_route_of_a_target_is_the_route_of_its_forwarded_form(
+            pieces in proptest::collection::vec(piece(), 0..10),
+        ) {
+            let tenant = &routes().tenants[0];
+            let target = format!("/{}", pieces.concat());
+            let mut req = request("GET", &target, Version::HTTP_11, &["ville.test"]);
+            if canonicalise(&mut req, 8192).is_ok() {
+                let forwarded = req.uri().path().to_owned();
+                let chosen = tenant.route_index("ville.test", &forwarded);
+                let mut again = request("GET", &forwarded, Version::HTTP_11, &["ville.test"]);
+                canonicalise(&mut again, 8192).unwrap();
+                proptest::prop_assert_eq!(again.uri().path(), forwarded.as_str());
+                proptest::prop_assert_eq!(tenant.route_index("ville.test", again.uri().path()), chosen);
+                let inner = forwarded.strip_suffix('/').unwrap_or(&forwarded);
+                for segment in inner.split('/').skip(1) {
+                    proptest::prop_assert!(!segment.is_empty() && segment != "." && segment != "..");
+                }
+            }
+        }
+    }
 }

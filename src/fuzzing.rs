@@ -117,7 +117,10 @@ pub fn path(data: &[u8]) {
     assert!(once.starts_with('/'), "{once:?}");
     let inner = once.strip_suffix('/').unwrap_or(once);
     for segment in inner.split('/').skip(1) {
-        assert!(!segment.is_empty() && segment != "." && segment != "..", "{once:?}");
+        assert!(
+            !segment.is_empty() && segment != "." && segment != "..",
+            "{once:?}"
+        );
     }
     let again = normalise(once).expect("a canonical path is accepted");
     assert_eq!(again.path.as_ref(), once);

@@ -11,7 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-SCENARIOS=${SCENARIOS:-"flood-10k low-and-slow smart-10pct slowloris-rapid-reset login-post"}
+SCENARIOS=${SCENARIOS:-"flood-10k low-and-slow smart-10pct slowloris-rapid-reset slow-body login-post"}
 TARGETS=${TARGETS:-"origin nginx haproxy rempart"}
 RUNS=${RUNS:-1}
 SUT_CORE=${SUT_CORE:-0}

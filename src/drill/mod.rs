@@ -2,7 +2,8 @@
 //! (browsers on HTTP/1.1 and HTTP/2 that load a page and its assets, solve challenges, keep
 //! their pass cookie and think between pages) against an attack mix (GET floods from many
 //! source addresses bound across 127.0.0.0/8 with rotating user agents and cache-busting
-//! query strings, login-form POST floods, slowloris, HTTP/2 rapid reset, and a "smart"
+//! query strings, login-form POST floods, slowloris, slow request bodies, HTTP/2 rapid
+//! reset, and a "smart"
 //! fraction of bots that solve challenges), then reports what residents experienced and what
 //! reached the origin. It only ever sends to loopback, and is bounded in time and size.
 
@@ -509,6 +510,67 @@ async fn bot(
     }
 }
 
+/// Bytes a slow-body attack announces per request.
+const SLOW_BODY_BYTES: usize = 64 * 1024;
+
+/// slowhttptest -B: a POST that announces a 64 KiB body, then sends it 10 bytes a second,
+/// as long as the server keeps the connection; then again from the next source address.
+async fn slow_body(
+    w: u32,
+    target: SocketAddr,
+    host: Arc<str>,
+    attack: Arc<Attack>,
+    stats: Arc<AttackStats>,
+    stop: CancellationToken,
+) {
+    let mut next_source = w % attack.sources;
+    let path = &attack.paths[w as usize % attack.paths.len()];
+    while !stop.is_cancelled() {
+        let source = attack_source(next_source);
+        next_source = (next_source + attack.connections) % attack.sources;
+        let Ok(mut stream) = tcp_from(source, target).await else {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {SLOW_BODY_BYTES}\r\nx-drill: attack\r\n\r\n",
+            BROWSER_AGENTS[0]
+        );
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            continue;
+        }
+        stats.sent.fetch_add(1, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut buf = [0u8; 512];
+        let mut sent = 0usize;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                read = stream.read(&mut buf) => {
+                    // The gateway answered (408) or closed: the connection was shed.
+                    let _ = read;
+                    stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                _ = tick.tick() => {
+                    if sent + 10 > SLOW_BODY_BYTES
+                        || stream.write_all(b"a=aaaaaaaa").await.is_err()
+                    {
+                        stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    sent += 10;
+                }
+            }
+        }
+    }
+}
+
 async fn slowloris(
     w: u32,
     target: SocketAddr,
@@ -709,6 +771,8 @@ pub async fn run(
                 }
                 if a.kind == AttackKind::Slowloris {
                     slowloris(w, target, host, a, stats, stop).await;
+                } else if a.kind == AttackKind::SlowBody {
+                    slow_body(w, target, host, a, stats, stop).await;
                 } else {
                     bot(solver, w, target, host, a, stats, stop).await;
                 }

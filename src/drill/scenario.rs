@@ -78,7 +78,7 @@ fn default_paths() -> Vec<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttackFile {
-    /// `flood`, `login_post`, `slowloris` or `h2_rapid_reset`.
+    /// `flood`, `login_post`, `slowloris`, `slow_body` or `h2_rapid_reset`.
     pub kind: String,
     /// Distinct source addresses.
     pub sources: u32,
@@ -121,6 +121,8 @@ pub enum AttackKind {
     LoginPost,
     /// Headers sent one line every few seconds.
     Slowloris,
+    /// A POST announcing a 64 KiB body, sent a few bytes every second (slowhttptest -B).
+    SlowBody,
     /// HTTP/2 streams opened and cancelled at once.
     H2RapidReset,
 }
@@ -216,10 +218,11 @@ impl Scenario {
                 "flood" => AttackKind::Flood,
                 "login_post" => AttackKind::LoginPost,
                 "slowloris" => AttackKind::Slowloris,
+                "slow_body" => AttackKind::SlowBody,
                 "h2_rapid_reset" => AttackKind::H2RapidReset,
                 other => {
                     return Err(format!(
-                        "attack[{i}].kind: unknown `{other}` (flood, login_post, slowloris, h2_rapid_reset)"
+                        "attack[{i}].kind: unknown `{other}` (flood, login_post, slowloris, slow_body, h2_rapid_reset)"
                     ))
                 }
             };

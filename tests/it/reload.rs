@@ -84,15 +84,7 @@ async fn reload_under_load_loses_no_request_and_bad_file_is_refused() {
 async fn changing_the_file_reloads_it() {
     let a = Origin::start("a").await;
     let b = Origin::start("b").await;
-    let gw = Gw::start_with(
-        &one_tenant(&[a.addr], "", ""),
-        rempart::app::Options {
-            watch_file: true,
-            sighup: false,
-            access_log: false,
-        },
-    )
-    .await;
+    let gw = Gw::start_with(&one_tenant(&[a.addr], "", ""), watching_options()).await;
     let c = h1_client();
     assert_eq!(
         get(&c, gw.addr, "ville.test", "/").await.body,

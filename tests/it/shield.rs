@@ -150,11 +150,7 @@ async fn deny_and_allow_lists_apply_and_reload_on_change() {
             ("deny.txt", "# nobody yet\n192.0.2.1\n"),
             ("allow.txt", "127.0.0.1 # monitoring\n"),
         ],
-        rempart::app::Options {
-            watch_file: true,
-            sighup: false,
-            access_log: false,
-        },
+        watching_options(),
     )
     .await;
     let c = h1_client();

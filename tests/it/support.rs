@@ -240,6 +240,14 @@ pub fn quiet_options() -> rempart::app::Options {
     }
 }
 
+/// Options of test gateways that reload when their files change.
+pub fn watching_options() -> rempart::app::Options {
+    rempart::app::Options {
+        watch_file: true,
+        ..quiet_options()
+    }
+}
+
 /// A gateway started from a config text written to a temporary directory.
 pub struct Gw {
     pub running: Option<rempart::app::Running>,

@@ -51,15 +51,7 @@ async fn empty_cut_or_tokenless_configs_are_refused_and_the_old_one_serves() {
 async fn a_file_written_in_place_in_steps_is_loaded_whole() {
     let a = Origin::start("a").await;
     let b = Origin::start("b").await;
-    let gw = Gw::start_with(
-        &one_tenant(&[a.addr], "", ""),
-        rempart::app::Options {
-            watch_file: true,
-            sighup: false,
-            access_log: false,
-        },
-    )
-    .await;
+    let gw = Gw::start_with(&one_tenant(&[a.addr], "", ""), watching_options()).await;
     let c = h1_client();
     let full = with_defaults(&one_tenant(&[b.addr], "", ""));
     // Cut where what was written so far is valid on its own: listener and admin, no tenant

@@ -14,6 +14,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
     // Decision cores and their state.
     ("canonical", &[]),
+    ("guard", &[]),
     ("shield", &["clock", "common"]),
     ("config", &["canonical", "common", "metrics", "shield"]),
     ("signals", &["config"]),
@@ -84,13 +85,21 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "demo",
             "drill",
+            "guard",
             "status",
             "telemetry",
         ],
     ),
     (
         "fuzzing",
-        &["canonical", "pipeline", "proxy", "server", "shield"],
+        &[
+            "canonical",
+            "guard",
+            "pipeline",
+            "proxy",
+            "server",
+            "shield",
+        ],
     ),
 ];
 

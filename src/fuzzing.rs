@@ -138,6 +138,33 @@ pub fn path(data: &[u8]) {
     }
 }
 
+/// The personal-data scanner: never a panic; the items found in any split of the bytes are
+/// the items found in the bytes whole, in order, within the stream.
+pub fn pii(data: &[u8]) {
+    use crate::guard::scan::{Found, Scanner};
+    let run = |pieces: &[&[u8]]| {
+        let mut s = Scanner::new();
+        let mut out: Vec<Found> = Vec::new();
+        let mut add = |f: Found| out.push(f);
+        for p in pieces {
+            s.feed(p, &mut add);
+        }
+        s.finish(&mut add);
+        out
+    };
+    let whole = run(&[data]);
+    let mut end = 0;
+    for f in &whole {
+        assert!(
+            f.start >= end && f.end > f.start && f.end <= data.len() as u64,
+            "{f:?}"
+        );
+        end = f.end;
+    }
+    let cut = data.first().map_or(0, |b| usize::from(*b)) % (data.len() + 1);
+    assert_eq!(run(&[&data[..cut], &data[cut..]]), whole, "cut at {cut}");
+}
+
 #[cfg(test)]
 mod tests {
     /// Runs an entry point over the committed seeds of its fuzz target (`fuzz/seeds/`), so
@@ -162,6 +189,11 @@ mod tests {
     #[test]
     fn host_seeds() {
         seeds("host", super::host);
+    }
+
+    #[test]
+    fn pii_seeds() {
+        seeds("pii", super::pii);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod drill;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guard;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

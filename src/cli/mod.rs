@@ -99,6 +99,13 @@ pub enum Command {
         #[command(subcommand)]
         action: status::StatusAction,
     },
+    /// The data guard's tools: `scan` counts the personal data in files (a data protection
+    /// officer checks an export before publishing it).
+    Guard {
+        /// What to do.
+        #[command(subcommand)]
+        action: GuardAction,
+    },
     /// Flood shield of a running gateway: status and under-attack mode (admin API).
     Shield {
         /// Configuration file of the running gateway (gives the admin address and token).
@@ -108,6 +115,88 @@ pub enum Command {
         #[command(subcommand)]
         action: ShieldAction,
     },
+}
+
+/// `rempart guard` actions.
+#[derive(Debug, Subcommand)]
+pub enum GuardAction {
+    /// Count, per file and per kind, the personal data items found (NIR, IBAN, payment
+    /// cards, phone numbers, e-mail addresses); exit 0, or 1 when a file cannot be read.
+    Scan {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Files to scan.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `rempart guard`: runs `action`, printing to stdout; the exit code.
+pub fn guard(action: GuardAction) -> i32 {
+    match action {
+        GuardAction::Scan { json, files } => {
+            let mut code = 0;
+            let mut rows = Vec::new();
+            for file in &files {
+                match scan_file(file) {
+                    Ok(counts) => rows.push((file.display().to_string(), counts)),
+                    Err(e) => {
+                        eprintln!("{}: {e}", file.display());
+                        code = 1;
+                    }
+                }
+            }
+            print!("{}", scan_report(&rows, json));
+            code
+        }
+    }
+}
+
+/// Counts the items in `path`, read in pieces (a file of any size in little memory).
+fn scan_file(path: &std::path::Path) -> std::io::Result<[u64; 5]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut counts = [0u64; 5];
+    let mut scanner = crate::guard::scan::Scanner::new();
+    let mut add = |f: crate::guard::scan::Found| counts[f.kind as usize] += 1;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        scanner.feed(&buf[..n], &mut add);
+    }
+    scanner.finish(&mut add);
+    Ok(counts)
+}
+
+/// The report of `rempart guard scan`: a table (file, then a column per kind), or JSON.
+pub fn scan_report(rows: &[(String, [u64; 5])], json: bool) -> String {
+    use crate::guard::scan::Kind;
+    if json {
+        let files: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(file, counts)| {
+                let mut o = serde_json::Map::new();
+                o.insert("file".into(), file.clone().into());
+                for k in Kind::ALL {
+                    o.insert(k.name().into(), counts[k as usize].into());
+                }
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        return format!("{}\n", serde_json::json!({ "files": files }));
+    }
+    let mut out = String::from("file\tnir\tiban\tcard\tphone\temail\n");
+    for (file, c) in rows {
+        out.push_str(&format!(
+            "{file}\t{}\t{}\t{}\t{}\t{}\n",
+            c[0], c[1], c[2], c[3], c[4]
+        ));
+    }
+    out
 }
 
 /// `rempart shield` actions.

@@ -105,3 +105,35 @@ fn shipped_examples_are_valid() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn guard_scan_counts_personal_data_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export.json");
+    // Written in pieces larger than the scanner's reads would cut items: one line per record.
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "{{\"id\":\"CMD-2024-{i:06}\",\"tel\":\"06 12 34 {:02} {:02}\",\"mail\":\"agent{i}@ville-exemple.fr\"}}\n",
+            i % 100,
+            i / 100 % 100
+        ));
+    }
+    std::fs::write(&export, &text).unwrap();
+    let clean = dir.path().join("clean.csv");
+    std::fs::write(&clean, "commune;population\nSaint-Exemple;12000\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rempart"))
+        .args(["guard", "scan", "--json"])
+        .arg(&export)
+        .arg(&clean)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files[0]["phone"], 20_000);
+    assert_eq!(files[0]["email"], 20_000);
+    assert_eq!(files[0]["nir"], 0);
+    assert_eq!(files[1]["phone"], 0);
+    assert_eq!(files[1]["email"], 0);
+}

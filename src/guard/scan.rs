@@ -138,7 +138,7 @@ pub fn count(bytes: &[u8]) -> [u64; 5] {
 
 const DIGIT: u8 = 1;
 const LETTER: u8 = 2;
-/// Bytes that may start an item: digits, `+`, `@` (an e-mail is found from its `@`), `F`/`f`.
+/// Bytes that may start an item: digits, `+`, `@` (an e-mail is found from its `@`), `F`.
 const TRIGGER: u8 = 4;
 /// Bytes of an e-mail's local part.
 const LOCAL: u8 = 8;
@@ -155,7 +155,8 @@ const CLASS: [u8; 256] = {
         if b.is_ascii_alphabetic() {
             c |= LETTER | LOCAL;
         }
-        if b == b'+' || b == b'@' || b == b'F' || b == b'f' {
+        // (`F` of an IBAN: written in capitals.)
+        if b == b'+' || b == b'@' || b == b'F' {
             c |= TRIGGER;
         }
         if matches!(b, b'.' | b'_' | b'%' | b'+' | b'-') {
@@ -334,16 +335,23 @@ fn number(buf: &[u8], at: usize, last: bool) -> Match {
     let Some(alone) = ends_alone(buf, digits.end, last) else {
         return Match::More;
     };
-    if !alone {
-        // `2A`/`2B` right after five digits: a NIR born in Corsica.
-        return nir_with_corsica(buf, at, last);
-    }
     let d = &digits.d[..digits.n];
+    if !alone {
+        // `2A`/`2B` right after five digits (the `2` read as a sixth): born in Corsica.
+        let corsica = d.len() == 6
+            && d[5] == 2
+            && matches!(buf.get(digits.end), Some(b'A' | b'a' | b'B' | b'b'));
+        return if corsica {
+            nir_with_corsica(buf, at, last)
+        } else {
+            Match::No
+        };
+    }
     let kind = match d.len() {
         10 if is_phone(d) => Kind::Phone,
         15 if is_nir(d) => Kind::Nir,
         15 | 16 if is_card(d) => Kind::Card,
-        _ => return nir_with_corsica(buf, at, last),
+        _ => return Match::No,
     };
     Match::Item(kind, digits.end)
 }

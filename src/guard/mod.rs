@@ -1,7 +1,10 @@
 //! The data guard: what citizens' records an account takes out through the back-office
 //! routes Rempart protects. Pure decision code, called by the pipeline.
 //!
+//! - `account`: who is asking (session cookie, Basic user, verified JWT claim, a trusted
+//!   proxy's header), kept as a keyed hash.
 //! - `scan`: the streaming scanner of French personal data (NIR with its key, IBAN, payment
 //!   cards, phone numbers, e-mail addresses), chunk boundaries never losing an item.
 
+pub mod account;
 pub mod scan;

@@ -127,9 +127,12 @@ impl JwtVerifier {
                     point.extend_from_slice(&y);
                     keys.push(JwtKey::Es256 { kid, point });
                 }
-                (kty, crv) => return Err(format!(
-                    "keys[{i}]: unsupported key (kty {kty:?}, crv {crv:?}); RSA and EC P-256 are"
-                )),
+                (kty, crv) => {
+                    let what = format!("kty {kty:?}, crv {crv:?}");
+                    return Err(format!(
+                        "keys[{i}]: unsupported key ({what}); RSA and EC P-256 are"
+                    ));
+                }
             }
         }
         if keys.is_empty() {
@@ -423,5 +426,30 @@ mod tests {
             id(&[("cookie", "PHPSESSID=abc123")], false)
         );
         assert_eq!(id(&[], true), Identity::Anonymous);
+    }
+
+    /// An RSA key and a token it signed (made for this test with `openssl genrsa 2048` and
+    /// `openssl dgst -sha256 -sign`).
+    const RSA_N: &str = "neJ87bBXd5HLJUbmBVLgmfLSQpPlOkgGGRm94P38Ehj3Ff4j4V2fcjzLGuvBzyofqOrghup1vrU55pQijnOT9YjQ-2n1r3oT9M8E40F56RiDpB9h24loadOucUfoSgtDDK-pq2fO3waXnKjl68sWWnWblOUr3Rog1I22FKS66z8hgRBlWvJqZnmpR2zxzM077ZImRtw_e7qQcNaO9NBhG2_SDEVKGYTRCeoUqvoWmeC8Qb6jHj7-xuKVDCv6ayRNOgBvthSZjJt08Zbd-WvfyFbG88IDY6ClldWhjAzM_tRJ39lX7V5F_-h8G64aEsD3tmW3uIR05eEMoxhfX4iJhQ";
+    const RSA_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InIxIn0.eyJzdWIiOiJhZ2VudC1yc2EiLCJleHAiOjQxMDI0NDQ4MDB9.EtB5i4Xjm8u9rkkbM_zcsA211XroST-OuM1nPyB-nvdqf7o8HwlKjS8Uu1Be6ZdP2-CbQqqFuPdoX1Ct1SnaUDw7adgw3opmkZWVQXSZp9FcKorsu-vgOoQzyT0RFvJNNeyauf9t1U6wftrqjiMWmg9YZQkkuvIoedBw-QI5bfxwQUCQF0WrJYZ7bbU4qL2lJHjqyU29-mLPsNpwgFLWq3-aX9qoDPaWzwoe6TfURQWRRvsW0O039Sn2DbyFxT2JCsg_Ghq0ot3ph44NKcaITjHwYuApdEh6TzBg-xL5MTQzt12Le_emwso6saozbgNHZsGS98wpLNwhpxbS6pDJFQ";
+
+    #[test]
+    fn rs256_tokens_verify_with_a_jwks() {
+        let jwks = format!(r#"{{"keys":[{{"kty":"RSA","kid":"r1","n":"{RSA_N}","e":"AQAB"}}]}}"#);
+        let v = JwtVerifier::from_jwks(&jwks, "sub").unwrap();
+        assert_eq!(v.verify(RSA_TOKEN, 1_000).as_deref(), Some("agent-rsa"));
+        // Another key id is not tried; a flipped signature byte fails.
+        let other = jwks.replace("\"r1\"", "\"r2\"");
+        assert_eq!(
+            JwtVerifier::from_jwks(&other, "sub")
+                .unwrap()
+                .verify(RSA_TOKEN, 1_000),
+            None
+        );
+        // A signature byte changed (a character well inside the signature).
+        let at = RSA_TOKEN.len() - 10;
+        let flipped = if &RSA_TOKEN[at..=at] == "A" { "B" } else { "A" };
+        let bad = format!("{}{flipped}{}", &RSA_TOKEN[..at], &RSA_TOKEN[at + 1..]);
+        assert_eq!(v.verify(&bad, 1_000), None);
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! - `account`: who is asking (session cookie, Basic user, verified JWT claim, a trusted
 //!   proxy's header), kept as a keyed hash.
+//! - `budget`: records per account per sliding window against a route's budgets, and the
+//!   action (log, alert, slow, block, suspend), in bounded memory.
 //! - `scan`: the streaming scanner of French personal data (NIR with its key, IBAN, payment
 //!   cards, phone numbers, e-mail addresses), chunk boundaries never losing an item.
 
 pub mod account;
+pub mod budget;
 pub mod scan;

@@ -1,0 +1,326 @@
+//! Record budgets: how many records each account took out, per window, against the budgets
+//! of a route, and what to do about it. Pure: counts go in with `now`, a verdict comes out.
+//!
+//! Each budget (`300 records per hour`, `1,500 per day`) is a sliding window, estimated from
+//! two fixed windows (the current one, and the previous one weighted by how much of it still
+//! falls inside the sliding window), so an account costs a few words per budget whatever its
+//! volume. Accounts are bounded: when the ledger is full, accounts idle for longer than the
+//! longest window are forgotten first; if none is, a new account is counted in one shared
+//! overflow slot (the ledger never grows, and never stops counting).
+
+use std::collections::{HashMap, HashSet};
+
+use super::account::AccountId;
+
+/// What a budget does when it is exceeded, mildest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// A log line.
+    Log,
+    /// A security event and an operator notification.
+    Alert,
+    /// Each further answer delayed.
+    Slow,
+    /// A branded 403 page while over the budget.
+    Block,
+    /// The account refused on every guarded route until an operator lifts it.
+    Suspend,
+}
+
+impl Action {
+    /// Name in configuration and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Log => "log",
+            Action::Alert => "alert",
+            Action::Slow => "slow",
+            Action::Block => "block",
+            Action::Suspend => "suspend",
+        }
+    }
+}
+
+/// One budget: at most `limit` records per `window_ms`, else `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Window length, milliseconds.
+    pub window_ms: u64,
+    /// Records allowed in a window.
+    pub limit: u64,
+    /// What happens above it.
+    pub action: Action,
+}
+
+/// What the ledger says about a request's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within every budget.
+    Within,
+    /// Over budget `index` (the one with the strongest action), with the records it counts.
+    Over {
+        /// Index of the budget in the route's list.
+        index: usize,
+        /// Its action.
+        action: Action,
+        /// Records in its sliding window, this request's included.
+        records: u64,
+    },
+    /// The account is suspended.
+    Suspended,
+}
+
+/// Two fixed windows of one budget.
+#[derive(Debug, Clone, Copy, Default)]
+struct Windows {
+    /// Start of the current window (a multiple of the window length).
+    start_ms: u64,
+    current: u64,
+    previous: u64,
+}
+
+impl Windows {
+    /// Rolls to the window of `now_ms`, then the sliding estimate.
+    fn estimate(&mut self, window_ms: u64, now_ms: u64) -> u64 {
+        let start = now_ms - now_ms % window_ms;
+        if start != self.start_ms {
+            self.previous = if start == self.start_ms + window_ms {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.start_ms = start;
+        }
+        let into = now_ms - start;
+        let weight = (window_ms - into) as f64 / window_ms as f64;
+        self.current + (self.previous as f64 * weight).round() as u64
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    windows: Vec<Windows>,
+    last_ms: u64,
+}
+
+/// Accounts and their windows.
+#[derive(Debug)]
+pub struct Ledger {
+    entries: HashMap<AccountId, Entry>,
+    overflow: Entry,
+    suspended: HashSet<AccountId>,
+    capacity: usize,
+    /// The longest window of the budgets seen (an account idle longer counts nothing).
+    longest_ms: u64,
+}
+
+impl Ledger {
+    /// A ledger of at most `capacity` accounts.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            overflow: Entry {
+                windows: Vec::new(),
+                last_ms: 0,
+            },
+            suspended: HashSet::new(),
+            capacity: capacity.max(1),
+            longest_ms: 0,
+        }
+    }
+
+    /// Accounts tracked.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no account is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `account` is suspended.
+    pub fn is_suspended(&self, account: AccountId) -> bool {
+        self.suspended.contains(&account)
+    }
+
+    /// Lifts a suspension; `false` when the account was not suspended.
+    pub fn lift(&mut self, account: AccountId) -> bool {
+        self.suspended.remove(&account)
+    }
+
+    /// Suspended accounts.
+    pub fn suspended(&self) -> impl Iterator<Item = AccountId> + '_ {
+        self.suspended.iter().copied()
+    }
+
+    /// Counts `records` taken by `account` at `now_ms` against `budgets`, and decides.
+    pub fn take(
+        &mut self,
+        account: AccountId,
+        records: u64,
+        budgets: &[Budget],
+        now_ms: u64,
+    ) -> Verdict {
+        if self.suspended.contains(&account) {
+            return Verdict::Suspended;
+        }
+        self.longest_ms = budgets
+            .iter()
+            .map(|b| b.window_ms)
+            .fold(self.longest_ms, u64::max);
+        if !self.entries.contains_key(&account) && self.entries.len() >= self.capacity {
+            let idle = self.longest_ms;
+            self.entries
+                .retain(|_, e| now_ms.saturating_sub(e.last_ms) <= idle);
+        }
+        let entry = if self.entries.len() < self.capacity || self.entries.contains_key(&account) {
+            self.entries.entry(account).or_insert_with(|| Entry {
+                windows: Vec::new(),
+                last_ms: now_ms,
+            })
+        } else {
+            &mut self.overflow
+        };
+        entry.last_ms = now_ms;
+        entry.windows.resize(budgets.len(), Windows::default());
+        let mut verdict = Verdict::Within;
+        for (index, (budget, w)) in budgets.iter().zip(entry.windows.iter_mut()).enumerate() {
+            let window = budget.window_ms.max(1);
+            w.estimate(window, now_ms);
+            w.current += records;
+            let in_window = w.estimate(window, now_ms);
+            if in_window > budget.limit {
+                let stronger = match verdict {
+                    Verdict::Over { action, .. } => budget.action > action,
+                    _ => true,
+                };
+                if stronger {
+                    verdict = Verdict::Over {
+                        index,
+                        action: budget.action,
+                        records: in_window,
+                    };
+                }
+            }
+        }
+        if let Verdict::Over {
+            action: Action::Suspend,
+            ..
+        } = verdict
+        {
+            self.suspended.insert(account);
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3_600_000;
+
+    fn budgets() -> [Budget; 2] {
+        [
+            Budget {
+                window_ms: HOUR,
+                limit: 300,
+                action: Action::Block,
+            },
+            Budget {
+                window_ms: 24 * HOUR,
+                limit: 1_500,
+                action: Action::Suspend,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_bulk_pull_is_blocked_within_its_budget_plus_one_page() {
+        let mut l = Ledger::new(100);
+        let puller = AccountId(66);
+        let start = 10 * HOUR;
+        let mut taken = 0;
+        for page in 0..100u64 {
+            // Pages of 20 records, a few seconds apart.
+            match l.take(puller, 20, &budgets(), start + page * 3_000) {
+                Verdict::Within => taken += 20,
+                Verdict::Over { action, index, .. } => {
+                    assert_eq!((action, index), (Action::Block, 0));
+                    break;
+                }
+                Verdict::Suspended => unreachable!(),
+            }
+        }
+        assert_eq!(taken, 300);
+        // An adviser working normally is never stopped.
+        let adviser = AccountId(7);
+        for minute in 0..(8 * 60) {
+            let v = l.take(adviser, 1, &budgets(), start + minute * 60_000);
+            assert_eq!(v, Verdict::Within, "minute {minute}");
+        }
+    }
+
+    #[test]
+    fn the_sliding_window_remembers_the_previous_hour() {
+        let mut l = Ledger::new(10);
+        let a = AccountId(1);
+        let b = [Budget {
+            window_ms: HOUR,
+            limit: 100,
+            action: Action::Alert,
+        }];
+        // 90 records late in one hour, then 50 right after it turns: 140 in the last hour.
+        assert_eq!(l.take(a, 90, &b, HOUR - 60_000), Verdict::Within);
+        assert!(
+            matches!(l.take(a, 50, &b, HOUR + 60_000), Verdict::Over { records, .. } if records > 100)
+        );
+        // Two hours later, all is forgotten.
+        assert_eq!(l.take(a, 50, &b, 3 * HOUR + 60_000), Verdict::Within);
+    }
+
+    #[test]
+    fn a_daily_pull_under_the_hourly_budget_is_suspended_until_lifted() {
+        let mut l = Ledger::new(10);
+        let slow = AccountId(9);
+        let mut verdict = Verdict::Within;
+        // 250 records an hour, 25 every six minutes: under the hourly budget, over the daily
+        // one after six hours.
+        let mut at = 0;
+        for step in 0..100u64 {
+            at = step * 6 * 60_000 + 1;
+            verdict = l.take(slow, 25, &budgets(), at);
+            if verdict != Verdict::Within {
+                break;
+            }
+        }
+        assert!(at > 5 * HOUR && at < 7 * HOUR, "{at}");
+        assert!(
+            matches!(
+                verdict,
+                Verdict::Over {
+                    action: Action::Suspend,
+                    ..
+                }
+            ),
+            "{verdict:?}"
+        );
+        assert_eq!(l.take(slow, 1, &budgets(), 11 * HOUR), Verdict::Suspended);
+        assert!(l.lift(slow));
+        assert!(!l.is_suspended(slow));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_idle_accounts_make_room() {
+        let mut l = Ledger::new(1_000);
+        let b = budgets();
+        for i in 0..5_000u64 {
+            l.take(AccountId(i), 1, &b, 0);
+        }
+        assert_eq!(l.len(), 1_000);
+        // A day and more later, the idle ones are forgotten when a new account comes.
+        l.take(AccountId(99_999), 1, &b, 25 * HOUR + 1);
+        assert_eq!(l.len(), 1);
+    }
+}

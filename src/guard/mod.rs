@@ -5,9 +5,12 @@
 //!   proxy's header), kept as a keyed hash.
 //! - `budget`: records per account per sliding window against a route's budgets, and the
 //!   action (log, alert, slow, block, suspend), in bounded memory.
+//! - `distinct`: distinct counts in fixed memory (HyperLogLog): records or persons per
+//!   account, however often each was taken.
 //! - `scan`: the streaming scanner of French personal data (NIR with its key, IBAN, payment
 //!   cards, phone numbers, e-mail addresses), chunk boundaries never losing an item.
 
 pub mod account;
 pub mod budget;
+pub mod distinct;
 pub mod scan;

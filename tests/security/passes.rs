@@ -174,7 +174,8 @@ async fn passes_without_javascript_are_budgeted_per_network() {
     }
     let mut granted = 0;
     let mut claimed = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(30);
     while claimed < links.len() {
         assert!(tokio::time::Instant::now() < deadline);
         match fetch(&bot, addr, &links[claimed]).await.status {
@@ -193,7 +194,14 @@ async fn passes_without_javascript_are_budgeted_per_network() {
         claimed += 1;
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    assert!((30..=32).contains(&granted), "granted {granted} of 60");
+    // The burst (30), plus one per 10 s of refill while the claims went on (a slow machine
+    // takes longer, and earns that much more).
+    let refilled = started.elapsed().as_secs() / 10 + 1;
+    assert!(
+        (30..=30 + refilled).contains(&granted),
+        "granted {granted} of 60 in {:?}",
+        started.elapsed()
+    );
     // The network's next challenge asks for a longer wait, and says so.
     let page = fetch(&bot, addr, "/").await;
     let (_, _, wait) = challenge_of(&page.body);

@@ -7,10 +7,14 @@
 //!   action (log, alert, slow, block, suspend), in bounded memory.
 //! - `distinct`: distinct counts in fixed memory (HyperLogLog): records or persons per
 //!   account, however often each was taken.
+//! - `ids`: record identifiers in request paths, from a route's templates (`/dossiers/{id}`).
+//! - `json`: the elements of the array at a path of a JSON answer, counted as it streams.
 //! - `scan`: the streaming scanner of French personal data (NIR with its key, IBAN, payment
 //!   cards, phone numbers, e-mail addresses), chunk boundaries never losing an item.
 
 pub mod account;
 pub mod budget;
 pub mod distinct;
+pub mod ids;
+pub mod json;
 pub mod scan;

@@ -34,27 +34,42 @@ pub enum RequestBodyError {
 }
 
 /// A downstream request's body as the pipeline receives it: none, a small body the HTTP/1.1
-/// fast path read whole with its head, or hyper's stream.
+/// fast path read whole with its head, or hyper's stream. (One enum: every request carries
+/// it, and the upstream client's future carries the request's body.)
 pub struct DownstreamBody {
-    inner: Option<Incoming>,
-    // A whole body already read (taken by the first poll).
-    full: Option<Bytes>,
+    inner: Source,
+}
+
+enum Source {
+    None,
+    Full(Bytes),
+    Stream(Incoming),
 }
 
 impl DownstreamBody {
     /// No body.
     pub fn empty() -> Self {
         Self {
-            inner: None,
-            full: None,
+            inner: Source::None,
         }
     }
 
     /// A body already read whole.
     pub fn full(bytes: Bytes) -> Self {
         Self {
-            inner: None,
-            full: (!bytes.is_empty()).then_some(bytes),
+            inner: if bytes.is_empty() {
+                Source::None
+            } else {
+                Source::Full(bytes)
+            },
+        }
+    }
+
+    /// The whole body, when it was read with its head.
+    fn whole(&self) -> Option<&Bytes> {
+        match &self.inner {
+            Source::Full(bytes) => Some(bytes),
+            _ => None,
         }
     }
 }
@@ -62,8 +77,7 @@ impl DownstreamBody {
 impl From<Incoming> for DownstreamBody {
     fn from(inner: Incoming) -> Self {
         Self {
-            inner: Some(inner),
-            full: None,
+            inner: Source::Stream(inner),
         }
     }
 }
@@ -77,24 +91,29 @@ impl Body for DownstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(bytes) = this.full.take() {
-            return Poll::Ready(Some(Ok(Frame::data(bytes))));
-        }
         match &mut this.inner {
-            None => Poll::Ready(None),
-            Some(inner) => Pin::new(inner).poll_frame(cx),
+            Source::None => Poll::Ready(None),
+            Source::Stream(inner) => Pin::new(inner).poll_frame(cx),
+            Source::Full(_) => match std::mem::replace(&mut this.inner, Source::None) {
+                Source::Full(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                _ => Poll::Ready(None),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.full.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.inner {
+            Source::None => true,
+            Source::Full(_) => false,
+            Source::Stream(inner) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.full, &self.inner) {
-            (Some(bytes), _) => SizeHint::with_exact(bytes.len() as u64),
-            (None, Some(inner)) => inner.size_hint(),
-            (None, None) => SizeHint::with_exact(0),
+        match &self.inner {
+            Source::None => SizeHint::with_exact(0),
+            Source::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
+            Source::Stream(inner) => inner.size_hint(),
         }
     }
 }
@@ -195,8 +214,7 @@ impl RequestBody {
     /// limit, without taking it.
     pub fn whole(&self) -> Option<&Bytes> {
         self.inner
-            .full
-            .as_ref()
+            .whole()
             .filter(|b| self.stored.is_none() && b.len() as u64 <= self.remaining)
     }
 
@@ -290,5 +308,19 @@ impl Body for RequestBody {
             Some(stored) => SizeHint::with_exact(stored.remaining()),
             None => self.inner.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every request carries a body; keep it small (the upstream client's future holds it).
+    #[test]
+    fn a_request_body_stays_small() {
+        let downstream = std::mem::size_of::<super::DownstreamBody>();
+        let incoming = std::mem::size_of::<Option<hyper::body::Incoming>>();
+        assert!(
+            downstream <= incoming.max(40),
+            "{downstream} against {incoming}"
+        );
     }
 }

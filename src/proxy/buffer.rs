@@ -98,7 +98,8 @@ impl Stored {
     }
 
     /// Whether the body went to disk.
-    pub fn on_disk(&self) -> bool {
+    #[cfg(test)]
+    fn on_disk(&self) -> bool {
         matches!(self.data, Data::Disk { .. })
     }
 
@@ -331,18 +332,18 @@ fn gauge(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Reads a stored body to its end (tests).
-pub async fn read_all(stored: &mut Stored) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(chunk) = std::future::poll_fn(|cx| stored.poll_chunk(cx)).await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads a stored body to its end.
+    async fn read_all(stored: &mut Stored) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| stored.poll_chunk(cx)).await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
 
     type TestBody = http_body_util::StreamBody<
         futures_util::stream::Iter<

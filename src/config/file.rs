@@ -112,6 +112,9 @@ pub struct FileConfig {
     /// Degraded mode: memory for stale copies of public pages.
     #[serde(default)]
     pub degraded: DegradedFile,
+    /// Data guard: accounts tracked, the key of their hashes.
+    #[serde(default)]
+    pub guard: GuardFile,
     /// Tenants (municipalities, agencies).
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
@@ -399,6 +402,91 @@ pub struct TenantFile {
     pub strip_headers: Vec<String>,
     /// How long a copy of a public page may be served when the origin fails (`"0s"` = never).
     pub stale_if_error: Option<String>,
+    /// Data guard: who is asking on the tenant's guarded routes.
+    pub guard: Option<TenantGuardFile>,
+}
+
+/// Data-guard settings shared by all tenants.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GuardFile {
+    /// Accounts tracked per tenant (default 100000; the least recently active are
+    /// forgotten first, never a suspended one).
+    pub max_accounts: Option<usize>,
+    /// File holding the key of the accounts' hashes (at least 32 bytes). Without it, a
+    /// random key is made at start: account identifiers then change with each restart.
+    pub key_file: Option<String>,
+}
+
+/// A tenant's data guard: where the account of a request is read.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantGuardFile {
+    /// Sources, in order; the first present decides.
+    #[serde(default)]
+    pub accounts: Vec<AccountSourceFile>,
+    /// A field of the origin's answer naming the account (stripped before the client sees
+    /// it), read when no source of the request named one.
+    pub origin_account_header: Option<String>,
+}
+
+/// One account source: exactly one of `cookie`, `basic`, `jwt_secret_file`,
+/// `jwt_jwks_file`, `header`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSourceFile {
+    /// The value of this session cookie (hashed, never kept).
+    pub cookie: Option<String>,
+    /// The user of HTTP Basic authentication.
+    pub basic: Option<bool>,
+    /// A JWT bearer token signed with HS256 with the secret in this file.
+    pub jwt_secret_file: Option<String>,
+    /// A JWT bearer token signed with RS256 or ES256 by a key of this JWKS file.
+    pub jwt_jwks_file: Option<String>,
+    /// The claim naming the account in a JWT (default `sub`).
+    pub claim: Option<String>,
+    /// A field set by the town's single sign-on in front (read only from trusted proxies).
+    pub header: Option<String>,
+}
+
+/// A route's data guard.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteGuardFile {
+    /// A field of the origin's answer giving its record count (stripped).
+    pub record_header: Option<String>,
+    /// The JSON array whose elements are the answer's records (`data.items`, `$`).
+    pub json_records: Option<String>,
+    /// Paths that open one record (`/dossiers/{id}`).
+    #[serde(default)]
+    pub record_ids: Vec<String>,
+    /// Count the persons whose personal data an answer shows as its records.
+    #[serde(default)]
+    pub count_persons: bool,
+    /// Kinds of personal data replaced in the answers (`nir`, `iban`, `card`, `phone`,
+    /// `email`).
+    #[serde(default)]
+    pub pii_mask: Vec<String>,
+    /// Kinds of personal data that must never leave: an answer showing one is cut.
+    #[serde(default)]
+    pub pii_block: Vec<String>,
+    /// Budgets per account.
+    #[serde(default)]
+    pub budgets: Vec<BudgetFile>,
+    /// Delay of each answer while over a `slow` budget (default "2s").
+    pub slow_delay: Option<String>,
+}
+
+/// One budget: `records` per `per`, else `action`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    /// Records allowed in the window.
+    pub records: u64,
+    /// The window (`"1h"`, `"1d"`).
+    pub per: String,
+    /// `log`, `alert`, `slow`, `block` or `suspend`.
+    pub action: String,
 }
 
 /// Logging settings.
@@ -572,6 +660,8 @@ pub struct RouteFile {
     pub max_streaming_uploads: Option<u32>,
     /// Stale-copy window of this route (default: the tenant's).
     pub stale_if_error: Option<String>,
+    /// Data guard of this route: records counted per account, budgets, personal data.
+    pub guard: Option<RouteGuardFile>,
 }
 
 fn default_prefix() -> String {

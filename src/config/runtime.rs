@@ -172,6 +172,8 @@ pub struct Route {
     pub streaming_uploads: Option<u32>,
     /// How long a copy of a page may be served when the origin fails (zero = never).
     pub stale_if_error: Duration,
+    /// Data guard of the route: records per account, budgets, personal data.
+    pub guard: Option<Arc<crate::guard::policy::RouteGuard>>,
 }
 
 /// An API route's keys: requests must carry a valid key; they are rate-limited per key and
@@ -213,6 +215,17 @@ pub struct Tenant {
     pub maintenance: bool,
     /// Request fields dropped from untrusted clients besides the built-in list.
     pub strip_headers: Vec<http::HeaderName>,
+    /// Data guard: where the account of a request is read.
+    pub guard: Arc<crate::guard::policy::TenantGuard>,
+}
+
+/// Data-guard settings shared by all tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// Accounts tracked per tenant.
+    pub max_accounts: usize,
+    /// Key of the accounts' hashes, when configured (else a random one per start).
+    pub key: Option<Arc<[u8]>>,
 }
 
 /// A tenant's status page.
@@ -451,6 +464,8 @@ pub struct Runtime {
     pub stale_cache: StaleSettings,
     /// How request bodies are read before forwarding.
     pub request_buffering: RequestBuffering,
+    /// Data guard.
+    pub guard: GuardSettings,
     pub(crate) hosts_exact: HashMap<String, usize, foldhash::fast::RandomState>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

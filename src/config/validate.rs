@@ -17,6 +17,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::file::*;
 use super::runtime::*;
 
+mod guard;
+
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -457,6 +459,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             status,
             maintenance: tf.maintenance,
             strip_headers: strip_headers(&mut c, &p, &tf.strip_headers),
+            guard: guard::tenant(&mut c, &p, tf.guard.as_ref(), base),
         });
     }
     // Most specific wildcard first.
@@ -520,6 +523,8 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             }
         }
     });
+
+    let guard_settings = guard::settings(&mut c, &file.guard, base);
 
     let log_full_client_address = match file.log.client_address.as_deref() {
         None | Some("prefix") => false,
@@ -642,10 +647,12 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
                     .chain(t.routes.iter().map(|r| &r.api_keys_file))
             })
             .chain(std::iter::once(&file.shield.secret_file))
+            .chain(std::iter::once(&file.guard.key_file))
             .flatten()
             .map(|f| base.join(f))
             .collect();
         Ok(Runtime {
+            guard: guard_settings,
             stale_cache,
             request_buffering,
             status,
@@ -1485,6 +1492,7 @@ fn routes(
             (None, None) => tenant_stale,
         };
         out.push(Route {
+            guard: rf.guard.as_ref().map(|g| guard::route(c, &rp, g)),
             maintenance: rf.maintenance,
             allow_encoded_slash: rf.allow_encoded_slash,
             streaming_uploads: rf.stream_request_body.then(|| {

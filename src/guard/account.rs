@@ -43,6 +43,16 @@ pub enum Source {
 }
 
 impl Source {
+    /// The source's name in configuration and the admin API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Cookie(_) => "cookie",
+            Source::Basic => "basic",
+            Source::Bearer(_) => "jwt",
+            Source::Header(_) => "header",
+        }
+    }
+
     fn tag(&self) -> u8 {
         match self {
             Source::Cookie(_) => 1,
@@ -218,6 +228,45 @@ fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
     s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
 }
 
+/// Tag of an account named by the origin's answer (`AccountId::keyed`).
+pub const TAG_ORIGIN: u8 = 5;
+/// Tag of the bucket of a client prefix without an account.
+pub const TAG_ANONYMOUS: u8 = 6;
+/// Tag of the bucket of a client prefix whose account could not be verified.
+pub const TAG_UNVERIFIED: u8 = 7;
+
+impl AccountId {
+    /// The keyed hash of `value` read by the source tagged `tag`.
+    pub fn keyed(key: &hmac::Key, tag: u8, value: &[u8]) -> Self {
+        let mut ctx = hmac::Context::with_key(key);
+        ctx.update(&[tag]);
+        ctx.update(value);
+        let tag = ctx.sign();
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(&tag.as_ref()[..8]);
+        AccountId(u64::from_le_bytes(eight))
+    }
+}
+
+impl std::fmt::Display for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for AccountId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() != 16 {
+            return Err(());
+        }
+        u64::from_str_radix(s, 16).map(AccountId).map_err(|_| ())
+    }
+}
+
+/// Longest label kept for an account (characters).
+const MAX_LABEL: usize = 64;
+
 /// The request's identity under `sources` (first one present wins). `trusted`: the request
 /// comes from a trusted proxy (only then is a `Header` source read). `key` keys the hashes.
 pub fn identify(
@@ -227,6 +276,19 @@ pub fn identify(
     now_s: u64,
     key: &hmac::Key,
 ) -> Identity {
+    identify_labelled(sources, headers, trusted, now_s, key).0
+}
+
+/// `identify`, with the account's name for operators when the source gives a name (the
+/// Basic user, the token's claim, the single sign-on's header; never a session cookie,
+/// which is a secret), cut to 64 characters. Shown only through the admin API, never logged.
+pub fn identify_labelled(
+    sources: &[Source],
+    headers: &HeaderMap,
+    trusted: bool,
+    now_s: u64,
+    key: &hmac::Key,
+) -> (Identity, Option<String>) {
     for source in sources {
         let value: Option<Result<Vec<u8>, ()>> = match source {
             Source::Cookie(name) => cookie(headers, name).map(|v| Ok(v.to_vec())),
@@ -251,19 +313,23 @@ pub fn identify(
         };
         match value {
             None => continue,
-            Some(Err(())) => return Identity::Unverified,
+            Some(Err(())) => return (Identity::Unverified, None),
             Some(Ok(v)) => {
-                let mut ctx = hmac::Context::with_key(key);
-                ctx.update(&[source.tag()]);
-                ctx.update(&v);
-                let tag = ctx.sign();
-                let mut eight = [0u8; 8];
-                eight.copy_from_slice(&tag.as_ref()[..8]);
-                return Identity::Account(AccountId(u64::from_le_bytes(eight)));
+                let id = AccountId::keyed(key, source.tag(), &v);
+                let label = match source {
+                    Source::Cookie(_) => None,
+                    _ => Some(
+                        String::from_utf8_lossy(&v)
+                            .chars()
+                            .take(MAX_LABEL)
+                            .collect(),
+                    ),
+                };
+                return (Identity::Account(id), label);
             }
         }
     }
-    Identity::Anonymous
+    (Identity::Anonymous, None)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! falls inside the sliding window), so an account costs a few words per budget whatever its
 //! volume. Accounts are bounded: when the ledger is full, accounts idle for longer than the
 //! longest window are forgotten first; if none is, a new account is counted in one shared
-//! overflow slot (the ledger never grows, and never stops counting).
+//! overflow slot (the ledger never grows, and never stops counting); over a budget, that slot
+//! raises an alert, never a sanction on whichever account came last.
 
 use std::collections::{HashMap, HashSet};
 
@@ -144,6 +145,12 @@ impl Ledger {
         self.suspended.contains(&account)
     }
 
+    /// Suspends `account` (an operator's decision, or a suspension read back at start);
+    /// `false` when it already was.
+    pub fn suspend(&mut self, account: AccountId) -> bool {
+        self.suspended.insert(account)
+    }
+
     /// Lifts a suspension; `false` when the account was not suspended.
     pub fn lift(&mut self, account: AccountId) -> bool {
         self.suspended.remove(&account)
@@ -174,13 +181,14 @@ impl Ledger {
             self.entries
                 .retain(|_, e| now_ms.saturating_sub(e.last_ms) <= idle);
         }
-        let entry = if self.entries.len() < self.capacity || self.entries.contains_key(&account) {
+        let overflow = self.entries.len() >= self.capacity && !self.entries.contains_key(&account);
+        let entry = if overflow {
+            &mut self.overflow
+        } else {
             self.entries.entry(account).or_insert_with(|| Entry {
                 windows: Vec::new(),
                 last_ms: now_ms,
             })
-        } else {
-            &mut self.overflow
         };
         entry.last_ms = now_ms;
         entry.windows.resize(budgets.len(), Windows::default());
@@ -191,14 +199,21 @@ impl Ledger {
             w.current += records;
             let in_window = w.estimate(window, now_ms);
             if in_window > budget.limit {
+                // The overflow slot counts many accounts together: over a budget, it is worth
+                // an alert, never a sanction on whoever came last.
+                let action = if overflow {
+                    budget.action.min(Action::Alert)
+                } else {
+                    budget.action
+                };
                 let stronger = match verdict {
-                    Verdict::Over { action, .. } => budget.action > action,
+                    Verdict::Over { action: a, .. } => action > a,
                     _ => true,
                 };
                 if stronger {
                     verdict = Verdict::Over {
                         index,
-                        action: budget.action,
+                        action,
                         records: in_window,
                     };
                 }
@@ -322,5 +337,29 @@ mod tests {
         // A day and more later, the idle ones are forgotten when a new account comes.
         l.take(AccountId(99_999), 1, &b, 25 * HOUR + 1);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn the_shared_overflow_slot_alerts_but_never_sanctions() {
+        let mut ledger = Ledger::new(2);
+        let b = budgets();
+        ledger.take(AccountId(1), 1, &b, 0);
+        ledger.take(AccountId(2), 1, &b, 0);
+        // Newcomers share one slot while the ledger is full of active accounts.
+        let mut last = Verdict::Within;
+        for i in 3..2_000 {
+            last = ledger.take(AccountId(i), 1, &b, 1_000);
+        }
+        assert!(
+            matches!(
+                last,
+                Verdict::Over {
+                    action: Action::Alert,
+                    ..
+                }
+            ),
+            "{last:?}"
+        );
+        assert_eq!(ledger.suspended().count(), 0);
     }
 }

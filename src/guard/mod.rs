@@ -3,6 +3,10 @@
 //!
 //! - `account`: who is asking (session cookie, Basic user, verified JWT claim, a trusted
 //!   proxy's header), kept as a keyed hash.
+//! - `answer`: one answer as it streams: its records (a JSON array), the personal data it
+//!   shows, masked or cut as the route says.
+//! - `book`: a tenant's accounts: what each took, from where, its standing against the
+//!   budgets; what operators see.
 //! - `budget`: records per account per sliding window against a route's budgets, and the
 //!   action (log, alert, slow, block, suspend), in bounded memory.
 //! - `distinct`: distinct counts in fixed memory (HyperLogLog): records or persons per
@@ -13,8 +17,11 @@
 //!   cards, phone numbers, e-mail addresses), chunk boundaries never losing an item.
 
 pub mod account;
+pub mod answer;
+pub mod book;
 pub mod budget;
 pub mod distinct;
 pub mod ids;
 pub mod json;
+pub mod policy;
 pub mod scan;

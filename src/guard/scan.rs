@@ -92,6 +92,13 @@ impl Scanner {
         }
     }
 
+    /// Stream offset before which everything is decided: no item reported from now on
+    /// starts before it (the bytes before it may be let go; a masking caller holds back the
+    /// rest).
+    pub fn decided(&self) -> u64 {
+        self.base
+    }
+
     /// The end of the stream: items cut by it are complete now.
     pub fn finish(&mut self, found: &mut impl FnMut(Found)) {
         let carry = std::mem::take(&mut self.carry);

@@ -1,0 +1,308 @@
+//! The data guard's settings: the accounts' hash key and bound, each tenant's account
+//! sources, each route's records, budgets and personal-data policy.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::Collector;
+use crate::config::file::{GuardFile, RouteGuardFile, TenantGuardFile};
+use crate::config::runtime::GuardSettings;
+use crate::guard::account::{JwtVerifier, Source};
+use crate::guard::answer::{KindSet, PiiPolicy};
+use crate::guard::budget::{Action, Budget};
+use crate::guard::ids::IdTemplate;
+use crate::guard::policy::{RouteGuard, TenantGuard};
+
+/// Default accounts tracked per tenant.
+pub const DEFAULT_MAX_ACCOUNTS: usize = 100_000;
+/// Default delay of an answer while over a `slow` budget.
+const DEFAULT_SLOW_DELAY: &str = "2s";
+
+/// The global `[guard]` table.
+pub(super) fn settings(c: &mut Collector, file: &GuardFile, base: &Path) -> GuardSettings {
+    let max_accounts = file.max_accounts.unwrap_or(DEFAULT_MAX_ACCOUNTS);
+    if !(1..=10_000_000).contains(&max_accounts) {
+        c.push(
+            "guard.max_accounts",
+            format!("{max_accounts} is out of range"),
+            Some("use 1 to 10000000 (each account tracked costs about 1 KiB)"),
+        );
+    }
+    let key = file.key_file.as_ref().and_then(|f| {
+        let path = base.join(f);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.trim_ascii().len() >= 32 => Some(Arc::from(bytes.trim_ascii())),
+            Ok(bytes) => {
+                // Never echo the key itself.
+                let n = bytes.trim_ascii().len();
+                c.push(
+                    "guard.key_file",
+                    format!("`{}` holds {n} bytes, too short", path.display()),
+                    Some("at least 32 bytes, for example `openssl rand -hex 32`"),
+                );
+                None
+            }
+            Err(e) => {
+                c.push(
+                    "guard.key_file",
+                    format!("cannot read `{}`: {e}", path.display()),
+                    None,
+                );
+                None
+            }
+        }
+    });
+    GuardSettings {
+        max_accounts: max_accounts.clamp(1, 10_000_000),
+        key,
+    }
+}
+
+/// A tenant's `guard` table: its account sources.
+pub(super) fn tenant(
+    c: &mut Collector,
+    p: &str,
+    file: Option<&TenantGuardFile>,
+    base: &Path,
+) -> Arc<TenantGuard> {
+    let Some(file) = file else {
+        return Arc::default();
+    };
+    let mut sources = Vec::new();
+    for (i, s) in file.accounts.iter().enumerate() {
+        let sp = format!("{p}.guard.accounts[{i}]");
+        let given = [
+            s.cookie.is_some(),
+            s.basic.is_some(),
+            s.jwt_secret_file.is_some(),
+            s.jwt_jwks_file.is_some(),
+            s.header.is_some(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
+        if given != 1 {
+            c.push(
+                &sp,
+                format!("{given} sources in one entry"),
+                Some("each entry names exactly one of cookie, basic, jwt_secret_file, jwt_jwks_file, header"),
+            );
+            continue;
+        }
+        let claim = s.claim.as_deref().unwrap_or("sub");
+        if s.claim.is_some() && s.jwt_secret_file.is_none() && s.jwt_jwks_file.is_none() {
+            c.push(
+                format!("{sp}.claim"),
+                "claim applies to JWT sources only",
+                None,
+            );
+        }
+        let source = if let Some(name) = &s.cookie {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"=;,".contains(&b))
+            {
+                c.push(
+                    format!("{sp}.cookie"),
+                    format!("`{name}` is not a cookie name"),
+                    None,
+                );
+                continue;
+            }
+            Source::Cookie(name.clone())
+        } else if let Some(basic) = s.basic {
+            if !basic {
+                continue;
+            }
+            Source::Basic
+        } else if let Some(f) = &s.jwt_secret_file {
+            let path = base.join(f);
+            match std::fs::read(&path) {
+                Ok(bytes) if bytes.trim_ascii().len() >= 32 => {
+                    Source::Bearer(JwtVerifier::hs256(bytes.trim_ascii(), claim))
+                }
+                Ok(_) => {
+                    c.push(
+                        format!("{sp}.jwt_secret_file"),
+                        format!("`{}` holds less than 32 bytes", path.display()),
+                        Some("an HS256 secret shorter than its hash is guessable"),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    c.push(
+                        format!("{sp}.jwt_secret_file"),
+                        format!("cannot read `{}`: {e}", path.display()),
+                        None,
+                    );
+                    continue;
+                }
+            }
+        } else if let Some(f) = &s.jwt_jwks_file {
+            let path = base.join(f);
+            let verifier = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+                .and_then(|text| {
+                    JwtVerifier::from_jwks(&text, claim)
+                        .map_err(|e| format!("`{}`: {e}", path.display()))
+                });
+            match verifier {
+                Ok(v) => Source::Bearer(v),
+                Err(e) => {
+                    c.push(
+                        format!("{sp}.jwt_jwks_file"),
+                        e,
+                        Some("a JWKS document: {\"keys\": [{\"kty\": \"RSA\", \"n\": ..., \"e\": ...}]}"),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            let name = s.header.as_deref().unwrap_or_default();
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) => Source::Header(h),
+                Err(_) => {
+                    c.push(
+                        format!("{sp}.header"),
+                        format!("`{name}` is not a field name"),
+                        None,
+                    );
+                    continue;
+                }
+            }
+        };
+        sources.push(source);
+    }
+    let origin_account = file.origin_account_header.as_ref().and_then(|h| {
+        let parsed = http::HeaderName::from_bytes(h.as_bytes()).ok();
+        if parsed.is_none() {
+            c.push(
+                format!("{p}.guard.origin_account_header"),
+                format!("`{h}` is not a field name"),
+                None,
+            );
+        }
+        parsed
+    });
+    Arc::new(TenantGuard {
+        sources,
+        origin_account,
+    })
+}
+
+/// A route's `guard` table.
+pub(super) fn route(c: &mut Collector, rp: &str, file: &RouteGuardFile) -> Arc<RouteGuard> {
+    let gp = format!("{rp}.guard");
+    let record_header = file.record_header.as_ref().and_then(|h| {
+        let parsed = http::HeaderName::from_bytes(h.as_bytes()).ok();
+        if parsed.is_none() {
+            c.push(
+                format!("{gp}.record_header"),
+                format!("`{h}` is not a field name"),
+                None,
+            );
+        }
+        parsed
+    });
+    if let Some(path) = &file.json_records {
+        if path.is_empty() || path.split('.').any(str::is_empty) && path != "$" {
+            c.push(
+                format!("{gp}.json_records"),
+                format!("`{path}` is not a path"),
+                Some(
+                    "keys separated by dots (`data.items`), or `$` for an answer that is an array",
+                ),
+            );
+        }
+    }
+    let mut record_ids = Vec::new();
+    for (i, t) in file.record_ids.iter().enumerate() {
+        match IdTemplate::parse(t) {
+            Ok(t) => record_ids.push(t),
+            Err(e) => c.push(
+                format!("{gp}.record_ids[{i}]"),
+                format!("`{t}`: {e}"),
+                Some("for example \"/dossiers/{id}\" or \"/usagers/{id}/...\""),
+            ),
+        }
+    }
+    let kinds = |c: &mut Collector, key: &str, names: &[String]| {
+        let mut set = KindSet::NONE;
+        for (i, n) in names.iter().enumerate() {
+            match KindSet::parse_kind(n) {
+                Some(k) => set = set.with(k),
+                None => c.push(
+                    format!("{gp}.{key}[{i}]"),
+                    format!("unknown kind `{n}`"),
+                    Some("nir, iban, card, phone or email"),
+                ),
+            }
+        }
+        set
+    };
+    let mask = kinds(c, "pii_mask", &file.pii_mask);
+    let block = kinds(c, "pii_block", &file.pii_block);
+    let mut budgets = Vec::new();
+    for (i, b) in file.budgets.iter().enumerate() {
+        let bp = format!("{gp}.budgets[{i}]");
+        let window = c.duration(&format!("{bp}.per"), Some(&b.per), "");
+        let action = match b.action.as_str() {
+            "log" => Action::Log,
+            "alert" => Action::Alert,
+            "slow" => Action::Slow,
+            "block" => Action::Block,
+            "suspend" => Action::Suspend,
+            other => {
+                c.push(
+                    format!("{bp}.action"),
+                    format!("unknown action `{other}`"),
+                    Some("log, alert, slow, block or suspend"),
+                );
+                Action::Log
+            }
+        };
+        c.at_most(&format!("{bp}.records"), b.records, 1 << 40, "records");
+        budgets.push(Budget {
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1),
+            limit: b.records,
+            action,
+        });
+    }
+    let counted = record_header.is_some()
+        || file.json_records.is_some()
+        || !record_ids.is_empty()
+        || file.count_persons;
+    if !budgets.is_empty() && !counted {
+        c.push(
+            format!("{gp}.budgets"),
+            "budgets, but nothing counts records on this route",
+            Some("add record_header, json_records, record_ids or count_persons = true"),
+        );
+    }
+    if budgets.is_empty() && mask.is_empty() && block.is_empty() {
+        c.push(
+            &gp,
+            "this guard does nothing",
+            Some("give budgets (with what counts records), pii_mask or pii_block"),
+        );
+    }
+    let slow_delay = c.duration(
+        &format!("{gp}.slow_delay"),
+        file.slow_delay.as_deref(),
+        DEFAULT_SLOW_DELAY,
+    );
+    Arc::new(RouteGuard {
+        budgets,
+        record_header,
+        json_records: file.json_records.clone(),
+        record_ids,
+        count_persons: file.count_persons,
+        pii: PiiPolicy {
+            scan: file.count_persons || !mask.is_empty() || !block.is_empty(),
+            mask,
+            block,
+        },
+        slow_delay,
+    })
+}

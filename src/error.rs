@@ -79,6 +79,12 @@ pub enum ProxyError {
     /// The upstream did not answer in time.
     #[error("upstream timeout")]
     UpstreamTimeout,
+    /// The account is over a `block` budget of the data guard.
+    #[error("record quota reached")]
+    QuotaReached,
+    /// The account is suspended by the data guard.
+    #[error("account suspended")]
+    AccountSuspended,
     /// The tenant or route is in maintenance mode.
     #[error("maintenance")]
     Maintenance,
@@ -106,6 +112,8 @@ impl ProxyError {
             | Self::RateLimitedKey
             | Self::ApiKeyRequired
             | Self::Banned
+            | Self::QuotaReached
+            | Self::AccountSuspended
             | Self::BodyTooSlow => Blame::Downstream,
             Self::UpstreamConnect | Self::UpstreamFailed | Self::UpstreamTimeout => Blame::Upstream,
             Self::Internal | Self::Shed | Self::Maintenance => Blame::Internal,
@@ -133,7 +141,7 @@ impl ProxyError {
             | Self::RateLimitedKey => StatusCode::TOO_MANY_REQUESTS,
             Self::ApiKeyRequired => StatusCode::UNAUTHORIZED,
             Self::Shed | Self::Maintenance => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Banned => StatusCode::FORBIDDEN,
+            Self::Banned | Self::QuotaReached | Self::AccountSuspended => StatusCode::FORBIDDEN,
             Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamConnect | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -161,6 +169,8 @@ impl ProxyError {
             Self::Shed => "shed",
             Self::Maintenance => "maintenance",
             Self::Banned => "banned",
+            Self::QuotaReached => "guard_quota",
+            Self::AccountSuspended => "guard_suspended",
             Self::BodyTooSlow => "body_too_slow",
             Self::UpstreamConnect => "upstream_connect",
             Self::UpstreamFailed => "upstream_failed",

@@ -47,6 +47,14 @@ pub const REQUEST_BODY_BYTES: &str = "rempart_request_body_buffered_bytes";
 /// Request bodies read whole before forwarding, by store (`memory`, `disk`), or refused
 /// because the store was full (`refused`).
 pub const REQUEST_BODIES: &str = "rempart_request_bodies_buffered";
+/// `rempart_guard_records_total{tenant,route}`: records taken out through guarded routes.
+pub const GUARD_RECORDS: &str = "rempart_guard_records";
+/// `rempart_guard_pii_items_total{tenant,route,kind}`: personal-data items seen in answers.
+pub const GUARD_PII: &str = "rempart_guard_pii_items";
+/// `rempart_guard_actions_total{tenant,action}`: budgets crossed (`log`, `alert`, `slow`,
+/// `block`, `suspend`), answers refused (`refused_quota`, `refused_suspended`), answers cut
+/// (`cut`), unusual activity (`two_places`, `new_fingerprint`).
+pub const GUARD_ACTIONS: &str = "rempart_guard_actions";
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,6 +227,35 @@ pub struct ShedLabels {
     pub priority: &'static str,
 }
 
+/// Labels of personal-data items seen.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PiiLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Route name.
+    pub route: String,
+    /// `nir`, `iban`, `card`, `phone`, `email`.
+    pub kind: &'static str,
+}
+
+/// Labels of the guard's actions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardActionLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// What happened.
+    pub action: &'static str,
+}
+
+/// Labels of per-route counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Route name.
+    pub route: String,
+}
+
 /// A single `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -266,6 +303,12 @@ pub struct Metrics {
     pub stale_served: Family<TenantLabels, Counter>,
     /// Request-body store gauges and counters.
     pub request_bodies: crate::metrics::BodyStoreMetrics,
+    /// Records taken out through guarded routes.
+    pub guard_records: Family<RouteLabels, Counter>,
+    /// Personal-data items seen in guarded answers.
+    pub guard_pii: Family<PiiLabels, Counter>,
+    /// The guard's actions.
+    pub guard_actions: Family<GuardActionLabels, Counter>,
 }
 
 /// The request-body store's metrics (the store updates them as it holds and frees bytes).
@@ -393,7 +436,28 @@ impl Default for Metrics {
             "Request bodies read whole before forwarding, by store, or refused (store full)",
             bodies,
         );
+        let guard_records = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            GUARD_RECORDS,
+            "Records taken out through guarded routes",
+            guard_records.clone(),
+        );
+        let guard_pii = Family::<PiiLabels, Counter>::default();
+        registry.register(
+            GUARD_PII,
+            "Personal-data items seen in the answers of guarded routes, by kind",
+            guard_pii.clone(),
+        );
+        let guard_actions = Family::<GuardActionLabels, Counter>::default();
+        registry.register(
+            GUARD_ACTIONS,
+            "Data-guard actions: budgets crossed, answers refused or cut, unusual activity",
+            guard_actions.clone(),
+        );
         Self {
+            guard_records,
+            guard_pii,
+            guard_actions,
             request_bodies,
             status_source,
             stale_served,

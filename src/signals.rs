@@ -41,11 +41,13 @@ pub enum LocalReason {
     OriginFailed,
     /// Anything else (internal errors).
     Other,
+    /// Refused by the data guard (an account over its budget, or suspended).
+    Guarded,
 }
 
 impl LocalReason {
     /// Number of reasons.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// Every reason, in index order.
     pub const ALL: [LocalReason; Self::COUNT] = [
         Self::StatusSite,
@@ -60,6 +62,7 @@ impl LocalReason {
         Self::NotFound,
         Self::OriginFailed,
         Self::Other,
+        Self::Guarded,
     ];
 
     /// Its name in reports.
@@ -77,6 +80,7 @@ impl LocalReason {
             Self::NotFound => "not_found",
             Self::OriginFailed => "origin_failed",
             Self::Other => "other",
+            Self::Guarded => "guarded",
         }
     }
 }

@@ -276,19 +276,30 @@ pub fn identify(
     now_s: u64,
     key: &hmac::Key,
 ) -> Identity {
-    identify_labelled(sources, headers, trusted, now_s, key).0
+    identify_labelled(sources, headers, trusted, now_s, key).identity
 }
 
-/// `identify`, with the account's name for operators when the source gives a name (the
-/// Basic user, the token's claim, the single sign-on's header; never a session cookie,
-/// which is a secret), cut to 64 characters. Shown only through the admin API, never logged.
+/// A request's identity, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identified {
+    /// Who.
+    pub identity: Identity,
+    /// The source that decided (`Source::name`), if one did.
+    pub source: Option<&'static str>,
+    /// The account's name for operators when the source gives one (the Basic user, the
+    /// token's claim, the single sign-on's header; never a session cookie, which is a
+    /// secret), cut to 64 characters. Shown only through the admin API, never logged.
+    pub label: Option<String>,
+}
+
+/// `identify`, with the source that decided and the account's name for operators.
 pub fn identify_labelled(
     sources: &[Source],
     headers: &HeaderMap,
     trusted: bool,
     now_s: u64,
     key: &hmac::Key,
-) -> (Identity, Option<String>) {
+) -> Identified {
     for source in sources {
         let value: Option<Result<Vec<u8>, ()>> = match source {
             Source::Cookie(name) => cookie(headers, name).map(|v| Ok(v.to_vec())),
@@ -313,7 +324,13 @@ pub fn identify_labelled(
         };
         match value {
             None => continue,
-            Some(Err(())) => return (Identity::Unverified, None),
+            Some(Err(())) => {
+                return Identified {
+                    identity: Identity::Unverified,
+                    source: Some(source.name()),
+                    label: None,
+                }
+            }
             Some(Ok(v)) => {
                 let id = AccountId::keyed(key, source.tag(), &v);
                 let label = match source {
@@ -325,11 +342,19 @@ pub fn identify_labelled(
                             .collect(),
                     ),
                 };
-                return (Identity::Account(id), label);
+                return Identified {
+                    identity: Identity::Account(id),
+                    source: Some(source.name()),
+                    label,
+                };
             }
         }
     }
-    (Identity::Anonymous, None)
+    Identified {
+        identity: Identity::Anonymous,
+        source: None,
+        label: None,
+    }
 }
 
 #[cfg(test)]

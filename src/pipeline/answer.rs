@@ -14,6 +14,7 @@ use super::body::ResponseBody;
 use super::context::RequestCtx;
 use super::flow::{End, Local};
 use super::forward::Outgoing;
+use super::guard::GuardTap;
 use super::taps::ResponseTaps;
 use crate::config::runtime::Route;
 use crate::degraded::{self, StaleRequest};
@@ -75,6 +76,22 @@ pub fn respond(
             return ctx.finish(Local::Stale(page).end());
         }
     }
+    let mut head = head;
+    let guard_tap = match &route.guard {
+        Some(guard) if body_or_tunnel.is_ok() => {
+            if guard.reads_body() && compressed(&head.fields) {
+                let failure = ProxyError::UpstreamFailed.because(
+                    "the origin compressed an answer the data guard must read (it was asked for identity)",
+                );
+                return ctx.finish(failure.into());
+            }
+            match GuardTap::attach(&mut ctx, guard, &mut head.fields) {
+                Ok(tap) => tap,
+                Err(error) => return ctx.finish(error.into()),
+            }
+        }
+        _ => None,
+    };
     let mut response = Response::new(());
     *response.status_mut() = head.status;
     let via = &ctx.generation.via[0];
@@ -97,7 +114,8 @@ pub fn respond(
         Ok(body) => {
             // The slot is held until the body is done; a tunnel gives it back at once.
             inflight.hold(permit);
-            let taps = taps(&ctx, route, &out.parts, head.status, &head.fields);
+            let mut taps = taps(&ctx, route, &out.parts, head.status, &head.fields);
+            taps.guard = guard_tap.map(Box::new);
             let deadline = ctx.record.start + route.timeouts.request;
             response.map(|()| {
                 ResponseBody::upstream(body, deadline, ctx.record, inflight, taps, head.fields)
@@ -147,12 +165,24 @@ fn taps(
     status: StatusCode,
     fields: &OriginFields,
 ) -> ResponseTaps {
+    if route.guard.is_some() {
+        // A guarded route's answers are an account's records: never kept, never served to
+        // anyone else.
+        return ResponseTaps::default();
+    }
     ResponseTaps::default().with_stale_copy(degraded::recorder(
         &ctx.generation.stale,
         &stale_request(ctx, route, parts),
         status,
         || fields.to_response_map(0),
     ))
+}
+
+/// Whether the answer's body is compressed (a `Content-Encoding` other than `identity`).
+fn compressed(fields: &OriginFields) -> bool {
+    fields
+        .get("content-encoding")
+        .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"identity"))
 }
 
 /// Copies bytes both ways between an upgraded downstream connection and the origin.

@@ -107,6 +107,16 @@ impl ResponseBody {
         Some(fields)
     }
 
+    /// A tap cut the answer: every tap is aborted, the record says why, the body fails
+    /// (HTTP/1.1: the connection closes before the end; HTTP/2: the stream is reset).
+    fn cut(taps: &mut ResponseTaps, record: &mut Option<AccessRecord>) -> BoxError {
+        taps.abort();
+        if let Some(r) = record {
+            r.reason = Some("guard_cut");
+        }
+        "answer cut by the data guard".into()
+    }
+
     fn count(record: &mut Option<AccessRecord>, n: usize) {
         if let Some(r) = record {
             r.bytes_out += n as u64;
@@ -132,62 +142,100 @@ impl Body for ResponseBody {
                 return Poll::Ready(None);
             }
         }
-        let Some(inner) = this.upstream.as_mut().as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        match inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(mut frame))) => {
-                if this.taps.is_empty() {
-                    if let Some(d) = frame.data_ref() {
+        loop {
+            let Some(inner) = this.upstream.as_mut().as_pin_mut() else {
+                return Poll::Ready(None);
+            };
+            match inner.poll_frame(cx) {
+                Poll::Ready(Some(Ok(mut frame))) => {
+                    if this.taps.is_empty() {
+                        if let Some(d) = frame.data_ref() {
+                            Self::count(this.record, d.len());
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    // hyper stops polling once the body says it has ended: end the taps
+                    // with this frame.
+                    let last = this
+                        .upstream
+                        .as_ref()
+                        .get_ref()
+                        .as_ref()
+                        .is_some_and(Body::is_end_stream);
+                    if let Some(d) = frame.data_mut() {
+                        let mut seen = this.taps.chunk(d);
+                        if seen.is_ok() && last {
+                            seen = this.taps.end().map(|tail| {
+                                if !tail.is_empty() {
+                                    let mut joined = bytes::BytesMut::from(&d[..]);
+                                    joined.extend_from_slice(&tail);
+                                    *d = joined.freeze();
+                                }
+                            });
+                        }
+                        if seen.is_err() {
+                            return Poll::Ready(Some(Err(Self::cut(this.taps, this.record))));
+                        }
+                        if d.is_empty() && !last {
+                            // All of it held back by a tap: nothing to send yet.
+                            continue;
+                        }
                         Self::count(this.record, d.len());
+                    } else if last {
+                        match this.taps.end() {
+                            Ok(tail) if !tail.is_empty() => {
+                                // The held-back bytes must go out; the origin's trailers
+                                // after them are dropped (a masked answer's trailers, such
+                                // as a digest, no longer hold anyway).
+                                Self::count(this.record, tail.len());
+                                return Poll::Ready(Some(Ok(Frame::data(tail))));
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                return Poll::Ready(Some(Err(Self::cut(this.taps, this.record))))
+                            }
+                        }
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
-                if let Some(d) = frame.data_mut() {
-                    this.taps.chunk(d);
-                    Self::count(this.record, d.len());
-                }
-                // hyper stops polling once the body says it has ended: end the taps now.
-                if this
-                    .upstream
-                    .as_ref()
-                    .get_ref()
-                    .as_ref()
-                    .is_some_and(Body::is_end_stream)
-                {
-                    this.taps.end();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.taps.abort();
-                if let Some(r) = this.record {
-                    r.reason = Some("upstream_body_error");
-                }
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                // Done: release the upstream slot now rather than when hyper drops us.
-                this.inflight.take();
-                this.taps.end();
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if let Some(at) = *this.deadline_at {
-                    let sleep = this
-                        .deadline
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        this.taps.abort();
-                        if let Some(r) = this.record {
-                            r.reason = Some("request_timeout");
-                        }
-                        return Poll::Ready(Some(Err(
-                            "request deadline exceeded while streaming the response".into(),
-                        )));
+                Poll::Ready(Some(Err(e))) => {
+                    this.taps.abort();
+                    if let Some(r) = this.record {
+                        r.reason = Some("upstream_body_error");
                     }
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Pending
+                Poll::Ready(None) => {
+                    // Done: release the upstream slot now rather than when hyper drops us.
+                    this.inflight.take();
+                    let ended = this.taps.end();
+                    this.upstream.set(None);
+                    return match ended {
+                        Ok(tail) if !tail.is_empty() => {
+                            Self::count(this.record, tail.len());
+                            Poll::Ready(Some(Ok(Frame::data(tail))))
+                        }
+                        Ok(_) => Poll::Ready(None),
+                        Err(_) => Poll::Ready(Some(Err(Self::cut(this.taps, this.record)))),
+                    };
+                }
+                Poll::Pending => {
+                    if let Some(at) = *this.deadline_at {
+                        let sleep = this
+                            .deadline
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            this.taps.abort();
+                            if let Some(r) = this.record {
+                                r.reason = Some("request_timeout");
+                            }
+                            return Poll::Ready(Some(Err(
+                                "request deadline exceeded while streaming the response".into(),
+                            )));
+                        }
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

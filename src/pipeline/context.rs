@@ -65,6 +65,8 @@ pub struct RequestCtx<'a> {
     pub encoded_separator: bool,
     /// The client's `Accept-Language`, for local pages.
     pub accept_language: Option<HeaderValue>,
+    /// What the data guard learnt (guarded routes), for the answer's tap.
+    pub guard: Option<Box<super::guard::Ticket>>,
     /// The access record.
     pub record: AccessRecord,
 }
@@ -90,6 +92,7 @@ impl<'a> RequestCtx<'a> {
             calm: true,
             encoded_separator: false,
             accept_language,
+            guard: None,
             record,
         }
     }

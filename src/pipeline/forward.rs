@@ -99,6 +99,10 @@ pub fn prepare(
     let (mut parts, incoming) = req.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_cookie(&mut parts.headers, crate::shield::pass::PASS_COOKIE);
+    if route.guard.as_ref().is_some_and(|g| g.reads_body()) {
+        // The guard reads the answer: the origin is asked for it uncompressed.
+        parts.headers.remove(http::header::ACCEPT_ENCODING);
+    }
     if host_missing {
         if let Some(h) = &host_value {
             parts.headers.insert(HOST, h.clone());

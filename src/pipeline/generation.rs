@@ -70,6 +70,13 @@ pub struct Generation {
     /// Request bodies read whole before forwarding (kept across reloads while its settings
     /// are unchanged).
     pub bodies: Arc<crate::proxy::buffer::BodyStore>,
+    /// Data guard: the key of the accounts' hashes (kept across reloads while the same).
+    pub guard_key: Arc<super::guard::GuardKey>,
+    /// Data guard: hashing of record identifiers and fingerprints (random per start).
+    pub guard_hashing: Arc<crate::guard::distinct::Hashing>,
+    /// Data guard: each tenant's accounts, in `config.tenants` order (kept across reloads by
+    /// id; a changed `max_accounts` applies to tenants added after).
+    pub guard_books: Vec<Arc<super::guard::TenantBook>>,
     /// Per tenant and route, the slots of uploads streamed to the origin (routes with
     /// `stream_request_body`), apart from the pool's admission slots.
     pub upload_slots: Vec<Vec<Option<Arc<tokio::sync::Semaphore>>>>,
@@ -93,6 +100,14 @@ fn body_store(
         Some(p) if *p.bodies.settings() == settings => p.bodies.clone(),
         _ => crate::proxy::buffer::BodyStore::new(settings, metrics.request_bodies.clone()),
     }
+}
+
+/// A random 64-bit seed.
+fn ring_random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }
 
 /// A one-paragraph account of what a reload changed, for the log.
@@ -284,6 +299,26 @@ impl Generation {
             stale: stale_cache(&config, previous),
             stale_served,
             bodies: body_store(&config, previous, metrics),
+            guard_key: super::guard::GuardKey::for_config(
+                config.guard.key.as_ref(),
+                previous.map(|p| &p.guard_key),
+            ),
+            guard_hashing: previous.map_or_else(
+                || Arc::new(crate::guard::distinct::Hashing::new(ring_random_u64())),
+                |p| p.guard_hashing.clone(),
+            ),
+            guard_books: by_tenant(
+                &config,
+                previous,
+                |p| &p.guard_books,
+                |t| {
+                    Arc::new(super::guard::TenantBook::new(
+                        &t.id,
+                        config.guard.max_accounts,
+                        metrics,
+                    ))
+                },
+            ),
             upload_slots: config
                 .tenants
                 .iter()

@@ -9,6 +9,7 @@
 //! | 1. routing | `route` | tenant by host (400, 421); status site or `/.rempart/`; route (404); maintenance (503) |
 //! | 1a. local pages | `local` | status site, subscription steps, challenge script and pass |
 //! | 2. shield | `shield` | bans, API keys, rates, pass cookie, fingerprints, challenge; priority |
+//! | 2b. data guard | `guard` | the account (sources, else the client's prefix); suspended or over a `block` budget (403); `slow` |
 //! | 3. request body | `forward::declared_length`, `forward::read_body` | declared length (400, 413); the body read whole into the gateway's store before any origin slot (408, 413, 503 when the store is full), or streamed within the route's own upload slots (503) |
 //! | 4. admission | `admission` | a slot at the origin, verified clients first; shed |
 //! | 5. forward | `forward` | upstream request, retry on another server, stale copy on failure |
@@ -27,6 +28,7 @@ pub mod context;
 pub mod flow;
 pub mod forward;
 pub mod generation;
+pub mod guard;
 pub mod local;
 pub mod log;
 pub mod respond;
@@ -236,6 +238,12 @@ async fn run(
     }
     let route = step!(ctx, route::route(&mut ctx, &req));
     step!(ctx, shield::decide(&mut ctx, route, &req));
+    if route.guard.is_some() {
+        // Boxed, and the wait too: most routes have no guard.
+        if let Some(delay) = step!(ctx, guard::admit(&mut ctx, route, &req)) {
+            Box::pin(tokio::time::sleep(delay)).await;
+        }
+    }
     let declared_len = step!(ctx, forward::declared_length(route, &req));
     let mut out = forward::prepare(&mut ctx, route, req, declared_len);
     // Boxed, behind a call that is not inlined: most requests have no body, and this step

@@ -60,6 +60,10 @@ fn text(error: ProxyError, lang: Language) -> Text {
         (BodyTooSlow, En) => ("Upload too slow", "What you sent arrived too slowly and the upload was stopped. Please check your connection and try again."),
         (Banned, Fr) => ("Accès refusé", "L'accès à ce site est temporairement refusé depuis votre connexion. Si vous pensez qu'il s'agit d'une erreur, contactez la collectivité."),
         (Banned, En) => ("Access denied", "Access to this site is temporarily refused from your connection. If you think this is a mistake, please contact the council."),
+        (QuotaReached, Fr) => ("Quota de consultation atteint", "Ce compte a atteint son quota de consultation de dossiers pour le moment. Si votre travail l'exige, contactez votre référent sécurité."),
+        (QuotaReached, En) => ("Consultation quota reached", "This account has reached its quota of records consulted for now. If your work requires more, please contact your security officer."),
+        (AccountSuspended, Fr) => ("Compte suspendu", "Par mesure de protection des données des usagers, ce compte est suspendu sur les services de consultation de dossiers. Contactez votre référent sécurité."),
+        (AccountSuspended, En) => ("Account suspended", "To protect residents' data, this account is suspended on the record services. Please contact your security officer."),
         (Shed, Fr) => ("Service très demandé", "Le service reçoit en ce moment plus de demandes qu'il ne peut en traiter. Merci de réessayer dans quelques secondes."),
         (Shed, En) => ("Service very busy", "The service is receiving more requests than it can handle right now. Please try again in a few seconds."),
         (ApiKeyRequired, Fr) => ("Clé d'accès requise", "Ce service est réservé aux applications munies d'une clé d'accès valide."),
@@ -180,6 +184,7 @@ fn signal_of(error: ProxyError) -> LocalReason {
         | RateLimitedFingerprint
         | RateLimitedKey => LocalReason::RateLimited,
         Banned => LocalReason::Banned,
+        QuotaReached | AccountSuspended => LocalReason::Guarded,
         Shed => LocalReason::Shed,
         Maintenance => LocalReason::Maintenance,
         BadHost | BadRequest | BadTarget | UriTooLong | MethodNotAllowed | BodyTooLarge

@@ -26,7 +26,14 @@ pub enum TapFlow {
     Keep,
     /// Stop: the tap is dropped without `on_end` or `on_abort`.
     Detach,
+    /// Cut the answer here (the data guard found what must not leave): the body fails, every
+    /// tap sees `on_abort`.
+    Cut,
 }
+
+/// The answer was cut by a tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut;
 
 /// Sees a response body as it streams.
 pub trait ResponseTap: Send {
@@ -35,6 +42,12 @@ pub trait ResponseTap: Send {
 
     /// One data chunk, on its way downstream (a rewriting tap may replace it).
     fn on_chunk(&mut self, chunk: &mut Bytes) -> TapFlow;
+
+    /// The body's last bytes: what a tap held back (a rewriting tap that waits to decide),
+    /// asked once before `on_end`; `Err(Cut)` cuts the answer instead.
+    fn tail(&mut self) -> Result<Bytes, Cut> {
+        Ok(Bytes::new())
+    }
 
     /// The body ended normally.
     fn on_end(self);
@@ -66,6 +79,9 @@ impl ResponseTap for Recorder {
 /// The taps on one response body: one optional field per kind.
 #[derive(Default)]
 pub struct ResponseTaps {
+    /// The data guard: records and personal data of a guarded route's answer (first: what
+    /// it masks is what the other taps see).
+    pub guard: Option<Box<super::guard::GuardTap>>,
     /// Copy of the answer for degraded mode (boxed: most answers have none, and the body
     /// stays small).
     pub stale_copy: Option<Box<Recorder>>,
@@ -74,12 +90,19 @@ pub struct ResponseTaps {
     pub test_rewrite: Option<Box<tests::Upper>>,
 }
 
-fn chunk_into<T: ResponseTap>(slot: &mut Option<Box<T>>, chunk: &mut Bytes) {
+fn chunk_into<T: ResponseTap>(slot: &mut Option<Box<T>>, chunk: &mut Bytes) -> Result<(), Cut> {
     if let Some(tap) = slot {
-        if tap.on_chunk(chunk) == TapFlow::Detach {
-            *slot = None;
+        match tap.on_chunk(chunk) {
+            TapFlow::Keep => {}
+            TapFlow::Detach => *slot = None,
+            TapFlow::Cut => return Err(Cut),
         }
     }
+    Ok(())
+}
+
+fn tail_of<T: ResponseTap>(slot: &mut Option<Box<T>>) -> Result<Bytes, Cut> {
+    slot.as_mut().map_or(Ok(Bytes::new()), |tap| tap.tail())
 }
 
 impl ResponseTaps {
@@ -91,7 +114,7 @@ impl ResponseTaps {
 
     /// Whether no tap is attached.
     pub fn is_empty(&self) -> bool {
-        let empty = self.stale_copy.is_none();
+        let empty = self.stale_copy.is_none() && self.guard.is_none();
         #[cfg(test)]
         let empty = empty && self.test_rewrite.is_none();
         empty
@@ -99,21 +122,35 @@ impl ResponseTaps {
 
     /// Whether an attached tap may change the bytes.
     pub fn rewrites(&self) -> bool {
-        let rewrites = self.stale_copy.is_some() && Recorder::REWRITES;
+        let rewrites = (self.stale_copy.is_some() && Recorder::REWRITES)
+            || self.guard.as_ref().is_some_and(|g| g.rewrites());
         #[cfg(test)]
         let rewrites = rewrites || (self.test_rewrite.is_some() && tests::Upper::REWRITES);
         rewrites
     }
 
-    /// Shows `chunk` to every tap, in field order.
-    pub fn chunk(&mut self, chunk: &mut Bytes) {
-        chunk_into(&mut self.stale_copy, chunk);
+    /// Shows `chunk` to every tap, in field order (each sees what the ones before it left).
+    /// `Err(Cut)`: a tap cut the answer (the caller aborts the taps and fails the body).
+    pub fn chunk(&mut self, chunk: &mut Bytes) -> Result<(), Cut> {
+        chunk_into(&mut self.guard, chunk)?;
+        chunk_into(&mut self.stale_copy, chunk)?;
         #[cfg(test)]
-        chunk_into(&mut self.test_rewrite, chunk);
+        chunk_into(&mut self.test_rewrite, chunk)?;
+        Ok(())
     }
 
-    /// The body ended normally.
-    pub fn end(&mut self) {
+    /// The body ended normally: the bytes the taps held back, to send last (each later tap
+    /// sees them), then every tap's `on_end`. `Err(Cut)`: a tap cut the answer instead.
+    pub fn end(&mut self) -> Result<Bytes, Cut> {
+        let mut tail = tail_of(&mut self.guard)?;
+        if !tail.is_empty() {
+            chunk_into(&mut self.stale_copy, &mut tail)?;
+            #[cfg(test)]
+            chunk_into(&mut self.test_rewrite, &mut tail)?;
+        }
+        if let Some(t) = self.guard.take() {
+            t.on_end();
+        }
         if let Some(t) = self.stale_copy.take() {
             t.on_end();
         }
@@ -121,10 +158,14 @@ impl ResponseTaps {
         if let Some(t) = self.test_rewrite.take() {
             t.on_end();
         }
+        Ok(tail)
     }
 
     /// The body was cut short.
     pub fn abort(&mut self) {
+        if let Some(t) = self.guard.take() {
+            t.on_abort();
+        }
         if let Some(t) = self.stale_copy.take() {
             t.on_abort();
         }

@@ -319,6 +319,33 @@ impl OriginFields {
         map
     }
 
+    /// Removes every forwarded line of field `name` (any case): it is not sent downstream,
+    /// in any form. The first value, if there was one.
+    pub fn remove(&mut self, name: &str) -> Option<Bytes> {
+        let mut first = None;
+        for i in 0..self.lines.len() {
+            let line = self.lines[i];
+            if line.role != Role::Forward || !self.name(&line).eq_ignore_ascii_case(name.as_bytes())
+            {
+                continue;
+            }
+            if first.is_none() {
+                first = Some(
+                    self.head
+                        .slice(line.value.0 as usize..line.value.1 as usize),
+                );
+            }
+            self.wire_len -= if line.crlf {
+                (line.end - line.start) as usize
+            } else {
+                (line.name_end - line.start + line.value.1 - line.value.0) as usize + 4
+            };
+            // Framing lines are never forwarded: the line is dropped everywhere.
+            self.lines[i].role = Role::Framing;
+        }
+        first
+    }
+
     /// The first forwarded value of field `name` (any case), for code that reads one field
     /// of the origin's answer (a response tap deciding whether to attach).
     pub fn get(&self, name: &str) -> Option<&[u8]> {

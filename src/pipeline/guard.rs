@@ -1,0 +1,430 @@
+//! Phase 2b, the data guard, on routes with a `guard` table: who is asking (the tenant's
+//! account sources; without one, the client's prefix stands for it) and the account's
+//! standing: suspended (403), over a `block` budget (403), over a `slow` budget (each answer
+//! delayed). Then `GuardTap`, on the answer's body, counts the records it carries, masks or
+//! cuts the personal data the route says, and tells the tenant's book when the body ends
+//! (or is cut short: what was sent was taken), which may cross a budget for the next
+//! requests.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use super::context::RequestCtx;
+use super::flow::Flow;
+use super::taps::{Cut, ResponseTap, TapFlow};
+use crate::config::runtime::Route;
+use crate::error::ProxyError;
+use crate::guard::account::{self, AccountId, Identity};
+use crate::guard::answer::{AnswerScan, Step};
+use crate::guard::book::{Book, Visit, Who};
+use crate::guard::budget::{Action, Verdict};
+use crate::guard::policy::RouteGuard;
+use crate::guard::scan::Kind;
+use crate::metrics::{GuardActionLabels, Metrics, PiiLabels, RouteLabels};
+use crate::proxy::fields::OriginFields;
+
+/// The key of the accounts' hashes: the configured one, or a random one made at start
+/// (kept across reloads while the configuration names no key).
+pub struct GuardKey {
+    /// The configured key, if any.
+    configured: Option<Arc<[u8]>>,
+    /// The HMAC key.
+    pub key: ring::hmac::Key,
+}
+
+impl GuardKey {
+    /// The key for `configured`: the previous one when it is the same.
+    pub fn for_config(
+        configured: Option<&Arc<[u8]>>,
+        previous: Option<&Arc<GuardKey>>,
+    ) -> Arc<Self> {
+        if let Some(p) = previous {
+            if p.configured.as_deref() == configured.map(|k| &**k) {
+                return p.clone();
+            }
+        }
+        let key = match configured {
+            Some(k) => ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k),
+            None => {
+                let rng = ring::rand::SystemRandom::new();
+                ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+                    ring::hmac::Key::new(
+                        ring::hmac::HMAC_SHA256,
+                        &crate::clock::now_ms().to_le_bytes(),
+                    )
+                })
+            }
+        };
+        Arc::new(Self {
+            configured: configured.cloned(),
+            key,
+        })
+    }
+}
+
+/// One tenant's guard state: its accounts, and the metric families the guard counts in
+/// (kept across reloads by tenant id).
+pub struct TenantBook {
+    /// Tenant id (metric labels, logs).
+    pub tenant: String,
+    /// The accounts.
+    pub book: Mutex<Book>,
+    records: Family<RouteLabels, Counter>,
+    pii: Family<PiiLabels, Counter>,
+    actions: Family<GuardActionLabels, Counter>,
+}
+
+impl TenantBook {
+    /// The book of tenant `id`, tracking at most `capacity` accounts.
+    pub fn new(id: &str, capacity: usize, metrics: &Metrics) -> Self {
+        Self {
+            tenant: id.to_owned(),
+            book: Mutex::new(Book::new(capacity)),
+            records: metrics.guard_records.clone(),
+            pii: metrics.guard_pii.clone(),
+            actions: metrics.guard_actions.clone(),
+        }
+    }
+
+    /// The accounts, locked (a poisoned lock still holds a usable book).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn count_action(&self, action: &'static str) {
+        self.actions
+            .get_or_create(&GuardActionLabels {
+                tenant: self.tenant.clone(),
+                action,
+            })
+            .inc();
+    }
+}
+
+/// What the guard phase learnt about a request, for its answer's tap.
+pub struct Ticket {
+    account: AccountId,
+    who: Who,
+    label: Option<Box<str>>,
+    prefix: Box<str>,
+    fingerprint: u64,
+    record_id: Option<u64>,
+    /// The account is to be read from the origin's answer (no request source named one).
+    from_origin: bool,
+}
+
+/// Phase 2b: the account of a request on a guarded route and its standing. `Ok(Some(d))`:
+/// hold the request `d` first (a `slow` budget).
+pub fn admit<B>(
+    ctx: &mut RequestCtx<'_>,
+    route: &Route,
+    req: &Request<B>,
+) -> Flow<Option<Duration>> {
+    let Some(guard) = &route.guard else {
+        return Ok(None);
+    };
+    if !guard.counts_accounts() {
+        // Personal data only: nothing is counted per account.
+        return Ok(None);
+    }
+    let generation = ctx.generation;
+    let tenant = ctx.tenant();
+    let key = &generation.guard_key.key;
+    let trusted = generation.config.is_trusted_proxy(ctx.conn.peer.ip());
+    let identified = account::identify_labelled(
+        &tenant.guard.sources,
+        req.headers(),
+        trusted,
+        crate::clock::unix_now(),
+        key,
+    );
+    let (identity, label) = (identified.identity, identified.label);
+    let prefix = crate::shield::display_prefix(ctx.client(), generation.config.prefixes);
+    let (account, who) = match identity {
+        Identity::Account(id) => (id, Who::Named(identified.source.unwrap_or("account"))),
+        Identity::Anonymous => (
+            AccountId::keyed(key, account::TAG_ANONYMOUS, prefix.as_bytes()),
+            Who::Anonymous,
+        ),
+        Identity::Unverified => (
+            AccountId::keyed(key, account::TAG_UNVERIFIED, prefix.as_bytes()),
+            Who::Unverified,
+        ),
+    };
+    let from_origin = identity == Identity::Anonymous && tenant.guard.origin_account.is_some();
+    let path = req.uri().path();
+    let record_id = crate::guard::ids::find_id(&guard.record_ids, path)
+        .map(|id| generation.guard_hashing.hash(id.as_bytes()));
+    let book = &generation.guard_books[ctx.tenant_idx];
+    let standing = book
+        .lock()
+        .standing(account, &guard.budgets, crate::clock::coarse_now_ms());
+    let delay = match standing {
+        Verdict::Suspended => {
+            book.count_action("refused_suspended");
+            return Err(ProxyError::AccountSuspended.into());
+        }
+        Verdict::Over {
+            action: Action::Block,
+            ..
+        } => {
+            book.count_action("refused_quota");
+            return Err(ProxyError::QuotaReached.into());
+        }
+        Verdict::Over {
+            action: Action::Slow,
+            ..
+        } => Some(guard.slow_delay),
+        _ => None,
+    };
+    ctx.guard = Some(Box::new(Ticket {
+        account,
+        who,
+        label: label.map(String::into_boxed_str),
+        prefix: prefix.into_boxed_str(),
+        fingerprint: fingerprint(ctx, req.headers()),
+        record_id,
+        from_origin,
+    }));
+    Ok(delay)
+}
+
+/// A hash of what tells the client's software apart: its TLS fingerprint and user agent.
+fn fingerprint(ctx: &RequestCtx<'_>, headers: &http::HeaderMap) -> u64 {
+    let hashing = &ctx.generation.guard_hashing;
+    let ua = headers
+        .get(http::header::USER_AGENT)
+        .map_or(&b""[..], http::HeaderValue::as_bytes);
+    let tls = ctx.conn.tls_fingerprint.as_deref().unwrap_or("");
+    hashing.hash((tls, ua))
+}
+
+/// The tap of a guarded answer: counts its records and personal data, masks or cuts it,
+/// and tells the book at the end.
+pub struct GuardTap {
+    /// The request's account (none on a route that only scans personal data).
+    ticket: Option<Box<Ticket>>,
+    route_name: Box<str>,
+    guard: Arc<RouteGuard>,
+    book: Arc<TenantBook>,
+    scan: Option<AnswerScan>,
+    header_records: Option<u64>,
+    out: Vec<u8>,
+}
+
+impl GuardTap {
+    /// The tap for an answer of a guarded route, reading (and stripping) the fields the
+    /// guard reads: the record count, the account named by the origin. `Err` ends the
+    /// request instead (the origin named a suspended account).
+    pub fn attach(
+        ctx: &mut RequestCtx<'_>,
+        guard: &Arc<RouteGuard>,
+        fields: &mut OriginFields,
+    ) -> Result<Option<Self>, ProxyError> {
+        let header_records = guard.record_header.as_ref().and_then(|h| {
+            let value = fields.remove(h.as_str())?;
+            std::str::from_utf8(&value).ok()?.trim().parse::<u64>().ok()
+        });
+        let tenant = ctx.tenant();
+        let origin_account = tenant
+            .guard
+            .origin_account
+            .as_ref()
+            .and_then(|h| fields.remove(h.as_str()))
+            .filter(|v| !v.is_empty());
+        let book = &ctx.generation.guard_books[ctx.tenant_idx];
+        let route_name = ctx.route().map_or("-", |r| r.name.as_str()).into();
+        let mut ticket = ctx.guard.take();
+        if ticket.is_none() && !guard.reads_body() {
+            return Ok(None);
+        }
+        if let Some(ticket) = ticket.as_mut().filter(|t| t.from_origin) {
+            if let Some(value) = origin_account {
+                ticket.account =
+                    AccountId::keyed(&ctx.generation.guard_key.key, account::TAG_ORIGIN, &value);
+                ticket.who = Who::Named("origin");
+                ticket.label = Some(
+                    String::from_utf8_lossy(&value)
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+                        .into(),
+                );
+                if book.lock().is_suspended(ticket.account) {
+                    book.count_action("refused_suspended");
+                    return Err(ProxyError::AccountSuspended);
+                }
+            }
+        }
+        let scan = guard
+            .reads_body()
+            .then(|| AnswerScan::new(guard.pii, guard.json_records.as_deref()));
+        Ok(Some(Self {
+            ticket,
+            route_name,
+            guard: guard.clone(),
+            book: book.clone(),
+            scan,
+            header_records,
+            out: Vec::new(),
+        }))
+    }
+
+    /// Whether the tap may hold back or change bytes.
+    pub fn rewrites(&self) -> bool {
+        self.scan.as_ref().is_some_and(AnswerScan::rewrites)
+    }
+
+    /// Tells the book what the answer carried.
+    fn settle(self, complete: bool) {
+        let book = &self.book;
+        let found = self.scan.as_ref().map_or([0; 5], AnswerScan::found);
+        let route = &*self.route_name;
+        for kind in Kind::ALL {
+            let n = found[kind as usize];
+            if n > 0 {
+                book.pii
+                    .get_or_create(&PiiLabels {
+                        tenant: book.tenant.clone(),
+                        route: route.to_owned(),
+                        kind: kind.name(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        let Some(t) = &self.ticket else {
+            return;
+        };
+        let records = self.guard.records(
+            self.header_records,
+            self.scan.as_ref().and_then(AnswerScan::json_records),
+            t.record_id.is_some(),
+            self.scan.as_ref().map_or(0, AnswerScan::persons),
+        );
+        if records > 0 {
+            book.records
+                .get_or_create(&RouteLabels {
+                    tenant: book.tenant.clone(),
+                    route: route.to_owned(),
+                })
+                .inc_by(records);
+        }
+        let visit = Visit {
+            account: t.account,
+            who: t.who,
+            label: t.label.as_deref(),
+            prefix: &t.prefix,
+            fingerprint: t.fingerprint,
+            records,
+            pii: found,
+            record_id: t.record_id,
+        };
+        let now = crate::clock::coarse_now_ms();
+        let outcome = book.lock().record(&visit, &self.guard.budgets, now);
+        for flag in &outcome.flags {
+            book.count_action(flag.name());
+            tracing::warn!(
+                target: "rempart::guard",
+                tenant = %book.tenant,
+                route,
+                account = %t.account,
+                who = t.who.name(),
+                prefix = %t.prefix,
+                flag = flag.name(),
+                "unusual activity on an account"
+            );
+        }
+        if let (
+            true,
+            Verdict::Over {
+                index,
+                action,
+                records: in_window,
+            },
+        ) = (outcome.crossed, outcome.verdict)
+        {
+            book.count_action(action.name());
+            let budget = &self.guard.budgets[index];
+            tracing::warn!(
+                target: "rempart::guard",
+                tenant = %book.tenant,
+                route,
+                account = %t.account,
+                who = t.who.name(),
+                prefix = %t.prefix,
+                action = action.name(),
+                records = in_window,
+                budget = budget.limit,
+                window_s = budget.window_ms / 1000,
+                complete,
+                "an account went over its record budget"
+            );
+        }
+    }
+}
+
+impl ResponseTap for GuardTap {
+    const REWRITES: bool = true;
+
+    fn on_chunk(&mut self, chunk: &mut Bytes) -> TapFlow {
+        let Some(scan) = &mut self.scan else {
+            return TapFlow::Keep;
+        };
+        self.out.clear();
+        match scan.feed(chunk, &mut self.out) {
+            // Counting only: the chunk goes as it is.
+            Step::Go if !scan.rewrites() => TapFlow::Keep,
+            Step::Go => {
+                *chunk = Bytes::copy_from_slice(&self.out);
+                TapFlow::Keep
+            }
+            Step::Cut(kind) => {
+                self.cut_alert(kind);
+                TapFlow::Cut
+            }
+        }
+    }
+
+    fn tail(&mut self) -> Result<Bytes, Cut> {
+        let Some(scan) = &mut self.scan else {
+            return Ok(Bytes::new());
+        };
+        let mut out = Vec::new();
+        match scan.finish(&mut out) {
+            Step::Go if scan.rewrites() => Ok(Bytes::from(out)),
+            Step::Go => Ok(Bytes::new()),
+            Step::Cut(kind) => {
+                self.cut_alert(kind);
+                Err(Cut)
+            }
+        }
+    }
+
+    fn on_end(self) {
+        self.settle(true);
+    }
+
+    fn on_abort(self) {
+        self.settle(false);
+    }
+}
+
+impl GuardTap {
+    fn cut_alert(&self, kind: Kind) {
+        self.book.count_action("cut");
+        tracing::error!(
+            target: "rempart::guard",
+            tenant = %self.book.tenant,
+            route = &*self.route_name,
+            kind = kind.name(),
+            "an answer showed personal data this route must never show: cut before it"
+        );
+    }
+}

@@ -57,8 +57,8 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "admin",
         &[
-            "clock", "common", "config", "metrics", "pipeline", "reload", "shield", "state",
-            "status",
+            "clock", "common", "config", "guard", "metrics", "pipeline", "reload", "shield",
+            "state", "status",
         ],
     ),
     ("reload", &["config", "metrics", "pipeline"]),

@@ -1,6 +1,6 @@
 //! The admin listener (loopback by default): `/healthz` (open), and with the bearer token
 //! `/metrics`, `POST /admin/reload`, bans, heavy hitters, the shield's state and
-//! under-attack switch, and the status pages (`admin::status`: incidents, overrides,
+//! under-attack switch, the data guard's accounts (`admin::guard`), and the status pages (`admin::status`: incidents, overrides,
 //! maintenance mode). Served by axum on its own socket, never on the public listeners.
 
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod guard;
 mod status;
 
 use crate::pipeline::Gateway;
@@ -345,6 +346,17 @@ pub async fn start(
             "/admin/maintenance",
             get(status::list_maintenance).post(status::set_maintenance),
         )
+        .route("/admin/guard/accounts", get(guard::accounts))
+        .route("/admin/guard/accounts/{tenant}/{account}", get(guard::show))
+        .route(
+            "/admin/guard/accounts/{tenant}/{account}/lift",
+            post(guard::lift),
+        )
+        .route(
+            "/admin/guard/accounts/{tenant}/{account}/suspend",
+            post(guard::suspend),
+        )
+        .route("/admin/guard/budgets", get(guard::budgets))
         .route("/admin/status", get(status::list))
         .route("/admin/status/{tenant}", get(status::board))
         .route("/admin/status/{tenant}/incidents", post(status::create))

@@ -151,9 +151,15 @@ impl Ledger {
         self.suspended.insert(account)
     }
 
-    /// Lifts a suspension; `false` when the account was not suspended.
+    /// Lifts a suspension, and forgets what the account took so far (it starts afresh: its
+    /// windows would otherwise suspend it again at once); `false` when the account was not
+    /// suspended.
     pub fn lift(&mut self, account: AccountId) -> bool {
-        self.suspended.remove(&account)
+        let lifted = self.suspended.remove(&account);
+        if lifted {
+            self.entries.remove(&account);
+        }
+        lifted
     }
 
     /// Suspended accounts.

@@ -257,9 +257,25 @@ impl GuardTap {
                         .collect::<String>()
                         .into(),
                 );
-                if book.lock().is_suspended(ticket.account) {
-                    book.count_action("refused_suspended");
-                    return Err(ProxyError::AccountSuspended);
+                // Known only now: its standing is judged on the answer (nothing of it leaves).
+                let standing = book.lock().standing(
+                    ticket.account,
+                    &guard.budgets,
+                    crate::clock::coarse_now_ms(),
+                );
+                match standing {
+                    Verdict::Suspended => {
+                        book.count_action("refused_suspended");
+                        return Err(ProxyError::AccountSuspended);
+                    }
+                    Verdict::Over {
+                        action: Action::Block,
+                        ..
+                    } => {
+                        book.count_action("refused_quota");
+                        return Err(ProxyError::QuotaReached);
+                    }
+                    _ => {}
                 }
             }
         }

@@ -272,9 +272,9 @@ pub(crate) mod tests {
         };
         assert!(!taps.is_empty() && taps.rewrites());
         let mut chunk = Bytes::from_static(b"abc");
-        taps.chunk(&mut chunk);
+        assert_eq!(taps.chunk(&mut chunk), Ok(()));
         assert_eq!(&chunk[..], b"ABC");
-        taps.end();
+        assert_eq!(taps.end(), Ok(Bytes::new()));
         assert_eq!(ended.load(Ordering::Relaxed), 1);
         assert!(taps.is_empty(), "a tap runs to its end once");
         taps.abort();

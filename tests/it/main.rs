@@ -12,6 +12,7 @@ mod errors;
 mod fast_path;
 mod forwarding;
 mod framing;
+mod guard;
 mod health;
 mod process;
 mod protocols;

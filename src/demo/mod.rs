@@ -2,6 +2,8 @@
 //! front of it, on loopback only, with an embedded configuration written to a temporary
 //! directory so that `reload` and `check` can be tried on it.
 
+pub mod backoffice;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

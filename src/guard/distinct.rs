@@ -12,6 +12,13 @@ pub struct Distinct {
     precision: u8,
 }
 
+/// Spreads a hash's bits over all 64 (a hash of weak high bits would crowd a few registers).
+pub fn spread(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// The hasher of the items counted (one seed per gateway process).
 #[derive(Debug, Clone)]
 pub struct Hashing(foldhash::quality::FixedState);
@@ -78,6 +85,28 @@ impl Distinct {
             raw
         };
         estimate.round() as u64
+    }
+
+    /// The registers (to store them).
+    pub fn registers(&self) -> &[u8] {
+        &self.registers
+    }
+
+    /// A counter from stored registers (a power of two of them, 16 to 65536).
+    pub fn from_registers(registers: &[u8]) -> Option<Self> {
+        let n = registers.len();
+        if !n.is_power_of_two() || !(16..=65_536).contains(&n) {
+            return None;
+        }
+        Some(Self {
+            registers: registers.into(),
+            precision: n.trailing_zeros() as u8,
+        })
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.registers.iter().all(|r| *r == 0)
     }
 
     /// Adds what `other` counted (same precision; otherwise nothing is merged).

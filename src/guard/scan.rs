@@ -48,6 +48,30 @@ pub struct Found {
     pub start: u64,
     /// Offset just past its last byte.
     pub end: u64,
+    /// A hash of its value, whatever its writing (letters and digits only, lower case; a
+    /// phone's last nine digits), to count distinct items. Not a secret: never store it.
+    pub value: u64,
+}
+
+/// The hash of `item`'s value (see `Found::value`).
+fn value_hash(kind: Kind, item: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ kind as u64;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    if kind == Kind::Phone {
+        let digits: Vec<u8> = item.iter().copied().filter(u8::is_ascii_digit).collect();
+        digits[digits.len().saturating_sub(9)..]
+            .iter()
+            .for_each(|b| eat(*b));
+    } else {
+        item.iter()
+            .copied()
+            .filter(u8::is_ascii_alphanumeric)
+            .for_each(eat);
+    }
+    h
 }
 
 /// Longest item, in bytes, with its separators (`+33 (0)6 12 34 56 78` is 20, a grouped
@@ -245,6 +269,7 @@ fn scan(
                     kind,
                     start: base + start as u64,
                     end: base + end as u64,
+                    value: value_hash(kind, &buf[start..end]),
                 });
                 *reported = base + end as u64;
                 i = end;

@@ -109,6 +109,10 @@ impl Running {
         let status = self.gateway.current().status.clone();
         // The last minutes of history and any queued incident change reach the disk.
         let _ = tokio::task::spawn_blocking(move || status.flush()).await;
+        // And the data guard's journal its last second of answers.
+        if let Some(journal) = self.gateway.current().guard_journal.clone() {
+            let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
+        }
         drained
     }
 }

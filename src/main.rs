@@ -14,7 +14,6 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check { config } => rempart::cli::check(&config),
-        Command::Guard { action } => rempart::cli::guard(action),
         command => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -89,6 +88,6 @@ async fn run(command: Command) -> i32 {
             service,
         } => rempart::cli::drill_origin(listen, workers, &service).await,
         Command::Check { config } => rempart::cli::check(&config),
-        Command::Guard { action } => rempart::cli::guard(action),
+        Command::Guard { action } => rempart::cli::guard::run(action).await,
     }
 }

@@ -26,7 +26,7 @@ fn not_found(what: String) -> Response {
 /// The wall-clock time (unix ms) of a `coarse_now_ms` instant.
 fn wall_ms(at_ms: u64) -> u64 {
     let now = crate::clock::coarse_now_ms();
-    crate::clock::now_ms().saturating_sub(now.saturating_sub(at_ms))
+    crate::clock::unix_now_ms().saturating_sub(now.saturating_sub(at_ms))
 }
 
 fn describe(id: AccountId, a: &Account, suspended: bool) -> Value {
@@ -197,6 +197,11 @@ async fn change(state: AdminState, tenant: String, id: String, q: NameQuery, on:
             book.lift(account)
         }
     };
+    if let Some(j) = &generation.guard_journal {
+        if changed {
+            j.suspension(&tenant, account, on, crate::clock::unix_now_ms());
+        }
+    }
     if on {
         tracing::warn!(target: "rempart::guard", tenant = %tenant, account = %account, "account suspended by an operator");
     } else if changed {

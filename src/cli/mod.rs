@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod guard;
 pub mod status;
+
+pub use guard::GuardAction;
 
 /// Rempart: an edge gateway that keeps public services reachable under attack.
 #[derive(Debug, Parser)]
@@ -99,8 +102,9 @@ pub enum Command {
         #[command(subcommand)]
         action: status::StatusAction,
     },
-    /// The data guard's tools: `scan` counts the personal data in files (a data protection
-    /// officer checks an export before publishing it).
+    /// The data guard: `scan` counts the personal data in files (a data protection officer
+    /// checks an export before publishing it); `accounts`, `show`, `lift`, `suspend` and
+    /// `budgets` ask a running gateway; `report` reads the access journal (breach scope).
     Guard {
         /// What to do.
         #[command(subcommand)]
@@ -117,44 +121,8 @@ pub enum Command {
     },
 }
 
-/// `rempart guard` actions.
-#[derive(Debug, Subcommand)]
-pub enum GuardAction {
-    /// Count, per file and per kind, the personal data items found (NIR, IBAN, payment
-    /// cards, phone numbers, e-mail addresses); exit 0, or 1 when a file cannot be read.
-    Scan {
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Files to scan.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-}
-
-/// `rempart guard`: runs `action`, printing to stdout; the exit code.
-pub fn guard(action: GuardAction) -> i32 {
-    match action {
-        GuardAction::Scan { json, files } => {
-            let mut code = 0;
-            let mut rows = Vec::new();
-            for file in &files {
-                match scan_file(file) {
-                    Ok(counts) => rows.push((file.display().to_string(), counts)),
-                    Err(e) => {
-                        eprintln!("{}: {e}", file.display());
-                        code = 1;
-                    }
-                }
-            }
-            print!("{}", scan_report(&rows, json));
-            code
-        }
-    }
-}
-
 /// Counts the items in `path`, read in pieces (a file of any size in little memory).
-fn scan_file(path: &std::path::Path) -> std::io::Result<[u64; 5]> {
+pub(crate) fn scan_file(path: &std::path::Path) -> std::io::Result<[u64; 5]> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut counts = [0u64; 5];
@@ -265,7 +233,10 @@ pub fn check(config: &std::path::Path) -> i32 {
 }
 
 /// The admin address and token from a config file, or an exit code after saying why.
-fn admin_of(config: &std::path::Path, doing: &str) -> Result<(std::net::SocketAddr, String), i32> {
+pub(crate) fn admin_of(
+    config: &std::path::Path,
+    doing: &str,
+) -> Result<(std::net::SocketAddr, String), i32> {
     // The admin address and token come from the file as it is now.
     let (address, token) = match crate::config::load(config) {
         Ok(rt) => (rt.admin.address, rt.admin.token),
@@ -543,7 +514,10 @@ pub async fn reload(config: &std::path::Path) -> i32 {
 
 /// Says why an admin call did not succeed; the exit code: 2 for a request the gateway
 /// refused as wrong (400, 404), 1 otherwise.
-fn admin_failure(call: anyhow::Result<(u16, String)>, address: std::net::SocketAddr) -> i32 {
+pub(crate) fn admin_failure(
+    call: anyhow::Result<(u16, String)>,
+    address: std::net::SocketAddr,
+) -> i32 {
     match call {
         Ok((status, body)) => {
             eprintln!("admin API answered {status}: {}", body.trim());
@@ -560,7 +534,7 @@ fn admin_failure(call: anyhow::Result<(u16, String)>, address: std::net::SocketA
     }
 }
 
-async fn admin_call(
+pub(crate) async fn admin_call(
     address: std::net::SocketAddr,
     token: &str,
     method: http::Method,

@@ -413,9 +413,14 @@ pub struct GuardFile {
     /// Accounts tracked per tenant (default 100000; the least recently active are
     /// forgotten first, never a suspended one).
     pub max_accounts: Option<usize>,
-    /// File holding the key of the accounts' hashes (at least 32 bytes). Without it, a
-    /// random key is made at start: account identifiers then change with each restart.
+    /// File holding the key of the accounts' hashes (at least 32 bytes). Without it, the
+    /// journal keeps one it made (an account keeps its identifier across restarts).
     pub key_file: Option<String>,
+    /// SQLite access journal of the guarded routes (default `rempart-guard.db` next to
+    /// this file), opened when a route has a guard.
+    pub database: Option<String>,
+    /// Days the journal keeps (default 365).
+    pub journal_days: Option<u32>,
 }
 
 /// A tenant's data guard: where the account of a request is read.

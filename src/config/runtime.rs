@@ -224,8 +224,12 @@ pub struct Tenant {
 pub struct GuardSettings {
     /// Accounts tracked per tenant.
     pub max_accounts: usize,
-    /// Key of the accounts' hashes, when configured (else a random one per start).
+    /// Key of the accounts' hashes, when configured (else the journal's).
     pub key: Option<Arc<[u8]>>,
+    /// The access journal's SQLite file.
+    pub database: PathBuf,
+    /// Days the journal keeps.
+    pub journal_days: u32,
 }
 
 /// A tenant's status page.

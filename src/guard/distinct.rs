@@ -5,10 +5,14 @@
 
 use std::hash::{BuildHasher, Hash};
 
-/// A HyperLogLog counter.
+/// A HyperLogLog counter. While it has seen few items (up to an eighth of its registers),
+/// it keeps their hashes instead, in the same memory, and counts them exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Distinct {
+    /// The registers, once dense (empty while sparse).
     registers: Box<[u8]>,
+    /// The hashes seen, while sparse.
+    sparse: Vec<u64>,
     precision: u8,
 }
 
@@ -38,20 +42,44 @@ impl Hashing {
 impl Distinct {
     /// A counter of `2^precision` registers (`precision` from 4 to 16).
     pub fn new(precision: u8) -> Self {
-        let precision = precision.clamp(4, 16);
         Self {
-            registers: vec![0u8; 1 << precision].into_boxed_slice(),
-            precision,
+            registers: Box::default(),
+            sparse: Vec::new(),
+            precision: precision.clamp(4, 16),
         }
     }
 
-    /// Bytes of memory the registers take.
-    pub fn memory_bytes(&self) -> usize {
-        self.registers.len()
+    fn m(&self) -> usize {
+        1 << self.precision
     }
 
-    /// Counts an item by its hash (`Hashing::hash`).
+    /// Bytes of memory the counter takes at most.
+    pub fn memory_bytes(&self) -> usize {
+        self.m()
+    }
+
+    /// The most hashes kept exactly (their memory is the registers').
+    fn sparse_limit(&self) -> usize {
+        self.m() / 8
+    }
+
+    /// Counts an item by its hash (`Hashing::hash`, or `spread` of a well-mixed value).
     pub fn insert(&mut self, hash: u64) {
+        if self.registers.is_empty() {
+            if !self.sparse.contains(&hash) {
+                if self.sparse.len() < self.sparse_limit() {
+                    self.sparse.push(hash);
+                    return;
+                }
+                self.densify();
+            } else {
+                return;
+            }
+        }
+        self.set(hash);
+    }
+
+    fn set(&mut self, hash: u64) {
         let p = u32::from(self.precision);
         let index = (hash >> (64 - p)) as usize;
         // The rank of the first 1 in the remaining bits (an extra 1 ends an all-zero rest).
@@ -62,8 +90,23 @@ impl Distinct {
         }
     }
 
-    /// The estimated number of distinct items inserted.
+    /// Turns the kept hashes into registers.
+    fn densify(&mut self) {
+        if !self.registers.is_empty() {
+            return;
+        }
+        self.registers = vec![0u8; self.m()].into_boxed_slice();
+        for hash in std::mem::take(&mut self.sparse) {
+            self.set(hash);
+        }
+        self.sparse.shrink_to_fit();
+    }
+
+    /// The estimated number of distinct items inserted (exact while few).
     pub fn estimate(&self) -> u64 {
+        if self.registers.is_empty() {
+            return self.sparse.len() as u64;
+        }
         let m = self.registers.len() as f64;
         let alpha = match self.registers.len() {
             16 => 0.673,
@@ -87,9 +130,14 @@ impl Distinct {
         estimate.round() as u64
     }
 
-    /// The registers (to store them).
-    pub fn registers(&self) -> &[u8] {
-        &self.registers
+    /// The registers (to store them; a sparse counter gives the registers of its hashes).
+    pub fn to_registers(&self) -> Vec<u8> {
+        if self.registers.is_empty() {
+            let mut dense = self.clone();
+            dense.densify();
+            return dense.registers.into_vec();
+        }
+        self.registers.to_vec()
     }
 
     /// A counter from stored registers (a power of two of them, 16 to 65536).
@@ -100,13 +148,14 @@ impl Distinct {
         }
         Some(Self {
             registers: registers.into(),
+            sparse: Vec::new(),
             precision: n.trailing_zeros() as u8,
         })
     }
 
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.registers.iter().all(|r| *r == 0)
+        self.sparse.is_empty() && self.registers.iter().all(|r| *r == 0)
     }
 
     /// Adds what `other` counted (same precision; otherwise nothing is merged).
@@ -114,6 +163,13 @@ impl Distinct {
         if other.precision != self.precision {
             return;
         }
+        if other.registers.is_empty() {
+            for hash in &other.sparse {
+                self.insert(*hash);
+            }
+            return;
+        }
+        self.densify();
         for (a, b) in self.registers.iter_mut().zip(other.registers.iter()) {
             *a = (*a).max(*b);
         }
@@ -151,6 +207,30 @@ mod tests {
         }
         assert_eq!(Distinct::new(8).memory_bytes(), 256);
         assert_eq!(Distinct::new(0).estimate(), 0);
+    }
+
+    #[test]
+    fn few_items_are_counted_exactly_then_estimated() {
+        let h = Hashing::new(3);
+        let mut d = Distinct::new(8);
+        for i in 0..32u64 {
+            d.insert(h.hash(i));
+            d.insert(h.hash(i));
+            assert_eq!(d.estimate(), i + 1);
+        }
+        let stored = Distinct::from_registers(&d.to_registers()).unwrap();
+        assert!(within(stored.estimate(), 32, 0.2), "{}", stored.estimate());
+        for i in 32..1_000u64 {
+            d.insert(h.hash(i));
+        }
+        assert!(within(d.estimate(), 1_000, 0.2), "{}", d.estimate());
+        // Merging sparse into dense and dense into sparse.
+        let mut few = Distinct::new(8);
+        few.insert(h.hash(5_000u64));
+        let mut many = d.clone();
+        many.merge(&few);
+        few.merge(&d);
+        assert_eq!(few.to_registers(), many.to_registers());
     }
 
     #[test]

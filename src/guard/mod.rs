@@ -12,6 +12,9 @@
 //! - `distinct`: distinct counts in fixed memory (HyperLogLog): records or persons per
 //!   account, however often each was taken.
 //! - `ids`: record identifiers in request paths, from a route's templates (`/dossiers/{id}`).
+//! - `journal`: the access journal in SQLite (per account, route and hour: records, kinds
+//!   of personal data, distinct persons; suspensions, events), for the breach report. The one
+//!   module here that does I/O, on a thread of its own.
 //! - `json`: the elements of the array at a path of a JSON answer, counted as it streams.
 //! - `scan`: the streaming scanner of French personal data (NIR with its key, IBAN, payment
 //!   cards, phone numbers, e-mail addresses), chunk boundaries never losing an item.
@@ -22,6 +25,7 @@ pub mod book;
 pub mod budget;
 pub mod distinct;
 pub mod ids;
+pub mod journal;
 pub mod json;
 pub mod policy;
 pub mod scan;

@@ -70,6 +70,9 @@ pub struct Generation {
     /// Request bodies read whole before forwarding (kept across reloads while its settings
     /// are unchanged).
     pub bodies: Arc<crate::proxy::buffer::BodyStore>,
+    /// Data guard: the access journal, once a route has a guard (kept across reloads while
+    /// its path is the same).
+    pub guard_journal: Option<Arc<crate::guard::journal::Journal>>,
     /// Data guard: the key of the accounts' hashes (kept across reloads while the same).
     pub guard_key: Arc<super::guard::GuardKey>,
     /// Data guard: hashing of record identifiers and fingerprints (random per start).
@@ -99,6 +102,41 @@ fn body_store(
     match previous {
         Some(p) if *p.bodies.settings() == settings => p.bodies.clone(),
         _ => crate::proxy::buffer::BodyStore::new(settings, metrics.request_bodies.clone()),
+    }
+}
+
+/// The data guard's journal: the previous generation's while its path is the same, opened
+/// when a route first has a guard (with what it held: the key, the suspensions).
+fn guard_journal(
+    config: &Runtime,
+    previous: Option<&Generation>,
+) -> (
+    Option<Arc<crate::guard::journal::Journal>>,
+    Option<crate::guard::journal::Loaded>,
+) {
+    if let Some(p) = previous {
+        if p.guard_journal.is_some() && p.config.guard.database == config.guard.database {
+            return (p.guard_journal.clone(), None);
+        }
+    }
+    let guarded = config
+        .tenants
+        .iter()
+        .any(|t| t.routes.iter().any(|r| r.guard.is_some()));
+    if !guarded {
+        return (None, None);
+    }
+    let path = &config.guard.database;
+    match crate::guard::journal::Journal::open(
+        path,
+        crate::clock::unix_now_ms(),
+        u64::from(config.guard.journal_days),
+    ) {
+        Ok((journal, loaded)) => (Some(Arc::new(journal)), Some(loaded)),
+        Err(e) => {
+            tracing::error!(target: "rempart::guard", error = %e, "cannot open the guard journal: accounts are counted in memory only, suspensions will not survive a restart");
+            (None, None)
+        }
     }
 }
 
@@ -235,6 +273,7 @@ impl Generation {
             .pass_keys
             .clone()
             .unwrap_or_else(|| defence.random_keys.clone());
+        let (guard_journal, journal_loaded) = guard_journal(&config, previous);
         let stale_served = config
             .tenants
             .iter()
@@ -247,7 +286,7 @@ impl Generation {
                     .clone()
             })
             .collect();
-        Generation {
+        let generation = Generation {
             tenant_keys: config
                 .tenants
                 .iter()
@@ -299,10 +338,12 @@ impl Generation {
             stale: stale_cache(&config, previous),
             stale_served,
             bodies: body_store(&config, previous, metrics),
-            guard_key: super::guard::GuardKey::for_config(
+            guard_key: super::guard::GuardKey::choose(
                 config.guard.key.as_ref(),
+                journal_loaded.as_ref().map(|l| l.key.as_slice()),
                 previous.map(|p| &p.guard_key),
             ),
+            guard_journal,
             guard_hashing: previous.map_or_else(
                 || Arc::new(crate::guard::distinct::Hashing::new(ring_random_u64())),
                 |p| p.guard_hashing.clone(),
@@ -333,7 +374,16 @@ impl Generation {
                 })
                 .collect(),
             config: Arc::new(config),
+        };
+        if let Some(loaded) = journal_loaded {
+            // Suspensions outlive restarts.
+            for (tenant, account) in loaded.suspended {
+                if let Some(i) = generation.tenant_index(&tenant) {
+                    generation.guard_books[i].lock().suspend(account);
+                }
+            }
         }
+        generation
     }
 
     /// Starts this generation's health checks (they stop when it is retired).

@@ -23,46 +23,61 @@ use crate::guard::account::{self, AccountId, Identity};
 use crate::guard::answer::{AnswerScan, Step};
 use crate::guard::book::{Book, Visit, Who};
 use crate::guard::budget::{Action, Verdict};
+use crate::guard::journal::{self, Journal};
 use crate::guard::policy::RouteGuard;
 use crate::guard::scan::Kind;
 use crate::metrics::{GuardActionLabels, Metrics, PiiLabels, RouteLabels};
 use crate::proxy::fields::OriginFields;
 
-/// The key of the accounts' hashes: the configured one, or a random one made at start
-/// (kept across reloads while the configuration names no key).
+/// The key of the accounts' hashes: the configured one, else the one the journal keeps,
+/// else a random one made at start (kept across reloads while nothing better comes).
 pub struct GuardKey {
-    /// The configured key, if any.
-    configured: Option<Arc<[u8]>>,
+    /// Where it came from.
+    origin: KeyOrigin,
     /// The HMAC key.
     pub key: ring::hmac::Key,
 }
 
+#[derive(PartialEq, Eq)]
+enum KeyOrigin {
+    Configured(Arc<[u8]>),
+    Journal,
+    Random,
+}
+
 impl GuardKey {
-    /// The key for `configured`: the previous one when it is the same.
-    pub fn for_config(
+    /// The key for `configured` (the configuration's), or `journal` (the key the journal
+    /// keeps, when it was just opened): the previous one when nothing changes.
+    pub fn choose(
         configured: Option<&Arc<[u8]>>,
+        journal: Option<&[u8]>,
         previous: Option<&Arc<GuardKey>>,
     ) -> Arc<Self> {
-        if let Some(p) = previous {
-            if p.configured.as_deref() == configured.map(|k| &**k) {
+        let hmac = |bytes: &[u8]| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes);
+        if let Some(k) = configured {
+            let origin = KeyOrigin::Configured(k.clone());
+            if let Some(p) = previous.filter(|p| p.origin == origin) {
                 return p.clone();
             }
+            return Arc::new(Self {
+                origin,
+                key: hmac(k),
+            });
         }
-        let key = match configured {
-            Some(k) => ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k),
-            None => {
-                let rng = ring::rand::SystemRandom::new();
-                ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
-                    ring::hmac::Key::new(
-                        ring::hmac::HMAC_SHA256,
-                        &crate::clock::now_ms().to_le_bytes(),
-                    )
-                })
-            }
-        };
+        if let Some(k) = journal {
+            return Arc::new(Self {
+                origin: KeyOrigin::Journal,
+                key: hmac(k),
+            });
+        }
+        if let Some(p) = previous.filter(|p| !matches!(p.origin, KeyOrigin::Configured(_))) {
+            return p.clone();
+        }
+        let mut bytes = [0u8; 32];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
         Arc::new(Self {
-            configured: configured.cloned(),
-            key,
+            origin: KeyOrigin::Random,
+            key: hmac(&bytes),
         })
     }
 }
@@ -211,6 +226,7 @@ fn fingerprint(ctx: &RequestCtx<'_>, headers: &http::HeaderMap) -> u64 {
 pub struct GuardTap {
     /// The request's account (none on a route that only scans personal data).
     ticket: Option<Box<Ticket>>,
+    journal: Option<Arc<Journal>>,
     route_name: Box<str>,
     guard: Arc<RouteGuard>,
     book: Arc<TenantBook>,
@@ -284,6 +300,7 @@ impl GuardTap {
             .then(|| AnswerScan::new(guard.pii, guard.json_records.as_deref()));
         Ok(Some(Self {
             ticket,
+            journal: ctx.generation.guard_journal.clone(),
             route_name,
             guard: guard.clone(),
             book: book.clone(),
@@ -298,8 +315,8 @@ impl GuardTap {
         self.scan.as_ref().is_some_and(AnswerScan::rewrites)
     }
 
-    /// Tells the book what the answer carried.
-    fn settle(self, complete: bool) {
+    /// Tells the book (and the journal) what the answer carried.
+    fn settle(mut self, complete: bool) {
         let book = &self.book;
         let found = self.scan.as_ref().map_or([0; 5], AnswerScan::found);
         let route = &*self.route_name;
@@ -344,8 +361,33 @@ impl GuardTap {
         };
         let now = crate::clock::coarse_now_ms();
         let outcome = book.lock().record(&visit, &self.guard.budgets, now);
+        let wall = crate::clock::unix_now_ms();
+        if let Some(j) = &self.journal {
+            j.answer(journal::Answer {
+                tenant: book.tenant.clone(),
+                account: t.account,
+                who: t.who.name(),
+                route: route.to_owned(),
+                at_ms: wall,
+                records,
+                pii: found,
+                persons: self.scan.as_mut().and_then(AnswerScan::take_distinct),
+                record_id: t.record_id,
+                prefix: t.prefix.to_string(),
+                fingerprint: t.fingerprint,
+            });
+        }
         for flag in &outcome.flags {
             book.count_action(flag.name());
+            if let Some(j) = &self.journal {
+                j.event(
+                    &book.tenant,
+                    t.account,
+                    wall,
+                    flag.name(),
+                    format!("from {}", t.prefix),
+                );
+            }
             tracing::warn!(
                 target: "rempart::guard",
                 tenant = %book.tenant,
@@ -368,6 +410,17 @@ impl GuardTap {
         {
             book.count_action(action.name());
             let budget = &self.guard.budgets[index];
+            if let Some(j) = &self.journal {
+                let detail = format!(
+                    "{in_window} records on {route} within {}s (budget {})",
+                    budget.window_ms / 1000,
+                    budget.limit
+                );
+                j.event(&book.tenant, t.account, wall, action.name(), detail);
+                if action == Action::Suspend {
+                    j.suspension(&book.tenant, t.account, true, wall);
+                }
+            }
             tracing::warn!(
                 target: "rempart::guard",
                 tenant = %book.tenant,
@@ -435,6 +488,17 @@ impl ResponseTap for GuardTap {
 impl GuardTap {
     fn cut_alert(&self, kind: Kind) {
         self.book.count_action("cut");
+        if let Some(j) = &self.journal {
+            let account = self.ticket.as_ref().map_or(AccountId(0), |t| t.account);
+            let detail = format!("{} on {}", kind.name(), self.route_name);
+            j.event(
+                &self.book.tenant,
+                account,
+                crate::clock::unix_now_ms(),
+                "cut",
+                detail,
+            );
+        }
         tracing::error!(
             target: "rempart::guard",
             tenant = %self.book.tenant,

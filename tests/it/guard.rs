@@ -275,8 +275,8 @@ async fn record_identifiers_count_one_record_each_and_distinct_ones_are_estimate
     let list = accounts(&gw, "agents").await;
     let a = row(&list, "enumerateur");
     assert_eq!(a["records"], 35);
-    let distinct = a["distinct_ids"].as_u64().unwrap();
-    assert!((28..=32).contains(&distinct), "{a}");
+    // Few identifiers are counted exactly (many are estimated, within 6.5 %).
+    assert_eq!(a["distinct_ids"], 30, "{a}");
 }
 
 #[tokio::test]
@@ -536,4 +536,130 @@ async fn a_page_that_leaks_a_nir_is_cut_before_it_and_a_compressed_answer_is_ref
     // answer is refused rather than passed unread.
     let got = page(&gw, "agents.test", "/api/compresse", &basic("marie")).await;
     assert_eq!(got.status, 502, "{}", got.body);
+}
+
+/// `rempart guard ARGS` (off the runtime: the gateway answers it meanwhile): exit code and
+/// output.
+async fn guard_cli(args: &[&str]) -> (i32, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+            .arg("guard")
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_journal_keeps_suspensions_across_a_restart_and_the_report_gives_the_figures_sent() {
+    // An admin port the CLI can find in the configuration.
+    let admin_port = closed_port().await.port();
+    let origin = rempart::demo::backoffice::start().await.unwrap();
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\n{}",
+        config(origin)
+    );
+    let mut gw = Gw::start_with_files(&text, &[("jwt.key", JWT_SECRET)], quiet_options()).await;
+    let config = gw.path.display().to_string();
+    // Paul (named by the application) pulls 40 records with their persons' data, then is
+    // suspended by his budget; Léa exports 20 residents, 5 of them twice.
+    let paul = basic("paul");
+    for p in 1..=2 {
+        assert_eq!(
+            page(
+                &gw,
+                "social.test",
+                &format!("/api/usagers?page={p}&per_page=20"),
+                &paul
+            )
+            .await
+            .status,
+            200
+        );
+    }
+    assert_eq!(
+        page(&gw, "social.test", "/api/usagers?page=3&per_page=20", &paul)
+            .await
+            .status,
+        403
+    );
+    let lea = basic("lea");
+    assert_eq!(
+        page(&gw, "social.test", "/api/export.csv?n=20", &lea)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        page(&gw, "social.test", "/api/export.csv?n=5", &lea)
+            .await
+            .status,
+        200
+    );
+    let before = accounts(&gw, "social").await;
+    let paul_id = row(&before, "paul")["account"].as_str().unwrap().to_owned();
+    gw.restart().await;
+    // Same identifier, still suspended, after the restart.
+    assert_eq!(
+        page(&gw, "social.test", "/api/usagers?page=1&per_page=5", &paul)
+            .await
+            .status,
+        403
+    );
+    let after = admin_call(&gw, "GET", "/admin/guard/accounts?tenant=social", None).await;
+    let after: serde_json::Value = serde_json::from_str(&after.body).unwrap();
+    assert_eq!(
+        after["tenants"][0]["suspended"],
+        serde_json::json!([paul_id]),
+        "{after}"
+    );
+    // The report, by name (the journal keeps the key of the hashes), in JSON and Markdown.
+    let (code, out) = guard_cli(&[
+        "report", "-c", &config, "--tenant", "social", "--source", "origin", "--json", "lea",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["records"], 25, "{r}");
+    assert_eq!(r["answers"], 2);
+    // Twenty residents, five of them exported twice: distinct counts are estimates, within
+    // the error the report states (13 %, two standard errors).
+    let within = |v: &serde_json::Value| (18..=22).contains(&v.as_u64().unwrap());
+    assert!(within(&r["distinct_persons"]), "{r}");
+    assert_eq!(r["distinct_persons_error"], 0.13);
+    assert_eq!(r["kinds"]["nir"]["items"], 25);
+    assert!(within(&r["kinds"]["nir"]["distinct"]), "{r}");
+    assert_eq!(r["kinds"]["card"]["items"], 0);
+    assert_eq!(r["routes"][0]["route"], "export");
+    assert_eq!(r["prefixes"][0], "127.0.0.0/24");
+    assert_eq!(r["suspended"], false);
+    let (code, md) = guard_cli(&["report", "-c", &config, "--tenant", "social", &paul_id]).await;
+    assert_eq!(code, 0, "{md}");
+    assert!(md.contains("Records taken: 40."), "{md}");
+    assert!(md.contains("Suspended now: yes"), "{md}");
+    assert!(md.contains("| usagers | 40 |"), "{md}");
+    assert!(md.contains("suspend 40 records on usagers"), "{md}");
+    // The admin CLI lifts it, by name.
+    let (code, out) = guard_cli(&[
+        "lift", "-c", &config, "--source", "origin", "social", "paul",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        page(&gw, "social.test", "/api/usagers?page=1&per_page=5", &paul)
+            .await
+            .status,
+        200
+    );
+    let (code, out) = guard_cli(&["accounts", "-c", &config, "--tenant", "social"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\torigin\tpaul\t"), "{out}");
 }

@@ -15,6 +15,10 @@ use crate::guard::policy::{RouteGuard, TenantGuard};
 
 /// Default accounts tracked per tenant.
 pub const DEFAULT_MAX_ACCOUNTS: usize = 100_000;
+/// Default path of the access journal (next to the configuration).
+pub const DEFAULT_DATABASE: &str = "rempart-guard.db";
+/// Default days the journal keeps.
+const DEFAULT_JOURNAL_DAYS: u32 = 365;
 /// Default delay of an answer while over a `slow` budget.
 const DEFAULT_SLOW_DELAY: &str = "2s";
 
@@ -52,9 +56,19 @@ pub(super) fn settings(c: &mut Collector, file: &GuardFile, base: &Path) -> Guar
             }
         }
     });
+    let journal_days = file.journal_days.unwrap_or(DEFAULT_JOURNAL_DAYS);
+    if !(1..=3650).contains(&journal_days) {
+        c.push(
+            "guard.journal_days",
+            format!("{journal_days} is out of range"),
+            Some("use 1 to 3650 (a year is usual for traces of access to personal data)"),
+        );
+    }
     GuardSettings {
         max_accounts: max_accounts.clamp(1, 10_000_000),
         key,
+        database: base.join(file.database.as_deref().unwrap_or(DEFAULT_DATABASE)),
+        journal_days: journal_days.clamp(1, 3650),
     }
 }
 

@@ -78,7 +78,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry",
         ],
     ),
-    ("demo", &["app"]),
+    ("demo", &["app", "guard"]),
     ("drill", &["clock", "common", "config", "shield"]),
     (
         "cli",

@@ -663,3 +663,34 @@ async fn the_journal_keeps_suspensions_across_a_restart_and_the_report_gives_the
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\torigin\tpaul\t"), "{out}");
 }
+
+#[tokio::test]
+async fn the_demo_back_office_lets_an_agent_work_and_stops_a_bulk_pull() {
+    let site = Origin::start("site").await;
+    let backoffice = rempart::demo::backoffice::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let path = dir.path().join("rempart.toml");
+    std::fs::write(&path, rempart::demo::config_text(site.addr, backoffice, 0)).unwrap();
+    let running = rempart::app::start(&path, quiet_options()).await.unwrap();
+    let addr = running.listen_addrs[0];
+    let host = "agents.saint-exemple.localhost";
+    let c = h1_client();
+    let get_page = |n: u64| {
+        let c = c.clone();
+        async move {
+            get_with(&c, addr, host, &format!("/api/usagers?page={n}&per_page=50"), &[("authorization", &basic("agent"))]).await
+        }
+    };
+    let mut served = 0;
+    while get_page(served + 1).await.status == 200 {
+        served += 1;
+        assert!(served < 20, "never stopped");
+    }
+    // 300 records an hour: the seventh page of 50 crosses it, the eighth is refused.
+    assert_eq!(served, 7);
+    let export = get_with(&c, addr, host, "/api/export.csv?n=10", &[("authorization", &basic("collegue"))]).await;
+    assert_eq!(export.status, 200);
+    assert_eq!(rempart::guard::scan::count(export.body.as_bytes())[..2], [0, 0]);
+    running.shutdown().await;
+}

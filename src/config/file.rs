@@ -433,6 +433,13 @@ pub struct TenantGuardFile {
     /// A field of the origin's answer naming the account (stripped before the client sees
     /// it), read when no source of the request named one.
     pub origin_account_header: Option<String>,
+    /// Flag an account taking this many times its usual hourly records, or its peers'
+    /// (default 6; 0 = no learned baseline).
+    pub baseline_factor: Option<f64>,
+    /// Hourly records never unusual, whatever the baseline (default 30).
+    pub baseline_min_records: Option<u64>,
+    /// Active hours before an account's own usual volume is trusted (default 8).
+    pub baseline_min_hours: Option<u32>,
 }
 
 /// One account source: exactly one of `cookie`, `basic`, `jwt_secret_file`,

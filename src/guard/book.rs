@@ -61,6 +61,10 @@ pub enum Flag {
     TwoPlaces,
     /// A new client fingerprint in the middle of a session.
     NewFingerprint,
+    /// Records this hour far above the account's own usual hours.
+    AboveUsual,
+    /// Records this hour far above the usual hours of the tenant's accounts.
+    AbovePeers,
 }
 
 impl Flag {
@@ -69,9 +73,42 @@ impl Flag {
         match self {
             Flag::TwoPlaces => "two_places",
             Flag::NewFingerprint => "new_fingerprint",
+            Flag::AboveUsual => "above_usual",
+            Flag::AbovePeers => "above_peers",
         }
     }
 }
+
+/// The learned baseline: an account taking `factor` times its usual hourly volume, or
+/// `factor` times its peers' (the median of the tenant's accounts), is flagged even under
+/// its budgets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    /// How many times the usual volume.
+    pub factor: f64,
+    /// Hourly volumes below this are never unusual (a quiet account opening a few files).
+    pub min_records: u64,
+    /// Active hours an account needs before its own usual volume is trusted.
+    pub min_hours: u32,
+}
+
+impl Default for Baseline {
+    fn default() -> Self {
+        Self {
+            factor: 6.0,
+            min_records: 30,
+            min_hours: 8,
+        }
+    }
+}
+
+/// Weight of the last hour in an account's usual volume (an exponential moving average
+/// over its active hours).
+const USUAL_WEIGHT: f64 = 0.2;
+/// Accounts with a usual volume needed before the peers' median is trusted.
+const MIN_PEERS: usize = 5;
+/// How often the peers' median is recomputed, ms.
+const PEERS_EVERY_MS: u64 = 60_000;
 
 /// What the book says after an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +122,8 @@ pub struct Outcome {
     pub flags: Vec<Flag>,
 }
 
+/// One hour, ms.
+const HOUR_MS: u64 = 3_600_000;
 /// A session: activity with pauses shorter than this (ms) is one session.
 const SESSION_GAP_MS: u64 = 30 * 60_000;
 /// Two prefixes used within this time (ms) of each other count as "at once".
@@ -119,6 +158,14 @@ pub struct Account {
     pub action: Option<(Action, u64)>,
     /// Flags raised, with when (ms), most recent last (at most 8 kept).
     pub flags: Vec<(Flag, u64)>,
+    /// Records per active hour, usually (moving average).
+    pub usual: f64,
+    /// Active hours seen.
+    pub active_hours: u32,
+    /// The current hour (its start, ms) and its records.
+    hour: (u64, u64),
+    /// The hour (start, ms) of the last baseline flag.
+    flagged_hour: Option<u64>,
 }
 
 /// The accounts of one tenant.
@@ -127,6 +174,10 @@ pub struct Book {
     ledger: Ledger,
     accounts: HashMap<AccountId, Account>,
     capacity: usize,
+    baseline: Option<Baseline>,
+    /// The median usual volume of the named accounts, and when it was computed (ms).
+    peers: Option<f64>,
+    peers_at_ms: Option<u64>,
 }
 
 impl Book {
@@ -136,7 +187,41 @@ impl Book {
             ledger: Ledger::new(capacity),
             accounts: HashMap::new(),
             capacity: capacity.max(1),
+            baseline: None,
+            peers: None,
+            peers_at_ms: None,
         }
+    }
+
+    /// Flags accounts far above their usual volume or their peers' (`None`: off).
+    pub fn set_baseline(&mut self, baseline: Option<Baseline>) {
+        self.baseline = baseline;
+    }
+
+    /// The peers' median usual volume, when enough accounts have one.
+    pub fn peers_usual(&self) -> Option<f64> {
+        self.peers
+    }
+
+    fn update_peers(&mut self, now_ms: u64) {
+        if self
+            .peers_at_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) < PEERS_EVERY_MS)
+        {
+            return;
+        }
+        self.peers_at_ms = Some(now_ms);
+        let min_hours = self.baseline.map_or(u32::MAX, |b| b.min_hours);
+        let mut usual: Vec<f64> = self
+            .accounts
+            .values()
+            .filter(|a| matches!(a.who, Who::Named(_)) && a.active_hours >= min_hours)
+            .map(|a| a.usual)
+            .collect();
+        self.peers = (usual.len() >= MIN_PEERS).then(|| {
+            let mid = usual.len() / 2;
+            *usual.select_nth_unstable_by(mid, f64::total_cmp).1
+        });
     }
 
     /// The account's standing before a request: suspended, over a budget (the strongest
@@ -177,8 +262,49 @@ impl Book {
                 fingerprint: visit.fingerprint,
                 action: None,
                 flags: Vec::new(),
+                usual: 0.0,
+                active_hours: 0,
+                hour: (now_ms - now_ms % HOUR_MS, 0),
+                flagged_hour: None,
             });
         let mut flags = Vec::new();
+        // The hour rolls: the last one's volume joins the usual volume.
+        let hour = now_ms - now_ms % HOUR_MS;
+        if account.hour.0 != hour {
+            let (_, last) = account.hour;
+            if last > 0 {
+                account.usual = if account.active_hours == 0 {
+                    last as f64
+                } else {
+                    account.usual * (1.0 - USUAL_WEIGHT) + last as f64 * USUAL_WEIGHT
+                };
+                account.active_hours += 1;
+            }
+            account.hour = (hour, 0);
+        }
+        account.hour.1 += visit.records;
+        if let (Some(b), Who::Named(_)) = (self.baseline, visit.who) {
+            let floor = b.min_records as f64;
+            let now_hour = account.hour.1 as f64;
+            let flagged = account.flagged_hour == Some(hour);
+            if !flagged
+                && account.active_hours >= b.min_hours
+                && now_hour > b.factor * account.usual.max(floor)
+            {
+                flags.push(Flag::AboveUsual);
+            }
+            if let Some(peers) = self.peers {
+                if !flagged && now_hour > b.factor * peers.max(floor) {
+                    flags.push(Flag::AbovePeers);
+                }
+            }
+            if flags
+                .iter()
+                .any(|f| matches!(f, Flag::AboveUsual | Flag::AbovePeers))
+            {
+                account.flagged_hour = Some(hour);
+            }
+        }
         let in_session =
             account.answers > 0 && now_ms.saturating_sub(account.last_ms) < SESSION_GAP_MS;
         if in_session && visit.fingerprint != account.fingerprint {
@@ -245,6 +371,9 @@ impl Book {
         };
         if crossed {
             account.action = reached.map(|a| (a, now_ms));
+        }
+        if self.baseline.is_some() {
+            self.update_peers(now_ms);
         }
         Outcome {
             verdict,

@@ -16,6 +16,8 @@
 //!   of personal data, distinct persons; suspensions, events), for the breach report. The one
 //!   module here that does I/O, on a thread of its own.
 //! - `json`: the elements of the array at a path of a JSON answer, counted as it streams.
+//! - `simulate`: the exfiltration drill on simulated time (advisers for days, then a
+//!   compromised account), through `book`.
 //! - `scan`: the streaming scanner of French personal data (NIR with its key, IBAN, payment
 //!   cards, phone numbers, e-mail addresses), chunk boundaries never losing an item.
 
@@ -29,3 +31,4 @@ pub mod journal;
 pub mod json;
 pub mod policy;
 pub mod scan;
+pub mod simulate;

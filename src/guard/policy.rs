@@ -18,6 +18,8 @@ pub struct TenantGuard {
     /// A field of the origin's answer naming the account (stripped before the client sees
     /// it); read when no request source named one.
     pub origin_account: Option<HeaderName>,
+    /// The learned baseline (`None`: off).
+    pub baseline: Option<super::book::Baseline>,
 }
 
 /// A guarded route.

@@ -375,6 +375,14 @@ impl Generation {
                 .collect(),
             config: Arc::new(config),
         };
+        for (t, book) in generation
+            .config
+            .tenants
+            .iter()
+            .zip(&generation.guard_books)
+        {
+            book.lock().set_baseline(t.guard.baseline);
+        }
         if let Some(loaded) = journal_loaded {
             // Suspensions outlive restarts.
             for (tenant, account) in loaded.suspended {

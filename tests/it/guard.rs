@@ -679,7 +679,14 @@ async fn the_demo_back_office_lets_an_agent_work_and_stops_a_bulk_pull() {
     let get_page = |n: u64| {
         let c = c.clone();
         async move {
-            get_with(&c, addr, host, &format!("/api/usagers?page={n}&per_page=50"), &[("authorization", &basic("agent"))]).await
+            get_with(
+                &c,
+                addr,
+                host,
+                &format!("/api/usagers?page={n}&per_page=50"),
+                &[("authorization", &basic("agent"))],
+            )
+            .await
         }
     };
     let mut served = 0;
@@ -689,8 +696,18 @@ async fn the_demo_back_office_lets_an_agent_work_and_stops_a_bulk_pull() {
     }
     // 300 records an hour: the seventh page of 50 crosses it, the eighth is refused.
     assert_eq!(served, 7);
-    let export = get_with(&c, addr, host, "/api/export.csv?n=10", &[("authorization", &basic("collegue"))]).await;
+    let export = get_with(
+        &c,
+        addr,
+        host,
+        "/api/export.csv?n=10",
+        &[("authorization", &basic("collegue"))],
+    )
+    .await;
     assert_eq!(export.status, 200);
-    assert_eq!(rempart::guard::scan::count(export.body.as_bytes())[..2], [0, 0]);
+    assert_eq!(
+        rempart::guard::scan::count(export.body.as_bytes())[..2],
+        [0, 0]
+    );
     running.shutdown().await;
 }

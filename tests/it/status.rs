@@ -537,7 +537,11 @@ async fn the_demo_configuration_serves_its_status_page() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
     let path = dir.path().join("rempart.toml");
-    std::fs::write(&path, rempart::demo::config_text(origin.addr, origin.addr, 0)).unwrap();
+    std::fs::write(
+        &path,
+        rempart::demo::config_text(origin.addr, origin.addr, 0),
+    )
+    .unwrap();
     let running = rempart::app::start(&path, quiet_options()).await.unwrap();
     let addr = running.listen_addrs[0];
     let c = h1_client();

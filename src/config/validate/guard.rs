@@ -199,9 +199,24 @@ pub(super) fn tenant(
         }
         parsed
     });
+    let defaults = crate::guard::book::Baseline::default();
+    let factor = file.baseline_factor.unwrap_or(defaults.factor);
+    if !(factor == 0.0 || (1.5..=1000.0).contains(&factor)) {
+        c.push(
+            format!("{p}.guard.baseline_factor"),
+            format!("{factor} is out of range"),
+            Some("0 turns the baseline off; otherwise 1.5 to 1000 (6 flags an account taking six times its usual volume)"),
+        );
+    }
+    let baseline = (factor > 0.0).then(|| crate::guard::book::Baseline {
+        factor: factor.clamp(1.5, 1000.0),
+        min_records: file.baseline_min_records.unwrap_or(defaults.min_records),
+        min_hours: file.baseline_min_hours.unwrap_or(defaults.min_hours),
+    });
     Arc::new(TenantGuard {
         sources,
         origin_account,
+        baseline,
     })
 }
 

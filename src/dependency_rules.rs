@@ -79,7 +79,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("demo", &["app", "guard"]),
-    ("drill", &["clock", "common", "config", "shield"]),
+    ("drill", &["clock", "common", "config", "guard", "shield"]),
     (
         "cli",
         &[

@@ -64,9 +64,10 @@ pub enum Command {
     /// Run a flood drill against a gateway on loopback: residents and an attack mix from a
     /// scenario file; reports residents' success rate and what reached the origin.
     Drill {
-        /// Gateway address (loopback only).
+        /// Gateway address (loopback only). An exfiltration scenario without one starts its
+        /// own gateway and back-office application on loopback.
         #[arg(long)]
-        target: std::net::SocketAddr,
+        target: Option<std::net::SocketAddr>,
         /// Scenario file (see bench/scenarios/).
         #[arg(long)]
         scenario: PathBuf,
@@ -308,7 +309,7 @@ pub async fn bans(config: &std::path::Path, action: BanAction) -> i32 {
 
 /// `rempart drill ...`.
 pub async fn drill(
-    target: std::net::SocketAddr,
+    target: Option<std::net::SocketAddr>,
     scenario: &std::path::Path,
     origin: Option<std::net::SocketAddr>,
     pid: Option<u32>,
@@ -320,6 +321,13 @@ pub async fn drill(
             eprintln!("cannot read {}: {e}", scenario.display());
             return 2;
         }
+    };
+    if text.contains("[exfiltration]") {
+        return drill_exfiltration(target, scenario, &text, json).await;
+    }
+    let Some(target) = target else {
+        eprintln!("--target: the gateway to drill (a loopback address)");
+        return 2;
     };
     let parsed = match crate::drill::scenario::Scenario::parse(&text) {
         Ok(s) => s,
@@ -342,6 +350,83 @@ pub async fn drill(
             2
         }
     }
+}
+
+/// `rempart drill` with an exfiltration scenario: against `target`, or against a gateway and
+/// the demo's back-office application it starts on loopback.
+async fn drill_exfiltration(
+    target: Option<std::net::SocketAddr>,
+    path: &std::path::Path,
+    text: &str,
+    json: bool,
+) -> i32 {
+    use crate::drill::exfiltration as ex;
+    let scenario = match ex::ExfiltrationFile::parse(text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return 2;
+        }
+    };
+    let mut own = None;
+    let target = match target {
+        Some(t) => t,
+        None => {
+            let started = async {
+                let backoffice = crate::demo::backoffice::start().await?;
+                let dir = tempfile::tempdir()?;
+                let config = dir.path().join("rempart.toml");
+                std::fs::write(
+                    &config,
+                    ex::gateway_config(&scenario.exfiltration.host, backoffice),
+                )?;
+                let options = crate::app::Options {
+                    access_log: false,
+                    watch_file: false,
+                    sighup: false,
+                };
+                let running = crate::app::start(&config, options).await?;
+                anyhow::Ok((running, dir))
+            };
+            match started.await {
+                Ok((running, dir)) => {
+                    let addr = running.listen_addrs[0];
+                    own = Some((running, dir));
+                    addr
+                }
+                Err(e) => {
+                    eprintln!("cannot start the drill's gateway: {e}");
+                    return 2;
+                }
+            }
+        }
+    };
+    let live = ex::live(target, &scenario.exfiltration).await;
+    if let Some((running, _dir)) = own {
+        running.shutdown().await;
+    }
+    let live = match live {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("drill failed: {e}");
+            return 2;
+        }
+    };
+    let seeds = scenario.exfiltration.seeds;
+    let simulated = tokio::task::spawn_blocking(move || ex::simulated(seeds))
+        .await
+        .unwrap_or_default();
+    let report = ex::Report {
+        name: scenario.name,
+        live,
+        simulated,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{report}");
+    }
+    0
 }
 
 /// `rempart drill-origin`.

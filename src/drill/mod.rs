@@ -7,6 +7,7 @@
 //! fraction of bots that solve challenges), then reports what residents experienced and what
 //! reached the origin. It only ever sends to loopback, and is bounded in time and size.
 
+pub mod exfiltration;
 pub mod origin;
 pub mod scenario;
 

@@ -80,3 +80,49 @@ async fn drill_refuses_targets_outside_loopback() {
     .await
     .is_err());
 }
+
+#[tokio::test]
+async fn the_exfiltration_drill_stops_the_compromised_account_and_spares_the_advisers() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("exfiltration.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"test\"\n[exfiltration]\nadvisers = 10\npage = 20\nlive_duration = \"2s\"\nadviser_think = \"200ms\"\nseeds = 1\n",
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+            .args(["drill", "--json", "--scenario"])
+            .arg(&scenario)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Live: the puller is refused within its hourly budget (300) plus one page.
+    let live = &r["live"];
+    assert_eq!(live["puller_stopped_by"], 403, "{r}");
+    let taken = live["puller_records"].as_u64().unwrap();
+    assert!((300..=320).contains(&taken), "{r}");
+    assert!(live["adviser_requests"].as_u64().unwrap() >= 10, "{r}");
+    assert_eq!(live["adviser_refused"], 0, "{r}");
+    // Simulated: the slow puller is flagged within its first hour; no adviser hindered.
+    let sim = &r["simulated"];
+    assert!(
+        sim["slow_flagged_after_s_max"].as_u64().unwrap() < 3600,
+        "{r}"
+    );
+    assert!(
+        sim["fast_puller_records_max"].as_u64().unwrap() <= 320,
+        "{r}"
+    );
+    assert_eq!(sim["advisers_hindered"], 0, "{r}");
+    assert_eq!(sim["advisers_flagged"], 0, "{r}");
+}

@@ -83,7 +83,7 @@ pub struct AnswerScan {
     /// Distinct items, per kind (made at the first item).
     distinct: Option<Box<[Distinct; 5]>>,
     /// The distinct items of each kind, exactly, up to `EXACT_ITEMS` (then the estimate).
-    exact: Option<Box<[std::collections::HashSet<u64>; 5]>>,
+    exact: Option<Box<[Exact; 5]>>,
     /// Bytes fed but not yet given out (held back while undecided), and their offset.
     held: Vec<u8>,
     held_at: u64,
@@ -255,10 +255,13 @@ pub const PERSONS_PRECISION: u8 = 8;
 /// Distinct items of a kind counted exactly in one answer (beyond: estimated).
 const EXACT_ITEMS: usize = 1024;
 
+/// The distinct values of a kind seen in one answer (already hashes: hashed again cheaply).
+type Exact = std::collections::HashSet<u64, foldhash::fast::FixedState>;
+
 /// Counts `f` among the distinct items of its kind.
 fn remember(
     distinct: &mut Option<Box<[Distinct; 5]>>,
-    exact: &mut Option<Box<[std::collections::HashSet<u64>; 5]>>,
+    exact: &mut Option<Box<[Exact; 5]>>,
     f: &Found,
 ) {
     let i = f.kind as usize;

@@ -113,7 +113,17 @@ impl ArrayCounter {
         if self.broken {
             return;
         }
-        for &b in chunk {
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.in_string && !self.escape && !self.in_key {
+                // A value's string: straight to its end (or an escape).
+                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    Some(p) => i += p,
+                    None => return,
+                }
+            }
+            let b = chunk[i];
+            i += 1;
             if self.in_string {
                 if self.escape {
                     self.escape = false;

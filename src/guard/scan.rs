@@ -61,10 +61,16 @@ fn value_hash(kind: Kind, item: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     };
     if kind == Kind::Phone {
-        let digits: Vec<u8> = item.iter().copied().filter(u8::is_ascii_digit).collect();
-        digits[digits.len().saturating_sub(9)..]
-            .iter()
-            .for_each(|b| eat(*b));
+        // The last nine digits, whatever came before (`+33`, `0033`, `0`).
+        let mut last9 = [0u8; 9];
+        let mut n = 0usize;
+        for b in item.iter().copied().filter(u8::is_ascii_digit) {
+            last9[n % 9] = b;
+            n += 1;
+        }
+        for k in 0..9 {
+            eat(last9[(n + k) % 9]);
+        }
     } else {
         item.iter()
             .copied()
@@ -544,6 +550,24 @@ fn luhn(d: &[u8]) -> bool {
 /// A French IBAN at `at` (`F`): `FR` + 2 check digits + 23 characters, packed or in groups
 /// of four separated by spaces, mod-97 checked.
 fn iban(buf: &[u8], at: usize, last: bool) -> Match {
+    // `FR` and two check digits first: most capital F start no IBAN.
+    match buf.get(at..at + 4) {
+        Some(head) => {
+            if !(head[1] == b'R' && head[2].is_ascii_digit() && head[3].is_ascii_digit()) {
+                return Match::No;
+            }
+        }
+        None => {
+            let head = &buf[at..];
+            let fits = head.get(1).is_none_or(|b| *b == b'R')
+                && head.iter().skip(2).all(u8::is_ascii_digit);
+            return if last || !fits {
+                Match::No
+            } else {
+                Match::More
+            };
+        }
+    }
     let mut chars = [0u8; 27];
     let mut n = 0;
     let mut i = at;
@@ -575,20 +599,24 @@ fn iban(buf: &[u8], at: usize, last: bool) -> Match {
     if !alone {
         return Match::No;
     }
-    // Mod 97 of the rearranged number (letters as 10..35), digit by digit.
-    let mut rem = 0u32;
+    // Mod 97 of the rearranged number (letters as 10..35), reduced every few digits (the
+    // accumulator stays far below 2^64).
+    let mut rem = 0u64;
+    let mut pending = 0u32;
     for c in chars[4..].iter().chain(&chars[..4]) {
-        let v = if c.is_ascii_digit() {
-            u32::from(c - b'0')
+        if c.is_ascii_digit() {
+            rem = rem * 10 + u64::from(c - b'0');
+            pending += 1;
         } else {
-            u32::from(c - b'A') + 10
-        };
-        rem = if v >= 10 {
-            (rem * 100 + v) % 97
-        } else {
-            (rem * 10 + v) % 97
-        };
+            rem = rem * 100 + u64::from(c - b'A') + 10;
+            pending += 2;
+        }
+        if pending >= 14 {
+            rem %= 97;
+            pending = 0;
+        }
     }
+    let rem = rem % 97;
     if rem == 1 {
         Match::Item(Kind::Iban, i)
     } else {

@@ -227,7 +227,10 @@ impl AnswerScan {
             .map(|k| {
                 let i = *k as usize;
                 if exact[i].len() < EXACT_ITEMS {
-                    exact[i].len() as u64
+                    let mut values = exact[i].clone();
+                    values.sort_unstable();
+                    values.dedup();
+                    values.len() as u64
                 } else {
                     distinct[i]
                         .estimate()
@@ -255,8 +258,8 @@ pub const PERSONS_PRECISION: u8 = 8;
 /// Distinct items of a kind counted exactly in one answer (beyond: estimated).
 const EXACT_ITEMS: usize = 1024;
 
-/// The distinct values of a kind seen in one answer (already hashes: hashed again cheaply).
-type Exact = std::collections::HashSet<u64, foldhash::fast::FixedState>;
+/// The values of a kind seen in one answer, deduplicated when counted (an answer shows few).
+type Exact = Vec<u64>;
 
 /// Counts `f` among the distinct items of its kind.
 fn remember(
@@ -271,7 +274,12 @@ fn remember(
         .insert(spread(f.value));
     let exact = exact.get_or_insert_with(Default::default);
     if exact[i].len() < EXACT_ITEMS {
-        exact[i].insert(f.value);
+        exact[i].push(f.value);
+        if exact[i].len() == EXACT_ITEMS {
+            // Full of repeats, perhaps: keep the distinct ones.
+            exact[i].sort_unstable();
+            exact[i].dedup();
+        }
     }
 }
 

@@ -115,11 +115,16 @@ impl ArrayCounter {
         }
         let mut i = 0;
         while i < chunk.len() {
-            if self.in_string && !self.escape && !self.in_key {
-                // A value's string: straight to its end (or an escape).
-                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
-                    Some(p) => i += p,
-                    None => return,
+            if self.in_string && !self.escape {
+                // Straight to the string's end (or an escape); a key's bytes are kept.
+                let rest = &chunk[i..];
+                let p = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+                if self.in_key {
+                    self.push_key_bytes(&rest[..p]);
+                }
+                i += p;
+                if i == chunk.len() {
+                    return;
                 }
             }
             let b = chunk[i];
@@ -200,6 +205,14 @@ impl ArrayCounter {
                 _ => self.value_starts(),
             }
         }
+    }
+
+    fn push_key_bytes(&mut self, bytes: &[u8]) {
+        let room = MAX_KEY - self.key.len().min(MAX_KEY);
+        if bytes.len() > room {
+            self.key_too_long = true;
+        }
+        self.key.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn push_key(&mut self, b: u8) {

@@ -92,6 +92,32 @@ pub struct TenantBook {
     records: Family<RouteLabels, Counter>,
     pii: Family<PiiLabels, Counter>,
     actions: Family<GuardActionLabels, Counter>,
+    /// The action counters, resolved once (`ACTIONS` order).
+    action_counters: [std::sync::OnceLock<Counter>; ACTIONS.len()],
+    /// Each route's counters, resolved once per route name.
+    route_counters: Mutex<std::collections::HashMap<Box<str>, Arc<RouteCounters>>>,
+}
+
+/// The actions counted in `rempart_guard_actions_total`.
+const ACTIONS: [&str; 12] = [
+    "log",
+    "alert",
+    "slow",
+    "block",
+    "suspend",
+    "refused_quota",
+    "refused_suspended",
+    "cut",
+    "two_places",
+    "new_fingerprint",
+    "above_usual",
+    "above_peers",
+];
+
+/// A guarded route's counters: records, and personal-data items per kind.
+pub struct RouteCounters {
+    records: Counter,
+    pii: [Counter; 5],
 }
 
 impl TenantBook {
@@ -103,7 +129,40 @@ impl TenantBook {
             records: metrics.guard_records.clone(),
             pii: metrics.guard_pii.clone(),
             actions: metrics.guard_actions.clone(),
+            action_counters: Default::default(),
+            route_counters: Mutex::default(),
         }
+    }
+
+    /// The counters of route `route` (resolved at its first answer).
+    fn route(&self, route: &str) -> Arc<RouteCounters> {
+        let mut map = self
+            .route_counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(route) {
+            return c.clone();
+        }
+        let counters = Arc::new(RouteCounters {
+            records: self
+                .records
+                .get_or_create(&RouteLabels {
+                    tenant: self.tenant.clone(),
+                    route: route.to_owned(),
+                })
+                .clone(),
+            pii: Kind::ALL.map(|kind| {
+                self.pii
+                    .get_or_create(&PiiLabels {
+                        tenant: self.tenant.clone(),
+                        route: route.to_owned(),
+                        kind: kind.name(),
+                    })
+                    .clone()
+            }),
+        });
+        map.insert(route.into(), counters.clone());
+        counters
     }
 
     /// The accounts, locked (a poisoned lock still holds a usable book).
@@ -114,12 +173,18 @@ impl TenantBook {
     }
 
     fn count_action(&self, action: &'static str) {
-        self.actions
-            .get_or_create(&GuardActionLabels {
-                tenant: self.tenant.clone(),
-                action,
-            })
-            .inc();
+        let resolve = || {
+            self.actions
+                .get_or_create(&GuardActionLabels {
+                    tenant: self.tenant.clone(),
+                    action,
+                })
+                .clone()
+        };
+        match ACTIONS.iter().position(|a| *a == action) {
+            Some(i) => self.action_counters[i].get_or_init(resolve).inc(),
+            None => resolve().inc(),
+        };
     }
 }
 
@@ -320,16 +385,10 @@ impl GuardTap {
         let book = &self.book;
         let found = self.scan.as_ref().map_or([0; 5], AnswerScan::found);
         let route = &*self.route_name;
-        for kind in Kind::ALL {
-            let n = found[kind as usize];
+        let counters = book.route(route);
+        for (counter, n) in counters.pii.iter().zip(found) {
             if n > 0 {
-                book.pii
-                    .get_or_create(&PiiLabels {
-                        tenant: book.tenant.clone(),
-                        route: route.to_owned(),
-                        kind: kind.name(),
-                    })
-                    .inc_by(n);
+                counter.inc_by(n);
             }
         }
         let Some(t) = &self.ticket else {
@@ -342,12 +401,7 @@ impl GuardTap {
             self.scan.as_ref().map_or(0, AnswerScan::persons),
         );
         if records > 0 {
-            book.records
-                .get_or_create(&RouteLabels {
-                    tenant: book.tenant.clone(),
-                    route: route.to_owned(),
-                })
-                .inc_by(records);
+            counters.records.inc_by(records);
         }
         let visit = Visit {
             account: t.account,

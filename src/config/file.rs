@@ -440,6 +440,9 @@ pub struct TenantGuardFile {
     pub baseline_min_records: Option<u64>,
     /// Active hours before an account's own usual volume is trusted (default 8).
     pub baseline_min_hours: Option<u32>,
+    /// Working hours (`mon-fri 07:30-19:00`, in `status.time_zone`): activity outside them
+    /// is flagged.
+    pub office_hours: Option<String>,
 }
 
 /// One account source: exactly one of `cookie`, `basic`, `jwt_secret_file`,

@@ -52,6 +52,8 @@ pub struct Visit<'a> {
     pub pii: [u64; 5],
     /// A hash of the record identifier in the path, if any.
     pub record_id: Option<u64>,
+    /// The answer came outside the tenant's working hours.
+    pub outside_hours: bool,
 }
 
 /// Something unusual about an account, besides its budgets.
@@ -65,6 +67,8 @@ pub enum Flag {
     AboveUsual,
     /// Records this hour far above the usual hours of the tenant's accounts.
     AbovePeers,
+    /// Active outside the configured working hours.
+    OutsideHours,
 }
 
 impl Flag {
@@ -75,6 +79,7 @@ impl Flag {
             Flag::NewFingerprint => "new_fingerprint",
             Flag::AboveUsual => "above_usual",
             Flag::AbovePeers => "above_peers",
+            Flag::OutsideHours => "outside_hours",
         }
     }
 }
@@ -166,6 +171,8 @@ pub struct Account {
     hour: (u64, u64),
     /// The hour (start, ms) of the last baseline flag.
     flagged_hour: Option<u64>,
+    /// When activity outside working hours was last flagged (ms).
+    outside_flagged_ms: Option<u64>,
 }
 
 /// The accounts of one tenant.
@@ -266,6 +273,7 @@ impl Book {
                 active_hours: 0,
                 hour: (now_ms - now_ms % HOUR_MS, 0),
                 flagged_hour: None,
+                outside_flagged_ms: None,
             });
         let mut flags = Vec::new();
         // The hour rolls: the last one's volume joins the usual volume.
@@ -311,6 +319,18 @@ impl Book {
             flags.push(Flag::NewFingerprint);
         }
         account.fingerprint = visit.fingerprint;
+        // Outside working hours: flagged once per session.
+        if visit.outside_hours
+            && matches!(visit.who, Who::Named(_))
+            && account
+                .outside_flagged_ms
+                .is_none_or(|at| now_ms.saturating_sub(at) >= SESSION_GAP_MS)
+        {
+            flags.push(Flag::OutsideHours);
+        }
+        if visit.outside_hours {
+            account.outside_flagged_ms = Some(now_ms);
+        }
         let known = account
             .prefixes
             .iter()
@@ -474,6 +494,7 @@ mod tests {
             records,
             pii: [0; 5],
             record_id: None,
+            outside_hours: false,
         }
     }
 
@@ -574,6 +595,25 @@ mod tests {
         assert_eq!(
             book.get(AccountId(1)).unwrap().prefixes[0].0.as_ref(),
             "203.0.113.0/24"
+        );
+    }
+
+    #[test]
+    fn activity_outside_working_hours_is_flagged_once_per_session() {
+        let mut book = Book::new(100);
+        let b = budgets();
+        let mut late = visit(4, "192.0.2.0/24", 1);
+        late.outside_hours = true;
+        assert_eq!(book.record(&late, &b, 0).flags, [Flag::OutsideHours]);
+        assert!(book.record(&late, &b, 10 * 60_000).flags.is_empty());
+        assert!(book
+            .record(&visit(4, "192.0.2.0/24", 1), &b, 11 * 60_000)
+            .flags
+            .is_empty());
+        // The next night.
+        assert_eq!(
+            book.record(&late, &b, 24 * HOUR).flags,
+            [Flag::OutsideHours]
         );
     }
 

@@ -20,6 +20,96 @@ pub struct TenantGuard {
     pub origin_account: Option<HeaderName>,
     /// The learned baseline (`None`: off).
     pub baseline: Option<super::book::Baseline>,
+    /// The working hours (`None`: activity at any hour is ordinary).
+    pub office_hours: Option<OfficeHours>,
+}
+
+/// Working hours: days of the week and a time range, in the local time of the gateway's
+/// configured time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfficeHours {
+    /// Monday first.
+    days: [bool; 7],
+    /// Minutes after midnight: from (inclusive), to (exclusive).
+    from_min: u16,
+    to_min: u16,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl OfficeHours {
+    /// Parses `mon-fri 07:30-19:00` (days: one, a range, or a list with commas:
+    /// `mon,wed,fri`); `Err` says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let hint = "write days then hours, for example \"mon-fri 07:30-19:00\"";
+        let (days_text, hours_text) = text
+            .trim()
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("`{text}`: {hint}"))?;
+        let day = |d: &str| {
+            DAYS.iter()
+                .position(|x| x.eq_ignore_ascii_case(d.trim()))
+                .ok_or_else(|| format!("`{d}` is not a day (mon, tue, wed, thu, fri, sat, sun)"))
+        };
+        let mut days = [false; 7];
+        for part in days_text.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    if a > b {
+                        return Err(format!(
+                            "`{part}`: the first day comes before the last (mon-fri)"
+                        ));
+                    }
+                    days[a..=b].iter_mut().for_each(|d| *d = true);
+                }
+                None => days[day(part)?] = true,
+            }
+        }
+        let minute = |t: &str| -> Result<u16, String> {
+            let (h, m) = t
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("`{t}` is not a time (07:30)"))?;
+            let (h, m): (u16, u16) = (
+                h.parse().map_err(|_| format!("`{t}` is not a time"))?,
+                m.parse().map_err(|_| format!("`{t}` is not a time"))?,
+            );
+            if h > 24 || m > 59 || (h == 24 && m > 0) {
+                return Err(format!("`{t}` is not a time of day"));
+            }
+            Ok(h * 60 + m)
+        };
+        let (a, b) = hours_text
+            .trim()
+            .split_once('-')
+            .ok_or_else(|| format!("`{hours_text}`: {hint}"))?;
+        let (from_min, to_min) = (minute(a)?, minute(b)?);
+        if from_min >= to_min {
+            return Err(format!("`{hours_text}`: the start comes before the end"));
+        }
+        Ok(Self {
+            days,
+            from_min,
+            to_min,
+        })
+    }
+
+    /// Whether local time `minute_of_day` on `weekday` (0 = Monday) is within the hours.
+    pub fn contains(&self, weekday: usize, minute_of_day: u16) -> bool {
+        self.days.get(weekday).copied().unwrap_or(false)
+            && (self.from_min..self.to_min).contains(&minute_of_day)
+    }
+
+    /// Whether the local time of `local_s` (seconds since the epoch, shifted to local time)
+    /// is within the hours.
+    pub fn contains_local(&self, local_s: i64) -> bool {
+        let days = local_s.div_euclid(86_400);
+        // 1970-01-01 was a Thursday (3, Monday first).
+        let weekday = (days + 3).rem_euclid(7) as usize;
+        let minute = (local_s.rem_euclid(86_400) / 60) as u16;
+        self.contains(weekday, minute)
+    }
 }
 
 /// A guarded route.
@@ -75,6 +165,29 @@ impl RouteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn office_hours_are_parsed_and_matched_in_local_time() {
+        let h = OfficeHours::parse("mon-fri 07:30-19:00").unwrap();
+        assert!(h.contains(0, 7 * 60 + 30) && h.contains(4, 18 * 60 + 59));
+        assert!(!h.contains(0, 7 * 60 + 29) && !h.contains(2, 19 * 60));
+        assert!(!h.contains(5, 10 * 60) && !h.contains(6, 10 * 60));
+        let some = OfficeHours::parse("mon,wed , sat 08:00-12:00").unwrap();
+        assert!(some.contains(5, 9 * 60) && !some.contains(1, 9 * 60));
+        // 2026-12-07 was a Monday; 10:00 local.
+        let monday_10 = 1_796_601_600 + 10 * 3600;
+        assert!(h.contains_local(monday_10));
+        assert!(!h.contains_local(monday_10 + 5 * 86_400), "Saturday");
+        for bad in [
+            "mon-fri",
+            "fri-mon 08:00-12:00",
+            "mon 12:00-08:00",
+            "lun 08:00-12:00",
+            "mon 8h-12h",
+        ] {
+            assert!(OfficeHours::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn records_are_the_largest_count_not_the_sum() {

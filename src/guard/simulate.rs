@@ -105,6 +105,7 @@ pub fn run(plan: &Plan) -> Outcome {
         records,
         pii: [0; 5],
         record_id: None,
+        outside_hours: false,
     };
     for day in 0..=puller_day + plan.puller_hours.div_ceil(plan.hours_per_day.max(1)) {
         for hour in 0..plan.hours_per_day {
@@ -169,6 +170,7 @@ pub fn run(plan: &Plan) -> Outcome {
                         records,
                         pii: [0; 5],
                         record_id: None,
+                        outside_hours: false,
                     };
                     let o = book.record(&visit, &plan.budgets, now);
                     out.puller_records += records;

@@ -99,7 +99,7 @@ pub struct TenantBook {
 }
 
 /// The actions counted in `rempart_guard_actions_total`.
-const ACTIONS: [&str; 12] = [
+const ACTIONS: [&str; 13] = [
     "log",
     "alert",
     "slow",
@@ -112,6 +112,7 @@ const ACTIONS: [&str; 12] = [
     "new_fingerprint",
     "above_usual",
     "above_peers",
+    "outside_hours",
 ];
 
 /// A guarded route's counters: records, and personal-data items per kind.
@@ -198,6 +199,8 @@ pub struct Ticket {
     record_id: Option<u64>,
     /// The account is to be read from the origin's answer (no request source named one).
     from_origin: bool,
+    /// The request came outside the tenant's working hours.
+    outside_hours: bool,
 }
 
 /// Phase 2b: the account of a request on a guarded route and its standing. `Ok(Some(d))`:
@@ -272,6 +275,12 @@ pub fn admit<B>(
         fingerprint: fingerprint(ctx, req.headers()),
         record_id,
         from_origin,
+        outside_hours: tenant.guard.office_hours.is_some_and(|hours| {
+            let now = crate::clock::coarse_unix_secs();
+            let zone = generation.config.status.time_zone;
+            let local = now as i64 + i64::from(zone.offset_minutes(now)) * 60;
+            !hours.contains_local(local)
+        }),
     }));
     Ok(delay)
 }
@@ -412,6 +421,7 @@ impl GuardTap {
             records,
             pii: found,
             record_id: t.record_id,
+            outside_hours: t.outside_hours,
         };
         let now = crate::clock::coarse_now_ms();
         let outcome = book.lock().record(&visit, &self.guard.budgets, now);

@@ -711,3 +711,122 @@ async fn the_demo_back_office_lets_an_agent_work_and_stops_a_bulk_pull() {
     );
     running.shutdown().await;
 }
+
+fn sources_config(origin: std::net::SocketAddr, trusted: bool) -> String {
+    let forwarding = if trusted {
+        "[forwarding]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"{forwarding}[[tenants]]
+id = "ecoles"
+name = "Inscriptions scolaires"
+hosts = ["ecoles.test"]
+
+[tenants.guard]
+accounts = [{{ cookie = "SESSION" }}, {{ header = "X-Remote-User" }}]
+# Working hours that are never now (one minute a week, on a day that is not today).
+office_hours = "{day} 03:00-03:01"
+
+[[tenants.pools]]
+name = "app"
+servers = [{{ address = "{origin}" }}]
+
+[[tenants.routes]]
+path_prefix = "/"
+pool = "app"
+
+[tenants.routes.guard]
+json_records = "data"
+budgets = [{{ records = 1000, per = "1h", action = "log" }}]
+"#,
+        // Not today, so that the test never runs inside the window.
+        day = if chrono_weekday_is_monday() {
+            "tue"
+        } else {
+            "mon"
+        }
+    )
+}
+
+/// Whether today (UTC, near enough: the window is one minute) is a Monday.
+fn chrono_weekday_is_monday() -> bool {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    (days + 3) % 7 == 0
+}
+
+#[tokio::test]
+async fn a_session_cookie_and_a_trusted_proxys_header_name_accounts() {
+    let origin = rempart::demo::backoffice::start().await.unwrap();
+    let gw = Gw::start(&sources_config(origin, true)).await;
+    let c = h1_client();
+    let path = "/api/usagers?page=1&per_page=4";
+    let cookie = get_with(
+        &c,
+        gw.addr,
+        "ecoles.test",
+        path,
+        &[("cookie", "theme=clair; SESSION=f81d4fae7dec11d0")],
+    )
+    .await;
+    assert_eq!(cookie.status, 200);
+    let header = get_with(
+        &c,
+        gw.addr,
+        "ecoles.test",
+        path,
+        &[("x-remote-user", "m.durand")],
+    )
+    .await;
+    assert_eq!(header.status, 200);
+    // The cookie comes first when both are there.
+    get_with(
+        &c,
+        gw.addr,
+        "ecoles.test",
+        path,
+        &[
+            ("cookie", "SESSION=f81d4fae7dec11d0"),
+            ("x-remote-user", "m.durand"),
+        ],
+    )
+    .await;
+    let list = accounts(&gw, "ecoles").await;
+    let rows = list.as_array().unwrap();
+    let by_cookie = rows.iter().find(|a| a["who"] == "cookie").unwrap();
+    // A session is a secret: no name is ever kept for it.
+    assert!(by_cookie["label"].is_null(), "{list}");
+    assert_eq!(by_cookie["records"], 8);
+    let by_header = row(&list, "m.durand");
+    assert_eq!(
+        (by_header["who"].as_str(), by_header["records"].as_u64()),
+        (Some("header"), Some(4))
+    );
+    // Outside working hours: flagged, once per session.
+    assert_eq!(by_header["flags"][0]["flag"], "outside_hours", "{list}");
+    assert_eq!(by_cookie["flags"].as_array().unwrap().len(), 1, "{list}");
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_guard_actions_total{tenant=\"ecoles\",action=\"outside_hours\"} 2"),
+        "{m}"
+    );
+
+    // Without trusted proxies the header is anybody's claim: not read.
+    let untrusted = Gw::start(&sources_config(origin, false)).await;
+    get_with(
+        &c,
+        untrusted.addr,
+        "ecoles.test",
+        path,
+        &[("x-remote-user", "m.durand")],
+    )
+    .await;
+    let list = accounts(&untrusted, "ecoles").await;
+    assert_eq!(list[0]["who"], "anonymous", "{list}");
+    assert!(list[0]["label"].is_null());
+}

@@ -213,10 +213,27 @@ pub(super) fn tenant(
         min_records: file.baseline_min_records.unwrap_or(defaults.min_records),
         min_hours: file.baseline_min_hours.unwrap_or(defaults.min_hours),
     });
+    let office_hours =
+        file.office_hours
+            .as_ref()
+            .and_then(
+                |text| match crate::guard::policy::OfficeHours::parse(text) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        c.push(
+                            format!("{p}.guard.office_hours"),
+                            e,
+                            Some("local time of status.time_zone"),
+                        );
+                        None
+                    }
+                },
+            );
     Arc::new(TenantGuard {
         sources,
         origin_account,
         baseline,
+        office_hours,
     })
 }
 

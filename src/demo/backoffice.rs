@@ -211,14 +211,37 @@ async fn debug() -> Response {
     ([("content-type", "text/html; charset=utf-8")], page).into_response()
 }
 
-/// An answer compressed whatever the request asked (a misbehaving application).
+/// A page of three residents gzipped whatever the request asked (a misbehaving
+/// application), streamed in pieces of 5 bytes.
 async fn compressed() -> Response {
+    use std::io::Write;
+    let data: Vec<Person> = (1..=3).map(person).collect();
+    let json = serde_json::to_vec(&serde_json::json!({ "data": data })).unwrap_or_default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = gz.write_all(&json);
+    let packed = gz.finish().unwrap_or_default();
+    let pieces: Vec<Result<bytes::Bytes, std::convert::Infallible>> = packed
+        .chunks(5)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
     (
         [
             ("content-type", "application/json"),
             ("content-encoding", "gzip"),
         ],
-        vec![0x1fu8, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3],
+        Body::from_stream(futures_util::stream::iter(pieces)),
+    )
+        .into_response()
+}
+
+/// An answer in a coding the gateway cannot read.
+async fn brotli() -> Response {
+    (
+        [
+            ("content-type", "application/json"),
+            ("content-encoding", "br"),
+        ],
+        vec![0x1bu8, 0x03, 0, 0],
     )
         .into_response()
 }
@@ -230,6 +253,7 @@ pub fn router() -> Router {
         .route("/api/usagers/{id}", get(one))
         .route("/api/export.csv", get(export))
         .route("/api/compresse", get(compressed))
+        .route("/api/brotli", get(brotli))
         .route("/debug", get(debug))
         .route("/healthz", get(|| async { "ok" }))
 }

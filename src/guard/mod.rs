@@ -12,6 +12,8 @@
 //! - `distinct`: distinct counts in fixed memory (HyperLogLog): records or persons per
 //!   account, however often each was taken.
 //! - `ids`: record identifiers in request paths, from a route's templates (`/dossiers/{id}`).
+//! - `inflate`: gzip and deflate answers decoded as they stream (bounded), so that the guard
+//!   reads what an application compressed anyway.
 //! - `journal`: the access journal in SQLite (per account, route and hour: records, kinds
 //!   of personal data, distinct persons; suspensions, events), for the breach report. The one
 //!   module here that does I/O, on a thread of its own.
@@ -27,6 +29,7 @@ pub mod book;
 pub mod budget;
 pub mod distinct;
 pub mod ids;
+pub mod inflate;
 pub mod journal;
 pub mod json;
 pub mod policy;

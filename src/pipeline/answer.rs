@@ -79,14 +79,14 @@ pub fn respond(
     let mut head = head;
     let guard_tap = match &route.guard {
         Some(guard) if body_or_tunnel.is_ok() => {
-            if guard.reads_body() && compressed(&head.fields) {
-                let failure = ProxyError::UpstreamFailed.because(
-                    "the origin compressed an answer the data guard must read (it was asked for identity)",
-                );
-                return ctx.finish(failure.into());
-            }
             match GuardTap::attach(&mut ctx, guard, &mut head.fields) {
                 Ok(tap) => tap,
+                Err(ProxyError::UpstreamFailed) => {
+                    let failure = ProxyError::UpstreamFailed.because(
+                        "the origin compressed an answer the data guard must read with a coding it cannot decode (it was asked for identity)",
+                    );
+                    return ctx.finish(failure.into());
+                }
                 Err(error) => return ctx.finish(error.into()),
             }
         }
@@ -176,13 +176,6 @@ fn taps(
         status,
         || fields.to_response_map(0),
     ))
-}
-
-/// Whether the answer's body is compressed (a `Content-Encoding` other than `identity`).
-fn compressed(fields: &OriginFields) -> bool {
-    fields
-        .get("content-encoding")
-        .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"identity"))
 }
 
 /// Copies bytes both ways between an upgraded downstream connection and the origin.

@@ -305,6 +305,9 @@ pub struct GuardTap {
     guard: Arc<RouteGuard>,
     book: Arc<TenantBook>,
     scan: Option<AnswerScan>,
+    /// The decoder of a compressed answer, and what it decoded of the last chunk.
+    inflate: Option<crate::guard::inflate::Inflater>,
+    inflated: Vec<u8>,
     header_records: Option<u64>,
     out: Vec<u8>,
 }
@@ -318,6 +321,22 @@ impl GuardTap {
         guard: &Arc<RouteGuard>,
         fields: &mut OriginFields,
     ) -> Result<Option<Self>, ProxyError> {
+        // An answer compressed although identity was asked for: decoded to be read, sent on
+        // uncompressed. Codings other than gzip and deflate cannot be read: refused.
+        let inflate = match fields.get("content-encoding") {
+            Some(v) if guard.reads_body() && !v.trim_ascii().eq_ignore_ascii_case(b"identity") => {
+                match crate::guard::inflate::Inflater::for_encoding(v) {
+                    Some(i) => {
+                        fields.remove("content-encoding");
+                        Some(i)
+                    }
+                    None => {
+                        return Err(ProxyError::UpstreamFailed);
+                    }
+                }
+            }
+            _ => None,
+        };
         let header_records = guard.record_header.as_ref().and_then(|h| {
             let value = fields.remove(h.as_str())?;
             std::str::from_utf8(&value).ok()?.trim().parse::<u64>().ok()
@@ -379,6 +398,8 @@ impl GuardTap {
             guard: guard.clone(),
             book: book.clone(),
             scan,
+            inflate,
+            inflated: Vec::new(),
             header_records,
             out: Vec::new(),
         }))
@@ -386,7 +407,7 @@ impl GuardTap {
 
     /// Whether the tap may hold back or change bytes.
     pub fn rewrites(&self) -> bool {
-        self.scan.as_ref().is_some_and(AnswerScan::rewrites)
+        self.inflate.is_some() || self.scan.as_ref().is_some_and(AnswerScan::rewrites)
     }
 
     /// Tells the book (and the journal) what the answer carried.
@@ -510,10 +531,27 @@ impl ResponseTap for GuardTap {
         let Some(scan) = &mut self.scan else {
             return TapFlow::Keep;
         };
+        let input: &[u8] = match &mut self.inflate {
+            Some(inflater) => {
+                self.inflated.clear();
+                if inflater.inflate(chunk, &mut self.inflated).is_err() {
+                    self.undecodable();
+                    return TapFlow::Cut;
+                }
+                &self.inflated
+            }
+            None => chunk,
+        };
         self.out.clear();
-        match scan.feed(chunk, &mut self.out) {
-            // Counting only: the chunk goes as it is.
-            Step::Go if !scan.rewrites() => TapFlow::Keep,
+        let step = scan.feed(input, &mut self.out);
+        match step {
+            // Counting only: the chunk goes as it is (decoded, when it was compressed).
+            Step::Go if !scan.rewrites() => {
+                if self.inflate.is_some() {
+                    *chunk = Bytes::copy_from_slice(&self.inflated);
+                }
+                TapFlow::Keep
+            }
             Step::Go => {
                 *chunk = Bytes::copy_from_slice(&self.out);
                 TapFlow::Keep
@@ -530,8 +568,24 @@ impl ResponseTap for GuardTap {
             return Ok(Bytes::new());
         };
         let mut out = Vec::new();
+        if let Some(inflater) = &mut self.inflate {
+            // The decoder's last bytes go through the scan like the others.
+            let mut rest = Vec::new();
+            if inflater.finish(&mut rest).is_err() {
+                self.undecodable();
+                return Err(Cut);
+            }
+            if let Step::Cut(kind) = scan.feed(&rest, &mut out) {
+                self.cut_alert(kind);
+                return Err(Cut);
+            }
+            if !scan.rewrites() {
+                out = rest;
+            }
+        }
+        let rewrites = scan.rewrites();
         match scan.finish(&mut out) {
-            Step::Go if scan.rewrites() => Ok(Bytes::from(out)),
+            Step::Go if rewrites || self.inflate.is_some() => Ok(Bytes::from(out)),
             Step::Go => Ok(Bytes::new()),
             Step::Cut(kind) => {
                 self.cut_alert(kind);
@@ -550,6 +604,17 @@ impl ResponseTap for GuardTap {
 }
 
 impl GuardTap {
+    /// A compressed answer that does not decode (broken, cut short, or a bomb).
+    fn undecodable(&self) {
+        self.book.count_action("cut");
+        tracing::warn!(
+            target: "rempart::guard",
+            tenant = %self.book.tenant,
+            route = &*self.route_name,
+            "a compressed answer of a guarded route does not decode: cut"
+        );
+    }
+
     fn cut_alert(&self, kind: Kind) {
         self.book.count_action("cut");
         if let Some(j) = &self.journal {

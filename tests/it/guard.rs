@@ -71,6 +71,14 @@ pool = "app"
 pii_mask = ["nir"]
 
 [[tenants.routes]]
+name = "brotli"
+path_prefix = "/api/brotli"
+pool = "app"
+
+[tenants.routes.guard]
+pii_mask = ["nir"]
+
+[[tenants.routes]]
 name = "debug"
 path_prefix = "/debug"
 pool = "app"
@@ -532,9 +540,23 @@ async fn a_page_that_leaks_a_nir_is_cut_before_it_and_a_compressed_answer_is_ref
     }
     assert!(failed, "the stream must not end normally");
     assert!(!String::from_utf8_lossy(&seen).contains(&nir));
-    // An application that compresses whatever it is asked: the guard cannot read it, the
-    // answer is refused rather than passed unread.
+    // An application that gzips whatever it is asked: decoded to be read, masked, and sent
+    // on uncompressed.
     let got = page(&gw, "agents.test", "/api/compresse", &basic("marie")).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(got.headers.get("content-encoding").is_none());
+    let records: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(
+        records["data"][0]["nir"], "X XX XX XX XXX XXX XX",
+        "{}",
+        got.body
+    );
+    assert_eq!(
+        rempart::guard::scan::count(got.body.as_bytes()),
+        [0, 3, 0, 3, 3]
+    );
+    // A coding it cannot decode: refused rather than passed unread.
+    let got = page(&gw, "agents.test", "/api/brotli", &basic("marie")).await;
     assert_eq!(got.status, 502, "{}", got.body);
 }
 

@@ -230,11 +230,14 @@ pub(super) async fn budgets(State(state): State<AdminState>) -> Response {
                     json!({
                         "route": r.name,
                         "path_prefix": r.path_prefix,
-                        "budgets": g.budgets.iter().map(|b| json!({
-                            "records": b.limit,
-                            "per_s": b.window_ms / 1000,
-                            "action": b.action.name(),
-                        })).collect::<Vec<_>>(),
+                        "budgets": g.budgets.iter().map(|b| (None, b))
+                            .chain(g.group_budgets.iter().flat_map(|(group, list)| list.iter().map(move |b| (Some(group), b))))
+                            .map(|(group, b)| json!({
+                                "records": b.limit,
+                                "per_s": b.window_ms / 1000,
+                                "action": b.action.name(),
+                                "group": group,
+                            })).collect::<Vec<_>>(),
                         "record_header": g.record_header.as_ref().map(|h| h.as_str()),
                         "json_records": g.json_records,
                         "record_ids": g.record_ids.len(),

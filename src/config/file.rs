@@ -443,6 +443,12 @@ pub struct TenantGuardFile {
     /// Working hours (`mon-fri 07:30-19:00`, in `status.time_zone`): activity outside them
     /// is flagged.
     pub office_hours: Option<String>,
+    /// Account groups: group name -> account names (`superviseurs = ["jdupont"]`).
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// A field set by the single sign-on naming the account's groups (comma-separated),
+    /// read only from trusted proxies.
+    pub group_header: Option<String>,
 }
 
 /// One account source: exactly one of `cookie`, `basic`, `jwt_secret_file`,
@@ -502,6 +508,9 @@ pub struct BudgetFile {
     pub per: String,
     /// `log`, `alert`, `slow`, `block` or `suspend`.
     pub action: String,
+    /// The budget of the accounts of this group only (they get the route's budgets of
+    /// their group instead of those without a group).
+    pub group: Option<String>,
 }
 
 /// Logging settings.

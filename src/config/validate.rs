@@ -431,7 +431,18 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
         });
         let shield = tenant_shield(&mut c, &p, &tf.shield, base);
         let pools = pools(&mut c, &p, &tf.pools);
-        let routes = routes(&mut c, &p, tf, &pools, &hosts, &limits, base, &timeouts);
+        let tenant_guard = guard::tenant(&mut c, &p, tf.guard.as_ref(), base);
+        let routes = routes(
+            &mut c,
+            &p,
+            tf,
+            &pools,
+            &hosts,
+            &limits,
+            base,
+            &timeouts,
+            &tenant_guard,
+        );
         let status = tf
             .status
             .as_ref()
@@ -459,7 +470,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             status,
             maintenance: tf.maintenance,
             strip_headers: strip_headers(&mut c, &p, &tf.strip_headers),
-            guard: guard::tenant(&mut c, &p, tf.guard.as_ref(), base),
+            guard: tenant_guard,
         });
     }
     // Most specific wildcard first.
@@ -1349,6 +1360,7 @@ fn routes(
     limits: &Limits,
     base: &Path,
     timeouts: &Timeouts,
+    tenant_guard: &crate::guard::policy::TenantGuard,
 ) -> Vec<Route> {
     let mut out = Vec::new();
     if tf.routes.is_empty() {
@@ -1492,7 +1504,10 @@ fn routes(
             (None, None) => tenant_stale,
         };
         out.push(Route {
-            guard: rf.guard.as_ref().map(|g| guard::route(c, &rp, g)),
+            guard: rf
+                .guard
+                .as_ref()
+                .map(|g| guard::route(c, &rp, g, tenant_guard)),
             maintenance: rf.maintenance,
             allow_encoded_slash: rf.allow_encoded_slash,
             streaming_uploads: rf.stream_request_body.then(|| {

@@ -38,6 +38,8 @@ impl Who {
 pub struct Visit<'a> {
     /// The account (or the prefix's bucket).
     pub account: AccountId,
+    /// Whose budgets: the route (and the account's group), each with its own windows.
+    pub scope: u64,
     /// How it was known.
     pub who: Who,
     /// Its name for operators, when the source gives one.
@@ -231,16 +233,23 @@ impl Book {
         });
     }
 
-    /// The account's standing before a request: suspended, over a budget (the strongest
-    /// action of the budgets it is over), or within them. Counts nothing.
-    pub fn standing(&mut self, account: AccountId, budgets: &[Budget], now_ms: u64) -> Verdict {
+    /// The account's standing before a request on `scope` (a route) with its `budgets`:
+    /// suspended, over a budget (the strongest action of the budgets it is over), or within
+    /// them. Counts nothing.
+    pub fn standing(
+        &mut self,
+        account: AccountId,
+        scope: u64,
+        budgets: &[Budget],
+        now_ms: u64,
+    ) -> Verdict {
         if self.ledger.is_suspended(account) {
             return Verdict::Suspended;
         }
         if !self.accounts.contains_key(&account) {
             return Verdict::Within;
         }
-        self.ledger.take(account, 0, budgets, now_ms)
+        self.ledger.take(account, scope, 0, budgets, now_ms)
     }
 
     /// Whether `account` is suspended.
@@ -377,7 +386,7 @@ impl Book {
         }
         let verdict = self
             .ledger
-            .take(visit.account, visit.records, budgets, now_ms);
+            .take(visit.account, visit.scope, visit.records, budgets, now_ms);
         let reached = match verdict {
             Verdict::Over { action, .. } => Some(action),
             Verdict::Suspended => Some(Action::Suspend),
@@ -487,6 +496,7 @@ mod tests {
     fn visit(account: u64, prefix: &str, records: u64) -> Visit<'_> {
         Visit {
             account: AccountId(account),
+            scope: 0,
             who: Who::Named("basic"),
             label: Some("agent"),
             prefix,
@@ -508,7 +518,7 @@ mod tests {
             assert_eq!(o.verdict, Verdict::Within);
             t += 1_000;
         }
-        assert_eq!(book.standing(AccountId(1), &b, t), Verdict::Within);
+        assert_eq!(book.standing(AccountId(1), 0, &b, t), Verdict::Within);
         let o = book.record(&visit(1, "192.0.2.0/24", 20), &b, t);
         assert!(
             o.crossed
@@ -523,20 +533,20 @@ mod tests {
         let again = book.record(&visit(1, "192.0.2.0/24", 1), &b, t + 1);
         assert!(!again.crossed, "logged once per crossing");
         assert!(matches!(
-            book.standing(AccountId(1), &b, t + 2),
+            book.standing(AccountId(1), 0, &b, t + 2),
             Verdict::Over {
                 action: Action::Block,
                 ..
             }
         ));
         assert_eq!(
-            book.standing(AccountId(2), &b, t),
+            book.standing(AccountId(2), 0, &b, t),
             Verdict::Within,
             "others unaffected"
         );
         // Two hours later the hourly window has moved on.
         assert_eq!(
-            book.standing(AccountId(1), &b, t + 2 * HOUR),
+            book.standing(AccountId(1), 0, &b, t + 2 * HOUR),
             Verdict::Within
         );
         assert_eq!(book.get(AccountId(1)).unwrap().records, 121);
@@ -555,17 +565,17 @@ mod tests {
         }
         assert!(outcome.unwrap().crossed);
         assert_eq!(
-            book.standing(AccountId(7), &b, t + 48 * HOUR),
+            book.standing(AccountId(7), 0, &b, t + 48 * HOUR),
             Verdict::Suspended
         );
         assert!(book.lift(AccountId(7)));
         assert!(!book.lift(AccountId(7)));
         assert_eq!(
-            book.standing(AccountId(7), &b, t + 48 * HOUR),
+            book.standing(AccountId(7), 0, &b, t + 48 * HOUR),
             Verdict::Within
         );
         assert!(book.suspend(AccountId(9)));
-        assert_eq!(book.standing(AccountId(9), &b, t), Verdict::Suspended);
+        assert_eq!(book.standing(AccountId(9), 0, &b, t), Verdict::Suspended);
     }
 
     #[test]

@@ -107,7 +107,8 @@ struct Entry {
 /// Accounts and their windows.
 #[derive(Debug)]
 pub struct Ledger {
-    entries: HashMap<AccountId, Entry>,
+    /// Windows per account and scope (a route: each route has its budgets).
+    entries: HashMap<(AccountId, u64), Entry>,
     overflow: Entry,
     suspended: HashSet<AccountId>,
     capacity: usize,
@@ -157,7 +158,7 @@ impl Ledger {
     pub fn lift(&mut self, account: AccountId) -> bool {
         let lifted = self.suspended.remove(&account);
         if lifted {
-            self.entries.remove(&account);
+            self.entries.retain(|(a, _), _| *a != account);
         }
         lifted
     }
@@ -167,10 +168,13 @@ impl Ledger {
         self.suspended.iter().copied()
     }
 
-    /// Counts `records` taken by `account` at `now_ms` against `budgets`, and decides.
+    /// Counts `records` taken by `account` at `now_ms` against `budgets`, the budgets of
+    /// `scope` (a route; each scope has its own windows), and decides. A suspension holds in
+    /// every scope.
     pub fn take(
         &mut self,
         account: AccountId,
+        scope: u64,
         records: u64,
         budgets: &[Budget],
         now_ms: u64,
@@ -182,16 +186,17 @@ impl Ledger {
             .iter()
             .map(|b| b.window_ms)
             .fold(self.longest_ms, u64::max);
-        if !self.entries.contains_key(&account) && self.entries.len() >= self.capacity {
+        let key = (account, scope);
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
             let idle = self.longest_ms;
             self.entries
                 .retain(|_, e| now_ms.saturating_sub(e.last_ms) <= idle);
         }
-        let overflow = self.entries.len() >= self.capacity && !self.entries.contains_key(&account);
+        let overflow = self.entries.len() >= self.capacity && !self.entries.contains_key(&key);
         let entry = if overflow {
             &mut self.overflow
         } else {
-            self.entries.entry(account).or_insert_with(|| Entry {
+            self.entries.entry(key).or_insert_with(|| Entry {
                 windows: Vec::new(),
                 last_ms: now_ms,
             })
@@ -265,7 +270,7 @@ mod tests {
         let mut taken = 0;
         for page in 0..100u64 {
             // Pages of 20 records, a few seconds apart.
-            match l.take(puller, 20, &budgets(), start + page * 3_000) {
+            match l.take(puller, 0, 20, &budgets(), start + page * 3_000) {
                 Verdict::Within => taken += 20,
                 Verdict::Over { action, index, .. } => {
                     assert_eq!((action, index), (Action::Block, 0));
@@ -278,7 +283,7 @@ mod tests {
         // An adviser working normally is never stopped.
         let adviser = AccountId(7);
         for minute in 0..(8 * 60) {
-            let v = l.take(adviser, 1, &budgets(), start + minute * 60_000);
+            let v = l.take(adviser, 0, 1, &budgets(), start + minute * 60_000);
             assert_eq!(v, Verdict::Within, "minute {minute}");
         }
     }
@@ -293,12 +298,12 @@ mod tests {
             action: Action::Alert,
         }];
         // 90 records late in one hour, then 50 right after it turns: 140 in the last hour.
-        assert_eq!(l.take(a, 90, &b, HOUR - 60_000), Verdict::Within);
+        assert_eq!(l.take(a, 0, 90, &b, HOUR - 60_000), Verdict::Within);
         assert!(
-            matches!(l.take(a, 50, &b, HOUR + 60_000), Verdict::Over { records, .. } if records > 100)
+            matches!(l.take(a, 0, 50, &b, HOUR + 60_000), Verdict::Over { records, .. } if records > 100)
         );
         // Two hours later, all is forgotten.
-        assert_eq!(l.take(a, 50, &b, 3 * HOUR + 60_000), Verdict::Within);
+        assert_eq!(l.take(a, 0, 50, &b, 3 * HOUR + 60_000), Verdict::Within);
     }
 
     #[test]
@@ -311,7 +316,7 @@ mod tests {
         let mut at = 0;
         for step in 0..100u64 {
             at = step * 6 * 60_000 + 1;
-            verdict = l.take(slow, 25, &budgets(), at);
+            verdict = l.take(slow, 0, 25, &budgets(), at);
             if verdict != Verdict::Within {
                 break;
             }
@@ -327,7 +332,10 @@ mod tests {
             ),
             "{verdict:?}"
         );
-        assert_eq!(l.take(slow, 1, &budgets(), 11 * HOUR), Verdict::Suspended);
+        assert_eq!(
+            l.take(slow, 0, 1, &budgets(), 11 * HOUR),
+            Verdict::Suspended
+        );
         assert!(l.lift(slow));
         assert!(!l.is_suspended(slow));
     }
@@ -337,24 +345,53 @@ mod tests {
         let mut l = Ledger::new(1_000);
         let b = budgets();
         for i in 0..5_000u64 {
-            l.take(AccountId(i), 1, &b, 0);
+            l.take(AccountId(i), 0, 1, &b, 0);
         }
         assert_eq!(l.len(), 1_000);
         // A day and more later, the idle ones are forgotten when a new account comes.
-        l.take(AccountId(99_999), 1, &b, 25 * HOUR + 1);
+        l.take(AccountId(99_999), 0, 1, &b, 25 * HOUR + 1);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn each_scope_has_its_own_windows_and_a_suspension_holds_in_all() {
+        let mut l = Ledger::new(100);
+        let a = AccountId(1);
+        let hourly = [Budget {
+            window_ms: HOUR,
+            limit: 100,
+            action: Action::Block,
+        }];
+        let daily = [Budget {
+            window_ms: 24 * HOUR,
+            limit: 100,
+            action: Action::Suspend,
+        }];
+        // 90 records on each route: neither budget is over.
+        assert_eq!(l.take(a, 1, 90, &hourly, 0), Verdict::Within);
+        assert_eq!(l.take(a, 2, 90, &daily, 0), Verdict::Within);
+        // Two hours later the hourly window is empty, the daily one is not.
+        assert_eq!(l.take(a, 1, 90, &hourly, 2 * HOUR), Verdict::Within);
+        assert!(matches!(
+            l.take(a, 2, 20, &daily, 2 * HOUR),
+            Verdict::Over {
+                action: Action::Suspend,
+                ..
+            }
+        ));
+        assert_eq!(l.take(a, 1, 0, &hourly, 2 * HOUR), Verdict::Suspended);
     }
 
     #[test]
     fn the_shared_overflow_slot_alerts_but_never_sanctions() {
         let mut ledger = Ledger::new(2);
         let b = budgets();
-        ledger.take(AccountId(1), 1, &b, 0);
-        ledger.take(AccountId(2), 1, &b, 0);
+        ledger.take(AccountId(1), 0, 1, &b, 0);
+        ledger.take(AccountId(2), 0, 1, &b, 0);
         // Newcomers share one slot while the ledger is full of active accounts.
         let mut last = Verdict::Within;
         for i in 3..2_000 {
-            last = ledger.take(AccountId(i), 1, &b, 1_000);
+            last = ledger.take(AccountId(i), 0, 1, &b, 1_000);
         }
         assert!(
             matches!(

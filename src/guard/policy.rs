@@ -22,6 +22,43 @@ pub struct TenantGuard {
     pub baseline: Option<super::book::Baseline>,
     /// The working hours (`None`: activity at any hour is ordinary).
     pub office_hours: Option<OfficeHours>,
+    /// Account groups by account name (`jdupont` -> `superviseurs`).
+    pub groups: std::collections::HashMap<String, String>,
+    /// A field set by the single sign-on naming the account's groups (comma-separated),
+    /// read only from trusted proxies.
+    pub group_header: Option<HeaderName>,
+}
+
+impl TenantGuard {
+    /// The slot of `route`'s budgets for an account (`RouteGuard::budgets_in`): its first
+    /// group that has budgets on the route, from the single sign-on's field (when the request
+    /// comes from a trusted proxy), then from the groups by name; 0 (the route's own budgets)
+    /// otherwise.
+    pub fn budget_slot(
+        &self,
+        route: &RouteGuard,
+        label: Option<&str>,
+        headers: &http::HeaderMap,
+        trusted: bool,
+    ) -> usize {
+        if route.group_budgets.is_empty() {
+            return 0;
+        }
+        let from_header = self
+            .group_header
+            .as_ref()
+            .filter(|_| trusted)
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        let by_name = label.and_then(|l| self.groups.get(l)).map(String::as_str);
+        from_header
+            .chain(by_name)
+            .find_map(|g| route.group_budgets.iter().position(|(name, _)| name == g))
+            .map_or(0, |i| i + 1)
+    }
 }
 
 /// Working hours: days of the week and a time range, in the local time of the gateway's
@@ -115,9 +152,12 @@ impl OfficeHours {
 /// A guarded route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteGuard {
-    /// Budgets per account (empty: personal data is only scanned, nothing is counted per
-    /// account).
+    /// Budgets per account (empty, with no group budgets: personal data is only scanned,
+    /// nothing is counted per account).
     pub budgets: Vec<Budget>,
+    /// Budgets of the accounts of a group instead of `budgets` (advisers, supervisors, batch
+    /// accounts).
+    pub group_budgets: Vec<(String, Vec<Budget>)>,
     /// A field of the origin's answer giving its record count (stripped).
     pub record_header: Option<HeaderName>,
     /// The path of the JSON array whose elements are the answer's records.
@@ -135,7 +175,16 @@ pub struct RouteGuard {
 impl RouteGuard {
     /// Whether accounts are counted on this route.
     pub fn counts_accounts(&self) -> bool {
-        !self.budgets.is_empty()
+        !self.budgets.is_empty() || !self.group_budgets.is_empty()
+    }
+
+    /// The budgets of slot `slot` (`TenantGuard::budget_slot`): 0 the route's own, then its
+    /// groups' in order.
+    pub fn budgets_in(&self, slot: usize) -> &[Budget] {
+        match slot.checked_sub(1).and_then(|i| self.group_budgets.get(i)) {
+            Some((_, budgets)) => budgets,
+            None => &self.budgets,
+        }
     }
 
     /// Whether the answers' bodies are read (JSON records or personal data).
@@ -193,6 +242,7 @@ mod tests {
     fn records_are_the_largest_count_not_the_sum() {
         let mut g = RouteGuard {
             budgets: Vec::new(),
+            group_budgets: Vec::new(),
             record_header: None,
             json_records: None,
             record_ids: Vec::new(),

@@ -73,7 +73,7 @@ fn next(state: &mut u64) -> u64 {
 
 /// What a request meets before it is served.
 fn refused(book: &mut Book, account: AccountId, budgets: &[Budget], now: u64) -> Option<Action> {
-    match book.standing(account, budgets, now) {
+    match book.standing(account, 0, budgets, now) {
         Verdict::Suspended => Some(Action::Suspend),
         Verdict::Over { action, .. } if action >= Action::Slow => Some(action),
         _ => None,
@@ -98,6 +98,7 @@ pub fn run(plan: &Plan) -> Outcome {
     let mut puller_prefix = 0u32;
     let adviser_visit = |id: u32, records: u64| Visit {
         account: AccountId(u64::from(id)),
+        scope: 0,
         who: Who::Named("basic"),
         label: None,
         prefix: "192.0.2.0/24",
@@ -163,6 +164,7 @@ pub fn run(plan: &Plan) -> Outcome {
                     let prefix = format!("198.51.{puller_prefix}.0/24");
                     let visit = Visit {
                         account: puller,
+                        scope: 0,
                         who: Who::Named("basic"),
                         label: None,
                         prefix: &prefix,

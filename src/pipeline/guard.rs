@@ -201,6 +201,16 @@ pub struct Ticket {
     from_origin: bool,
     /// The request came outside the tenant's working hours.
     outside_hours: bool,
+    /// Which of the route's budgets apply (`RouteGuard::budgets_in`), and the ledger's
+    /// scope for them.
+    slot: usize,
+    scope: u64,
+}
+
+/// The ledger scope of a route's budgets slot: each route, and each group on it, has its
+/// own windows.
+fn scope_of(route_idx: usize, slot: usize) -> u64 {
+    ((route_idx as u64) << 16) | slot as u64
 }
 
 /// Phase 2b: the account of a request on a guarded route and its standing. `Ok(Some(d))`:
@@ -246,9 +256,16 @@ pub fn admit<B>(
     let record_id = crate::guard::ids::find_id(&guard.record_ids, path)
         .map(|id| generation.guard_hashing.hash(id.as_bytes()));
     let book = &generation.guard_books[ctx.tenant_idx];
-    let standing = book
-        .lock()
-        .standing(account, &guard.budgets, crate::clock::coarse_now_ms());
+    let slot = tenant
+        .guard
+        .budget_slot(guard, label.as_deref(), req.headers(), trusted);
+    let scope = scope_of(ctx.route_idx.unwrap_or(0), slot);
+    let standing = book.lock().standing(
+        account,
+        scope,
+        guard.budgets_in(slot),
+        crate::clock::coarse_now_ms(),
+    );
     let delay = match standing {
         Verdict::Suspended => {
             book.count_action("refused_suspended");
@@ -275,6 +292,8 @@ pub fn admit<B>(
         fingerprint: fingerprint(ctx, req.headers()),
         record_id,
         from_origin,
+        slot,
+        scope,
         outside_hours: tenant.guard.office_hours.is_some_and(|hours| {
             let now = crate::clock::coarse_unix_secs();
             let zone = generation.config.status.time_zone;
@@ -367,9 +386,18 @@ impl GuardTap {
                         .into(),
                 );
                 // Known only now: its standing is judged on the answer (nothing of it leaves).
+                // Its group, by its name.
+                ticket.slot = tenant.guard.budget_slot(
+                    guard,
+                    ticket.label.as_deref(),
+                    &http::HeaderMap::new(),
+                    false,
+                );
+                ticket.scope = scope_of(ctx.route_idx.unwrap_or(0), ticket.slot);
                 let standing = book.lock().standing(
                     ticket.account,
-                    &guard.budgets,
+                    ticket.scope,
+                    guard.budgets_in(ticket.slot),
                     crate::clock::coarse_now_ms(),
                 );
                 match standing {
@@ -433,8 +461,10 @@ impl GuardTap {
         if records > 0 {
             counters.records.inc_by(records);
         }
+        let budgets = self.guard.budgets_in(t.slot);
         let visit = Visit {
             account: t.account,
+            scope: t.scope,
             who: t.who,
             label: t.label.as_deref(),
             prefix: &t.prefix,
@@ -445,7 +475,7 @@ impl GuardTap {
             outside_hours: t.outside_hours,
         };
         let now = crate::clock::coarse_now_ms();
-        let outcome = book.lock().record(&visit, &self.guard.budgets, now);
+        let outcome = book.lock().record(&visit, budgets, now);
         let wall = crate::clock::unix_now_ms();
         if let Some(j) = &self.journal {
             j.answer(journal::Answer {
@@ -494,7 +524,7 @@ impl GuardTap {
         ) = (outcome.crossed, outcome.verdict)
         {
             book.count_action(action.name());
-            let budget = &self.guard.budgets[index];
+            let budget = &budgets[index];
             if let Some(j) = &self.journal {
                 let detail = format!(
                     "{in_window} records on {route} within {}s (budget {})",

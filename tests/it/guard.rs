@@ -26,6 +26,8 @@ hosts = ["agents.test"]
 
 [tenants.guard]
 accounts = [{{ jwt_secret_file = "jwt.key" }}, {{ basic = true }}]
+groups = {{ batch = ["export-nuit"] }}
+group_header = "X-Remote-Groups"
 
 [[tenants.pools]]
 name = "app"
@@ -50,6 +52,8 @@ budgets = [
   {{ records = 20, per = "1h", action = "alert" }},
   {{ records = 60, per = "1h", action = "slow" }},
   {{ records = 100, per = "1h", action = "block" }},
+  {{ records = 1000, per = "1h", action = "block", group = "batch" }},
+  {{ records = 10, per = "1h", action = "block", group = "stagiaires" }},
 ]
 
 [[tenants.routes]]
@@ -748,6 +752,7 @@ hosts = ["ecoles.test"]
 
 [tenants.guard]
 accounts = [{{ cookie = "SESSION" }}, {{ header = "X-Remote-User" }}]
+group_header = "X-Remote-Groups"
 # Working hours that are never now (one minute a week, on a day that is not today).
 office_hours = "{day} 03:00-03:01"
 
@@ -761,7 +766,10 @@ pool = "app"
 
 [tenants.routes.guard]
 json_records = "data"
-budgets = [{{ records = 1000, per = "1h", action = "log" }}]
+budgets = [
+  {{ records = 1000, per = "1h", action = "log" }},
+  {{ records = 4, per = "1h", action = "block", group = "stagiaires" }},
+]
 "#,
         // Not today, so that the test never runs inside the window.
         day = if chrono_weekday_is_monday() {
@@ -837,6 +845,29 @@ async fn a_session_cookie_and_a_trusted_proxys_header_name_accounts() {
         m.contains("rempart_guard_actions_total{tenant=\"ecoles\",action=\"outside_hours\"} 2"),
         "{m}"
     );
+    // The single sign-on names a trainee's group: the group's budget (4 records) applies.
+    let trainee = [
+        ("x-remote-user", "l.martin"),
+        ("x-remote-groups", "agents, stagiaires"),
+    ];
+    assert_eq!(
+        get_with(&c, gw.addr, "ecoles.test", path, &trainee)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get_with(&c, gw.addr, "ecoles.test", path, &trainee)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get_with(&c, gw.addr, "ecoles.test", path, &trainee)
+            .await
+            .status,
+        403
+    );
 
     // Without trusted proxies the header is anybody's claim: not read.
     let untrusted = Gw::start(&sources_config(origin, false)).await;
@@ -851,4 +882,59 @@ async fn a_session_cookie_and_a_trusted_proxys_header_name_accounts() {
     let list = accounts(&untrusted, "ecoles").await;
     assert_eq!(list[0]["who"], "anonymous", "{list}");
     assert!(list[0]["label"].is_null());
+}
+
+#[tokio::test]
+async fn an_account_group_has_its_own_budgets() {
+    let gw = start().await;
+    // The nightly export account (a group by its name) may take 300 records an hour.
+    let batch = basic("export-nuit");
+    for p in 1..=15 {
+        let got = page(
+            &gw,
+            "agents.test",
+            &format!("/api/usagers?page={p}&per_page=20"),
+            &batch,
+        )
+        .await;
+        assert_eq!(got.status, 200, "page {p}");
+    }
+    // A trainee (a group named by the single sign-on's field, from a trusted proxy) may take
+    // 10: the page that crosses it is sent, the next refused. Without trusted proxies in this
+    // configuration the field is not believed: the same agent gets the route's own budgets.
+    let trainee = basic("stagiaire");
+    let c = h1_client();
+    let ask = |n: u32| {
+        let c = c.clone();
+        let (addr, trainee) = (gw.addr, trainee.clone());
+        async move {
+            get_with(
+                &c,
+                addr,
+                "agents.test",
+                &format!("/api/usagers?page={n}&per_page=20"),
+                &[
+                    ("authorization", &trainee),
+                    ("x-remote-groups", "stagiaires"),
+                ],
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(ask(1).await, 200);
+    assert_eq!(
+        ask(2).await,
+        200,
+        "not a trusted proxy: the route's own budget (100)"
+    );
+    let list = accounts(&gw, "agents").await;
+    assert_eq!(row(&list, "export-nuit")["records"], 300);
+    assert!(row(&list, "export-nuit")["action"].is_null(), "{list}");
+    let budgets = admin_call(&gw, "GET", "/admin/guard/budgets", None).await;
+    assert!(
+        budgets.body.contains("\"group\":\"batch\""),
+        "{}",
+        budgets.body
+    );
 }

@@ -229,16 +229,53 @@ pub(super) fn tenant(
                     }
                 },
             );
+    let mut groups = std::collections::HashMap::new();
+    for (group, members) in &file.groups {
+        if group.is_empty() || group.len() > 64 || group.contains(',') {
+            c.push(
+                format!("{p}.guard.groups.{group}"),
+                format!("`{group}` is not a group name"),
+                Some("1 to 64 characters, no comma"),
+            );
+        }
+        for m in members {
+            if let Some(other) = groups.insert(m.clone(), group.clone()) {
+                c.push(
+                    format!("{p}.guard.groups.{group}"),
+                    format!("`{m}` is in groups `{other}` and `{group}`"),
+                    Some("an account belongs to one group here; the single sign-on's field may name several"),
+                );
+            }
+        }
+    }
+    let group_header = file.group_header.as_ref().and_then(|h| {
+        let parsed = http::HeaderName::from_bytes(h.as_bytes()).ok();
+        if parsed.is_none() {
+            c.push(
+                format!("{p}.guard.group_header"),
+                format!("`{h}` is not a field name"),
+                None,
+            );
+        }
+        parsed
+    });
     Arc::new(TenantGuard {
         sources,
         origin_account,
         baseline,
         office_hours,
+        groups,
+        group_header,
     })
 }
 
 /// A route's `guard` table.
-pub(super) fn route(c: &mut Collector, rp: &str, file: &RouteGuardFile) -> Arc<RouteGuard> {
+pub(super) fn route(
+    c: &mut Collector,
+    rp: &str,
+    file: &RouteGuardFile,
+    tenant: &TenantGuard,
+) -> Arc<RouteGuard> {
     let gp = format!("{rp}.guard");
     let record_header = file.record_header.as_ref().and_then(|h| {
         let parsed = http::HeaderName::from_bytes(h.as_bytes()).ok();
@@ -290,6 +327,7 @@ pub(super) fn route(c: &mut Collector, rp: &str, file: &RouteGuardFile) -> Arc<R
     let mask = kinds(c, "pii_mask", &file.pii_mask);
     let block = kinds(c, "pii_block", &file.pii_block);
     let mut budgets = Vec::new();
+    let mut group_budgets: Vec<(String, Vec<Budget>)> = Vec::new();
     for (i, b) in file.budgets.iter().enumerate() {
         let bp = format!("{gp}.budgets[{i}]");
         let window = c.duration(&format!("{bp}.per"), Some(&b.per), "");
@@ -309,24 +347,41 @@ pub(super) fn route(c: &mut Collector, rp: &str, file: &RouteGuardFile) -> Arc<R
             }
         };
         c.at_most(&format!("{bp}.records"), b.records, 1 << 40, "records");
-        budgets.push(Budget {
+        let budget = Budget {
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1),
             limit: b.records,
             action,
-        });
+        };
+        match &b.group {
+            None => budgets.push(budget),
+            Some(g) => {
+                let known = tenant.groups.values().any(|x| x == g) || tenant.group_header.is_some();
+                if !known {
+                    c.push(
+                        format!("{bp}.group"),
+                        format!("no account is ever in group `{g}`"),
+                        Some("name it in the tenant's guard.groups, or set guard.group_header"),
+                    );
+                }
+                match group_budgets.iter_mut().find(|(name, _)| name == g) {
+                    Some((_, list)) => list.push(budget),
+                    None => group_budgets.push((g.clone(), vec![budget])),
+                }
+            }
+        }
     }
     let counted = record_header.is_some()
         || file.json_records.is_some()
         || !record_ids.is_empty()
         || file.count_persons;
-    if !budgets.is_empty() && !counted {
+    if (!budgets.is_empty() || !group_budgets.is_empty()) && !counted {
         c.push(
             format!("{gp}.budgets"),
             "budgets, but nothing counts records on this route",
             Some("add record_header, json_records, record_ids or count_persons = true"),
         );
     }
-    if budgets.is_empty() && mask.is_empty() && block.is_empty() {
+    if budgets.is_empty() && group_budgets.is_empty() && mask.is_empty() && block.is_empty() {
         c.push(
             &gp,
             "this guard does nothing",
@@ -340,6 +395,7 @@ pub(super) fn route(c: &mut Collector, rp: &str, file: &RouteGuardFile) -> Arc<R
     );
     Arc::new(RouteGuard {
         budgets,
+        group_budgets,
         record_header,
         json_records: file.json_records.clone(),
         record_ids,
@@ -351,4 +407,41 @@ pub(super) fn route(c: &mut Collector, rp: &str, file: &RouteGuardFile) -> Arc<R
         },
         slow_delay,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    fn problems(guard: &str, route_guard: &str) -> String {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[tenants]]\nid = \"t\"\nname = \"T\"\nhosts = [\"t.test\"]\n{guard}\n[[tenants.pools]]\nname = \"p\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n\n[[tenants.routes]]\npath_prefix = \"/\"\npool = \"p\"\n{route_guard}\n"
+        );
+        match crate::config::load_str(&text, std::path::Path::new("t.toml")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn guard_settings_that_cannot_work_are_refused_with_a_hint() {
+        let ok = problems(
+            "[tenants.guard]\naccounts = [{ basic = true }]\ngroups = { batch = [\"nuit\"] }\noffice_hours = \"mon-fri 08:00-18:00\"\n",
+            "[tenants.routes.guard]\njson_records = \"data\"\nbudgets = [{ records = 10, per = \"1h\", action = \"block\" }, { records = 99, per = \"1h\", action = \"block\", group = \"batch\" }]\n",
+        );
+        assert_eq!(ok, "");
+        for (guard, route, says) in [
+            ("", "[tenants.routes.guard]\nbudgets = [{ records = 10, per = \"1h\", action = \"block\" }]\n", "nothing counts records"),
+            ("", "[tenants.routes.guard]\n", "this guard does nothing"),
+            ("", "[tenants.routes.guard]\njson_records = \"data\"\nbudgets = [{ records = 10, per = \"1h\", action = \"ban\" }]\n", "unknown action"),
+            ("", "[tenants.routes.guard]\npii_mask = [\"ssn\"]\n", "unknown kind"),
+            ("", "[tenants.routes.guard]\njson_records = \"data\"\nbudgets = [{ records = 10, per = \"1h\", action = \"block\", group = \"batch\" }]\n", "no account is ever in group"),
+            ("[tenants.guard]\naccounts = [{ basic = true, cookie = \"S\" }]\n", "", "2 sources in one entry"),
+            ("[tenants.guard]\naccounts = [{ jwt_secret_file = \"missing.key\" }]\n", "", "cannot read"),
+            ("[tenants.guard]\noffice_hours = \"fri-mon 08:00-18:00\"\n", "", "the first day comes before the last"),
+            ("[tenants.guard]\ngroups = { a = [\"x\"], b = [\"x\"] }\n", "", "is in groups"),
+            ("[tenants.guard]\nbaseline_factor = 1.0\n", "", "baseline_factor"),
+        ] {
+            let got = problems(guard, route);
+            assert!(got.contains(says), "{says}: {got}");
+        }
+    }
 }

@@ -234,7 +234,7 @@ pub struct PiiLabels {
     pub tenant: String,
     /// Route name.
     pub route: String,
-    /// `nir`, `iban`, `card`, `phone`, `email`.
+    /// `nir`, `iban`, `card`, `phone`, `email`, `birth_date`.
     pub kind: &'static str,
 }
 

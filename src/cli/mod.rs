@@ -123,10 +123,12 @@ pub enum Command {
 }
 
 /// Counts the items in `path`, read in pieces (a file of any size in little memory).
-pub(crate) fn scan_file(path: &std::path::Path) -> std::io::Result<[u64; 5]> {
+pub(crate) fn scan_file(
+    path: &std::path::Path,
+) -> std::io::Result<[u64; crate::guard::scan::Kind::COUNT]> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut counts = [0u64; 5];
+    let mut counts = [0u64; crate::guard::scan::Kind::COUNT];
     let mut scanner = crate::guard::scan::Scanner::new();
     let mut add = |f: crate::guard::scan::Found| counts[f.kind as usize] += 1;
     let mut buf = vec![0u8; 256 * 1024];
@@ -142,7 +144,10 @@ pub(crate) fn scan_file(path: &std::path::Path) -> std::io::Result<[u64; 5]> {
 }
 
 /// The report of `rempart guard scan`: a table (file, then a column per kind), or JSON.
-pub fn scan_report(rows: &[(String, [u64; 5])], json: bool) -> String {
+pub fn scan_report(
+    rows: &[(String, [u64; crate::guard::scan::Kind::COUNT])],
+    json: bool,
+) -> String {
     use crate::guard::scan::Kind;
     if json {
         let files: Vec<serde_json::Value> = rows
@@ -158,12 +163,18 @@ pub fn scan_report(rows: &[(String, [u64; 5])], json: bool) -> String {
             .collect();
         return format!("{}\n", serde_json::json!({ "files": files }));
     }
-    let mut out = String::from("file\tnir\tiban\tcard\tphone\temail\n");
+    let mut out = String::from("file");
+    for k in Kind::ALL {
+        out.push('\t');
+        out.push_str(k.name());
+    }
+    out.push('\n');
     for (file, c) in rows {
-        out.push_str(&format!(
-            "{file}\t{}\t{}\t{}\t{}\t{}\n",
-            c[0], c[1], c[2], c[3], c[4]
-        ));
+        out.push_str(file);
+        for n in c {
+            out.push_str(&format!("\t{n}"));
+        }
+        out.push('\n');
     }
     out
 }

@@ -39,7 +39,7 @@ impl KindSet {
         Kind::ALL.into_iter().filter(move |k| self.contains(*k))
     }
 
-    /// Parses a kind's name (`nir`, `iban`, `card`, `phone`, `email`).
+    /// Parses a kind's name (`nir`, `iban`, `card`, `phone`, `email`, `birth_date`).
     pub fn parse_kind(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
@@ -79,11 +79,11 @@ pub struct AnswerScan {
     scanner: Option<Scanner>,
     json: Option<ArrayCounter>,
     /// Items found, per kind (`Kind as usize`).
-    found: [u64; 5],
+    found: [u64; Kind::COUNT],
     /// Distinct items, per kind (made at the first item).
-    distinct: Option<Box<[Distinct; 5]>>,
+    distinct: Option<Box<[Distinct; Kind::COUNT]>>,
     /// The distinct items of each kind, exactly, up to `EXACT_ITEMS` (then the estimate).
-    exact: Option<Box<[Exact; 5]>>,
+    exact: Option<Box<[Exact; Kind::COUNT]>>,
     /// Bytes fed but not yet given out (held back while undecided), and their offset.
     held: Vec<u8>,
     held_at: u64,
@@ -99,7 +99,7 @@ impl AnswerScan {
             policy,
             scanner: (policy.scan || policy.holds_back()).then(Scanner::new),
             json: json_path.map(ArrayCounter::new),
-            found: [0; 5],
+            found: [0; Kind::COUNT],
             distinct: None,
             exact: None,
             held: Vec::new(),
@@ -210,7 +210,7 @@ impl AnswerScan {
     }
 
     /// Items found so far, per kind (`Kind as usize`).
-    pub fn found(&self) -> [u64; 5] {
+    pub fn found(&self) -> [u64; Kind::COUNT] {
         self.found
     }
 
@@ -242,7 +242,7 @@ impl AnswerScan {
     }
 
     /// The distinct items of each kind (for the journal), when any was found.
-    pub fn take_distinct(&mut self) -> Option<Box<[Distinct; 5]>> {
+    pub fn take_distinct(&mut self) -> Option<Box<[Distinct; Kind::COUNT]>> {
         self.distinct.take()
     }
 
@@ -263,8 +263,8 @@ type Exact = Vec<u64>;
 
 /// Counts `f` among the distinct items of its kind.
 fn remember(
-    distinct: &mut Option<Box<[Distinct; 5]>>,
-    exact: &mut Option<Box<[Exact; 5]>>,
+    distinct: &mut Option<Box<[Distinct; Kind::COUNT]>>,
+    exact: &mut Option<Box<[Exact; Kind::COUNT]>>,
     f: &Found,
 ) {
     let i = f.kind as usize;
@@ -353,7 +353,7 @@ mod tests {
             let (out, step, scan) = stream(p, BODY.as_bytes(), &splits);
             assert_eq!(step, Step::Go);
             assert_eq!(out, whole, "splits {splits:?}");
-            assert_eq!(scan.found(), [2, 0, 0, 1, 1]);
+            assert_eq!(scan.found(), [2, 0, 0, 1, 1, 0]);
             seed = seed.wrapping_add(1);
         }
         assert!(!String::from_utf8(whole).unwrap().contains("dupont"));

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use super::account::AccountId;
 use super::budget::{Action, Budget, Ledger, Verdict};
 use super::distinct::Distinct;
+use super::scan::Kind;
 
 /// How a request's account was known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub struct Visit<'a> {
     /// Records the answer carried.
     pub records: u64,
     /// Personal-data items found, per kind.
-    pub pii: [u64; 5],
+    pub pii: [u64; Kind::COUNT],
     /// A hash of the record identifier in the path, if any.
     pub record_id: Option<u64>,
     /// The answer came outside the tenant's working hours.
@@ -154,7 +155,7 @@ pub struct Account {
     /// Records taken.
     pub records: u64,
     /// Personal-data items seen, per kind.
-    pub pii: [u64; 5],
+    pub pii: [u64; Kind::COUNT],
     /// Distinct record identifiers opened (estimate).
     pub distinct_ids: Distinct,
     /// Recent client prefixes, with when each was last used (ms), most recent first.
@@ -272,7 +273,7 @@ impl Book {
                 last_ms: now_ms,
                 answers: 0,
                 records: 0,
-                pii: [0; 5],
+                pii: [0; Kind::COUNT],
                 distinct_ids: Distinct::new(8),
                 prefixes: Vec::new(),
                 fingerprint: visit.fingerprint,
@@ -502,7 +503,7 @@ mod tests {
             prefix,
             fingerprint: 1,
             records,
-            pii: [0; 5],
+            pii: [0; Kind::COUNT],
             record_id: None,
             outside_hours: false,
         }

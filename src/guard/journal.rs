@@ -21,6 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::account::AccountId;
 use super::answer::PERSONS_PRECISION;
 use super::distinct::Distinct;
+use super::scan::Kind;
 
 /// One hour, ms.
 const HOUR_MS: u64 = 3_600_000;
@@ -47,6 +48,7 @@ CREATE TABLE IF NOT EXISTS access (
     fingerprints TEXT NOT NULL,
     first_ms INTEGER NOT NULL,
     last_ms INTEGER NOT NULL,
+    birth INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, account, hour_ms, route)
 );
 CREATE TABLE IF NOT EXISTS suspension (
@@ -81,9 +83,9 @@ pub struct Answer {
     /// Records taken.
     pub records: u64,
     /// Personal-data items, per kind.
-    pub pii: [u64; 5],
+    pub pii: [u64; Kind::COUNT],
     /// Distinct items per kind (none when the answer showed none).
-    pub persons: Option<Box<[Distinct; 5]>>,
+    pub persons: Option<Box<[Distinct; Kind::COUNT]>>,
     /// Hash of the record identifier opened, if any.
     pub record_id: Option<u64>,
     /// Client prefix.
@@ -144,6 +146,13 @@ fn open_db(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.execute_batch(SCHEMA)?;
+    // Journals made before dates of birth were counted lack their column.
+    let has_birth = conn
+        .prepare("SELECT 1 FROM pragma_table_info('access') WHERE name = 'birth'")?
+        .exists([])?;
+    if !has_birth {
+        conn.execute_batch("ALTER TABLE access ADD COLUMN birth INTEGER NOT NULL DEFAULT 0")?;
+    }
     Ok(conn)
 }
 
@@ -280,8 +289,8 @@ struct Row {
     who: &'static str,
     answers: u64,
     records: u64,
-    pii: [u64; 5],
-    persons: Option<Box<[Distinct; 5]>>,
+    pii: [u64; Kind::COUNT],
+    persons: Option<Box<[Distinct; Kind::COUNT]>>,
     ids: Option<Distinct>,
     prefixes: Vec<String>,
     fingerprints: Vec<u64>,
@@ -300,7 +309,7 @@ fn add(rows: &mut HashMap<RowKey, Row>, a: Answer) {
         who: a.who,
         answers: 0,
         records: 0,
-        pii: [0; 5],
+        pii: [0; Kind::COUNT],
         persons: None,
         ids: None,
         prefixes: Vec::new(),
@@ -334,20 +343,24 @@ fn add(rows: &mut HashMap<RowKey, Row>, a: Answer) {
     row.last_ms = row.last_ms.max(a.at_ms);
 }
 
-fn persons_blob(p: &[Distinct; 5]) -> Vec<u8> {
+fn persons_blob(p: &[Distinct; Kind::COUNT]) -> Vec<u8> {
     p.iter().flat_map(Distinct::to_registers).collect()
 }
 
-fn persons_from(blob: &[u8]) -> Option<Box<[Distinct; 5]>> {
-    if blob.is_empty() || blob.len() % 5 != 0 {
+fn persons_from(blob: &[u8]) -> Option<Box<[Distinct; Kind::COUNT]>> {
+    // One counter per kind, in `Kind` order (rows written before a kind existed have fewer).
+    let n = 1usize << PERSONS_PRECISION;
+    if blob.is_empty() || blob.len() % n != 0 || blob.len() / n > Kind::COUNT {
         return None;
     }
-    let n = blob.len() / 5;
-    let parts: Vec<Distinct> = blob
+    let mut parts: Vec<Distinct> = blob
         .chunks(n)
         .filter_map(Distinct::from_registers)
         .collect();
-    <[Distinct; 5]>::try_from(parts).ok().map(Box::new)
+    parts.resize_with(Kind::COUNT, || Distinct::new(PERSONS_PRECISION));
+    <[Distinct; Kind::COUNT]>::try_from(parts)
+        .ok()
+        .map(Box::new)
 }
 
 fn write_rows(conn: &mut Connection, rows: HashMap<RowKey, Row>) -> Result<(), rusqlite::Error> {
@@ -399,12 +412,15 @@ fn write_rows(conn: &mut Connection, rows: HashMap<RowKey, Row>) -> Result<(), r
             .collect();
         tx.execute(
             "INSERT INTO access (tenant, account, hour_ms, route, who, answers, records,
-                nir, iban, card, phone, email, persons, ids, prefixes, fingerprints, first_ms, last_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                nir, iban, card, phone, email, persons, ids, prefixes, fingerprints, first_ms, last_ms,
+                birth)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                ?19)
              ON CONFLICT (tenant, account, hour_ms, route) DO UPDATE SET
                 answers = answers + excluded.answers, records = records + excluded.records,
                 nir = nir + excluded.nir, iban = iban + excluded.iban, card = card + excluded.card,
                 phone = phone + excluded.phone, email = email + excluded.email,
+                birth = birth + excluded.birth,
                 persons = excluded.persons, ids = excluded.ids, prefixes = excluded.prefixes,
                 fingerprints = excluded.fingerprints,
                 first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms)",
@@ -427,6 +443,7 @@ fn write_rows(conn: &mut Connection, rows: HashMap<RowKey, Row>) -> Result<(), r
                 fingerprints.join(","),
                 row.first_ms as i64,
                 row.last_ms as i64,
+                row.pii[5] as i64,
             ],
         )?;
     }
@@ -542,9 +559,9 @@ pub struct Activity {
     /// Records taken.
     pub records: u64,
     /// Items seen per kind (`Kind` order).
-    pub pii: [u64; 5],
+    pub pii: [u64; Kind::COUNT],
     /// Distinct items per kind (estimates).
-    pub distinct: [u64; 5],
+    pub distinct: [u64; Kind::COUNT],
     /// Distinct record identifiers opened (estimate).
     pub distinct_ids: u64,
     /// Records per route.
@@ -584,7 +601,7 @@ pub fn activity(
         .map_err(err)?;
     let id = account.to_string();
     let mut out = Activity::default();
-    let mut persons: Option<Box<[Distinct; 5]>> = None;
+    let mut persons: Option<Box<[Distinct; Kind::COUNT]>> = None;
     let mut ids: Option<Distinct> = None;
     let mut routes: HashMap<String, u64> = HashMap::new();
     let mut hours: std::collections::BTreeMap<u64, u64> = Default::default();
@@ -593,7 +610,7 @@ pub fn activity(
         let mut stmt = conn
             .prepare(
                 "SELECT hour_ms, route, who, answers, records, nir, iban, card, phone, email,
-                        persons, ids, prefixes, fingerprints, first_ms, last_ms
+                        persons, ids, prefixes, fingerprints, first_ms, last_ms, birth
                  FROM access WHERE tenant = ?1 AND account = ?2 AND hour_ms >= ?3 AND hour_ms <= ?4
                  ORDER BY hour_ms",
             )
@@ -612,6 +629,7 @@ pub fn activity(
             for k in 0..5 {
                 out.pii[k] += r.get::<_, i64>(5 + k).map_err(err)? as u64;
             }
+            out.pii[5] += r.get::<_, i64>(16).map_err(err)? as u64;
             if let Some(p) = r
                 .get::<_, Option<Vec<u8>>>(10)
                 .map_err(err)?
@@ -666,7 +684,7 @@ pub fn activity(
         }
     }
     if let Some(p) = &persons {
-        for k in 0..5 {
+        for k in 0..Kind::COUNT {
             out.distinct[k] = p[k].estimate().min(out.pii[k]);
         }
     }
@@ -723,7 +741,7 @@ mod tests {
     use super::*;
 
     fn answer(account: u64, at_ms: u64, records: u64, nirs: &[u64]) -> Answer {
-        let mut persons: Box<[Distinct; 5]> =
+        let mut persons: Box<[Distinct; Kind::COUNT]> =
             Box::new(std::array::from_fn(|_| Distinct::new(PERSONS_PRECISION)));
         for n in nirs {
             persons[0].insert(super::super::distinct::spread(*n));
@@ -735,7 +753,7 @@ mod tests {
             route: "usagers".into(),
             at_ms,
             records,
-            pii: [nirs.len() as u64, 0, 0, 0, 0],
+            pii: [nirs.len() as u64, 0, 0, 0, 0, 0],
             persons: Some(persons),
             record_id: None,
             prefix: "192.0.2.0/24".into(),

@@ -21,11 +21,23 @@ pub enum Kind {
     Phone,
     /// E-mail address.
     Email,
+    /// A date of birth: a date whose context names it (a JSON key such as `date_naissance`
+    /// or `birthDate`, "Date de naissance :", "Né(e) le").
+    BirthDate,
 }
 
 impl Kind {
+    /// How many kinds.
+    pub const COUNT: usize = 6;
     /// Every kind.
-    pub const ALL: [Kind; 5] = [Kind::Nir, Kind::Iban, Kind::Card, Kind::Phone, Kind::Email];
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Nir,
+        Kind::Iban,
+        Kind::Card,
+        Kind::Phone,
+        Kind::Email,
+        Kind::BirthDate,
+    ];
 
     /// Name in reports and configuration.
     pub fn name(self) -> &'static str {
@@ -35,6 +47,7 @@ impl Kind {
             Kind::Card => "card",
             Kind::Phone => "phone",
             Kind::Email => "email",
+            Kind::BirthDate => "birth_date",
         }
     }
 }
@@ -164,8 +177,8 @@ impl Scanner {
 }
 
 /// Counts the items of each kind in `bytes` (a whole file or answer).
-pub fn count(bytes: &[u8]) -> [u64; 5] {
-    let mut counts = [0u64; 5];
+pub fn count(bytes: &[u8]) -> [u64; Kind::COUNT] {
+    let mut counts = [0u64; Kind::COUNT];
     let mut s = Scanner::new();
     let mut add = |f: Found| counts[f.kind as usize] += 1;
     s.feed(bytes, &mut add);
@@ -259,7 +272,12 @@ fn scan(
             email(buf, i, base, *reported, last)
         } else if !alone {
             Match::No
-        } else if b.is_ascii_digit() || b == b'+' {
+        } else if b.is_ascii_digit() {
+            match birth_date(buf, i, last) {
+                Match::No => number(buf, i, last),
+                found => found,
+            }
+        } else if b == b'+' {
             number(buf, i, last)
         } else {
             iban(buf, i, last)
@@ -624,6 +642,181 @@ fn iban(buf: &[u8], at: usize, last: bool) -> Match {
     }
 }
 
+/// French month names, without and with their accents (lower case).
+const MONTHS: [&[u8]; 15] = [
+    b"janvier",
+    b"fevrier",
+    "février".as_bytes(),
+    b"mars",
+    b"avril",
+    b"mai",
+    b"juin",
+    b"juillet",
+    b"aout",
+    "août".as_bytes(),
+    b"septembre",
+    b"octobre",
+    b"novembre",
+    b"decembre",
+    "décembre".as_bytes(),
+];
+
+/// What names a date of birth right before it: a key or a label (lower case), its last
+/// words.
+const BIRTH_CONTEXT: [&[u8]; 16] = [
+    b"naissance",
+    b"birthdate",
+    b"birth_date",
+    b"birth-date",
+    b"date of birth",
+    b"date_of_birth",
+    b"dateofbirth",
+    b"dob",
+    b"birthday",
+    b"ne le",
+    b"nee le",
+    b"ne(e) le",
+    "né le".as_bytes(),
+    "née le".as_bytes(),
+    "né(e) le".as_bytes(),
+    b"date_naiss",
+];
+
+/// Whether the bytes before `at` name a date of birth: once separators (spaces, quotes,
+/// `:`, `=`) and up to four HTML tags are stripped, they end with a key or label of
+/// `BIRTH_CONTEXT` (any case). Looks back at most 64 bytes (the scanner keeps that much).
+fn names_birth_date(buf: &[u8], at: usize) -> bool {
+    let mut end = at;
+    let floor = at.saturating_sub(64);
+    for _ in 0..6 {
+        while end > floor
+            && matches!(
+                buf[end - 1],
+                b' ' | b'\t' | b'"' | b'\'' | b':' | b'=' | b'\n' | b'\r'
+            )
+        {
+            end -= 1;
+        }
+        if end > floor && buf[end - 1] == b'>' {
+            match buf[floor..end].iter().rposition(|b| *b == b'<') {
+                Some(p) => end = floor + p,
+                None => return false,
+            }
+        } else {
+            break;
+        }
+    }
+    let before = &buf[floor..end];
+    // Every key and label ends with one of these letters: most words before a date do not.
+    if !matches!(
+        before.last().map(u8::to_ascii_lowercase),
+        Some(b'e' | b'h' | b'b' | b'y' | b's')
+    ) {
+        return false;
+    }
+    BIRTH_CONTEXT.iter().any(|k| {
+        before.len() >= k.len() && before[before.len() - k.len()..].eq_ignore_ascii_case(k)
+    })
+}
+
+/// A number of 1 to `max` digits at `at`: its value and where it ends.
+fn small_number(buf: &[u8], at: usize, max: usize) -> Option<(u32, usize)> {
+    let mut v = 0u32;
+    let mut i = at;
+    while i < buf.len() && i - at < max && buf[i].is_ascii_digit() {
+        v = v * 10 + u32::from(buf[i] - b'0');
+        i += 1;
+    }
+    (i > at).then_some((v, i))
+}
+
+/// A date of birth at `at` (a digit): `12/03/1985`, `12-03-1985`, `12.03.1985`,
+/// `1985-03-12`, `12 mars 1985`, whose context names it (`names_birth_date`). Ordinary dates
+/// are not dates of birth.
+fn birth_date(buf: &[u8], at: usize, last: bool) -> Match {
+    // Most digits start no date: one or two digits then a separator, or four then `-`.
+    let sep = |i: usize| matches!(buf.get(at + i), Some(b'/' | b'-' | b'.' | b' '));
+    let digit = |i: usize| buf.get(at + i).is_some_and(u8::is_ascii_digit);
+    let shaped = sep(1)
+        || (digit(1) && sep(2))
+        || (digit(1) && digit(2) && digit(3) && buf.get(at + 4) == Some(&b'-'));
+    if !shaped && buf.len() - at >= 5 {
+        return Match::No;
+    }
+    // Enough bytes to read the longest writing, unless the stream ends.
+    if buf.len() - at < 20 && !last {
+        return Match::More;
+    }
+    let Some((first, i)) = small_number(buf, at, 4) else {
+        return Match::No;
+    };
+    let date = if i - at == 4 {
+        // 1985-03-12
+        (|| {
+            let i = if buf.get(i) == Some(&b'-') {
+                i + 1
+            } else {
+                return None;
+            };
+            let (m, i) = small_number(buf, i, 2)?;
+            let i = if buf.get(i) == Some(&b'-') {
+                i + 1
+            } else {
+                return None;
+            };
+            let (d, i) = small_number(buf, i, 2)?;
+            Some((d, m, first, i))
+        })()
+    } else if i - at <= 2 {
+        (|| {
+            let sep = *buf.get(i)?;
+            if matches!(sep, b'/' | b'-' | b'.') {
+                // 12/03/1985
+                let (m, j) = small_number(buf, i + 1, 2)?;
+                if buf.get(j) != Some(&sep) {
+                    return None;
+                }
+                let (y, k) = small_number(buf, j + 1, 4)?;
+                (k - j - 1 == 4).then_some((first, m, y, k))
+            } else if sep == b' ' {
+                // 12 mars 1985 (most numbers followed by a space are not: a phone's groups,
+                // "18 h 30")
+                let rest = &buf[i + 1..];
+                if !matches!(
+                    rest.first().map(u8::to_ascii_lowercase),
+                    Some(b'j' | b'f' | b'm' | b'a' | b's' | b'o' | b'n' | b'd')
+                ) {
+                    return None;
+                }
+                let (m, name) = MONTHS.iter().enumerate().find(|(_, name)| {
+                    rest.len() > name.len()
+                        && rest[..name.len()].eq_ignore_ascii_case(name)
+                        && rest[name.len()] == b' '
+                })?;
+                let month = [1, 2, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 12][m];
+                let j = i + 1 + name.len() + 1;
+                let (y, k) = small_number(buf, j, 4)?;
+                (k - j == 4).then_some((first, month, y, k))
+            } else {
+                None
+            }
+        })()
+    } else {
+        None
+    };
+    let Some((day, month, year, end)) = date else {
+        return Match::No;
+    };
+    if !(1..=31).contains(&day) || !(1..=12).contains(&month) || !(1900..=2030).contains(&year) {
+        return Match::No;
+    }
+    match ends_alone(buf, end, last) {
+        Some(true) if names_birth_date(buf, at) => Match::Item(Kind::BirthDate, end),
+        Some(_) => Match::No,
+        None => Match::More,
+    }
+}
+
 /// Where the local part of the e-mail whose `@` is at `at` starts.
 fn local_start(buf: &[u8], at: usize) -> usize {
     let mut s = at;
@@ -928,6 +1121,37 @@ mod tests {
                     _ => format!("0033{}", &d[1..]),
                 }
             }
+            Kind::BirthDate => {
+                let (d, m, y) = (1 + g.below(28), 1 + g.below(12), 1930 + g.below(90));
+                let months = [
+                    "janvier",
+                    "février",
+                    "mars",
+                    "avril",
+                    "mai",
+                    "juin",
+                    "juillet",
+                    "août",
+                    "septembre",
+                    "octobre",
+                    "novembre",
+                    "décembre",
+                ];
+                let date = match g.below(4) {
+                    0 => format!("{d:02}/{m:02}/{y}"),
+                    1 => format!("{y}-{m:02}-{d:02}"),
+                    2 => format!("{d:02}.{m:02}.{y}"),
+                    _ => format!("{d} {} {y}", months[m as usize - 1]),
+                };
+                // With what names it: a JSON key, a label, a table cell.
+                match g.below(5) {
+                    0 => format!("\",\"date_naissance\": \"{date}"),
+                    1 => format!("\",\"birthDate\":\"{date}"),
+                    2 => format!("Date de naissance : {date}"),
+                    3 => format!("Né(e) le {date}"),
+                    _ => format!("<td>Date de naissance</td><td>{date}</td><td>"),
+                }
+            }
             Kind::Email => {
                 let names = ["jeanne", "jean.dupont", "m.martin", "contact", "a_b+c"];
                 let domains = ["ville-exemple.fr", "mail.example.org", "agglo.test.fr"];
@@ -966,14 +1190,57 @@ mod tests {
     }
 
     #[test]
+    fn dates_of_birth_count_only_where_their_context_names_them() {
+        let births = [
+            r#"{"nom":"Martin","date_naissance":"12/03/1985"}"#,
+            r#"{"birthDate": "1985-03-12", "x": 1}"#,
+            "Date de naissance : 12.03.1985",
+            "Né(e) le 3 mars 1985 à Nantes",
+            "née le 28 février 1961",
+            "<tr><th>Date de naissance</th><td>12/03/1985</td></tr>",
+            "<b>DOB:</b> 01-12-1999",
+        ];
+        for b in births {
+            assert_eq!(count(b.as_bytes())[Kind::BirthDate as usize], 1, "{b}");
+        }
+        let ordinary = [
+            r#"{"date_creation":"12/03/1985"}"#,
+            "Conseil municipal du 12/03/2026 à 18 h",
+            r#"{"updated":"2024-01-02T10:00:00Z","naissance":"inconnue"}"#,
+            "Né(e) le 31/13/1985",
+            "Date de naissance : 12/03/1850",
+            "Né le 12/03/19850",
+            r#"{"date_naissance":"12/03/1985","date_deces":"01/02/2020"}"#,
+        ];
+        let counted: u64 = ordinary
+            .iter()
+            .map(|o| count(o.as_bytes())[Kind::BirthDate as usize])
+            .sum();
+        assert_eq!(counted, 1, "only the first date of the last line is one");
+        // Any chunking: the context and the date are both seen.
+        let text = births.join("\n");
+        let bytes = text.as_bytes();
+        for size in 1..40 {
+            let mut got = 0;
+            let mut s = Scanner::new();
+            let mut add = |f: Found| got += u64::from(f.kind == Kind::BirthDate);
+            for chunk in bytes.chunks(size) {
+                s.feed(chunk, &mut add);
+            }
+            s.finish(&mut add);
+            assert_eq!(got, births.len() as u64, "chunks of {size}");
+        }
+    }
+
+    #[test]
     fn a_generated_corpus_is_found_whole_and_decoys_are_not() {
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
         let mut text = String::new();
-        let mut want = [0u64; 5];
+        let mut want = [0u64; Kind::COUNT];
         let mut decoys = 0u64;
         for _ in 0..5_000 {
             if g.below(2) == 0 {
-                let kind = Kind::ALL[g.below(5) as usize];
+                let kind = Kind::ALL[g.below(Kind::COUNT as u64) as usize];
                 want[kind as usize] += 1;
                 let it = item(&mut g, kind);
                 text.push_str(&format!("{{\"v\":\"{it}\"}},\n"));
@@ -986,7 +1253,7 @@ mod tests {
         // Whole, and in chunks of every size from 1 to 97 bytes.
         assert_eq!(count(text.as_bytes()), want);
         for size in [1, 7, 13, 64, 97] {
-            let mut got = [0u64; 5];
+            let mut got = [0u64; Kind::COUNT];
             let mut s = Scanner::new();
             let mut add = |f: Found| got[f.kind as usize] += 1;
             for chunk in text.as_bytes().chunks(size) {

@@ -7,6 +7,7 @@
 use super::account::AccountId;
 use super::book::{Baseline, Book, Flag, Visit, Who};
 use super::budget::{Action, Budget, Verdict};
+use super::scan::Kind;
 
 /// What is simulated.
 #[derive(Debug, Clone)]
@@ -104,7 +105,7 @@ pub fn run(plan: &Plan) -> Outcome {
         prefix: "192.0.2.0/24",
         fingerprint: u64::from(id),
         records,
-        pii: [0; 5],
+        pii: [0; Kind::COUNT],
         record_id: None,
         outside_hours: false,
     };
@@ -170,7 +171,7 @@ pub fn run(plan: &Plan) -> Outcome {
                         prefix: &prefix,
                         fingerprint: 0,
                         records,
-                        pii: [0; 5],
+                        pii: [0; Kind::COUNT],
                         record_id: None,
                         outside_hours: false,
                     };

@@ -118,7 +118,7 @@ const ACTIONS: [&str; 13] = [
 /// A guarded route's counters: records, and personal-data items per kind.
 pub struct RouteCounters {
     records: Counter,
-    pii: [Counter; 5],
+    pii: [Counter; Kind::COUNT],
 }
 
 impl TenantBook {
@@ -441,7 +441,10 @@ impl GuardTap {
     /// Tells the book (and the journal) what the answer carried.
     fn settle(mut self, complete: bool) {
         let book = &self.book;
-        let found = self.scan.as_ref().map_or([0; 5], AnswerScan::found);
+        let found = self
+            .scan
+            .as_ref()
+            .map_or([0; Kind::COUNT], AnswerScan::found);
         let route = &*self.route_name;
         let counters = book.route(route);
         for (counter, n) in counters.pii.iter().zip(found) {

@@ -318,7 +318,7 @@ pub(super) fn route(
                 None => c.push(
                     format!("{gp}.{key}[{i}]"),
                     format!("unknown kind `{n}`"),
-                    Some("nir, iban, card, phone or email"),
+                    Some("nir, iban, card, phone, email or birth_date"),
                 ),
             }
         }

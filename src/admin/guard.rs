@@ -119,17 +119,11 @@ fn account_of(
     q: &NameQuery,
 ) -> Result<AccountId, Box<Response>> {
     if let Some(name) = &q.name {
-        let tag = match q.source.as_deref().unwrap_or("basic") {
-            "cookie" => 1,
-            "basic" => 2,
-            "jwt" => 3,
-            "header" => 4,
-            "origin" => crate::guard::account::TAG_ORIGIN,
-            other => {
-                return Err(Box::new(bad_request(format!(
-                    "unknown source `{other}`: cookie, basic, jwt, header or origin"
-                ))))
-            }
+        let source = q.source.as_deref().unwrap_or("basic");
+        let Some(tag) = crate::guard::account::source_tag(source) else {
+            return Err(Box::new(bad_request(format!(
+                "unknown source `{source}`: cookie, basic, jwt, header or origin"
+            ))));
         };
         return Ok(AccountId::keyed(
             &generation.guard_key.key,

@@ -36,44 +36,11 @@ pub enum GuardAction {
         json: bool,
     },
     /// One account: what it took, from where, its standing.
-    Show {
-        /// Configuration file of the running gateway.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Tenant id.
-        tenant: String,
-        /// The account: its identifier (16 hex digits) or its name (with `--source`).
-        account: String,
-        /// Where the name comes from: basic, jwt, header, origin (for a name).
-        #[arg(long, default_value = "basic")]
-        source: String,
-    },
+    Show(AccountArgs),
     /// Lift an account's suspension.
-    Lift {
-        /// Configuration file of the running gateway.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Tenant id.
-        tenant: String,
-        /// The account: its identifier or its name (with `--source`).
-        account: String,
-        /// Where the name comes from.
-        #[arg(long, default_value = "basic")]
-        source: String,
-    },
+    Lift(AccountArgs),
     /// Suspend an account on every guarded route of its tenant, until lifted.
-    Suspend {
-        /// Configuration file of the running gateway.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Tenant id.
-        tenant: String,
-        /// The account: its identifier or its name (with `--source`).
-        account: String,
-        /// Where the name comes from.
-        #[arg(long, default_value = "basic")]
-        source: String,
-    },
+    Suspend(AccountArgs),
     /// The guarded routes of each tenant, with their budgets.
     Budgets {
         /// Configuration file of the running gateway.
@@ -105,6 +72,21 @@ pub enum GuardAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One account of a running gateway.
+#[derive(Debug, clap::Args)]
+pub struct AccountArgs {
+    /// Configuration file of the running gateway (gives the admin address and token).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Tenant id.
+    tenant: String,
+    /// The account: its identifier (16 hex digits) or its name (with `--source`).
+    account: String,
+    /// Where the name comes from: basic, jwt, header, origin, cookie.
+    #[arg(long, default_value = "basic")]
+    source: String,
 }
 
 /// Runs `action`, printing to stdout; the exit code.
@@ -143,32 +125,20 @@ pub async fn run(action: GuardAction) -> i32 {
             })
             .await
         }
-        GuardAction::Show {
-            config,
-            tenant,
-            account,
-            source,
-        } => {
-            let path = account_path(&tenant, &account, &source, "");
-            admin(&config, http::Method::GET, path, str::to_owned).await
+        GuardAction::Show(a) => {
+            let path = account_path(&a.tenant, &a.account, &a.source, "");
+            admin(&a.config, http::Method::GET, path, str::to_owned).await
         }
-        GuardAction::Lift {
-            config,
-            tenant,
-            account,
-            source,
-        } => {
-            let path = account_path(&tenant, &account, &source, "/lift");
-            admin(&config, http::Method::POST, path, |_| "lifted\n".into()).await
+        GuardAction::Lift(a) => {
+            let path = account_path(&a.tenant, &a.account, &a.source, "/lift");
+            admin(&a.config, http::Method::POST, path, |_| "lifted\n".into()).await
         }
-        GuardAction::Suspend {
-            config,
-            tenant,
-            account,
-            source,
-        } => {
-            let path = account_path(&tenant, &account, &source, "/suspend");
-            admin(&config, http::Method::POST, path, |_| "suspended\n".into()).await
+        GuardAction::Suspend(a) => {
+            let path = account_path(&a.tenant, &a.account, &a.source, "/suspend");
+            admin(&a.config, http::Method::POST, path, |_| {
+                "suspended\n".into()
+            })
+            .await
         }
         GuardAction::Budgets { config } => {
             let path = "/admin/guard/budgets".to_owned();
@@ -335,16 +305,9 @@ fn report(
                 }
             },
         };
-        let tag = match source {
-            "cookie" => 1,
-            "basic" => 2,
-            "jwt" => 3,
-            "header" => 4,
-            "origin" => crate::guard::account::TAG_ORIGIN,
-            other => {
-                eprintln!("unknown source `{other}`: cookie, basic, jwt, header or origin");
-                return 2;
-            }
+        let Some(tag) = crate::guard::account::source_tag(source) else {
+            eprintln!("unknown source `{source}`: cookie, basic, jwt, header or origin");
+            return 2;
         };
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
         AccountId::keyed(&key, tag, account.as_bytes())

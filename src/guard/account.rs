@@ -54,12 +54,7 @@ impl Source {
     }
 
     fn tag(&self) -> u8 {
-        match self {
-            Source::Cookie(_) => 1,
-            Source::Basic => 2,
-            Source::Bearer(_) => 3,
-            Source::Header(_) => 4,
-        }
+        source_tag(self.name()).unwrap_or(0)
     }
 }
 
@@ -226,6 +221,19 @@ fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (s, rest) = value.split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+}
+
+/// The tag of the source named `name` in the admin API and the CLI (`cookie`, `basic`,
+/// `jwt`, `header`, `origin`), to find an account by its name.
+pub fn source_tag(name: &str) -> Option<u8> {
+    Some(match name {
+        "cookie" => 1,
+        "basic" => 2,
+        "jwt" => 3,
+        "header" => 4,
+        "origin" => TAG_ORIGIN,
+        _ => return None,
+    })
 }
 
 /// Tag of an account named by the origin's answer (`AccountId::keyed`).

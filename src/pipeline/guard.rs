@@ -173,6 +173,38 @@ impl TenantBook {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The account's standing before it is served on `scope` with `budgets`: `Err` when it
+    /// is refused (suspended, or over a `block` budget; counted), `Ok(true)` when over a
+    /// `slow` budget.
+    fn judge(
+        &self,
+        account: AccountId,
+        scope: u64,
+        budgets: &[crate::guard::budget::Budget],
+    ) -> Result<bool, ProxyError> {
+        let standing = self
+            .lock()
+            .standing(account, scope, budgets, crate::clock::coarse_now_ms());
+        match standing {
+            Verdict::Suspended => {
+                self.count_action("refused_suspended");
+                Err(ProxyError::AccountSuspended)
+            }
+            Verdict::Over {
+                action: Action::Block,
+                ..
+            } => {
+                self.count_action("refused_quota");
+                Err(ProxyError::QuotaReached)
+            }
+            Verdict::Over {
+                action: Action::Slow,
+                ..
+            } => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
     fn count_action(&self, action: &'static str) {
         let resolve = || {
             self.actions
@@ -260,30 +292,9 @@ pub fn admit<B>(
         .guard
         .budget_slot(guard, label.as_deref(), req.headers(), trusted);
     let scope = scope_of(ctx.route_idx.unwrap_or(0), slot);
-    let standing = book.lock().standing(
-        account,
-        scope,
-        guard.budgets_in(slot),
-        crate::clock::coarse_now_ms(),
-    );
-    let delay = match standing {
-        Verdict::Suspended => {
-            book.count_action("refused_suspended");
-            return Err(ProxyError::AccountSuspended.into());
-        }
-        Verdict::Over {
-            action: Action::Block,
-            ..
-        } => {
-            book.count_action("refused_quota");
-            return Err(ProxyError::QuotaReached.into());
-        }
-        Verdict::Over {
-            action: Action::Slow,
-            ..
-        } => Some(guard.slow_delay),
-        _ => None,
-    };
+    let delay = book
+        .judge(account, scope, guard.budgets_in(slot))?
+        .then_some(guard.slow_delay);
     ctx.guard = Some(Box::new(Ticket {
         account,
         who,
@@ -394,26 +405,7 @@ impl GuardTap {
                     false,
                 );
                 ticket.scope = scope_of(ctx.route_idx.unwrap_or(0), ticket.slot);
-                let standing = book.lock().standing(
-                    ticket.account,
-                    ticket.scope,
-                    guard.budgets_in(ticket.slot),
-                    crate::clock::coarse_now_ms(),
-                );
-                match standing {
-                    Verdict::Suspended => {
-                        book.count_action("refused_suspended");
-                        return Err(ProxyError::AccountSuspended);
-                    }
-                    Verdict::Over {
-                        action: Action::Block,
-                        ..
-                    } => {
-                        book.count_action("refused_quota");
-                        return Err(ProxyError::QuotaReached);
-                    }
-                    _ => {}
-                }
+                book.judge(ticket.account, ticket.scope, guard.budgets_in(ticket.slot))?;
             }
         }
         let scan = guard

@@ -15,6 +15,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     // Decision cores and their state.
     ("canonical", &[]),
     ("guard", &[]),
+    ("watch", &[]),
     ("shield", &["clock", "common"]),
     (
         "config",

@@ -44,3 +44,4 @@ pub mod signals;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+pub mod watch;

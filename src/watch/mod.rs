@@ -1,0 +1,9 @@
+//! The watch: what the gateway sees of an attack, turned into one vigilance level per tenant
+//! (and a global one) that operators and the rest of Rempart act on. Pure decision code,
+//! taking `now`; being built in steps (issue 15, `docs/watch.md`).
+//!
+//! - `level`: the vigilance levels (vert, jaune, orange, rouge) and the machine that moves
+//!   between them: raise at once, lower one step at a time after a quiet period, never flap;
+//!   operators' overrides with an expiry.
+
+pub mod level;

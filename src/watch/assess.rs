@@ -1,0 +1,247 @@
+//! What level a tenant's signals call for, and why: each second's observation against the
+//! tenant's baseline, every rule that fires giving the level it asks for and its evidence (the
+//! signal, its value, what is usual, the threshold). The highest level wins. Pure.
+
+use super::baseline::Baseline;
+use super::level::Level;
+
+/// One second of a tenant's signals (the pipeline's sampler fills it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observation {
+    /// Requests per second, averaged over the last 10 seconds.
+    pub requests_per_s: f64,
+    /// Share of the requests from client prefixes not seen in the last day (0 to 1).
+    pub new_sources_share: f64,
+    /// Share of the origin's answers that were 5xx or failed (0 to 1).
+    pub origin_errors_share: f64,
+    /// Requests shed by the admission gate per second.
+    pub shed_per_s: f64,
+    /// Failed logins per second on routes marked as login.
+    pub login_failures_per_s: f64,
+    /// Connections closed by the gateway per second (slowloris, resets, header timeouts).
+    pub conn_trips_per_s: f64,
+    /// Data-guard budgets crossed (alert and above) or answers cut, this second.
+    pub guard_breaches: u32,
+}
+
+/// How sensitive the rules are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Request rate over the usual one for jaune, orange, rouge.
+    pub rate_ratio: [f64; 3],
+    /// Rates under this many requests per second are never unusual (a quiet tenant).
+    pub min_rate: f64,
+    /// Failed logins per second for orange (credential stuffing).
+    pub login_failures: f64,
+    /// Connection trips per second for orange.
+    pub conn_trips: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            rate_ratio: [3.0, 8.0, 20.0],
+            min_rate: 5.0,
+            login_failures: 2.0,
+            conn_trips: 50.0,
+        }
+    }
+}
+
+/// A rule that fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reason {
+    /// The signal.
+    pub signal: &'static str,
+    /// Its value now.
+    pub value: f64,
+    /// What is usual (or the threshold's base).
+    pub usual: f64,
+    /// The level it asks for.
+    pub level: Level,
+}
+
+/// What the signals call for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Assessment {
+    /// The highest level a rule asks for.
+    pub wanted: Level,
+    /// Every rule that fired.
+    pub reasons: Vec<Reason>,
+}
+
+impl Assessment {
+    fn add(&mut self, signal: &'static str, value: f64, usual: f64, level: Level) {
+        self.wanted = self.wanted.max(level);
+        self.reasons.push(Reason {
+            signal,
+            value,
+            usual,
+            level,
+        });
+    }
+}
+
+/// Assesses `obs` against `baseline` (the usual request rate) in hour `hour` of the week.
+pub fn assess(obs: &Observation, baseline: &Baseline, hour: usize, t: &Thresholds) -> Assessment {
+    let mut a = Assessment::default();
+    // The request rate against its usual value for this hour of the week.
+    let usual = baseline.expected(hour).unwrap_or(0.0).max(t.min_rate);
+    let ratio = obs.requests_per_s / usual;
+    let by_rate = if ratio >= t.rate_ratio[2] {
+        Level::Rouge
+    } else if ratio >= t.rate_ratio[1] {
+        Level::Orange
+    } else if ratio >= t.rate_ratio[0] {
+        Level::Jaune
+    } else {
+        Level::Vert
+    };
+    // A surge of new sources is what a botnet looks like; residents mostly come back.
+    let by_rate =
+        if by_rate >= Level::Jaune && obs.new_sources_share >= 0.8 && by_rate < Level::Rouge {
+            Level::ALL[by_rate as usize + 1]
+        } else {
+            by_rate
+        };
+    if by_rate > Level::Vert {
+        a.add("request_rate", obs.requests_per_s, usual, by_rate);
+    }
+    // The origin in distress: shedding, or failing.
+    if obs.shed_per_s >= 1.0 {
+        a.add("shed", obs.shed_per_s, 0.0, Level::Orange);
+    }
+    if obs.origin_errors_share >= 0.5 && obs.requests_per_s >= t.min_rate {
+        a.add("origin_errors", obs.origin_errors_share, 0.5, Level::Orange);
+    } else if obs.origin_errors_share >= 0.1 && obs.requests_per_s >= t.min_rate {
+        a.add("origin_errors", obs.origin_errors_share, 0.1, Level::Jaune);
+    }
+    if obs.login_failures_per_s >= t.login_failures {
+        a.add(
+            "login_failures",
+            obs.login_failures_per_s,
+            t.login_failures,
+            Level::Orange,
+        );
+    }
+    if obs.conn_trips_per_s >= t.conn_trips {
+        a.add(
+            "connection_trips",
+            obs.conn_trips_per_s,
+            t.conn_trips,
+            Level::Orange,
+        );
+    }
+    if obs.guard_breaches > 0 {
+        a.add(
+            "guard_breaches",
+            f64::from(obs.guard_breaches),
+            0.0,
+            Level::Orange,
+        );
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant whose Monday 9:00 is busy (40/s) and whose nights are quiet (2/s).
+    fn learnt() -> Baseline {
+        let mut b = Baseline::default();
+        for hour in 0..super::super::baseline::HOURS {
+            let busy = hour / 24 < 5 && (9..17).contains(&(hour % 24));
+            for _ in 0..700 {
+                b.learn(hour, if busy { 40.0 } else { 2.0 });
+            }
+        }
+        b
+    }
+
+    fn at(rate: f64) -> Observation {
+        Observation {
+            requests_per_s: rate,
+            new_sources_share: 0.1,
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn monday_morning_is_not_an_attack_and_a_legitimate_surge_stays_yellow() {
+        let b = learnt();
+        let t = Thresholds::default();
+        let monday_9 = 9;
+        assert_eq!(assess(&at(45.0), &b, monday_9, &t).wanted, Level::Vert);
+        // School registrations open: five times the usual, from residents who come back.
+        let surge = assess(&at(200.0), &b, monday_9, &t);
+        assert_eq!(surge.wanted, Level::Jaune, "{surge:?}");
+        // The same 45/s at 3:00 on a Sunday is unusual.
+        assert!(assess(&at(45.0), &b, 6 * 24 + 3, &t).wanted >= Level::Orange);
+    }
+
+    #[test]
+    fn a_flood_from_new_sources_is_red_and_says_why() {
+        let b = learnt();
+        let t = Thresholds::default();
+        let flood = Observation {
+            requests_per_s: 5_000.0,
+            new_sources_share: 0.97,
+            shed_per_s: 300.0,
+            ..Observation::default()
+        };
+        let a = assess(&flood, &b, 9, &t);
+        assert_eq!(a.wanted, Level::Rouge);
+        let rate = a
+            .reasons
+            .iter()
+            .find(|r| r.signal == "request_rate")
+            .unwrap();
+        assert_eq!((rate.value, rate.usual), (5_000.0, 40.0));
+        assert!(a.reasons.iter().any(|r| r.signal == "shed"));
+        // Low and slow: three times the usual from new sources is orange, not yellow.
+        let slow = Observation {
+            requests_per_s: 130.0,
+            new_sources_share: 0.9,
+            ..Observation::default()
+        };
+        assert_eq!(assess(&slow, &b, 9, &t).wanted, Level::Orange);
+    }
+
+    #[test]
+    fn stuffing_breaches_and_distress_are_orange_and_a_quiet_tenant_stays_green() {
+        let b = Baseline::default();
+        let t = Thresholds::default();
+        let calm = Observation {
+            requests_per_s: 3.0,
+            origin_errors_share: 1.0,
+            ..Observation::default()
+        };
+        assert_eq!(
+            assess(&calm, &b, 0, &t).wanted,
+            Level::Vert,
+            "a few failing requests on a quiet night"
+        );
+        for obs in [
+            Observation {
+                login_failures_per_s: 5.0,
+                ..Observation::default()
+            },
+            Observation {
+                guard_breaches: 1,
+                ..Observation::default()
+            },
+            Observation {
+                requests_per_s: 10.0,
+                origin_errors_share: 0.9,
+                ..Observation::default()
+            },
+            Observation {
+                conn_trips_per_s: 500.0,
+                ..Observation::default()
+            },
+        ] {
+            assert_eq!(assess(&obs, &b, 0, &t).wanted, Level::Orange, "{obs:?}");
+        }
+    }
+}

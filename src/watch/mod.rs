@@ -1,6 +1,6 @@
 //! The watch: what the gateway sees of an attack, turned into one vigilance level per tenant
 //! (and a global one) that operators and the rest of Rempart act on. Pure decision code,
-//! taking `now`; being built in steps (issue 15, `docs/watch.md`).
+//! taking `now`; being built in steps (`docs/watch.md` says what exists).
 //!
 //! - `level`: the vigilance levels (vert, jaune, orange, rouge) and the machine that moves
 //!   between them: raise at once, lower one step at a time after a quiet period, never flap;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Guarded-route benchmark (issue 14): the same JSON answers of residents (about 1 KiB and
+# Guarded-route benchmark: the same JSON answers of residents (about 1 KiB and
 # 100 KiB, NIR, IBAN, phone, e-mail in every record) through an unguarded route and a guarded
 # one (records counted from the JSON array and the persons shown, NIR and IBAN masked in the
 # stream, one account's budgets checked and counted per request); ratio guarded / unguarded.

@@ -63,7 +63,12 @@ pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Ru
     let gateway = Gateway::new(runtime, options.access_log, status.clone());
     let server = Server::start(gateway.clone()).await?;
     let background = CancellationToken::new();
-    crate::pipeline::sampler::spawn(&gateway, vec![status.clone()], background.clone());
+    let watch = Arc::new(crate::watch::service::WatchService::new(&gateway.metrics));
+    crate::pipeline::sampler::spawn(
+        &gateway,
+        vec![status.clone(), watch.clone()],
+        background.clone(),
+    );
     tokio::spawn(crate::status::export::run(
         status.clone(),
         background.clone(),

@@ -15,7 +15,6 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     // Decision cores and their state.
     ("canonical", &[]),
     ("guard", &[]),
-    ("watch", &[]),
     ("shield", &["clock", "common"]),
     (
         "config",
@@ -24,6 +23,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("signals", &["config"]),
     ("state", &["clock", "shield"]),
     ("status", &["clock", "common", "config", "signals"]),
+    ("watch", &["metrics", "signals"]),
     ("degraded", &["clock", "common", "config", "status"]),
     // HTTP plumbing, then the request pipeline over it.
     (
@@ -77,6 +77,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "signals",
             "status",
             "telemetry",
+            "watch",
         ],
     ),
     ("demo", &["app", "guard"]),

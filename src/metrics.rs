@@ -56,6 +56,9 @@ pub const GUARD_PII: &str = "rempart_guard_pii_items";
 /// (`cut`), unusual activity (`two_places`, `new_fingerprint`).
 pub const GUARD_ACTIONS: &str = "rempart_guard_actions";
 
+/// `rempart_watch_level{tenant}`: 0 vert, 1 jaune, 2 orange, 3 rouge.
+pub const WATCH_LEVEL: &str = "rempart_watch_level";
+
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -309,6 +312,8 @@ pub struct Metrics {
     pub guard_pii: Family<PiiLabels, Counter>,
     /// The guard's actions.
     pub guard_actions: Family<GuardActionLabels, Counter>,
+    /// Each tenant's vigilance level.
+    pub watch_level: Family<TenantLabels, Gauge>,
 }
 
 /// The request-body store's metrics (the store updates them as it holds and frees bytes).
@@ -454,7 +459,14 @@ impl Default for Metrics {
             "Data-guard actions: budgets crossed, answers refused or cut, unusual activity",
             guard_actions.clone(),
         );
+        let watch_level = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            WATCH_LEVEL,
+            "Vigilance level of each tenant: 0 vert, 1 jaune, 2 orange, 3 rouge",
+            watch_level.clone(),
+        );
         Self {
+            watch_level,
             guard_records,
             guard_pii,
             guard_actions,

@@ -21,6 +21,7 @@ mod shield;
 mod status;
 mod subscriptions;
 mod tls;
+mod watch;
 
 /// One end-to-end test per class of attack the gateway must neutralise (h1 and h2).
 #[path = "../security/mod.rs"]

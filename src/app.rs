@@ -80,6 +80,7 @@ pub async fn start_with(runtime: Runtime, options: Options) -> anyhow::Result<Ru
         admin_address,
         gateway.clone(),
         reloader.clone(),
+        watch,
         admin_shutdown.clone(),
     )
     .await?;

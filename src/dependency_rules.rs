@@ -59,7 +59,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         "admin",
         &[
             "clock", "common", "config", "guard", "metrics", "pipeline", "reload", "shield",
-            "state", "status",
+            "state", "status", "watch",
         ],
     ),
     ("reload", &["config", "metrics", "pipeline"]),

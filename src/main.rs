@@ -74,6 +74,7 @@ async fn run(command: Command) -> i32 {
         Command::Reload { config } => rempart::cli::reload(&config).await,
         Command::Bans { config, action } => rempart::cli::bans(&config, action).await,
         Command::Shield { config, action } => rempart::cli::shield(&config, action).await,
+        Command::Watch { config, action } => rempart::cli::watch::run(&config, action).await,
         Command::Status { config, action } => rempart::cli::status::run(&config, action).await,
         Command::Drill {
             target,

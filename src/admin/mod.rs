@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 mod guard;
 mod status;
+mod watch;
 
 use crate::pipeline::Gateway;
 use crate::reload::Reloader;
@@ -24,6 +25,7 @@ use crate::reload::Reloader;
 struct AdminState {
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
+    watch: Arc<crate::watch::service::WatchService>,
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
@@ -327,11 +329,16 @@ pub async fn start(
     address: SocketAddr,
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
+    watch: Arc<crate::watch::service::WatchService>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let local = listener.local_addr()?;
-    let state = AdminState { gateway, reloader };
+    let state = AdminState {
+        gateway,
+        reloader,
+        watch,
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
@@ -357,6 +364,8 @@ pub async fn start(
             post(guard::suspend),
         )
         .route("/admin/guard/budgets", get(guard::budgets))
+        .route("/admin/watch", get(watch::status))
+        .route("/admin/watch/level", post(watch::set_level))
         .route("/admin/status", get(status::list))
         .route("/admin/status/{tenant}", get(status::board))
         .route("/admin/status/{tenant}/incidents", post(status::create))

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod guard;
 pub mod status;
+pub mod watch;
 
 pub use guard::GuardAction;
 
@@ -110,6 +111,16 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: GuardAction,
+    },
+    /// The watch of a running gateway: each tenant's vigilance level and its evidence, an
+    /// operator's level (admin API).
+    Watch {
+        /// Configuration file of the running gateway (gives the admin address and token).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: watch::WatchAction,
     },
     /// Flood shield of a running gateway: status and under-attack mode (admin API).
     Shield {

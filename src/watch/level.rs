@@ -8,7 +8,8 @@
 use std::fmt;
 
 /// A vigilance level, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Green: nothing unusual.
     #[default]

@@ -21,10 +21,25 @@ const RATE_WINDOW: usize = 10;
 /// One tenant's watch.
 struct TenantWatch {
     machine: Machine,
+    /// The evidence of the last assessment that asked for more than green.
+    last_reasons: Vec<super::assess::Reason>,
     baseline: Baseline,
     /// Requests of the last seconds, newest last.
     recent: std::collections::VecDeque<u64>,
     gauge: Gauge,
+}
+
+/// A tenant's watch as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantStatus {
+    /// Tenant id.
+    pub tenant: String,
+    /// Its level.
+    pub level: Level,
+    /// When an operator's level expires (unix ms), if one is set.
+    pub override_until_ms: Option<u64>,
+    /// The last evidence that asked for more than green.
+    pub evidence: Vec<String>,
 }
 
 /// The watch of every tenant (a consumer of the sampler's reports).
@@ -46,18 +61,50 @@ impl WatchService {
         }
     }
 
-    /// Each tenant's level now, by id.
-    pub fn levels(&self) -> Vec<(String, Level)> {
+    /// Each tenant's state now, by id.
+    pub fn status(&self) -> Vec<TenantStatus> {
         let tenants = self
             .tenants
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<(String, Level)> = tenants
+        let mut out: Vec<TenantStatus> = tenants
             .iter()
-            .map(|(id, t)| (id.clone(), t.machine.level()))
+            .map(|(id, t)| TenantStatus {
+                tenant: id.clone(),
+                level: t.machine.level(),
+                override_until_ms: t.machine.override_until().map(|(_, until)| until),
+                evidence: t.last_reasons.iter().map(evidence).collect(),
+            })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         out
+    }
+
+    /// An operator sets `tenant`'s level until `until_unix_ms`; `false` when the tenant has
+    /// not been seen yet (its first second of signals makes it known).
+    pub fn set_level(
+        &self,
+        tenant: &str,
+        level: Level,
+        until_unix_ms: u64,
+        reason: &str,
+        now_unix_ms: u64,
+    ) -> bool {
+        let mut tenants = self
+            .tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(watch) = tenants.get_mut(tenant) else {
+            return false;
+        };
+        if let Some(change) = watch
+            .machine
+            .set_override(level, until_unix_ms, reason, now_unix_ms)
+        {
+            watch.gauge.set(change.to as i64);
+            log_change(tenant, &change, &[]);
+        }
+        true
     }
 }
 
@@ -77,6 +124,7 @@ impl Consumer for WatchService {
                 .entry(tenant.id.clone())
                 .or_insert_with(|| TenantWatch {
                     machine: Machine::new(self.pace),
+                    last_reasons: Vec::new(),
                     baseline: Baseline::default(),
                     recent: std::collections::VecDeque::with_capacity(RATE_WINDOW),
                     gauge: self
@@ -111,6 +159,9 @@ impl Consumer for WatchService {
                 // Only calm seconds teach what is usual.
                 watch.baseline.learn(hour, t.requests as f64);
             }
+            if !assessment.reasons.is_empty() {
+                watch.last_reasons = assessment.reasons.clone();
+            }
             if let Some(change) = watch.machine.observe(assessment.wanted, now_ms) {
                 watch.gauge.set(change.to as i64);
                 log_change(&tenant.id, &change, &assessment.reasons);
@@ -119,16 +170,16 @@ impl Consumer for WatchService {
     }
 }
 
+/// A rule's evidence, for logs and operators.
+fn evidence(r: &super::assess::Reason) -> String {
+    format!(
+        "{} {:.1} (usual {:.1}) -> {}",
+        r.signal, r.value, r.usual, r.level
+    )
+}
+
 fn log_change(tenant: &str, change: &Change, reasons: &[super::assess::Reason]) {
-    let evidence: Vec<String> = reasons
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {:.1} (usual {:.1}) -> {}",
-                r.signal, r.value, r.usual, r.level
-            )
-        })
-        .collect();
+    let evidence: Vec<String> = reasons.iter().map(evidence).collect();
     tracing::warn!(
         target: "rempart::watch",
         tenant,

@@ -51,4 +51,98 @@ async fn a_burst_far_above_the_usual_raises_the_level() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // Operators see why.
+    let status = admin_call(&gw, "GET", "/admin/watch", None).await;
+    assert_eq!(status.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    let ville = &v["tenants"][0];
+    assert_eq!(ville["tenant"], "ville");
+    assert!(
+        ville["evidence"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("request_rate"),
+        "{v}"
+    );
+    // An operator sets rouge for an hour, with a reason.
+    let set = admin_call(
+        &gw,
+        "POST",
+        "/admin/watch/level",
+        Some(r#"{"tenant": "ville", "level": "rouge", "for": "1h", "reason": "exercice"}"#),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    let m = crate::health::admin_metrics(&gw).await;
+    assert_eq!(level_of(&m, "ville"), Some(3));
+    let v: serde_json::Value =
+        serde_json::from_str(&admin_call(&gw, "GET", "/admin/watch", None).await.body).unwrap();
+    assert_eq!(v["tenants"][0]["level"], "rouge");
+    assert!(v["tenants"][0]["override_until_ms"].as_u64().is_some());
+    for bad in [
+        r#"{"tenant": "ville", "level": "violet", "for": "1h", "reason": "x"}"#,
+        r#"{"tenant": "ville", "level": "rouge", "for": "1h", "reason": " "}"#,
+        r#"{"tenant": "ville", "level": "rouge", "for": "0s", "reason": "x"}"#,
+    ] {
+        assert_eq!(
+            admin_call(&gw, "POST", "/admin/watch/level", Some(bad))
+                .await
+                .status,
+            400,
+            "{bad}"
+        );
+    }
+    let unknown = r#"{"tenant": "autre", "level": "rouge", "for": "1h", "reason": "x"}"#;
+    assert_eq!(
+        admin_call(&gw, "POST", "/admin/watch/level", Some(unknown))
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn operators_set_and_read_levels_with_the_cli() {
+    let origin = Origin::start("a").await;
+    let admin_port = closed_port().await.port();
+    let config = format!(
+        "[admin]\naddress = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    );
+    let gw = Gw::start(&config).await;
+    let path = gw.path.clone();
+    let cli = |args: Vec<&'static str>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+                .args(["watch", "--config"])
+                .arg(&path)
+                .args(&args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        })
+    };
+    // The tenant is watched from its first second of signals.
+    let set = eventually(Duration::from_secs(10), || async {
+        let args = vec![
+            "level", "ville", "orange", "--for", "10m", "--reason", "exercice",
+        ];
+        cli(args).await.unwrap().0 == Some(0)
+    })
+    .await;
+    assert!(set);
+    let (code, out) = cli(vec!["status"]).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ville\torange (set by an operator)"), "{out}");
+    let (code, out) = cli(vec![
+        "level", "ville", "violet", "--for", "1h", "--reason", "x",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(2), "{out}");
 }

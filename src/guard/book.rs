@@ -247,7 +247,9 @@ impl Book {
         if self.ledger.is_suspended(account) {
             return Verdict::Suspended;
         }
-        if !self.accounts.contains_key(&account) {
+        // An account the ledger does not count has taken nothing (asking would make it an
+        // entry). The ledger, not the descriptions (bounded apart), decides.
+        if !self.ledger.counts(account, scope) {
             return Verdict::Within;
         }
         self.ledger.take(account, scope, 0, budgets, now_ms)
@@ -626,6 +628,28 @@ mod tests {
             book.record(&late, &b, 24 * HOUR).flags,
             [Flag::OutsideHours]
         );
+    }
+
+    #[test]
+    fn a_blocked_account_stays_blocked_when_its_description_is_forgotten() {
+        let mut book = Book::new(64);
+        let b = budgets();
+        book.record(&visit(1, "p", 150), &b, 0);
+        assert!(matches!(
+            book.standing(AccountId(1), 0, &b, 1),
+            Verdict::Over {
+                action: Action::Block,
+                ..
+            }
+        ));
+        book.accounts.clear();
+        assert!(matches!(
+            book.standing(AccountId(1), 0, &b, 2),
+            Verdict::Over {
+                action: Action::Block,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -141,6 +141,11 @@ impl Ledger {
         self.entries.is_empty()
     }
 
+    /// Whether the ledger holds windows of `account` on `scope`.
+    pub fn counts(&self, account: AccountId, scope: u64) -> bool {
+        self.entries.contains_key(&(account, scope))
+    }
+
     /// Whether `account` is suspended.
     pub fn is_suspended(&self, account: AccountId) -> bool {
         self.suspended.contains(&account)

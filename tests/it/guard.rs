@@ -564,24 +564,11 @@ async fn a_page_that_leaks_a_nir_is_cut_before_it_and_a_compressed_answer_is_ref
     assert_eq!(got.status, 502, "{}", got.body);
 }
 
-/// `rempart guard ARGS` (off the runtime: the gateway answers it meanwhile): exit code and
-/// output.
+/// `rempart guard ARGS`: exit code and output.
 async fn guard_cli(args: &[&str]) -> (i32, String) {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
-            .arg("guard")
-            .args(&args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    })
-    .await
-    .unwrap()
+    let mut all = vec!["guard"];
+    all.extend_from_slice(args);
+    rempart_cli(&all).await
 }
 
 #[tokio::test]

@@ -520,3 +520,22 @@ pub async fn admin_call(gw: &Gw, method: &str, path: &str, body: Option<&str>) -
         .unwrap();
     collect(h1_client().request(req).await.unwrap()).await
 }
+
+/// Runs the `rempart` binary with `args`, off the runtime (a gateway in this test keeps
+/// answering meanwhile): its exit code (-1 when killed) and its output, stdout then stderr.
+pub async fn rempart_cli(args: &[&str]) -> (i32, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    })
+    .await
+    .unwrap()
+}

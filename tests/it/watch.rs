@@ -110,39 +110,28 @@ async fn operators_set_and_read_levels_with_the_cli() {
         one_tenant(&[origin.addr], "", "")
     );
     let gw = Gw::start(&config).await;
-    let path = gw.path.clone();
-    let cli = |args: Vec<&'static str>| {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
-                .args(["watch", "--config"])
-                .arg(&path)
-                .args(&args)
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr),
-            )
-        })
+    let config = gw.path.display().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["watch", "--config", config.as_str()];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            rempart_cli(&all).await
+        }
     };
     // The tenant is watched from its first second of signals.
     let set = eventually(Duration::from_secs(10), || async {
-        let args = vec![
+        let args = [
             "level", "ville", "orange", "--for", "10m", "--reason", "exercice",
         ];
-        cli(args).await.unwrap().0 == Some(0)
+        cli(&args).await.0 == 0
     })
     .await;
     assert!(set);
-    let (code, out) = cli(vec!["status"]).await.unwrap();
-    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["status"]).await;
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("ville\torange (set by an operator)"), "{out}");
-    let (code, out) = cli(vec![
-        "level", "ville", "violet", "--for", "1h", "--reason", "x",
-    ])
-    .await
-    .unwrap();
-    assert_eq!(code, Some(2), "{out}");
+    let (code, out) = cli(&["level", "ville", "violet", "--for", "1h", "--reason", "x"]).await;
+    assert_eq!(code, 2, "{out}");
 }

@@ -229,6 +229,74 @@ impl std::fmt::Display for LogText<'_> {
     }
 }
 
+/// A vigilance level, lowest first.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Green: nothing unusual.
+    #[default]
+    Vert,
+    /// Yellow: something to watch.
+    Jaune,
+    /// Orange: an attack or distress, defences tightened.
+    Orange,
+    /// Red: a serious attack, every defence on.
+    Rouge,
+}
+
+impl Level {
+    /// Every level, lowest first.
+    pub const ALL: [Level; 4] = [Level::Vert, Level::Jaune, Level::Orange, Level::Rouge];
+
+    /// Name in configuration, logs and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Vert => "vert",
+            Level::Jaune => "jaune",
+            Level::Orange => "orange",
+            Level::Rouge => "rouge",
+        }
+    }
+
+    /// Parses a level's name (French, or English: green, yellow, orange, red).
+    pub fn parse(name: &str) -> Option<Level> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "vert" | "green" => Some(Level::Vert),
+            "jaune" | "yellow" => Some(Level::Jaune),
+            "orange" => Some(Level::Orange),
+            "rouge" | "red" => Some(Level::Rouge),
+            _ => None,
+        }
+    }
+
+    /// The level one step lower (green stays green).
+    pub fn lower(self) -> Level {
+        match self {
+            Level::Rouge => Level::Orange,
+            Level::Orange => Level::Jaune,
+            Level::Jaune | Level::Vert => Level::Vert,
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

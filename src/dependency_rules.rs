@@ -21,9 +21,16 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         &["canonical", "common", "guard", "metrics", "shield"],
     ),
     ("signals", &["config"]),
-    ("state", &["clock", "shield"]),
-    ("status", &["clock", "common", "config", "signals"]),
-    ("watch", &["metrics", "signals"]),
+    ("outbox", &["clock", "config"]),
+    ("state", &["clock", "common", "shield"]),
+    (
+        "status",
+        &["clock", "common", "config", "outbox", "signals"],
+    ),
+    (
+        "watch",
+        &["clock", "common", "config", "metrics", "outbox", "signals"],
+    ),
     ("degraded", &["clock", "common", "config", "status"]),
     // HTTP plumbing, then the request pipeline over it.
     (
@@ -69,6 +76,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "admin",
             "clock",
+            "common",
             "config",
             "metrics",
             "pipeline",

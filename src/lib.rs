@@ -35,6 +35,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod guard;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod proxy;
 pub mod reload;

@@ -58,6 +58,8 @@ pub const GUARD_ACTIONS: &str = "rempart_guard_actions";
 
 /// `rempart_watch_level{tenant}`: 0 vert, 1 jaune, 2 orange, 3 rouge.
 pub const WATCH_LEVEL: &str = "rempart_watch_level";
+/// `rempart_watch_global_level`: the highest level of all tenants and the gateway's own.
+pub const WATCH_GLOBAL_LEVEL: &str = "rempart_watch_global_level";
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -314,6 +316,8 @@ pub struct Metrics {
     pub guard_actions: Family<GuardActionLabels, Counter>,
     /// Each tenant's vigilance level.
     pub watch_level: Family<TenantLabels, Gauge>,
+    /// The global vigilance level.
+    pub watch_global_level: Gauge,
 }
 
 /// The request-body store's metrics (the store updates them as it holds and frees bytes).
@@ -465,8 +469,15 @@ impl Default for Metrics {
             "Vigilance level of each tenant: 0 vert, 1 jaune, 2 orange, 3 rouge",
             watch_level.clone(),
         );
+        let watch_global_level = Gauge::default();
+        registry.register(
+            WATCH_GLOBAL_LEVEL,
+            "Global vigilance level (the highest of the tenants' and the gateway's own): 0 vert, 1 jaune, 2 orange, 3 rouge",
+            watch_global_level.clone(),
+        );
         Self {
             watch_level,
+            watch_global_level,
             guard_records,
             guard_pii,
             guard_actions,

@@ -131,13 +131,12 @@ impl Reloader {
         }
     }
 
-    /// Reloads on SIGHUP until the process ends.
-    pub fn spawn_sighup(self: &Arc<Self>) {
+    /// Reloads on each SIGHUP of `hup` (registered by the caller as early as it can) until
+    /// the process ends.
+    pub fn spawn_sighup(self: &Arc<Self>, hup: Option<tokio::signal::unix::Signal>) {
         let me = self.clone();
         tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
+            let Some(mut hup) = hup else {
                 tracing::warn!("cannot listen for SIGHUP");
                 return;
             };

@@ -119,6 +119,92 @@ pub struct TenantSignals {
     challenges_passed: AtomicU64,
     challenges_refused: AtomicU64,
     conn_trips: [AtomicU64; ConnTrip::COUNT],
+    login_failures: AtomicU64,
+    sources: Sources,
+}
+
+/// Bits of each day's set of client prefixes (2^18 bits: 32 KiB; a set stays useful up to
+/// about a hundred thousand prefixes a day, then counts some new prefixes as seen).
+const DAY_BITS: usize = 1 << 18;
+/// Bits of the per-second set (linear counting of distinct prefixes, good to a few
+/// thousand a second, saturating above).
+const SECOND_BITS: usize = 1 << 14;
+
+/// Which client prefixes a tenant saw today and yesterday, and in the current second:
+/// fixed memory, relaxed atomics, no lock.
+#[derive(Debug)]
+struct Sources {
+    days: [Box<[AtomicU64]>; 2],
+    /// Which of `days` is today (the sampler turns the day).
+    today: std::sync::atomic::AtomicUsize,
+    second: Box<[AtomicU64]>,
+    new_requests: AtomicU64,
+}
+
+/// A client prefix (as the shield keys it) mixed into the key `TenantSignals::source`
+/// takes (splitmix64's finaliser: cheap, and every bit depends on every input bit).
+pub fn source_key(prefix: u128) -> u64 {
+    let mut x = (prefix as u64) ^ ((prefix >> 64) as u64).rotate_left(29);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn bitset(bits: usize) -> Box<[AtomicU64]> {
+    (0..bits / 64).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            days: [bitset(DAY_BITS), bitset(DAY_BITS)],
+            today: std::sync::atomic::AtomicUsize::new(0),
+            second: bitset(SECOND_BITS),
+            new_requests: AtomicU64::new(0),
+        }
+    }
+}
+
+fn test_and_set(set: &[AtomicU64], bit: usize) -> bool {
+    let (word, mask) = (bit / 64 % set.len(), 1u64 << (bit % 64));
+    if set[word].load(Ordering::Relaxed) & mask != 0 {
+        return true;
+    }
+    set[word].fetch_or(mask, Ordering::Relaxed) & mask != 0
+}
+
+impl Sources {
+    fn seen(&self, key: u64) {
+        let today = self.today.load(Ordering::Relaxed) & 1;
+        let bit = key as usize % DAY_BITS;
+        if !test_and_set(&self.days[today], bit) {
+            let yesterday = &self.days[today ^ 1];
+            if yesterday[bit / 64].load(Ordering::Relaxed) & (1 << (bit % 64)) == 0 {
+                bump(&self.new_requests);
+            }
+        }
+        test_and_set(&self.second, (key >> 32) as usize % SECOND_BITS);
+    }
+
+    /// Distinct prefixes since the last call (linear counting), and clears the second.
+    fn take_second(&self) -> f64 {
+        let mut set = 0u32;
+        for w in self.second.iter() {
+            set += w.swap(0, Ordering::Relaxed).count_ones();
+        }
+        let m = SECOND_BITS as f64;
+        let zero = (m - f64::from(set)).max(1.0);
+        m * (m / zero).ln()
+    }
+
+    /// A new day: yesterday's set becomes the older one, cleared to hold today.
+    fn turn_day(&self) {
+        let next = (self.today.load(Ordering::Relaxed) + 1) & 1;
+        for w in self.days[next].iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.today.store(next, Ordering::Relaxed);
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -173,6 +259,27 @@ impl TenantSignals {
         });
     }
 
+    /// A request from the client prefix `key` (a well-mixed hash of it): counts a prefix
+    /// not seen today nor yesterday, and the distinct prefixes of the second.
+    pub fn source(&self, key: u64) {
+        self.sources.seen(key);
+    }
+
+    /// Distinct client prefixes since the last call (the sampler calls it once a second).
+    pub fn take_distinct_sources(&self) -> f64 {
+        self.sources.take_second()
+    }
+
+    /// A new day began: prefixes seen two days ago are forgotten.
+    pub fn turn_day(&self) {
+        self.sources.turn_day();
+    }
+
+    /// A failed login on a login route (the origin answered 401 or 403).
+    pub fn login_failure(&self) {
+        bump(&self.login_failures);
+    }
+
     /// A connection was closed by the gateway.
     pub fn conn_trip(&self, trip: ConnTrip) {
         bump(&self.conn_trips[trip as usize]);
@@ -194,6 +301,8 @@ impl TenantSignals {
             challenges_passed: load(&self.challenges_passed),
             challenges_refused: load(&self.challenges_refused),
             conn_trips: std::array::from_fn(|i| load(&self.conn_trips[i])),
+            login_failures: load(&self.login_failures),
+            new_source_requests: load(&self.sources.new_requests),
         }
     }
 }
@@ -225,6 +334,10 @@ pub struct Totals {
     pub challenges_refused: u64,
     /// Connections closed by the gateway, per `ConnTrip` index.
     pub conn_trips: [u64; ConnTrip::COUNT],
+    /// Failed logins on login routes.
+    pub login_failures: u64,
+    /// Requests from client prefixes not seen today nor yesterday (the first of each).
+    pub new_source_requests: u64,
 }
 
 impl Totals {
@@ -244,6 +357,8 @@ impl Totals {
             challenges_passed: d(self.challenges_passed, earlier.challenges_passed),
             challenges_refused: d(self.challenges_refused, earlier.challenges_refused),
             conn_trips: std::array::from_fn(|i| d(self.conn_trips[i], earlier.conn_trips[i])),
+            login_failures: d(self.login_failures, earlier.login_failures),
+            new_source_requests: d(self.new_source_requests, earlier.new_source_requests),
         }
     }
 
@@ -284,6 +399,12 @@ pub struct TenantReport {
     pub totals: Totals,
     /// Its pools, in `config.tenants[i].pools` order.
     pub pools: Vec<PoolReport>,
+    /// Distinct client prefixes over the interval (estimated).
+    pub distinct_sources: f64,
+    /// Its heaviest client prefixes now (label, requests per second).
+    pub top_sources: Vec<(String, f64)>,
+    /// Its heaviest client fingerprints now.
+    pub top_fingerprints: Vec<(String, f64)>,
 }
 
 /// What every consumer gets once a second.

@@ -366,6 +366,16 @@ pub async fn start(
         .route("/admin/guard/budgets", get(guard::budgets))
         .route("/admin/watch", get(watch::status))
         .route("/admin/watch/level", post(watch::set_level))
+        .route(
+            "/admin/watch/incidents",
+            get(watch::incidents).post(watch::open),
+        )
+        .route("/admin/watch/incidents/{id}", get(watch::incident))
+        .route("/admin/watch/incidents/{id}/report", get(watch::report))
+        .route("/admin/watch/incidents/{id}/ack", post(watch::acknowledge))
+        .route("/admin/watch/incidents/{id}/note", post(watch::note))
+        .route("/admin/watch/incidents/{id}/resolve", post(watch::resolve))
+        .route("/admin/watch/events", get(watch::events))
         .route("/admin/status", get(status::list))
         .route("/admin/status/{tenant}", get(status::board))
         .route("/admin/status/{tenant}/incidents", post(status::create))

@@ -1,18 +1,43 @@
-//! Admin API of the watch: each tenant's vigilance level with its last evidence, and an
-//! operator's level with an expiry and a reason.
+//! Admin API of the watch: levels with their evidence and the defences they switch on,
+//! an operator's level with an expiry and a reason, security incidents (list, show, the
+//! Markdown report, open by hand, acknowledge, note, resolve) and the live event stream
+//! (Server-Sent Events).
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::{bad_request, AdminState};
+use crate::watch::incident::Refused;
 use crate::watch::level::Level;
 
-/// `GET /admin/watch`.
+/// `GET /admin/watch`: the global level, each tenant's (and the gateway's own, `*`), the
+/// active incidents and the alert outbox.
 pub(super) async fn status(State(state): State<AdminState>) -> Response {
-    Json(json!({ "tenants": state.watch.status() })).into_response()
+    let (global, tenants) = state.watch.status();
+    let active: Vec<_> = state
+        .watch
+        .incidents()
+        .into_iter()
+        .filter(|i| i.active)
+        .collect();
+    let watch = state.watch.clone();
+    let outbox = tokio::task::spawn_blocking(move || watch.outbox_counts())
+        .await
+        .ok()
+        .flatten();
+    Json(json!({
+        "global": global,
+        "tenants": tenants,
+        "incidents": active,
+        "alerts": outbox,
+    }))
+    .into_response()
 }
 
 /// `{"tenant": "ville", "level": "rouge", "for": "2h", "reason": "..."}`.
@@ -25,16 +50,18 @@ pub(super) struct LevelRequest {
     reason: String,
 }
 
+fn parse_level(raw: &str) -> Result<Level, String> {
+    Level::parse(raw).ok_or_else(|| format!("`{raw}` is not a level: vert, jaune, orange or rouge"))
+}
+
 /// `POST /admin/watch/level`.
 pub(super) async fn set_level(
     State(state): State<AdminState>,
     Json(req): Json<LevelRequest>,
 ) -> Response {
-    let Some(level) = Level::parse(&req.level) else {
-        return bad_request(format!(
-            "`{}` is not a level: vert, jaune, orange or rouge",
-            req.level
-        ));
+    let level = match parse_level(&req.level) {
+        Ok(l) => l,
+        Err(e) => return bad_request(e),
     };
     let duration = match crate::config::validate::parse_duration(&req.duration) {
         Ok(d) if !d.is_zero() => d,
@@ -50,12 +77,189 @@ pub(super) async fn set_level(
         .watch
         .set_level(&req.tenant, level, until, req.reason.trim(), now)
     {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "ok": false, "error": format!("no tenant `{}` watched", req.tenant) })),
-        )
-            .into_response();
+        return not_found(format!("no tenant `{}` watched", req.tenant));
     }
     Json(json!({ "ok": true, "tenant": req.tenant, "level": level, "until_ms": until }))
+        .into_response()
+}
+
+fn not_found(error: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "ok": false, "error": error })),
+    )
+        .into_response()
+}
+
+fn refused(r: &Refused) -> Response {
+    match r {
+        Refused::Unknown => not_found(r.to_string()),
+        _ => (
+            StatusCode::CONFLICT,
+            Json(json!({ "ok": false, "error": r.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /admin/watch/incidents`: every incident kept, newest first.
+pub(super) async fn incidents(State(state): State<AdminState>) -> Response {
+    Json(json!({ "incidents": state.watch.incidents() })).into_response()
+}
+
+/// `GET /admin/watch/incidents/{id}`: one incident with its timeline and figures.
+pub(super) async fn incident(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+    match state.watch.incident(id) {
+        Some(i) => Json(i).into_response(),
+        None => refused(&Refused::Unknown),
+    }
+}
+
+/// `GET /admin/watch/incidents/{id}/report`: the Markdown report.
+pub(super) async fn report(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+    match state.watch.report(id) {
+        Some(r) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], r).into_response(),
+        None => refused(&Refused::Unknown),
+    }
+}
+
+/// An operator's action on an incident: who, and what they say.
+#[derive(serde::Deserialize)]
+pub(super) struct Act {
+    by: String,
+    #[serde(default)]
+    text: String,
+}
+
+fn who(by: &str) -> Result<String, String> {
+    let by = by.trim();
+    if by.is_empty() || by.len() > 100 || by.chars().any(char::is_control) {
+        return Err("say who acts (\"by\": a name, 1 to 100 characters)".into());
+    }
+    Ok(by.to_owned())
+}
+
+/// `POST /admin/watch/incidents/{id}/ack`.
+pub(super) async fn acknowledge(
+    State(state): State<AdminState>,
+    Path(id): Path<u64>,
+    Json(act): Json<Act>,
+) -> Response {
+    let by = match who(&act.by) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    match state
+        .watch
+        .acknowledge(id, &by, crate::clock::unix_now_ms())
+    {
+        Ok(i) => Json(json!({ "ok": true, "incident": i.id, "state": i.state })).into_response(),
+        Err(r) => refused(&r),
+    }
+}
+
+/// `POST /admin/watch/incidents/{id}/note`.
+pub(super) async fn note(
+    State(state): State<AdminState>,
+    Path(id): Path<u64>,
+    Json(act): Json<Act>,
+) -> Response {
+    let by = match who(&act.by) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    if act.text.trim().is_empty() {
+        return bad_request("a note needs a text".into());
+    }
+    match state
+        .watch
+        .note(id, &by, act.text.trim(), crate::clock::unix_now_ms())
+    {
+        Ok(i) => Json(json!({ "ok": true, "incident": i.id })).into_response(),
+        Err(r) => refused(&r),
+    }
+}
+
+/// `POST /admin/watch/incidents/{id}/resolve`.
+pub(super) async fn resolve(
+    State(state): State<AdminState>,
+    Path(id): Path<u64>,
+    Json(act): Json<Act>,
+) -> Response {
+    let by = match who(&act.by) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    match state
+        .watch
+        .resolve(id, &by, act.text.trim(), crate::clock::unix_now_ms())
+    {
+        Ok(i) => Json(json!({ "ok": true, "incident": i.id, "state": i.state })).into_response(),
+        Err(r) => refused(&r),
+    }
+}
+
+/// `{"tenant", "level", "by", "text"}`.
+#[derive(serde::Deserialize)]
+pub(super) struct OpenRequest {
+    tenant: String,
+    level: String,
+    by: String,
+    text: String,
+}
+
+/// `POST /admin/watch/incidents`: an incident opened by hand.
+pub(super) async fn open(
+    State(state): State<AdminState>,
+    Json(req): Json<OpenRequest>,
+) -> Response {
+    let by = match who(&req.by) {
+        Ok(b) => b,
+        Err(e) => return bad_request(e),
+    };
+    let level = match parse_level(&req.level) {
+        Ok(l) => l,
+        Err(e) => return bad_request(e),
+    };
+    if req.text.trim().is_empty() {
+        return bad_request("say what happened (\"text\")".into());
+    }
+    match state.watch.open_incident(
+        &req.tenant,
+        level,
+        &by,
+        req.text.trim(),
+        crate::clock::unix_now_ms(),
+    ) {
+        Some(i) => Json(json!({ "ok": true, "incident": i.id })).into_response(),
+        None => (
+            StatusCode::CONFLICT,
+            Json(json!({ "ok": false, "error": format!("no tenant `{}`, or it has an active incident already (add a note to it)", req.tenant) })),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /admin/watch/events`: level changes and incident events as Server-Sent Events, the
+/// recent ones first.
+pub(super) async fn events(State(state): State<AdminState>) -> Response {
+    let (recent, rx) = state.watch.subscribe();
+    let recent = futures_util::stream::iter(
+        recent
+            .into_iter()
+            .map(|line| Ok::<_, Infallible>(Event::default().data(line))),
+    );
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = match rx.recv().await {
+            Ok(line) => line,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                json!({ "type": "lagged", "missed": n }).to_string()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(Event::default().data(line)), rx))
+    });
+    Sse::new(futures_util::StreamExt::chain(recent, live))
+        .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -648,6 +648,23 @@ pub(crate) async fn admin_call(
     path: String,
     json: Option<String>,
 ) -> anyhow::Result<(u16, String)> {
+    // An operator's command never hangs: a gateway that does not answer in 30 s is an
+    // answer too.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        admin_exchange(address, token, method, path, json),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer in 30 s"))?
+}
+
+async fn admin_exchange(
+    address: std::net::SocketAddr,
+    token: &str,
+    method: http::Method,
+    path: String,
+    json: Option<String>,
+) -> anyhow::Result<(u16, String)> {
     use http_body_util::{BodyExt, Full};
     let stream = tokio::net::TcpStream::connect(address).await?;
     let (mut sender, conn) =

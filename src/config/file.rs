@@ -115,6 +115,9 @@ pub struct FileConfig {
     /// Data guard: accounts tracked, the key of their hashes.
     #[serde(default)]
     pub guard: GuardFile,
+    /// The watch: vigilance levels, the playbook, security incidents and operators' alerts.
+    #[serde(default)]
+    pub watch: WatchFile,
     /// Tenants (municipalities, agencies).
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
@@ -404,6 +407,129 @@ pub struct TenantFile {
     pub stale_if_error: Option<String>,
     /// Data guard: who is asking on the tenant's guarded routes.
     pub guard: Option<TenantGuardFile>,
+    /// The watch for this tenant: its own playbook.
+    pub watch: Option<TenantWatchFile>,
+}
+
+/// The watch: how levels move, what each level switches on, incidents and alerts.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WatchFile {
+    /// SQLite file of security incidents and the alert outbox (default `rempart-watch.db`
+    /// next to this file).
+    pub database: Option<String>,
+    /// How long the signals must stay calm before a level falls one step (default 5m).
+    pub quiet: Option<String>,
+    /// Traffic a tenant's baseline learns before the request rate alone may call for more
+    /// than jaune (default 1h of calm seconds; kept across restarts).
+    pub learning: Option<String>,
+    /// The level at which a security incident opens and operators are alerted (default
+    /// `orange`).
+    pub incident_level: Option<String>,
+    /// An incident not acknowledged after this long is escalated (default 15m; `"0s"` =
+    /// never).
+    pub escalate_after: Option<String>,
+    /// How sensitive the detectors are.
+    #[serde(default)]
+    pub thresholds: WatchThresholdsFile,
+    /// What each level switches on (defaults: see docs/watch.md).
+    #[serde(default)]
+    pub playbook: PlaybookFile,
+    /// Where operators are alerted.
+    #[serde(default)]
+    pub alerts: Vec<AlertFile>,
+}
+
+/// Detector thresholds.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WatchThresholdsFile {
+    /// Request rate over its usual value for the hour that calls for jaune, orange, rouge
+    /// (default [3, 8, 20]).
+    pub rate_ratios: Option<[f64; 3]>,
+    /// Requests per second never unusual (default 5).
+    pub min_rate: Option<f64>,
+    /// Failed logins per second on login routes that call for orange (default 2).
+    pub login_failures: Option<f64>,
+    /// Connections closed by the gateway per second that call for orange (default 50).
+    pub connection_trips: Option<f64>,
+}
+
+/// The playbook: a table per level; a level does what the tables up to it say, the higher
+/// overriding the lower.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookFile {
+    /// At jaune and above.
+    pub jaune: Option<LevelActionsFile>,
+    /// At orange and above.
+    pub orange: Option<LevelActionsFile>,
+    /// At rouge.
+    pub rouge: Option<LevelActionsFile>,
+}
+
+/// What one level switches on.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LevelActionsFile {
+    /// Clients without a pass are challenged: `off`, `heavy` (routes whose cost is above 1)
+    /// or `all`.
+    pub challenge: Option<String>,
+    /// Per-address and per-prefix limits multiplied by this (0.1 to 1).
+    pub limit_factor: Option<f64>,
+    /// Extra proof-of-work difficulty, in bits (0 to 6).
+    pub difficulty_bonus: Option<u8>,
+    /// Under-attack mode: every client without a pass is challenged.
+    pub under_attack: Option<bool>,
+    /// Routes marked `essential = false` are put in maintenance.
+    pub maintenance_nonessential: Option<bool>,
+    /// A notice on the tenant's status page: `off`, `draft` (an operator publishes it) or
+    /// `publish`.
+    pub status_notice: Option<String>,
+}
+
+/// Somewhere operators are alerted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertFile {
+    /// Name in logs and the outbox (default: the kind and position).
+    pub name: Option<String>,
+    /// `email`, `webhook` (signed JSON), `matrix` (a room, Tchap included) or `syslog`
+    /// (RFC 5424).
+    pub kind: String,
+    /// `email`: recipients (the mail server is `[status.smtp]`).
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// `webhook`: the address receiving the POST; `matrix`: the homeserver's base address.
+    pub url: Option<String>,
+    /// `matrix`: the room id (`!abc:example.org`).
+    pub room: Option<String>,
+    /// `webhook`: the HMAC-SHA256 key; `matrix`: the access token.
+    pub secret_file: Option<String>,
+    /// `syslog`: the collector's `host:port`.
+    pub address: Option<String>,
+    /// `syslog`: `udp` (default) or `tcp`.
+    pub transport: Option<String>,
+    /// The least level alerted here (default: `watch.incident_level`).
+    pub level: Option<String>,
+    /// Only these tenants (default: all).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Only escalations (incidents not acknowledged in time) go here.
+    #[serde(default)]
+    pub escalation: bool,
+    /// Messages sent here per minute at most (default 6; later updates of one incident
+    /// are merged while they wait).
+    pub max_per_minute: Option<u32>,
+}
+
+/// A tenant's watch settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantWatchFile {
+    /// Its own playbook (tables given here replace the global ones).
+    #[serde(default)]
+    pub playbook: PlaybookFile,
 }
 
 /// Data-guard settings shared by all tenants.
@@ -686,6 +812,12 @@ pub struct RouteFile {
     pub stale_if_error: Option<String>,
     /// Data guard of this route: records counted per account, budgets, personal data.
     pub guard: Option<RouteGuardFile>,
+    /// A login route: the origin's 401 and 403 answers count as failed logins (the watch
+    /// sees credential stuffing).
+    #[serde(default)]
+    pub login: bool,
+    /// `false`: the playbook may put this route in maintenance at a high level.
+    pub essential: Option<bool>,
 }
 
 fn default_prefix() -> String {

@@ -174,6 +174,10 @@ pub struct Route {
     pub stale_if_error: Duration,
     /// Data guard of the route: records per account, budgets, personal data.
     pub guard: Option<Arc<crate::guard::policy::RouteGuard>>,
+    /// A login route: the origin's 401 and 403 answers are failed logins.
+    pub login: bool,
+    /// `false`: the playbook may put the route in maintenance.
+    pub essential: bool,
 }
 
 /// An API route's keys: requests must carry a valid key; they are rate-limited per key and
@@ -217,6 +221,210 @@ pub struct Tenant {
     pub strip_headers: Vec<http::HeaderName>,
     /// Data guard: where the account of a request is read.
     pub guard: Arc<crate::guard::policy::TenantGuard>,
+    /// What each vigilance level switches on for this tenant.
+    pub playbook: Arc<Playbook>,
+}
+
+/// Clients without a pass challenged by the playbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChallengeScope {
+    /// Nobody more than the shield's own rules.
+    #[default]
+    Off,
+    /// On routes whose cost is above 1 (search, forms, logins).
+    Heavy,
+    /// On every route the shield does not exempt.
+    All,
+}
+
+/// What the playbook does with the tenant's status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoticeMode {
+    /// Nothing.
+    #[default]
+    Off,
+    /// A draft notice an operator publishes with one command.
+    Draft,
+    /// A published notice.
+    Publish,
+}
+
+/// What one vigilance level switches on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LevelActions {
+    /// Clients without a pass challenged.
+    pub challenge: ChallengeScope,
+    /// Per-address and per-prefix limits multiplied by this.
+    pub limit_factor: f64,
+    /// Extra proof-of-work difficulty, bits.
+    pub difficulty_bonus: u8,
+    /// Under-attack mode.
+    pub under_attack: bool,
+    /// Routes marked not essential are in maintenance.
+    pub maintenance_nonessential: bool,
+    /// A notice on the status page.
+    pub status_notice: NoticeMode,
+}
+
+impl Default for LevelActions {
+    fn default() -> Self {
+        Self {
+            challenge: ChallengeScope::Off,
+            limit_factor: 1.0,
+            difficulty_bonus: 0,
+            under_attack: false,
+            maintenance_nonessential: false,
+            status_notice: NoticeMode::Off,
+        }
+    }
+}
+
+impl LevelActions {
+    /// Each action this level takes, as operators read it (empty at rest).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.challenge {
+            ChallengeScope::Off => {}
+            ChallengeScope::Heavy => {
+                out.push("challenge clients without a pass on heavy routes".to_owned())
+            }
+            ChallengeScope::All => {
+                out.push("challenge clients without a pass on every route".to_owned())
+            }
+        }
+        if self.limit_factor < 1.0 {
+            out.push(format!(
+                "per-address and per-prefix limits x{}",
+                self.limit_factor
+            ));
+        }
+        if self.difficulty_bonus > 0 {
+            out.push(format!("proof of work +{} bits", self.difficulty_bonus));
+        }
+        if self.under_attack {
+            out.push("under-attack mode".to_owned());
+        }
+        if self.maintenance_nonessential {
+            out.push("non-essential routes in maintenance".to_owned());
+        }
+        match self.status_notice {
+            NoticeMode::Off => {}
+            NoticeMode::Draft => out.push("status page notice (draft)".to_owned()),
+            NoticeMode::Publish => out.push("status page notice (published)".to_owned()),
+        }
+        out
+    }
+}
+
+/// The playbook: the actions of each level, by `Level as usize`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Playbook {
+    /// Actions at vert, jaune, orange, rouge.
+    pub levels: [LevelActions; 4],
+}
+
+impl Playbook {
+    /// The actions at `level`.
+    pub fn at(&self, level: crate::common::Level) -> &LevelActions {
+        &self.levels[level as usize]
+    }
+}
+
+/// Detector thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WatchThresholds {
+    /// Request rate over the usual one for jaune, orange, rouge.
+    pub rate_ratios: [f64; 3],
+    /// Requests per second never unusual.
+    pub min_rate: f64,
+    /// Failed logins per second for orange.
+    pub login_failures: f64,
+    /// Connection trips per second for orange.
+    pub connection_trips: f64,
+}
+
+/// Where an alert goes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AlertTarget {
+    /// E-mail through `[status.smtp]`.
+    Email {
+        /// Recipients.
+        to: Vec<String>,
+    },
+    /// A signed JSON document.
+    Webhook {
+        /// Address.
+        url: http::Uri,
+        /// HMAC-SHA256 key (never logged).
+        secret: Option<String>,
+    },
+    /// A Matrix room (client-server API).
+    Matrix {
+        /// The homeserver's base address.
+        homeserver: http::Uri,
+        /// Room id.
+        room: String,
+        /// Access token (never logged).
+        token: String,
+    },
+    /// RFC 5424 syslog.
+    Syslog {
+        /// The collector.
+        address: SocketAddr,
+        /// TCP (octet counting) rather than UDP.
+        tcp: bool,
+    },
+}
+
+impl std::fmt::Debug for AlertTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Email { to } => write!(f, "Email({} recipients)", to.len()),
+            Self::Webhook { url, .. } => write!(f, "Webhook({url})"),
+            Self::Matrix {
+                homeserver, room, ..
+            } => write!(f, "Matrix({homeserver} {room})"),
+            Self::Syslog { address, tcp } => write!(f, "Syslog({address}, tcp {tcp})"),
+        }
+    }
+}
+
+/// An alert channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChannel {
+    /// Name (logs, outbox).
+    pub name: String,
+    /// Where it goes.
+    pub target: AlertTarget,
+    /// The least level alerted.
+    pub least: crate::common::Level,
+    /// Only these tenants (empty: all).
+    pub tenants: Vec<String>,
+    /// Only escalations.
+    pub escalation: bool,
+    /// Messages per minute at most.
+    pub max_per_minute: u32,
+}
+
+/// The watch's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchSettings {
+    /// SQLite file of incidents and the outbox.
+    pub database: PathBuf,
+    /// Calm before a level falls a step.
+    pub quiet: Duration,
+    /// What a baseline learns before rates alone raise past jaune.
+    pub learning: Duration,
+    /// The level opening an incident.
+    pub incident_level: crate::common::Level,
+    /// Escalation delay (zero: never).
+    pub escalate_after: Duration,
+    /// Detector thresholds.
+    pub thresholds: WatchThresholds,
+    /// The global playbook.
+    pub playbook: Arc<Playbook>,
+    /// Alert channels.
+    pub alerts: Vec<AlertChannel>,
 }
 
 /// Data-guard settings shared by all tenants.
@@ -470,6 +678,8 @@ pub struct Runtime {
     pub request_buffering: RequestBuffering,
     /// Data guard.
     pub guard: GuardSettings,
+    /// The watch.
+    pub watch: WatchSettings,
     pub(crate) hosts_exact: HashMap<String, usize, foldhash::fast::RandomState>,
     pub(crate) hosts_wildcard: Vec<(String, usize)>,
     pub(crate) default_tenant: Option<usize>,

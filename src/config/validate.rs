@@ -18,6 +18,7 @@ use super::file::*;
 use super::runtime::*;
 
 mod guard;
+mod watch;
 
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -471,6 +472,16 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             maintenance: tf.maintenance,
             strip_headers: strip_headers(&mut c, &p, &tf.strip_headers),
             guard: tenant_guard,
+            playbook: Arc::new(watch::playbook(
+                &mut c,
+                "watch.playbook",
+                &file.watch.playbook,
+                tf.watch
+                    .as_ref()
+                    .map(|w| (format!("{p}.watch.playbook"), &w.playbook))
+                    .as_ref()
+                    .map(|(op, o)| (op.as_str(), *o)),
+            )),
         });
     }
     // Most specific wildcard first.
@@ -572,6 +583,24 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             );
         }
     }
+    let tenant_ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    let watch = watch::settings(
+        &mut c,
+        &file.watch,
+        base,
+        &tenant_ids,
+        status.smtp.is_some(),
+    );
+    for t in &mut tenants {
+        if file
+            .tenants
+            .iter()
+            .any(|tf| tf.id == t.id && tf.watch.is_none())
+        {
+            // No playbook of its own: the global one (one copy).
+            t.playbook = watch.playbook.clone();
+        }
+    }
     for (wi, w) in status.webhooks.iter().enumerate() {
         for (i, id) in w.tenants.iter().enumerate() {
             if !tenants.iter().any(|t| &t.id == id) {
@@ -664,6 +693,7 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .collect();
         Ok(Runtime {
             guard: guard_settings,
+            watch,
             stale_cache,
             request_buffering,
             status,
@@ -1509,6 +1539,8 @@ fn routes(
                 .as_ref()
                 .map(|g| guard::route(c, &rp, g, tenant_guard)),
             maintenance: rf.maintenance,
+            login: rf.login,
+            essential: rf.essential.unwrap_or(true),
             allow_encoded_slash: rf.allow_encoded_slash,
             streaming_uploads: rf.stream_request_body.then(|| {
                 let n = rf

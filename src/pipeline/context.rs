@@ -113,6 +113,11 @@ impl<'a> RequestCtx<'a> {
         &*self.generation.tenant_flags[self.tenant_idx]
     }
 
+    /// What the tenant's playbook does at its current vigilance level.
+    pub fn actions(&self) -> &'a crate::config::runtime::LevelActions {
+        self.tenant().playbook.at(self.flags().level())
+    }
+
     /// The tenant's signals.
     pub fn signals(&self) -> &'a TenantSignals {
         &self.generation.signals[self.tenant_idx]

@@ -405,6 +405,11 @@ fn settle(
                     .as_ref()
                     .is_some_and(|s| elapsed > s.slow),
             );
+            if (status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN)
+                && ctx.route().is_some_and(|r| r.login)
+            {
+                ctx.signals().login_failure();
+            }
             ctx.signals().origin_answer(
                 status.is_server_error(),
                 u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),

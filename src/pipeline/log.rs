@@ -78,7 +78,13 @@ impl Drop for AccessRecord {
         }
         let g = &self.generation;
         match self.tenant.and_then(|t| g.signals.get(t)) {
-            Some(signals) => signals.request(self.local),
+            Some(signals) => {
+                signals.request(self.local);
+                signals.source(crate::signals::source_key(crate::shield::prefix_key(
+                    self.client,
+                    g.config.prefixes,
+                )));
+            }
             None => g.gateway_signals.request(self.local),
         }
         let counters = match (self.tenant, self.route) {

@@ -83,6 +83,17 @@ impl Gateway {
         self.generation.load_full()
     }
 
+    /// Sets a tenant's vigilance level (the watch decides it; the playbook's actions follow
+    /// it on every request). `false` when no such tenant.
+    pub fn set_level(&self, tenant_id: &str, level: crate::common::Level) -> bool {
+        let generation = self.generation.load();
+        let Some(i) = generation.tenant_index(tenant_id) else {
+            return false;
+        };
+        generation.tenant_flags[i].set_level(level);
+        true
+    }
+
     /// Switches a tenant's under-attack mode on until `until_ms` (see `clock::now_ms`;
     /// `u64::MAX` = until switched off) or off (`0`). `false` when no such tenant.
     pub fn set_under_attack(&self, tenant_id: &str, until_ms: u64) -> bool {

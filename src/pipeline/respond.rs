@@ -232,6 +232,7 @@ fn challenge_page(
         .shield
         .challenge_difficulty
         .saturating_add(if stressed { 2 } else { 0 })
+        .saturating_add(tenant.playbook.at(flags.level()).difficulty_bonus)
         .min(24);
     let page = challenge::challenge_response(
         &generation.keys.ring(),

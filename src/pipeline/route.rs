@@ -60,6 +60,7 @@ pub fn route<'g, B>(ctx: &mut RequestCtx<'g>, req: &Request<B>) -> Flow<&'g Rout
     }
     if tenant.maintenance
         || route.maintenance
+        || (!route.essential && ctx.actions().maintenance_nonessential)
         || ctx
             .generation
             .status

@@ -49,12 +49,21 @@ struct Previous {
     pools: HashMap<usize, [u64; 3]>,
     tenants: HashMap<usize, Totals>,
     gateway: Totals,
+    /// The local day of the last report.
+    day: i64,
 }
 
 impl Previous {
     /// This second's report; remembers the totals for the next one.
     fn report(&mut self, generation: &Generation) -> Report {
         let now_ms = crate::clock::now_ms();
+        // Days in the town's zone: the sets of client prefixes turn at local midnight.
+        let unix_s = crate::clock::unix_now();
+        let zone = generation.config.status.time_zone;
+        let day = (unix_s as i64 + i64::from(zone.offset_minutes(unix_s)) * 60).div_euclid(86_400);
+        if self.day == 0 {
+            self.day = day;
+        }
         let mut pools_seen = HashMap::new();
         let mut tenants_seen = HashMap::new();
         let tenants = generation
@@ -89,9 +98,23 @@ impl Previous {
                         }
                     })
                     .collect();
+                let key = generation.tenant_keys[ti];
+                let top = |list: Vec<crate::shield::top::Hitter>| -> Vec<(String, f64)> {
+                    list.into_iter()
+                        .filter(|h| h.tenant == key)
+                        .take(10)
+                        .map(|h| (h.client, h.rate))
+                        .collect()
+                };
+                if day != self.day {
+                    signals.turn_day();
+                }
                 TenantReport {
                     totals: now.since(&before),
                     pools,
+                    distinct_sources: signals.take_distinct_sources(),
+                    top_sources: top(generation.shield.top_prefixes.list(now_ms)),
+                    top_fingerprints: top(generation.shield.top_fingerprints.list(now_ms)),
                 }
             })
             .collect();
@@ -105,6 +128,7 @@ impl Previous {
         self.pools = pools_seen;
         self.tenants = tenants_seen;
         self.gateway = gateway_now;
+        self.day = day;
         report
     }
 }

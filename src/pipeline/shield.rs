@@ -10,7 +10,7 @@ use http::{HeaderMap, Request, Version};
 
 use super::context::RequestCtx;
 use super::flow::{End, Flow, Local};
-use crate::config::runtime::Route;
+use crate::config::runtime::{ChallengeScope, Route};
 use crate::error::ProxyError;
 use crate::shield::admission::Priority;
 use crate::shield::defence::stable_hash;
@@ -135,7 +135,7 @@ fn decide_at(
         pressure.map_or(now_min, |p| p / 60_000),
         now_min,
     );
-    if needs_challenge(ctx, req.uri().path(), now) {
+    if needs_challenge(ctx, route, req.uri().path(), now) {
         let return_to = req.uri().path_and_query().map_or("/", |p| p.as_str());
         return Err(challenge(ctx, req.headers(), return_to));
     }
@@ -191,9 +191,15 @@ fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> 
     }
     let client = ctx.client();
     let key = generation.tenant_keys[ctx.tenant_idx];
-    let decision = generation
-        .shield
-        .check(policy, key, client, path, route.cost, now);
+    let decision = generation.shield.check_tightened(
+        policy,
+        key,
+        client,
+        path,
+        route.cost,
+        ctx.actions().limit_factor,
+        now,
+    );
     let (rule, observed, limit, enforce, ban) = match decision {
         Decision::Allow => return Ok(()),
         Decision::Denied => return Err(ProxyError::Banned.into()),
@@ -346,12 +352,21 @@ fn fingerprint_rate(ctx: &RequestCtx<'_>, req: &Request<impl Sized>, now: u64) -
     Ok(())
 }
 
-/// Whether a client without a pass must solve the challenge: under-attack mode, or the
-/// tenant sheds load (log-only mode says so instead). Good history exempts no one: a client
-/// that was served well before the flood may flood too.
-fn needs_challenge(ctx: &RequestCtx<'_>, path: &str, now: u64) -> bool {
+/// Whether a client without a pass must solve the challenge: under-attack mode (the
+/// operator's, or the playbook's at the tenant's vigilance level), the playbook's challenge
+/// of heavy or all routes, or the tenant sheds load (log-only mode says so instead). Good
+/// history exempts no one: a client that was served well before the flood may flood too.
+fn needs_challenge(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> bool {
     let policy = &ctx.tenant().shield;
-    let under_attack = policy.under_attack || ctx.flags().under_attack_until(now).is_some();
+    let actions = ctx.actions();
+    let by_level = actions.under_attack
+        || match actions.challenge {
+            ChallengeScope::Off => false,
+            ChallengeScope::Heavy => route.cost > 1,
+            ChallengeScope::All => true,
+        };
+    let under_attack =
+        policy.under_attack || by_level || ctx.flags().under_attack_until(now).is_some();
     let challenge = (under_attack || (policy.auto_challenge && !ctx.calm)) && !policy.exempt(path);
     if !challenge {
         return false;

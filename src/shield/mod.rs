@@ -446,6 +446,22 @@ impl Shield {
         cost: u32,
         now_ms: u64,
     ) -> Decision {
+        self.check_tightened(policy, tenant, ip, path, cost, 1.0, now_ms)
+    }
+
+    /// `check` with the per-address and per-prefix limits multiplied by `factor` (at most 1:
+    /// the playbook tightens them at a high vigilance level; a limit never falls below 1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_tightened(
+        &self,
+        policy: &Policy,
+        tenant: TenantKey,
+        ip: IpAddr,
+        path: &str,
+        cost: u32,
+        factor: f64,
+        now_ms: u64,
+    ) -> Decision {
         if !policy.is_active() || policy.exempt(path) {
             return Decision::Allow;
         }
@@ -456,9 +472,20 @@ impl Shield {
             return Decision::Allow;
         }
         let enforce = policy.mode == Mode::Enforce;
+        let tighten = |limit: u32| {
+            if factor < 1.0 && limit > 0 {
+                ((f64::from(limit) * factor.max(0.0)) as u32).max(1)
+            } else {
+                limit
+            }
+        };
         let rules = [
-            (Rule::Address, &self.by_address, policy.address_rate),
-            (Rule::Prefix, &self.by_prefix, policy.prefix_rate),
+            (
+                Rule::Address,
+                &self.by_address,
+                tighten(policy.address_rate),
+            ),
+            (Rule::Prefix, &self.by_prefix, tighten(policy.prefix_rate)),
         ];
         // A limit of 0 turns its rule off (and never allocates its sketch).
         for (rule, sketch, limit) in rules.into_iter().filter(|r| r.2 > 0) {

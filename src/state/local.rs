@@ -1,12 +1,13 @@
 //! The local implementations of the state seams: in memory, this process only.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 
 use super::{BanStore, PassKeys, ReplayStore, TenantFlags};
+use crate::common::Level;
 use crate::shield::admission::Pressure;
 use crate::shield::bans::{BanHit, BanInfo, BanList};
 use crate::shield::defence::{
@@ -83,6 +84,8 @@ pub struct TenantState {
     /// Under-attack mode switched on by an operator, until this time (ms of `clock::now_ms`;
     /// 0 = off, `u64::MAX` = until switched off).
     under_attack_until_ms: AtomicU64,
+    /// The vigilance level (`Level as u8`).
+    level: AtomicU8,
 }
 
 impl TenantState {
@@ -92,6 +95,7 @@ impl TenantState {
             binding_id: stable_hash(id.as_bytes()),
             pressure: Mutex::new(Pressure::default()),
             under_attack_until_ms: AtomicU64::new(0),
+            level: AtomicU8::new(0),
         }
     }
 }
@@ -116,6 +120,12 @@ impl TenantFlags for TenantState {
     fn under_attack_until(&self, now_ms: u64) -> Option<u64> {
         let until = self.under_attack_until_ms.load(Ordering::Relaxed);
         (until > now_ms).then_some(until)
+    }
+    fn set_level(&self, level: Level) {
+        self.level.store(level as u8, Ordering::Relaxed);
+    }
+    fn level(&self) -> Level {
+        Level::ALL[usize::from(self.level.load(Ordering::Relaxed)).min(3)]
     }
 }
 
@@ -148,5 +158,8 @@ mod tests {
         assert!(!flags.on_overload(20));
         assert_eq!(flags.pressure_since(20), Some(10));
         assert_eq!(flags.binding_id(), TenantState::new("ville").binding_id());
+        assert_eq!(flags.level(), Level::Vert);
+        flags.set_level(Level::Orange);
+        assert_eq!(flags.level(), Level::Orange);
     }
 }

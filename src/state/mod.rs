@@ -9,7 +9,7 @@
 //! | `BanStore` | bans and their hit counts | `shield::bans::BanList` |
 //! | `ReplayStore` | challenge nonces issued and used | `local::LocalReplay` |
 //! | `PassKeys` | the key ring signing passes and challenge tokens | `local::StaticKeys` |
-//! | `TenantFlags` | per-tenant pressure and under-attack mode | `local::TenantState` |
+//! | `TenantFlags` | per-tenant pressure, under-attack mode, vigilance level | `local::TenantState` |
 //!
 //! Every method takes `now` (milliseconds of `clock::now_ms`, or as documented) and never
 //! blocks: an implementation that talks to a remote store does so off the request path.
@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::common::Level;
 use crate::shield::bans::{BanHit, BanInfo};
 use crate::shield::pass::KeyRing;
 
@@ -66,4 +67,8 @@ pub trait TenantFlags: Send + Sync + Debug {
     fn set_under_attack(&self, until_ms: u64);
     /// Until when under-attack mode holds, if on.
     fn under_attack_until(&self, now_ms: u64) -> Option<u64>;
+    /// Sets the tenant's vigilance level (the watch decides it; the playbook acts on it).
+    fn set_level(&self, level: Level);
+    /// The tenant's vigilance level.
+    fn level(&self) -> Level;
 }

@@ -9,76 +9,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio_util::sync::CancellationToken;
 
 use super::model::{local_time, rfc3339, Incident, Update};
 use super::subscribe::{log_label, Purpose, Subscriber};
 use super::{Notice, StatusService};
-use crate::config::runtime::{Language, Smtp, SmtpTls, Webhook, WebhookKind};
-
-/// One message to send.
-#[derive(Debug, Clone)]
-pub struct Mail {
-    /// Recipient (personal data: never logged).
-    pub to: String,
-    /// Subject.
-    pub subject: String,
-    /// Plain-text body.
-    pub body: String,
-    /// One-click unsubscribe address (RFC 8058), for updates.
-    pub unsubscribe: Option<String>,
-}
+use crate::config::runtime::{Language, Smtp, Webhook, WebhookKind};
+pub use crate::outbox::send::Mail;
 
 /// Messages waiting for the mail server at most.
 const MAIL_QUEUE: usize = 100_000;
 /// Attempts per message and per webhook delivery.
 const ATTEMPTS: u32 = 3;
-
-fn transport(smtp: &Smtp) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let builder = match smtp.tls {
-        SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-            .map_err(|e| e.to_string())?,
-        SmtpTls::Tls => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(|e| e.to_string())?
-        }
-        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
-    };
-    let mut builder = builder
-        .port(smtp.port)
-        .timeout(Some(Duration::from_secs(20)));
-    if let Some((user, password)) = &smtp.credentials {
-        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-            user.clone(),
-            password.clone(),
-        ));
-    }
-    Ok(builder.build())
-}
-
-fn message(smtp: &Smtp, mail: &Mail) -> Result<Message, String> {
-    let mut b = Message::builder()
-        .from(smtp.from.parse().map_err(|e| format!("from: {e}"))?)
-        .to(mail
-            .to
-            .parse()
-            .map_err(|_| "recipient address refused".to_owned())?)
-        .subject(mail.subject.clone())
-        .header(ContentType::TEXT_PLAIN);
-    if let Some(link) = &mail.unsubscribe {
-        b = b
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                format!("<{link}>"),
-            ))
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
-                "List-Unsubscribe=One-Click".to_owned(),
-            ));
-    }
-    b.body(mail.body.clone()).map_err(|e| e.to_string())
-}
 
 fn record(service: &StatusService, f: impl FnOnce(&mut super::Deliveries)) {
     if let Ok(mut d) = service.deliveries.lock() {
@@ -130,7 +73,7 @@ async fn mailer(
         };
         let label = log_label(&mail.to);
         if cached.as_ref().is_none_or(|(s, _)| *s != smtp) {
-            cached = match transport(&smtp) {
+            cached = match crate::outbox::send::mail_transport(&smtp) {
                 Ok(t) => Some((smtp.clone(), t)),
                 Err(e) => {
                     tracing::error!(target: "rempart::status", error = %e, "cannot set up the mail transport");
@@ -138,7 +81,7 @@ async fn mailer(
                 }
             };
         }
-        let outcome = match (&cached, message(&smtp, &mail)) {
+        let outcome = match (&cached, crate::outbox::send::mail_message(&smtp, &mail)) {
             (_, Err(e)) => Err(e),
             (None, Ok(_)) => Err("cannot set up the mail transport".to_owned()),
             (Some((_, transport)), Ok(m)) => match send(transport, m, &shutdown).await {
@@ -251,29 +194,6 @@ fn update_mail(
     })
 }
 
-type HttpsClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
-
-fn https_client() -> Option<HttpsClient> {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| tracing::error!(target: "rempart::status", error = %e, "no system certificates: https webhooks cannot be verified"))
-        .ok()?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Some(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector),
-    )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The request a webhook receives for `update` of `incident`.
 pub fn webhook_request(
     hook: &Webhook,
@@ -325,7 +245,7 @@ pub fn webhook_request(
                 let tag = ring::hmac::sign(&key, &signed);
                 b = b.header(
                     "x-rempart-signature",
-                    format!("sha256={}", hex(tag.as_ref())),
+                    format!("sha256={}", crate::outbox::send::hex(tag.as_ref())),
                 );
             }
             b.body(Full::new(Bytes::from(body))).ok()
@@ -376,7 +296,7 @@ pub fn webhook_request(
 
 async fn deliver(
     service: Arc<StatusService>,
-    client: HttpsClient,
+    client: crate::outbox::send::HttpsClient,
     hook: Webhook,
     tenant: (String, String, Option<String>),
     incident: Incident,
@@ -421,7 +341,7 @@ pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
     };
     let (mail_tx, mail_rx) = tokio::sync::mpsc::channel(MAIL_QUEUE);
     tokio::spawn(mailer(service.clone(), mail_rx, shutdown.clone()));
-    let client = https_client();
+    let client = crate::outbox::send::https_client();
     loop {
         let notice = tokio::select! {
             () = shutdown.cancelled() => return,

@@ -35,6 +35,9 @@ pub struct Thresholds {
     pub login_failures: f64,
     /// Connection trips per second for orange.
     pub conn_trips: f64,
+    /// Samples (seconds) the baseline needs before the request rate may call for more
+    /// than jaune: a fresh install learns before it acts on rates alone.
+    pub learning_samples: u64,
 }
 
 impl Default for Thresholds {
@@ -44,6 +47,7 @@ impl Default for Thresholds {
             min_rate: 5.0,
             login_failures: 2.0,
             conn_trips: 50.0,
+            learning_samples: 0,
         }
     }
 }
@@ -105,7 +109,17 @@ pub fn assess(obs: &Observation, baseline: &Baseline, hour: usize, t: &Threshold
             by_rate
         };
     if by_rate > Level::Vert {
-        a.add("request_rate", obs.requests_per_s, usual, by_rate);
+        if baseline.samples() < t.learning_samples {
+            // Still learning what is usual: the rate alone says at most jaune.
+            a.add(
+                "request_rate_learning",
+                obs.requests_per_s,
+                usual,
+                Level::Jaune,
+            );
+        } else {
+            a.add("request_rate", obs.requests_per_s, usual, by_rate);
+        }
     }
     // The origin in distress: shedding, or failing.
     if obs.shed_per_s >= 1.0 {
@@ -206,6 +220,32 @@ mod tests {
             ..Observation::default()
         };
         assert_eq!(assess(&slow, &b, 9, &t).wanted, Level::Orange);
+    }
+
+    #[test]
+    fn while_learning_the_rate_alone_says_at_most_jaune() {
+        let t = Thresholds {
+            learning_samples: 3_600,
+            ..Thresholds::default()
+        };
+        let flood = Observation {
+            requests_per_s: 5_000.0,
+            new_sources_share: 0.97,
+            ..Observation::default()
+        };
+        let a = assess(&flood, &Baseline::default(), 9, &t);
+        assert_eq!(a.wanted, Level::Jaune);
+        assert_eq!(a.reasons[0].signal, "request_rate_learning");
+        // Distress still counts in full.
+        let shedding = Observation {
+            shed_per_s: 50.0,
+            ..flood
+        };
+        assert_eq!(
+            assess(&shedding, &Baseline::default(), 9, &t).wanted,
+            Level::Orange
+        );
+        assert_eq!(assess(&flood, &learnt(), 9, &t).wanted, Level::Rouge);
     }
 
     #[test]

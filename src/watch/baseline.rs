@@ -41,7 +41,44 @@ pub fn hour_of_week(local_s: i64) -> usize {
     weekday * 24 + (local_s.rem_euclid(86_400) / 3_600) as usize
 }
 
+/// A baseline as kept on disk.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Kept {
+    mean: Vec<f64>,
+    samples: Vec<u32>,
+    overall: f64,
+    overall_samples: u64,
+}
+
 impl Baseline {
+    /// What to keep across restarts.
+    pub fn keep(&self) -> Kept {
+        Kept {
+            mean: self.mean.to_vec(),
+            samples: self.samples.to_vec(),
+            overall: self.overall,
+            overall_samples: self.overall_samples,
+        }
+    }
+
+    /// The baseline kept; `None` when it does not fit (another version's).
+    pub fn restore(k: &Kept) -> Option<Self> {
+        let valid = |v: f64| v.is_finite() && v >= 0.0;
+        if k.mean.len() != HOURS
+            || k.samples.len() != HOURS
+            || !k.mean.iter().all(|m| valid(*m))
+            || !valid(k.overall)
+        {
+            return None;
+        }
+        let mut b = Self::default();
+        b.mean.copy_from_slice(&k.mean);
+        b.samples.copy_from_slice(&k.samples);
+        b.overall = k.overall;
+        b.overall_samples = k.overall_samples;
+        Some(b)
+    }
+
     /// Learns `value` seen in hour `hour` (call only while calm).
     pub fn learn(&mut self, hour: usize, value: f64) {
         let h = hour % HOURS;

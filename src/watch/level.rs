@@ -5,63 +5,7 @@
 //! down and up again. An operator may set a level until an expiry; when it expires the level
 //! falls from there like any other (never straight back to green).
 
-use std::fmt;
-
-/// A vigilance level, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Green: nothing unusual.
-    #[default]
-    Vert,
-    /// Yellow: something to watch.
-    Jaune,
-    /// Orange: an attack or distress, defences tightened.
-    Orange,
-    /// Red: a serious attack, every defence on.
-    Rouge,
-}
-
-impl Level {
-    /// Every level, lowest first.
-    pub const ALL: [Level; 4] = [Level::Vert, Level::Jaune, Level::Orange, Level::Rouge];
-
-    /// Name in configuration, logs and the admin API.
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Vert => "vert",
-            Level::Jaune => "jaune",
-            Level::Orange => "orange",
-            Level::Rouge => "rouge",
-        }
-    }
-
-    /// Parses a level's name (French, or English: green, yellow, orange, red).
-    pub fn parse(name: &str) -> Option<Level> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "vert" | "green" => Some(Level::Vert),
-            "jaune" | "yellow" => Some(Level::Jaune),
-            "orange" => Some(Level::Orange),
-            "rouge" | "red" => Some(Level::Rouge),
-            _ => None,
-        }
-    }
-
-    /// The level one step lower (green stays green).
-    pub fn lower(self) -> Level {
-        match self {
-            Level::Rouge => Level::Orange,
-            Level::Orange => Level::Jaune,
-            Level::Jaune | Level::Vert => Level::Vert,
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::common::Level;
 
 /// How the machine moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

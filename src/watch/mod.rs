@@ -13,7 +13,10 @@
 //! - `service`: the watch at work, a consumer of the pipeline's signals: each tenant's level
 //!   once a second, its changes logged with their evidence and shown in a metric.
 
+pub mod alert;
 pub mod assess;
 pub mod baseline;
+pub mod incident;
 pub mod level;
 pub mod service;
+pub mod store;

@@ -1,38 +1,103 @@
 //! The watch at work: once a second, each tenant's signals (`signals::Report`) become an
 //! observation, assessed against the tenant's baseline for that hour of the week; the level
-//! machine moves, and every change is logged with its evidence and shown in
-//! `rempart_watch_level{tenant}`. The baseline learns only while the level is at most jaune.
+//! machine moves, and every change is logged with its evidence, shown in
+//! `rempart_watch_level{tenant}`, handed to the playbook (`Effects`), written into the
+//! tenant's security incident and told to operators through the durable outbox. The
+//! gateway has a level of its own (connection-level trips and unrouted traffic, which no
+//! tenant owns); the global level is the highest of all. Baselines learn only while the
+//! level is at most jaune and are kept across restarts.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::assess::{assess, Observation, Thresholds};
+use super::alert::{wants, AlertCourier, AlertMessage, Channels};
+use super::assess::{assess, Observation, Reason, Thresholds};
 use super::baseline::{hour_of_week, Baseline};
+use super::incident::{Incident, Incidents, Notice, Peaks, Refused, Rules, Told};
 use super::level::{Change, Level, Machine, Pace};
+use super::store::Store;
+use crate::config::runtime::{NoticeMode, Runtime};
 use crate::metrics::{Metrics, TenantLabels};
-use crate::signals::{Consumer, LocalReason, Report};
+use crate::outbox::Outbox;
+use crate::signals::{Consumer, LocalReason, Report, Totals};
+
+/// Top sources or fingerprints: label and rate.
+type Tops<'a> = &'a [(String, f64)];
 
 /// Seconds the request rate is averaged over.
 const RATE_WINDOW: usize = 10;
+/// The pseudo-tenant of the gateway's own level and incidents.
+pub const GATEWAY: &str = "*";
+/// How often baselines are saved, ms.
+const SAVE_BASELINES_MS: u64 = 10 * 60_000;
+/// How often an active incident's growing figures are saved at most, ms.
+const SAVE_FIGURES_MS: u64 = 10_000;
+/// Events kept for the event stream's late subscribers.
+const RECENT_EVENTS: usize = 200;
 
-/// One tenant's watch.
+/// What the rest of Rempart does when a level changes (wired by the application: the
+/// pipeline's tenant flags, the status pages).
+pub trait Effects: Send + Sync {
+    /// `tenant`'s level is now `level`: the playbook's defences follow it.
+    fn level(&self, tenant: &str, level: Level);
+    /// The playbook's notice for residents on `tenant`'s status page: put up (`Some`, as a
+    /// draft or published) or taken down (`None`).
+    fn notice(&self, tenant: &str, notice: Option<NoticeMode>, incident: &Incident);
+}
+
+/// Effects that do nothing (tests of the watch alone).
+pub struct NoEffects;
+
+impl Effects for NoEffects {
+    fn level(&self, _: &str, _: Level) {}
+    fn notice(&self, _: &str, _: Option<NoticeMode>, _: &Incident) {}
+}
+
+/// One tenant's (or the gateway's) watch.
 struct TenantWatch {
     machine: Machine,
     /// The evidence of the last assessment that asked for more than green.
-    last_reasons: Vec<super::assess::Reason>,
+    last_reasons: Vec<Reason>,
     baseline: Baseline,
     /// Requests of the last seconds, newest last.
-    recent: std::collections::VecDeque<u64>,
+    recent: VecDeque<u64>,
     gauge: Gauge,
+    /// The last second's figures.
+    last: Peaks,
+    /// When the active incident's figures were last saved.
+    figures_saved_ms: u64,
+}
+
+impl TenantWatch {
+    fn new(pace: Pace, gauge: Gauge, baseline: Option<Baseline>) -> Self {
+        Self {
+            machine: Machine::new(pace),
+            last_reasons: Vec::new(),
+            baseline: baseline.unwrap_or_default(),
+            recent: VecDeque::with_capacity(RATE_WINDOW),
+            gauge,
+            last: Peaks::default(),
+            figures_saved_ms: 0,
+        }
+    }
+
+    /// The request rate over the window, with this second's `requests`.
+    fn rate(&mut self, requests: u64) -> f64 {
+        if self.recent.len() == RATE_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(requests);
+        self.recent.iter().sum::<u64>() as f64 / RATE_WINDOW as f64
+    }
 }
 
 /// A tenant's watch as operators see it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TenantStatus {
-    /// Tenant id.
+    /// Tenant id (`*`: the gateway's own).
     pub tenant: String,
     /// Its level.
     pub level: Level,
@@ -40,44 +105,307 @@ pub struct TenantStatus {
     pub override_until_ms: Option<u64>,
     /// The last evidence that asked for more than green.
     pub evidence: Vec<String>,
+    /// Whether its baseline is still learning (rates alone raise at most to jaune).
+    pub learning: bool,
+    /// The active incident's number.
+    pub incident: Option<u64>,
+    /// The defences its level switches on.
+    pub actions: Vec<String>,
+}
+
+/// An incident in a list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IncidentSummary {
+    /// Number.
+    pub id: u64,
+    /// Tenant id.
+    pub tenant: String,
+    /// Level now.
+    pub level: Level,
+    /// Highest level.
+    pub peak: Level,
+    /// State.
+    pub state: super::incident::State,
+    /// Whether the attack is still on.
+    pub active: bool,
+    /// Opened (unix ms).
+    pub opened_ms: u64,
+    /// Back to vert (unix ms).
+    pub calm_ms: Option<u64>,
+}
+
+impl From<&Incident> for IncidentSummary {
+    fn from(i: &Incident) -> Self {
+        Self {
+            id: i.id,
+            tenant: i.tenant.clone(),
+            level: i.level,
+            peak: i.peak,
+            state: i.state,
+            active: i.active(),
+            opened_ms: i.opened_ms,
+            calm_ms: i.calm_ms,
+        }
+    }
+}
+
+struct Inner {
+    tenants: HashMap<String, TenantWatch>,
+    incidents: Incidents,
+    /// Baselines read at start, waiting for their tenant's first second.
+    kept_baselines: HashMap<String, Baseline>,
+    baselines_saved_ms: u64,
+    /// The configuration the courier and rules were set from.
+    config: Option<Arc<Runtime>>,
+    /// Recent events (JSON) for the event stream.
+    recent: VecDeque<String>,
 }
 
 /// The watch of every tenant (a consumer of the sampler's reports).
 pub struct WatchService {
-    tenants: Mutex<HashMap<String, TenantWatch>>,
+    inner: Mutex<Inner>,
     levels: Family<TenantLabels, Gauge>,
-    thresholds: Thresholds,
-    pace: Pace,
+    global: Gauge,
+    effects: Arc<dyn Effects>,
+    store: Store,
+    outbox: Arc<Outbox>,
+    courier: Arc<AlertCourier>,
+    events: tokio::sync::broadcast::Sender<String>,
+}
+
+fn rules_of(config: &Runtime) -> Rules {
+    Rules {
+        open_at: config.watch.incident_level,
+        escalate_after_ms: u64::try_from(config.watch.escalate_after.as_millis())
+            .unwrap_or(u64::MAX),
+    }
+}
+
+fn channels_of(config: &Runtime) -> Channels {
+    Channels {
+        alerts: config.watch.alerts.clone(),
+        smtp: config.status.smtp.clone(),
+    }
+}
+
+fn pace_of(config: &Runtime) -> Pace {
+    Pace {
+        quiet_ms: u64::try_from(config.watch.quiet.as_millis()).unwrap_or(u64::MAX),
+        ..Pace::default()
+    }
+}
+
+fn thresholds_of(config: &Runtime) -> Thresholds {
+    let t = &config.watch.thresholds;
+    Thresholds {
+        rate_ratio: t.rate_ratios,
+        min_rate: t.min_rate,
+        login_failures: t.login_failures,
+        conn_trips: t.connection_trips,
+        learning_samples: config.watch.learning.as_secs(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl WatchService {
-    /// The watch, showing levels in `metrics`.
-    pub fn new(metrics: &Metrics) -> Self {
-        Self {
-            tenants: Mutex::default(),
+    /// Opens the watch's database (`watch.database`: incidents, baselines, the outbox) and
+    /// the watch over `config`'s tenants, showing levels in `metrics` and acting through
+    /// `effects`.
+    pub fn open(
+        config: &Arc<Runtime>,
+        metrics: &Metrics,
+        effects: Arc<dyn Effects>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let (store, loaded) = Store::open(&config.watch.database)?;
+        let outbox = Outbox::open(&config.watch.database)?;
+        let kept_baselines = loaded
+            .baselines
+            .iter()
+            .filter_map(|(t, k)| Some((t.clone(), Baseline::restore(k)?)))
+            .collect();
+        let (events, _) = tokio::sync::broadcast::channel(1_024);
+        let service = Arc::new(Self {
+            inner: Mutex::new(Inner {
+                tenants: HashMap::new(),
+                incidents: Incidents::new(rules_of(config), loaded.incidents, loaded.last_id),
+                kept_baselines,
+                baselines_saved_ms: crate::clock::unix_now_ms(),
+                config: Some(config.clone()),
+                recent: VecDeque::new(),
+            }),
             levels: metrics.watch_level.clone(),
-            thresholds: Thresholds::default(),
-            pace: Pace::default(),
-        }
+            global: metrics.watch_global_level.clone(),
+            effects,
+            store,
+            outbox,
+            courier: Arc::new(AlertCourier::new(channels_of(config))),
+            events,
+        });
+        Ok(service)
     }
 
-    /// Each tenant's state now, by id.
-    pub fn status(&self) -> Vec<TenantStatus> {
-        let tenants = self
+    /// Delivers the outbox's alerts until `shutdown` (spawn once).
+    pub fn deliver(
+        self: &Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::outbox::run(
+            self.outbox.clone(),
+            Arc::new(self.courier.clone()),
+            shutdown,
+        )
+    }
+
+    /// Waits until incidents, baselines and queued alerts are on disk (at shutdown).
+    pub fn flush(&self) {
+        {
+            let inner = lock(&self.inner);
+            for (tenant, w) in &inner.tenants {
+                self.store.baseline(tenant, w.baseline.keep());
+            }
+        }
+        self.store.flush();
+        self.outbox.flush();
+    }
+
+    /// Live events (level changes, incident events) as JSON lines, the recent ones first.
+    pub fn subscribe(&self) -> (Vec<String>, tokio::sync::broadcast::Receiver<String>) {
+        let inner = lock(&self.inner);
+        (
+            inner.recent.iter().cloned().collect(),
+            self.events.subscribe(),
+        )
+    }
+
+    fn publish(&self, inner: &mut Inner, event: serde_json::Value) {
+        let line = event.to_string();
+        if inner.recent.len() == RECENT_EVENTS {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(line.clone());
+        let _ = self.events.send(line);
+    }
+
+    /// Each tenant's state now, by id (the gateway's own as `*`), and the global level.
+    pub fn status(&self) -> (Level, Vec<TenantStatus>) {
+        let inner = lock(&self.inner);
+        let mut out: Vec<TenantStatus> = inner
             .tenants
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<TenantStatus> = tenants
             .iter()
-            .map(|(id, t)| TenantStatus {
-                tenant: id.clone(),
-                level: t.machine.level(),
-                override_until_ms: t.machine.override_until().map(|(_, until)| until),
-                evidence: t.last_reasons.iter().map(evidence).collect(),
+            .map(|(id, t)| {
+                let actions = inner
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.tenants.iter().find(|x| &x.id == id))
+                    .map(|x| x.playbook.at(t.machine.level()).describe())
+                    .unwrap_or_default();
+                TenantStatus {
+                    tenant: id.clone(),
+                    level: t.machine.level(),
+                    override_until_ms: t.machine.override_until().map(|(_, until)| until),
+                    evidence: t.last_reasons.iter().map(evidence).collect(),
+                    learning: inner
+                        .config
+                        .as_ref()
+                        .is_some_and(|c| t.baseline.samples() < c.watch.learning.as_secs()),
+                    incident: inner.incidents.active(id).map(|i| i.id),
+                    actions,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-        out
+        let global = out.iter().map(|t| t.level).max().unwrap_or_default();
+        (global, out)
+    }
+
+    /// Incidents kept, newest first.
+    pub fn incidents(&self) -> Vec<IncidentSummary> {
+        let inner = lock(&self.inner);
+        inner
+            .incidents
+            .all()
+            .rev()
+            .map(IncidentSummary::from)
+            .collect()
+    }
+
+    /// Incident `id`.
+    pub fn incident(&self, id: u64) -> Option<Incident> {
+        lock(&self.inner).incidents.get(id).cloned()
+    }
+
+    /// Incident `id` as a Markdown report.
+    pub fn report(&self, id: u64) -> Option<String> {
+        let inner = lock(&self.inner);
+        let zone = inner
+            .config
+            .as_ref()
+            .map_or(crate::common::TimeZone::Paris, |c| c.status.time_zone);
+        let incident = inner.incidents.get(id)?;
+        Some(super::incident::report(
+            incident,
+            zone,
+            crate::clock::unix_now_ms(),
+        ))
+    }
+
+    /// Alerts queued, sent and given up.
+    pub fn outbox_counts(&self) -> Option<crate::outbox::Counts> {
+        self.outbox.counts().ok()
+    }
+
+    /// An operator takes incident `id`.
+    pub fn acknowledge(&self, id: u64, by: &str, now_ms: u64) -> Result<Incident, Refused> {
+        let mut inner = lock(&self.inner);
+        let told = inner.incidents.acknowledge(id, by, now_ms)?;
+        let incident = told.incident.clone();
+        self.tell(&mut inner, told, now_ms);
+        Ok(incident)
+    }
+
+    /// An operator's note on incident `id`.
+    pub fn note(&self, id: u64, by: &str, text: &str, now_ms: u64) -> Result<Incident, Refused> {
+        let mut inner = lock(&self.inner);
+        let incident = inner.incidents.note(id, by, text, now_ms)?;
+        self.store.incident(&incident);
+        self.publish(&mut inner, serde_json::json!({"type": "incident", "notice": "note", "incident": incident.id, "tenant": incident.tenant, "at_ms": now_ms}));
+        Ok(incident)
+    }
+
+    /// An operator closes incident `id`.
+    pub fn resolve(&self, id: u64, by: &str, text: &str, now_ms: u64) -> Result<Incident, Refused> {
+        let mut inner = lock(&self.inner);
+        let told = inner.incidents.resolve(id, by, text, now_ms)?;
+        let incident = told.incident.clone();
+        self.tell(&mut inner, told, now_ms);
+        Ok(incident)
+    }
+
+    /// An operator opens an incident by hand; `None` when the tenant is unknown or has an
+    /// active incident already.
+    pub fn open_incident(
+        &self,
+        tenant: &str,
+        level: Level,
+        by: &str,
+        text: &str,
+        now_ms: u64,
+    ) -> Option<Incident> {
+        let mut inner = lock(&self.inner);
+        let name = inner
+            .config
+            .as_ref()
+            .and_then(|c| c.tenants.iter().find(|t| t.id == tenant))
+            .map(|t| t.name.clone())?;
+        let told = inner
+            .incidents
+            .open(tenant, &name, level, by, text, now_ms)?;
+        let incident = told.incident.clone();
+        self.tell(&mut inner, told, now_ms);
+        Some(incident)
     }
 
     /// An operator sets `tenant`'s level until `until_unix_ms`; `false` when the tenant has
@@ -90,95 +418,290 @@ impl WatchService {
         reason: &str,
         now_unix_ms: u64,
     ) -> bool {
-        let mut tenants = self
-            .tenants
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(watch) = tenants.get_mut(tenant) else {
+        let mut inner = lock(&self.inner);
+        let Some(watch) = inner.tenants.get_mut(tenant) else {
             return false;
         };
         if let Some(change) = watch
             .machine
             .set_override(level, until_unix_ms, reason, now_unix_ms)
         {
-            watch.gauge.set(change.to as i64);
-            log_change(tenant, &change, &[]);
+            self.changed(&mut inner, tenant, &change, &[], now_unix_ms);
         }
         true
+    }
+
+    /// Saves a told incident, publishes the event and queues the alerts.
+    fn tell(&self, inner: &mut Inner, told: Told, now_ms: u64) {
+        let Told { incident, notice } = told;
+        self.store.incident(&incident);
+        self.publish(
+            inner,
+            serde_json::json!({
+                "type": "incident",
+                "notice": notice,
+                "incident": incident.id,
+                "tenant": incident.tenant,
+                "level": incident.level,
+                "at_ms": now_ms,
+            }),
+        );
+        let Some(config) = inner.config.clone() else {
+            return;
+        };
+        let message = AlertMessage::new(&incident, notice, now_ms, config.status.time_zone);
+        let payload = match serde_json::to_string(&message) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        for channel in config.watch.alerts.iter().filter(|c| wants(c, &message)) {
+            self.outbox
+                .put(&channel.name, &message.group(), payload.clone(), now_ms);
+        }
+        // The playbook's notice for residents follows the incident.
+        if incident.tenant != GATEWAY {
+            match notice {
+                Notice::Calm | Notice::Resolved => {
+                    self.effects.notice(&incident.tenant, None, &incident)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A level change of `tenant`: metric, log, playbook, incident, alerts, event.
+    fn changed(
+        &self,
+        inner: &mut Inner,
+        tenant: &str,
+        change: &Change,
+        reasons: &[Reason],
+        now_ms: u64,
+    ) {
+        let Some(config) = inner.config.clone() else {
+            return;
+        };
+        if let Some(w) = inner.tenants.get(tenant) {
+            w.gauge.set(change.to as i64);
+        }
+        log_change(tenant, change, reasons);
+        let (name, before, after, notice_mode) =
+            match config.tenants.iter().find(|t| t.id == tenant) {
+                Some(t) => (
+                    t.name.clone(),
+                    t.playbook.at(change.from).describe(),
+                    t.playbook.at(change.to).describe(),
+                    t.playbook.at(change.to).status_notice,
+                ),
+                None => (
+                    "la passerelle (toutes les collectivités)".to_owned(),
+                    Vec::new(),
+                    Vec::new(),
+                    NoticeMode::Off,
+                ),
+            };
+        if tenant != GATEWAY {
+            self.effects.level(tenant, change.to);
+        }
+        self.publish(
+            inner,
+            serde_json::json!({
+                "type": "level",
+                "tenant": tenant,
+                "from": change.from,
+                "to": change.to,
+                "cause": format!("{:?}", change.cause),
+                "evidence": reasons.iter().map(evidence).collect::<Vec<_>>(),
+                "at_ms": now_ms,
+            }),
+        );
+        let told = inner.incidents.on_change(
+            tenant,
+            &name,
+            change,
+            reasons.iter().map(evidence).collect(),
+            &before,
+            &after,
+            now_ms,
+        );
+        if let Some(told) = told {
+            if tenant != GATEWAY && told.incident.active() {
+                let was = config
+                    .tenants
+                    .iter()
+                    .find(|t| t.id == tenant)
+                    .map_or(NoticeMode::Off, |t| {
+                        t.playbook.at(change.from).status_notice
+                    });
+                if notice_mode != was {
+                    let put = (notice_mode != NoticeMode::Off).then_some(notice_mode);
+                    self.effects.notice(tenant, put, &told.incident);
+                }
+            }
+            self.tell(inner, told, now_ms);
+        }
+        self.global.set(
+            inner
+                .tenants
+                .values()
+                .map(|w| w.machine.level() as i64)
+                .max()
+                .unwrap_or(0),
+        );
+    }
+
+    /// One second of one tenant (or the gateway): assess, move, record.
+    #[allow(clippy::too_many_arguments)]
+    fn second(
+        &self,
+        inner: &mut Inner,
+        config: &Runtime,
+        tenant: &str,
+        t: &Totals,
+        distinct: f64,
+        top: (Tops<'_>, Tops<'_>),
+        hour: usize,
+        now_ms: u64,
+    ) {
+        let pace = pace_of(config);
+        let thresholds = thresholds_of(config);
+        if !inner.tenants.contains_key(tenant) {
+            let kept = inner.kept_baselines.remove(tenant);
+            let gauge = if tenant == GATEWAY {
+                Gauge::default()
+            } else {
+                self.levels
+                    .get_or_create(&TenantLabels {
+                        tenant: tenant.to_owned(),
+                    })
+                    .clone()
+            };
+            inner
+                .tenants
+                .insert(tenant.to_owned(), TenantWatch::new(pace, gauge, kept));
+        }
+        let Some(watch) = inner.tenants.get_mut(tenant) else {
+            return;
+        };
+        let rate = watch.rate(t.requests);
+        let answered = t.origin_answers + t.origin_failures;
+        let obs = Observation {
+            requests_per_s: rate,
+            new_sources_share: if t.requests == 0 {
+                0.0
+            } else {
+                (t.new_source_requests as f64 / t.requests as f64).min(1.0)
+            },
+            origin_errors_share: if answered == 0 {
+                0.0
+            } else {
+                (t.origin_server_errors + t.origin_failures) as f64 / answered as f64
+            },
+            shed_per_s: t.sheds as f64,
+            login_failures_per_s: t.login_failures as f64,
+            conn_trips_per_s: t.conn_trips.iter().sum::<u64>() as f64,
+            guard_breaches: u32::try_from(t.local(LocalReason::Guarded)).unwrap_or(u32::MAX),
+        };
+        let assessment = assess(&obs, &watch.baseline, hour, &thresholds);
+        if watch.machine.level() <= Level::Jaune && assessment.wanted <= Level::Jaune {
+            // Only calm seconds teach what is usual.
+            watch.baseline.learn(hour, t.requests as f64);
+        }
+        if !assessment.reasons.is_empty() {
+            watch.last_reasons = assessment.reasons.clone();
+        }
+        watch.last = Peaks {
+            requests_per_s: rate,
+            new_sources_share: obs.new_sources_share,
+            sources_per_s: distinct,
+            origin_errors_share: obs.origin_errors_share,
+            shed_per_s: obs.shed_per_s,
+            login_failures_per_s: obs.login_failures_per_s,
+            conn_trips_per_s: obs.conn_trips_per_s,
+            guard_breaches: f64::from(obs.guard_breaches),
+        };
+        let peaks = watch.last;
+        let change = watch.machine.observe(assessment.wanted, now_ms);
+        if let Some(change) = change {
+            self.changed(inner, tenant, &change, &assessment.reasons, now_ms);
+        }
+        // The active incident's peak figures grow (saved now and then).
+        if let Some(incident) = inner.incidents.observe(tenant, &peaks, top.0, top.1) {
+            let incident = incident.clone();
+            if let Some(w) = inner.tenants.get_mut(tenant) {
+                if now_ms.saturating_sub(w.figures_saved_ms) >= SAVE_FIGURES_MS {
+                    w.figures_saved_ms = now_ms;
+                    self.store.incident(&incident);
+                }
+            }
+        }
     }
 }
 
 impl Consumer for WatchService {
     fn on_report(&self, report: &Report) {
-        let mut tenants = self
-            .tenants
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = lock(&self.inner);
+        let config = report.config.clone();
+        if inner
+            .config
+            .as_ref()
+            .is_none_or(|c| !Arc::ptr_eq(c, &config))
+        {
+            // A reload: new rules, channels and pace.
+            inner.incidents.set_rules(rules_of(&config));
+            self.courier.set(channels_of(&config));
+            inner.config = Some(config.clone());
+        }
         let unix_s = report.at_unix_ms / 1000;
-        let zone = report.config.status.time_zone;
+        let zone = config.status.time_zone;
         let local = unix_s as i64 + i64::from(zone.offset_minutes(unix_s)) * 60;
         let hour = hour_of_week(local);
         let now_ms = report.at_unix_ms;
-        for (tenant, tr) in report.config.tenants.iter().zip(&report.tenants) {
-            let watch = tenants
-                .entry(tenant.id.clone())
-                .or_insert_with(|| TenantWatch {
-                    machine: Machine::new(self.pace),
-                    last_reasons: Vec::new(),
-                    baseline: Baseline::default(),
-                    recent: std::collections::VecDeque::with_capacity(RATE_WINDOW),
-                    gauge: self
-                        .levels
-                        .get_or_create(&TenantLabels {
-                            tenant: tenant.id.clone(),
-                        })
-                        .clone(),
-                });
-            let t = &tr.totals;
-            if watch.recent.len() == RATE_WINDOW {
-                watch.recent.pop_front();
-            }
-            watch.recent.push_back(t.requests);
-            let rate = watch.recent.iter().sum::<u64>() as f64 / RATE_WINDOW as f64;
-            let answered = t.origin_answers + t.origin_failures;
-            let obs = Observation {
-                requests_per_s: rate,
-                new_sources_share: 0.0,
-                origin_errors_share: if answered == 0 {
-                    0.0
-                } else {
-                    (t.origin_server_errors + t.origin_failures) as f64 / answered as f64
-                },
-                shed_per_s: t.sheds as f64,
-                login_failures_per_s: 0.0,
-                conn_trips_per_s: t.conn_trips.iter().sum::<u64>() as f64,
-                guard_breaches: u32::try_from(t.local(LocalReason::Guarded)).unwrap_or(u32::MAX),
-            };
-            let assessment = assess(&obs, &watch.baseline, hour, &self.thresholds);
-            if watch.machine.level() <= Level::Jaune && assessment.wanted <= Level::Jaune {
-                // Only calm seconds teach what is usual.
-                watch.baseline.learn(hour, t.requests as f64);
-            }
-            if !assessment.reasons.is_empty() {
-                watch.last_reasons = assessment.reasons.clone();
-            }
-            if let Some(change) = watch.machine.observe(assessment.wanted, now_ms) {
-                watch.gauge.set(change.to as i64);
-                log_change(&tenant.id, &change, &assessment.reasons);
+        for (tenant, tr) in config.tenants.iter().zip(&report.tenants) {
+            self.second(
+                &mut inner,
+                &config,
+                &tenant.id,
+                &tr.totals,
+                tr.distinct_sources,
+                (&tr.top_sources, &tr.top_fingerprints),
+                hour,
+                now_ms,
+            );
+        }
+        // The gateway's own: connection trips and requests no tenant took.
+        self.second(
+            &mut inner,
+            &config,
+            GATEWAY,
+            &report.gateway,
+            0.0,
+            (&[], &[]),
+            hour,
+            now_ms,
+        );
+        for told in inner.incidents.escalate(now_ms) {
+            tracing::error!(target: "rempart::watch", incident = told.incident.id, tenant = %told.incident.tenant, "incident not acknowledged in time: escalated");
+            self.tell(&mut inner, told, now_ms);
+        }
+        if now_ms.saturating_sub(inner.baselines_saved_ms) >= SAVE_BASELINES_MS {
+            inner.baselines_saved_ms = now_ms;
+            for (tenant, w) in &inner.tenants {
+                self.store.baseline(tenant, w.baseline.keep());
             }
         }
     }
 }
 
 /// A rule's evidence, for logs and operators.
-fn evidence(r: &super::assess::Reason) -> String {
+fn evidence(r: &Reason) -> String {
     format!(
         "{} {:.1} (usual {:.1}) -> {}",
         r.signal, r.value, r.usual, r.level
     )
 }
 
-fn log_change(tenant: &str, change: &Change, reasons: &[super::assess::Reason]) {
+fn log_change(tenant: &str, change: &Change, reasons: &[Reason]) {
     let evidence: Vec<String> = reasons.iter().map(evidence).collect();
     tracing::warn!(
         target: "rempart::watch",

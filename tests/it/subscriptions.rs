@@ -2,123 +2,13 @@
 //! server (aiosmtpd, started by the test), delivery of public updates, one-click
 //! unsubscribe that deletes the address, a signed JSON webhook and a Mastodon-style post.
 
-use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
+use hyper::Request;
 
 use crate::support::*;
-
-/// The test SMTP server: messages arrive as JSON values.
-struct SmtpSink {
-    port: u16,
-    messages: Arc<Mutex<Vec<serde_json::Value>>>,
-    child: Child,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `tests/smtp/sink.py`; `None` (outside CI only) when Python or aiosmtpd is missing.
-fn smtp_sink() -> Option<SmtpSink> {
-    let python = std::env::var("REMPART_TEST_PYTHON").unwrap_or_else(|_| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-        if std::path::Path::new(venv).exists() {
-            venv.to_owned()
-        } else {
-            "python3".to_owned()
-        }
-    });
-    let spawned = Command::new(&python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/sink.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "cannot start {python}: {e} (scripts/test installs aiosmtpd)"
-            );
-            eprintln!("SKIPPED: cannot start {python}: {e}");
-            return None;
-        }
-    };
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let Some(Ok(first)) = lines.next() else {
-        let _ = child.kill();
-        assert!(
-            std::env::var("CI").is_err(),
-            "the SMTP sink did not start (is aiosmtpd installed? scripts/test installs it)"
-        );
-        eprintln!("SKIPPED: the SMTP sink did not start (run scripts/test to install aiosmtpd)");
-        return None;
-    };
-    let port: u16 = first.strip_prefix("PORT ").unwrap().parse().unwrap();
-    let messages = Arc::new(Mutex::new(Vec::new()));
-    let m = messages.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            m.lock().unwrap().push(serde_json::from_str(&line).unwrap());
-        }
-    });
-    Some(SmtpSink {
-        port,
-        messages,
-        child,
-    })
-}
-
-/// A local receiver recording every request (path, headers, body).
-type Seen = Arc<Mutex<Vec<(String, http::HeaderMap, String)>>>;
-
-async fn receiver() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        let path = req.uri().path().to_owned();
-                        let headers = req.headers().clone();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        s.lock().unwrap().push((
-                            path,
-                            headers,
-                            String::from_utf8_lossy(&body).into_owned(),
-                        ));
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
 
 async fn form(gw: &Gw, path: &str, body: &str) -> Got {
     let req = Request::post(format!("http://{}{path}", gw.addr))

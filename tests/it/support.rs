@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +37,7 @@ pub struct OriginState {
 /// A test origin on 127.0.0.1:0.
 ///
 /// Routes: `/headers` (JSON of received headers), `/slow?ms=N`, `/big?bytes=N`, `/healthz`
-/// (200 or 503 per `healthy`), `/ws` (upgrade, then echo bytes), `/upload` (reads the body,
+/// (200 or 503 per `healthy`), `/status/N` (an answer with status N), `/ws` (upgrade, then echo bytes), `/upload` (reads the body,
 /// answers its length), anything else: 200 "hello from NAME".
 pub struct Origin {
     pub addr: SocketAddr,
@@ -135,6 +137,14 @@ async fn origin_full(
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
+    if let Some(code) = path.strip_prefix("/status/") {
+        // An answer with that status (a login route refusing a password: 401).
+        state.requests.fetch_add(1, Ordering::SeqCst);
+        return Ok(Response::builder()
+            .status(code.parse::<u16>().unwrap_or(500))
+            .body(Full::new(Bytes::from_static(b"status")))
+            .unwrap());
+    }
     if path == "/healthz" {
         let status = if state.healthy.load(Ordering::SeqCst) {
             StatusCode::OK
@@ -538,4 +548,123 @@ pub async fn rempart_cli(args: &[&str]) -> (i32, String) {
     })
     .await
     .unwrap()
+}
+
+/// The test SMTP server: messages arrive as JSON values.
+pub struct SmtpSink {
+    pub port: u16,
+    pub messages: Arc<Mutex<Vec<serde_json::Value>>>,
+    child: Child,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tests/smtp/sink.py`; `None` (outside CI only) when Python or aiosmtpd is missing.
+pub fn smtp_sink() -> Option<SmtpSink> {
+    let python = std::env::var("REMPART_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+        if std::path::Path::new(venv).exists() {
+            venv.to_owned()
+        } else {
+            "python3".to_owned()
+        }
+    });
+    let spawned = Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/sink.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "cannot start {python}: {e} (scripts/test installs aiosmtpd)"
+            );
+            eprintln!("SKIPPED: cannot start {python}: {e}");
+            return None;
+        }
+    };
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let Some(Ok(first)) = lines.next() else {
+        let _ = child.kill();
+        assert!(
+            std::env::var("CI").is_err(),
+            "the SMTP sink did not start (is aiosmtpd installed? scripts/test installs it)"
+        );
+        eprintln!("SKIPPED: the SMTP sink did not start (run scripts/test to install aiosmtpd)");
+        return None;
+    };
+    let port: u16 = first.strip_prefix("PORT ").unwrap().parse().unwrap();
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let m = messages.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            m.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+        }
+    });
+    Some(SmtpSink {
+        port,
+        messages,
+        child,
+    })
+}
+
+/// A local receiver recording every request (path, headers, body).
+pub type Seen = Arc<Mutex<Vec<(String, http::HeaderMap, String)>>>;
+
+pub async fn receiver() -> (SocketAddr, Seen) {
+    receiver_answering(200).await
+}
+
+/// A receiver answering every request with `status`.
+pub async fn receiver_answering(status: u16) -> (SocketAddr, Seen) {
+    serve_receiver(TcpListener::bind("127.0.0.1:0").await.unwrap(), status)
+}
+
+/// A receiver answering 200 on `addr`.
+pub async fn receiver_on(addr: SocketAddr) -> (SocketAddr, Seen) {
+    serve_receiver(TcpListener::bind(addr).await.unwrap(), 200)
+}
+
+fn serve_receiver(listener: TcpListener, status: u16) -> (SocketAddr, Seen) {
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let headers = req.headers().clone();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        s.lock().unwrap().push((
+                            path,
+                            headers,
+                            String::from_utf8_lossy(&body).into_owned(),
+                        ));
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+                        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
 }

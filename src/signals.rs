@@ -123,20 +123,28 @@ pub struct TenantSignals {
     sources: Sources,
 }
 
-/// Bits of each day's set of client prefixes (2^18 bits: 32 KiB; a set stays useful up to
-/// about a hundred thousand prefixes a day, then counts some new prefixes as seen).
+/// Bits of each set of client prefixes (2^18 bits: 32 KiB; a set stays useful up to about a
+/// hundred thousand prefixes, then counts some new prefixes as seen).
 const DAY_BITS: usize = 1 << 18;
 /// Bits of the per-second set (linear counting of distinct prefixes, good to a few
 /// thousand a second, saturating above).
 const SECOND_BITS: usize = 1 << 14;
 
-/// Which client prefixes a tenant saw today and yesterday, and in the current second:
-/// fixed memory, relaxed atomics, no lock.
+/// Which client prefixes a tenant saw, in fixed memory (four sets of `DAY_BITS`, one of
+/// `SECOND_BITS`: 130 KiB), relaxed atomics, no lock. A request comes from a **new source**
+/// when its prefix was not seen the day before nor earlier today than the last two windows
+/// (10 minutes each): a botnet's prefixes stay new for 10 to 20 minutes, a resident who
+/// came yesterday or this morning is known.
 #[derive(Debug)]
 struct Sources {
-    days: [Box<[AtomicU64]>; 2],
-    /// Which of `days` is today (the sampler turns the day).
-    today: std::sync::atomic::AtomicUsize,
+    /// Seen the previous local day.
+    yesterday: Box<[AtomicU64]>,
+    /// Seen today, in windows that have closed.
+    earlier: Box<[AtomicU64]>,
+    /// The current window and the previous one.
+    windows: [Box<[AtomicU64]>; 2],
+    /// Which of `windows` is current.
+    current: std::sync::atomic::AtomicUsize,
     second: Box<[AtomicU64]>,
     new_requests: AtomicU64,
 }
@@ -157,8 +165,10 @@ fn bitset(bits: usize) -> Box<[AtomicU64]> {
 impl Default for Sources {
     fn default() -> Self {
         Self {
-            days: [bitset(DAY_BITS), bitset(DAY_BITS)],
-            today: std::sync::atomic::AtomicUsize::new(0),
+            yesterday: bitset(DAY_BITS),
+            earlier: bitset(DAY_BITS),
+            windows: [bitset(DAY_BITS), bitset(DAY_BITS)],
+            current: std::sync::atomic::AtomicUsize::new(0),
             second: bitset(SECOND_BITS),
             new_requests: AtomicU64::new(0),
         }
@@ -175,13 +185,16 @@ fn test_and_set(set: &[AtomicU64], bit: usize) -> bool {
 
 impl Sources {
     fn seen(&self, key: u64) {
-        let today = self.today.load(Ordering::Relaxed) & 1;
         let bit = key as usize % DAY_BITS;
-        if !test_and_set(&self.days[today], bit) {
-            let yesterday = &self.days[today ^ 1];
-            if yesterday[bit / 64].load(Ordering::Relaxed) & (1 << (bit % 64)) == 0 {
-                bump(&self.new_requests);
-            }
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        let current = self.current.load(Ordering::Relaxed) & 1;
+        test_and_set(&self.windows[current], bit);
+        let known = (self.yesterday[word].load(Ordering::Relaxed)
+            | self.earlier[word].load(Ordering::Relaxed))
+            & mask
+            != 0;
+        if !known {
+            bump(&self.new_requests);
         }
         test_and_set(&self.second, (key >> 32) as usize % SECOND_BITS);
     }
@@ -197,13 +210,27 @@ impl Sources {
         m * (m / zero).ln()
     }
 
-    /// A new day: yesterday's set becomes the older one, cleared to hold today.
-    fn turn_day(&self) {
-        let next = (self.today.load(Ordering::Relaxed) + 1) & 1;
-        for w in self.days[next].iter() {
-            w.store(0, Ordering::Relaxed);
+    /// A new window: the previous window's prefixes join `earlier`, and its set, cleared,
+    /// becomes the current one.
+    fn turn_window(&self) {
+        let previous = (self.current.load(Ordering::Relaxed) + 1) & 1;
+        for (e, w) in self.earlier.iter().zip(self.windows[previous].iter()) {
+            let bits = w.swap(0, Ordering::Relaxed);
+            if bits != 0 {
+                e.fetch_or(bits, Ordering::Relaxed);
+            }
         }
-        self.today.store(next, Ordering::Relaxed);
+        self.current.store(previous, Ordering::Relaxed);
+    }
+
+    /// A new day: everything seen today, the open windows included, becomes yesterday's.
+    fn turn_day(&self) {
+        for i in 0..self.yesterday.len() {
+            let today = self.earlier[i].swap(0, Ordering::Relaxed)
+                | self.windows[0][i].swap(0, Ordering::Relaxed)
+                | self.windows[1][i].swap(0, Ordering::Relaxed);
+            self.yesterday[i].store(today, Ordering::Relaxed);
+        }
     }
 }
 
@@ -259,8 +286,9 @@ impl TenantSignals {
         });
     }
 
-    /// A request from the client prefix `key` (a well-mixed hash of it): counts a prefix
-    /// not seen today nor yesterday, and the distinct prefixes of the second.
+    /// A request from the client prefix `key` (a well-mixed hash of it): counts it when its
+    /// prefix is new (not seen yesterday nor before the last two windows today), and the
+    /// distinct prefixes of the second.
     pub fn source(&self, key: u64) {
         self.sources.seen(key);
     }
@@ -270,9 +298,16 @@ impl TenantSignals {
         self.sources.take_second()
     }
 
-    /// A new day began: prefixes seen two days ago are forgotten.
+    /// A new day began (local midnight): what was seen today becomes yesterday's, what was
+    /// seen before is forgotten.
     pub fn turn_day(&self) {
         self.sources.turn_day();
+    }
+
+    /// A new 10-minute window began: prefixes first seen before the previous window are no
+    /// longer new.
+    pub fn turn_window(&self) {
+        self.sources.turn_window();
     }
 
     /// A failed login on a login route (the origin answered 401 or 403).
@@ -336,7 +371,8 @@ pub struct Totals {
     pub conn_trips: [u64; ConnTrip::COUNT],
     /// Failed logins on login routes.
     pub login_failures: u64,
-    /// Requests from client prefixes not seen today nor yesterday (the first of each).
+    /// Requests from new client prefixes (not seen yesterday nor before the last 10 to 20
+    /// minutes today).
     pub new_source_requests: u64,
 }
 
@@ -430,6 +466,47 @@ pub trait Consumer: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_is_new_for_two_windows_then_known_and_yesterdays_are_known() {
+        let s = TenantSignals::default();
+        let bot = source_key(0xb07);
+        let resident = source_key(0x7e5);
+        let new = |s: &TenantSignals| s.totals().new_source_requests;
+        s.source(resident);
+        assert_eq!(new(&s), 1);
+        s.turn_day();
+        // A new day: the resident of yesterday is known; a bot never seen is new, request
+        // after request, for two windows.
+        s.source(resident);
+        assert_eq!(new(&s), 1);
+        for _ in 0..3 {
+            s.source(bot);
+        }
+        assert_eq!(new(&s), 4);
+        s.turn_window();
+        s.source(bot);
+        assert_eq!(new(&s), 5, "still new in the next window");
+        s.turn_window();
+        s.source(bot);
+        assert_eq!(new(&s), 5, "first seen two windows ago: known now");
+        // Two days later, both are forgotten.
+        s.turn_day();
+        s.turn_window();
+        s.turn_window();
+        s.turn_day();
+        s.source(bot);
+        assert_eq!(new(&s), 6);
+        // Distinct prefixes of the second, estimated.
+        s.take_distinct_sources();
+        for p in 0..500u128 {
+            s.source(source_key(p));
+            s.source(source_key(p));
+        }
+        let d = s.take_distinct_sources();
+        assert!((480.0..520.0).contains(&d), "{d}");
+        assert_eq!(s.take_distinct_sources(), 0.0);
+    }
 
     #[test]
     fn totals_over_an_interval() {

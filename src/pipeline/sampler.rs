@@ -51,6 +51,8 @@ struct Previous {
     gateway: Totals,
     /// The local day of the last report.
     day: i64,
+    /// The 10-minute window of the last report.
+    window: i64,
 }
 
 impl Previous {
@@ -60,9 +62,11 @@ impl Previous {
         // Days in the town's zone: the sets of client prefixes turn at local midnight.
         let unix_s = crate::clock::unix_now();
         let zone = generation.config.status.time_zone;
-        let day = (unix_s as i64 + i64::from(zone.offset_minutes(unix_s)) * 60).div_euclid(86_400);
+        let local_s = unix_s as i64 + i64::from(zone.offset_minutes(unix_s)) * 60;
+        let day = local_s.div_euclid(86_400);
+        let window = local_s.div_euclid(600);
         if self.day == 0 {
-            self.day = day;
+            (self.day, self.window) = (day, window);
         }
         let mut pools_seen = HashMap::new();
         let mut tenants_seen = HashMap::new();
@@ -109,6 +113,9 @@ impl Previous {
                 if day != self.day {
                     signals.turn_day();
                 }
+                if window != self.window {
+                    signals.turn_window();
+                }
                 TenantReport {
                     totals: now.since(&before),
                     pools,
@@ -129,6 +136,7 @@ impl Previous {
         self.tenants = tenants_seen;
         self.gateway = gateway_now;
         self.day = day;
+        self.window = window;
         report
     }
 }

@@ -1,8 +1,9 @@
 //! Vigilance levels and the machine that moves a tenant between them. Detectors say which
 //! level the signals call for now (`wanted`); the machine raises the level at once, and lowers
-//! it only once the signals have stayed lower for a quiet period, then one step at a time, at
-//! most one step per `step_ms`: a flood that pauses for a few seconds does not send the level
-//! down and up again. An operator may set a level until an expiry; when it expires the level
+//! it one step at a time, at most one step per `step_ms`, so that it reaches what the signals
+//! call for when they have stayed lower for the quiet period: from rouge to vert with a quiet
+//! period of 5 minutes, orange after 3 calm minutes, jaune after 4, vert after 5. A flood that
+//! pauses for a few seconds does not send the level down and up again. An operator may set a level until an expiry; when it expires the level
 //! falls from there like any other (never straight back to green).
 
 pub use crate::common::Level;
@@ -10,7 +11,8 @@ pub use crate::common::Level;
 /// How the machine moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
-    /// How long the signals must stay below the level before it falls, ms.
+    /// How long the signals must stay below the level before it is back at what they call
+    /// for, ms (the steps down before the last come one `step_ms` apart before it).
     pub quiet_ms: u64,
     /// The least time between two steps down, ms.
     pub step_ms: u64,
@@ -30,7 +32,7 @@ impl Default for Pace {
 pub enum Cause {
     /// The signals called for a higher level.
     Raised,
-    /// The signals stayed lower for the quiet period.
+    /// The signals stayed lower long enough.
     Calmed,
     /// An operator set it (with their reason).
     Operator(String),
@@ -153,7 +155,15 @@ impl Machine {
             return None;
         }
         let calm_since = *self.calm_since_ms.get_or_insert(now_ms);
-        let quiet = now_ms.saturating_sub(calm_since) >= self.pace.quiet_ms;
+        // The steps still to go, the last at the end of the quiet period and the others one
+        // `step_ms` apart before it (never sooner than a step after the signals calmed).
+        let steps = (self.level as u64).saturating_sub(wanted as u64);
+        let needed = self
+            .pace
+            .quiet_ms
+            .saturating_sub(steps.saturating_sub(1) * self.pace.step_ms)
+            .max(self.pace.quiet_ms.min(self.pace.step_ms));
+        let quiet = now_ms.saturating_sub(calm_since) >= needed;
         let spaced = now_ms.saturating_sub(self.changed_ms) >= self.pace.step_ms;
         if quiet && spaced {
             let to = self.level.lower();
@@ -189,7 +199,7 @@ mod tests {
             assert_eq!(m.observe(Level::Vert, t), None);
         }
         assert_eq!(m.observe(Level::Rouge, 62 * S), None);
-        // Then it ends: five quiet minutes, then one step a minute.
+        // Then it ends: one step a minute, vert when the signals have been calm for five.
         let end = 63 * S;
         let mut changes = Vec::new();
         for t in (end..end + 20 * MIN).step_by(1000) {
@@ -200,17 +210,34 @@ mod tests {
         assert_eq!(
             changes,
             [
-                (Level::Orange, 5 * MIN),
-                (Level::Jaune, 6 * MIN),
-                (Level::Vert, 7 * MIN)
+                (Level::Orange, 3 * MIN),
+                (Level::Jaune, 4 * MIN),
+                (Level::Vert, 5 * MIN)
             ]
         );
+        // From orange, jaune after 4 calm minutes and vert after 5; from jaune, vert after 5.
+        for (from, expected) in [
+            (
+                Level::Orange,
+                vec![(Level::Jaune, 4 * MIN), (Level::Vert, 5 * MIN)],
+            ),
+            (Level::Jaune, vec![(Level::Vert, 5 * MIN)]),
+        ] {
+            let mut m = Machine::new(Pace::default());
+            m.observe(from, 0);
+            let got: Vec<_> = (1..20 * 60)
+                .filter_map(|t| m.observe(Level::Vert, t * S))
+                .map(|c| (c.to, c.at_ms - S))
+                .collect();
+            assert_eq!(got, expected, "from {from}");
+        }
     }
 
     #[test]
     fn signals_that_come_and_go_never_make_the_level_flap() {
         // Any sequence of wanted levels, one a second: at most one step down per minute, and
-        // a step down only after five calm minutes since the last time the level was wanted.
+        // a step down only after three calm minutes since the last time the level was wanted
+        // (five for the last step to vert).
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..50 {
             let mut m = Machine::new(Pace::default());
@@ -237,7 +264,10 @@ mod tests {
                         if let Some(d) = last_down {
                             assert!(now - d >= MIN, "two steps down within a minute");
                         }
-                        assert!(now - last_wanted_at_level >= 5 * MIN - S);
+                        assert!(now - last_wanted_at_level >= 3 * MIN - S);
+                        if c.to == Level::Vert {
+                            assert!(now - last_wanted_at_level >= 5 * MIN - S);
+                        }
                         last_down = Some(now);
                     } else {
                         assert_eq!(c.to, wanted, "raised straight to what is wanted");
@@ -259,7 +289,7 @@ mod tests {
         for t in (0..2 * 3_600 * S).step_by(10_000) {
             assert_eq!(m.observe(Level::Vert, t), None);
         }
-        // Expired: down from rouge after the quiet period, one step a minute.
+        // Expired: down from rouge one step a minute, vert after the quiet period.
         let end = 2 * 3_600 * S;
         let downs: Vec<_> = (end..end + 10 * MIN)
             .step_by(1000)
@@ -269,9 +299,9 @@ mod tests {
         assert_eq!(
             downs,
             [
-                (Level::Orange, 5 * MIN),
-                (Level::Jaune, 6 * MIN),
-                (Level::Vert, 7 * MIN)
+                (Level::Orange, 3 * MIN),
+                (Level::Jaune, 4 * MIN),
+                (Level::Vert, 5 * MIN)
             ]
         );
         // An expiry while the signals call for more raises at once.

@@ -89,7 +89,12 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("demo", &["app", "guard"]),
-    ("drill", &["clock", "common", "config", "guard", "shield"]),
+    (
+        "drill",
+        &[
+            "clock", "common", "config", "guard", "metrics", "shield", "signals", "watch",
+        ],
+    ),
     (
         "cli",
         &[

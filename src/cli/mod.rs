@@ -347,6 +347,9 @@ pub async fn drill(
     if text.contains("[exfiltration]") {
         return drill_exfiltration(target, scenario, &text, json).await;
     }
+    if text.contains("[timeline]") {
+        return drill_timeline(scenario, &text, json).await;
+    }
     let Some(target) = target else {
         eprintln!("--target: the gateway to drill (a loopback address)");
         return 2;
@@ -370,6 +373,41 @@ pub async fn drill(
         Err(e) => {
             eprintln!("drill failed: {e}");
             2
+        }
+    }
+}
+
+/// `rempart drill` with a watch timeline: simulated days through the watch's real code.
+async fn drill_timeline(scenario: &std::path::Path, text: &str, json: bool) -> i32 {
+    use crate::drill::timeline;
+    let parsed: timeline::TimelineScenario = match toml::from_str(text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", scenario.display());
+            return 2;
+        }
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir()?;
+        timeline::run(&parsed, dir.path())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(report)) => {
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", timeline::table(&report));
+            }
+            0
+        }
+        Ok(Err(e)) => {
+            eprintln!("drill failed: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("drill failed: {e}");
+            1
         }
     }
 }

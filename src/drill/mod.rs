@@ -10,6 +10,7 @@
 pub mod exfiltration;
 pub mod origin;
 pub mod scenario;
+pub mod timeline;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -126,3 +126,70 @@ async fn the_exfiltration_drill_stops_the_compromised_account_and_spares_the_adv
     assert_eq!(sim["advisers_hindered"], 0, "{r}");
     assert_eq!(sim["advisers_flagged"], 0, "{r}");
 }
+
+#[tokio::test]
+async fn the_watch_timeline_meets_its_targets_and_raises_no_false_alarm() {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/watch-timeline.toml");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rempart"))
+            .args(["drill", "--json", "--scenario", scenario])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["learning_alerts"], 0, "{r}");
+    assert_ne!(r["learning_max_level"], "orange", "{r}");
+    assert_ne!(r["learning_max_level"], "rouge", "{r}");
+    let phase = |name: &str| {
+        r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no phase {name}: {r}"))
+            .clone()
+    };
+    let secs = |p: &serde_json::Value, i: usize| p["time_to"][i].as_u64();
+    // Normal traffic and the legitimate surge: nothing above jaune, no alert.
+    for name in ["ordinary morning", "registrations"] {
+        let p = phase(name);
+        assert!(p["max_level"] == "vert" || p["max_level"] == "jaune", "{p}");
+        assert_eq!(p["alerts"], 0, "{p}");
+    }
+    assert_eq!(phase("ordinary morning")["changes"], 0);
+    // A flood is rouge within 5 s; low and slow and stuffing orange within 30 s; a data-guard
+    // breach alerts within 5 s.
+    let flood = phase("flood");
+    assert!(secs(&flood, 2).is_some_and(|s| s <= 5), "{flood}");
+    assert!(
+        secs(&phase("low and slow"), 1).is_some_and(|s| s <= 30),
+        "{r}"
+    );
+    assert!(secs(&phase("stuffing"), 1).is_some_and(|s| s <= 30), "{r}");
+    let breach = phase("breach");
+    assert!(secs(&breach, 1).is_some_and(|s| s <= 5), "{breach}");
+    assert!(breach["alerts"].as_u64().unwrap() >= 1, "{breach}");
+    // Every attack: back to vert within the quiet period (5 min, a few seconds of rate
+    // window), one step a minute at most.
+    for name in ["flood", "low and slow", "stuffing", "breach"] {
+        let p = phase(name);
+        assert!(
+            p["back_to_vert_s"]
+                .as_u64()
+                .is_some_and(|s| s <= 5 * 60 + 15),
+            "{p}"
+        );
+        assert!(
+            p["min_step_down_gap_s"].as_u64().is_none_or(|s| s >= 60),
+            "{p}"
+        );
+    }
+}

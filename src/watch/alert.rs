@@ -313,7 +313,9 @@ pub struct Channels {
 /// Delivers alert messages from the outbox.
 pub struct AlertCourier {
     channels: RwLock<Arc<Channels>>,
-    client: Option<HttpsClient>,
+    /// Made at the first webhook or Matrix message (the system's certificates cost a few
+    /// MiB once parsed: not for a gateway that never sends one).
+    client: std::sync::OnceLock<Option<HttpsClient>>,
     hostname: String,
     mail: tokio::sync::Mutex<Option<(Smtp, lettre::AsyncSmtpTransport<lettre::Tokio1Executor>)>>,
 }
@@ -326,7 +328,7 @@ impl AlertCourier {
             .unwrap_or_default();
         Self {
             channels: RwLock::new(Arc::new(channels)),
-            client: send::https_client(),
+            client: std::sync::OnceLock::new(),
             hostname,
             mail: tokio::sync::Mutex::new(None),
         }
@@ -338,6 +340,13 @@ impl AlertCourier {
             .channels
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(channels);
+    }
+
+    fn client(&self) -> Result<&HttpsClient, Failure> {
+        self.client
+            .get_or_init(send::https_client)
+            .as_ref()
+            .ok_or_else(|| Failure::transient("no HTTP client (no system certificates)"))
     }
 
     fn current(&self) -> Arc<Channels> {
@@ -395,10 +404,7 @@ impl Courier for Arc<AlertCourier> {
                     Ok(())
                 }
                 AlertTarget::Webhook { url, secret } => {
-                    let client = this
-                        .client
-                        .as_ref()
-                        .ok_or_else(|| Failure::transient("no HTTP client"))?;
+                    let client = this.client()?;
                     let req = webhook_request(
                         url,
                         secret.as_deref(),
@@ -414,10 +420,7 @@ impl Courier for Arc<AlertCourier> {
                     room,
                     token,
                 } => {
-                    let client = this
-                        .client
-                        .as_ref()
-                        .ok_or_else(|| Failure::transient("no HTTP client"))?;
+                    let client = this.client()?;
                     let req = matrix_request(homeserver, room, token, &message, &m.delivery_id())
                         .ok_or_else(|| Failure::permanent("cannot build the request"))?;
                     send::http(client, req).await

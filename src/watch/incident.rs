@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use super::level::{Cause, Change, Level};
 use crate::common::TimeZone;
 
-/// Incidents kept in memory (the most recent; an active one is never dropped).
-pub const KEPT: usize = 1_000;
-/// Events kept per incident (later ones are counted, not kept).
-pub const MAX_EVENTS: usize = 2_000;
+/// Incidents kept in memory (the most recent; an active one is never dropped; older ones
+/// are read from the database when asked for).
+pub const KEPT: usize = 200;
+/// Events kept per incident (later ones are counted, not kept): with `KEPT`, the incidents
+/// in memory stay under about 25 MiB whatever happens (a few KiB each in practice).
+pub const MAX_EVENTS: usize = 500;
 /// Top sources and fingerprints kept per incident.
 const TOP: usize = 10;
 

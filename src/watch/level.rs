@@ -84,6 +84,14 @@ impl Machine {
         }
     }
 
+    /// Takes up `level` again at `now_ms` without a change (a restart in the middle of an
+    /// attack: the level kept by the incident, falling like after any attack once calm).
+    pub fn resume(&mut self, level: Level, now_ms: u64) {
+        self.level = level;
+        self.changed_ms = now_ms;
+        self.calm_since_ms = None;
+    }
+
     /// The level now.
     pub fn level(&self) -> Level {
         self.level

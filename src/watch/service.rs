@@ -332,9 +332,10 @@ impl WatchService {
             .collect()
     }
 
-    /// Incident `id`.
+    /// Incident `id` (from memory, or the database for an old one).
     pub fn incident(&self, id: u64) -> Option<Incident> {
-        lock(&self.inner).incidents.get(id).cloned()
+        let kept = lock(&self.inner).incidents.get(id).cloned();
+        kept.or_else(|| self.store.read(id))
     }
 
     /// Incident `id` as a Markdown report.
@@ -344,9 +345,15 @@ impl WatchService {
             .config
             .as_ref()
             .map_or(crate::common::TimeZone::Paris, |c| c.status.time_zone);
-        let incident = inner.incidents.get(id)?;
+        let incident = match inner.incidents.get(id) {
+            Some(i) => i.clone(),
+            None => {
+                drop(inner);
+                self.store.read(id)?
+            }
+        };
         Some(super::incident::report(
-            incident,
+            &incident,
             zone,
             crate::clock::unix_now_ms(),
         ))
@@ -576,9 +583,23 @@ impl WatchService {
                     })
                     .clone()
             };
-            inner
-                .tenants
-                .insert(tenant.to_owned(), TenantWatch::new(pace, gauge, kept));
+            let mut watch = TenantWatch::new(pace, gauge, kept);
+            // A restart in the middle of an attack: the active incident's level holds, and
+            // its defences with it, until the signals calm down.
+            if let Some(level) = inner
+                .incidents
+                .active(tenant)
+                .map(|i| i.level)
+                .filter(|l| *l > Level::Vert)
+            {
+                watch.machine.resume(level, now_ms);
+                watch.gauge.set(level as i64);
+                if tenant != GATEWAY {
+                    self.effects.level(tenant, level);
+                }
+                tracing::warn!(target: "rempart::watch", tenant, level = %level, "level of the active incident taken up again after a restart");
+            }
+            inner.tenants.insert(tenant.to_owned(), watch);
         }
         let Some(watch) = inner.tenants.get_mut(tenant) else {
             return;

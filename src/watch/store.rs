@@ -48,6 +48,7 @@ enum Write {
 #[derive(Debug)]
 pub struct Store {
     writes: mpsc::SyncSender<Write>,
+    path: std::path::PathBuf,
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -96,7 +97,26 @@ impl Store {
         std::thread::Builder::new()
             .name("rempart-watch-store".into())
             .spawn(move || writer(conn, rx))?;
-        Ok((Self { writes: tx }, loaded))
+        Ok((
+            Self {
+                writes: tx,
+                path: path.to_owned(),
+            },
+            loaded,
+        ))
+    }
+
+    /// Incident `id` as saved (for those no longer kept in memory).
+    pub fn read(&self, id: u64) -> Option<Incident> {
+        let conn = open(&self.path).ok()?;
+        let body: String = conn
+            .query_row(
+                "SELECT body FROM incidents WHERE id = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .ok()?;
+        serde_json::from_str(&body).ok()
     }
 
     /// Saves `incident` (as it is now).
@@ -164,5 +184,51 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>) {
         for f in flushes {
             let _ = f.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::incident::{Incidents, Rules};
+    use crate::watch::level::{Cause, Change, Level};
+
+    #[test]
+    fn incidents_and_baselines_are_read_back_and_old_incidents_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let (store, loaded) = Store::open(&path).unwrap();
+        assert_eq!((loaded.incidents.len(), loaded.last_id), (0, 0));
+        let mut book = Incidents::new(
+            Rules {
+                open_at: Level::Orange,
+                escalate_after_ms: 0,
+            },
+            Vec::new(),
+            0,
+        );
+        let change = Change {
+            from: Level::Vert,
+            to: Level::Orange,
+            cause: Cause::Raised,
+            at_ms: 5,
+        };
+        let told = book
+            .on_change("ville", "Ville", &change, vec!["e".into()], &[], &[], 5)
+            .unwrap();
+        store.incident(&told.incident);
+        let mut b = super::super::baseline::Baseline::default();
+        b.learn(9, 40.0);
+        store.baseline("ville", b.keep());
+        store.flush();
+        assert_eq!(store.read(told.incident.id), Some(told.incident.clone()));
+        assert_eq!(store.read(99), None);
+        drop(store);
+        let (_, again) = Store::open(&path).unwrap();
+        assert_eq!(again.incidents, vec![told.incident]);
+        assert_eq!(again.last_id, 1);
+        assert_eq!(again.baselines[0].0, "ville");
+        let restored = super::super::baseline::Baseline::restore(&again.baselines[0].1).unwrap();
+        assert_eq!(restored.samples(), 1);
     }
 }

@@ -486,6 +486,22 @@ url = "http://{later}/plus-tard"
     assert_eq!(got.status, 200, "{}", got.body);
     let incident: serde_json::Value = serde_json::from_str(&got.body).unwrap();
     assert!(incident["escalated_ms"].is_u64(), "{incident}");
+    // The attack was still on: the level (and its defences) is taken up again.
+    let resumed = eventually(Duration::from_secs(10), || async {
+        let v = watch_status(&gw).await;
+        v["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["tenant"] == "ville" && t["level"] == "rouge" && t["incident"] == 1)
+    })
+    .await;
+    assert!(resumed, "{}", watch_status(&gw).await);
+    let page = get(&h1_client(), gw.addr, "ville.test", "/").await;
+    assert_eq!(
+        page.status, 403,
+        "under-attack mode again after the restart"
+    );
 }
 
 #[tokio::test]

@@ -134,9 +134,20 @@ pub struct Counts {
     pub failed: u64,
 }
 
+/// What becomes of a message once sent or given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Kept 30 days (operators' alerts: their history).
+    Keep,
+    /// Deleted at once (residents' messages: their addresses are not kept longer than
+    /// needed; the log says what happened without them).
+    Delete,
+}
+
 /// The outbox of one database file.
 pub struct Outbox {
     path: PathBuf,
+    retention: Retention,
     writes: mpsc::SyncSender<Write>,
     wake: Arc<tokio::sync::Notify>,
     dropped: std::sync::atomic::AtomicU64,
@@ -159,6 +170,11 @@ impl Outbox {
     /// Opens (creating) the outbox in the SQLite file at `path`; messages being sent when
     /// the process stopped, or waiting for a retry, are due at once.
     pub fn open(path: &Path) -> anyhow::Result<Arc<Self>> {
+        Self::open_with(path, Retention::Keep)
+    }
+
+    /// `open`, with what becomes of messages once done.
+    pub fn open_with(path: &Path, retention: Retention) -> anyhow::Result<Arc<Self>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -179,6 +195,7 @@ impl Outbox {
             .spawn(move || writer(conn, rx, &writer_wake))?;
         Ok(Arc::new(Self {
             path: path.to_owned(),
+            retention,
             writes: tx,
             wake,
             dropped: std::sync::atomic::AtomicU64::new(0),
@@ -287,6 +304,8 @@ struct Pacing {
 }
 
 impl Pacing {
+    /// Whether `channel` may send now: nothing in flight, under its rate over the last
+    /// minute, and spread evenly (a minute divided by the rate since the last send).
     fn may_send(&mut self, channel: &str, per_minute: u32, now_ms: u64) -> bool {
         if self.in_flight.contains_key(channel) {
             return false;
@@ -298,15 +317,22 @@ impl Pacing {
         {
             window.pop_front();
         }
+        let gap = 60_000 / u64::from(per_minute.max(1));
         window.len() < per_minute as usize
+            && window
+                .back()
+                .is_none_or(|t| now_ms.saturating_sub(*t) >= gap)
     }
 
     /// When `channel` may send again, ms.
     fn next_slot(&self, channel: &str, per_minute: u32) -> Option<u64> {
         let window = self.sent.get(channel)?;
-        (window.len() >= per_minute as usize)
+        let gap = 60_000 / u64::from(per_minute.max(1));
+        let spread = window.back().map(|t| t + gap);
+        let full = (window.len() >= per_minute as usize)
             .then(|| window.front().map(|t| t + 60_000))
-            .flatten()
+            .flatten();
+        spread.max(full)
     }
 }
 
@@ -371,7 +397,7 @@ pub async fn run(outbox: Arc<Outbox>, courier: Arc<dyn Courier>, shutdown: Cance
         // Record what finished.
         while let Ok((d, outcome)) = done_rx.try_recv() {
             pacing.in_flight.remove(&d.message.channel);
-            record(&conn, &d, outcome, now).await;
+            record(&conn, &d, outcome, now, outbox.retention).await;
         }
         if now.saturating_sub(last_prune) > 3_600_000 {
             last_prune = now;
@@ -397,7 +423,7 @@ pub async fn run(outbox: Arc<Outbox>, courier: Arc<dyn Courier>, shutdown: Cance
         for d in rows {
             let Some(per_minute) = courier.per_minute(&d.message.channel) else {
                 let outcome = Outcome::GiveUp("channel no longer configured".into());
-                record(&conn, &d, outcome, now).await;
+                record(&conn, &d, outcome, now, outbox.retention).await;
                 continue;
             };
             let p = &mut pacing;
@@ -463,7 +489,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn record(conn: &Arc<Mutex<Connection>>, d: &Due, outcome: Outcome, now: u64) {
+async fn record(
+    conn: &Arc<Mutex<Connection>>,
+    d: &Due,
+    outcome: Outcome,
+    now: u64,
+    retention: Retention,
+) {
     let (id, channel) = (d.message.id, d.message.channel.clone());
     match &outcome {
         Outcome::Sent => {
@@ -479,6 +511,9 @@ async fn record(conn: &Arc<Mutex<Connection>>, d: &Due, outcome: Outcome, now: u
     let c = conn.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let conn = lock(&c);
+        if retention == Retention::Delete && !matches!(outcome, Outcome::Retry(..)) {
+            return conn.execute("DELETE FROM outbox WHERE id = ?1", [id as i64]);
+        }
         match outcome {
             Outcome::Sent => conn.execute(
                 "UPDATE outbox SET state = 'sent', done_ms = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
@@ -513,16 +548,15 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_sends_its_rate_per_minute_one_at_a_time() {
+    fn a_channel_sends_its_rate_per_minute_spread_and_one_at_a_time() {
         let mut p = Pacing::default();
         for i in 0..3 {
-            assert!(p.may_send("mail", 3, 1_000 + i));
-            p.sent
-                .entry("mail".into())
-                .or_default()
-                .push_back(1_000 + i);
+            let at = 1_000 + i * 20_000;
+            assert!(p.may_send("mail", 3, at));
+            p.sent.entry("mail".into()).or_default().push_back(at);
+            assert!(!p.may_send("mail", 3, at + 19_999), "spread: 20 s apart");
         }
-        assert!(!p.may_send("mail", 3, 2_000), "three in the minute");
+        assert!(!p.may_send("mail", 3, 60_000), "three in the minute");
         assert_eq!(p.next_slot("mail", 3), Some(61_000));
         assert!(p.may_send("mail", 3, 61_000), "the first left the window");
         p.in_flight.insert("hook".into(), 1);

@@ -15,7 +15,7 @@ use super::Failure;
 use crate::config::runtime::{Smtp, SmtpTls};
 
 /// One message to send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Mail {
     /// Recipient (personal data: never logged).
     pub to: String,

@@ -1199,6 +1199,11 @@ impl StatusService {
         (confirmed, mine.count() - confirmed)
     }
 
+    /// Whether subscriber `id` is still there (confirmed or not).
+    pub fn has_subscriber(&self, id: u64) -> bool {
+        self.subs().by_id.contains_key(&id)
+    }
+
     /// What messages say about a tenant: name, page address, component names.
     pub fn tenant_info(&self, tenant_id: &str) -> Option<TenantInfo> {
         let st = self.lock();

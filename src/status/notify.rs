@@ -1,15 +1,16 @@
 //! Sends what residents and receivers must hear about: confirmation messages and public
-//! updates by e-mail (SMTP through lettre, throttled to `max_per_second`, retried, a
-//! one-click unsubscribe in every message: RFC 8058 headers and a link), signed JSON
-//! webhooks (HMAC-SHA256 over timestamp and body) and Mastodon-compatible status posts for
-//! the town's social account (retried). Addresses never reach the logs.
+//! updates by e-mail (SMTP through lettre, at `max_per_second`, a one-click unsubscribe in
+//! every message: RFC 8058 headers and a link), signed JSON webhooks (HMAC-SHA256 over
+//! timestamp and body) and Mastodon-compatible status posts for the town's social account.
+//! Everything goes through the durable outbox in the status database (`outbox`): written
+//! before it is sent, retried with backoff for a day, never lost to a restart; a resident's
+//! message is deleted once sent or given up, and dropped if they unsubscribe before it
+//! leaves. Addresses never reach the logs.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio_util::sync::CancellationToken;
 
 use super::model::{local_time, rfc3339, Incident, Update};
@@ -17,96 +18,15 @@ use super::subscribe::{log_label, Purpose, Subscriber};
 use super::{Notice, StatusService};
 use crate::config::runtime::{Language, Smtp, Webhook, WebhookKind};
 pub use crate::outbox::send::Mail;
+use crate::outbox::send::{self, HttpsClient};
+use crate::outbox::{Courier, Delivery, Failure, Message, Outbox, Retention};
 
-/// Messages waiting for the mail server at most.
-const MAIL_QUEUE: usize = 100_000;
-/// Attempts per message and per webhook delivery.
-const ATTEMPTS: u32 = 3;
+/// The outbox channel of residents' e-mails.
+const MAIL: &str = "mail";
 
 fn record(service: &StatusService, f: impl FnOnce(&mut super::Deliveries)) {
     if let Ok(mut d) = service.deliveries.lock() {
         f(&mut d);
-    }
-}
-
-/// Sends one message, `ATTEMPTS` times at most unless the server refuses it for good;
-/// `None` when shutting down.
-async fn send(
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
-    message: Message,
-    shutdown: &CancellationToken,
-) -> Option<Result<(), String>> {
-    let mut outcome = Err(String::new());
-    for attempt in 1..=ATTEMPTS {
-        match transport.send(message.clone()).await {
-            Ok(_) => return Some(Ok(())),
-            Err(e) if e.is_permanent() => return Some(Err(format!("refused: {e}"))),
-            Err(e) => outcome = Err(e.to_string()),
-        }
-        if attempt < ATTEMPTS {
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(Duration::from_secs(2u64 << attempt)) => {}
-            }
-        }
-    }
-    Some(outcome)
-}
-
-/// Sends queued messages one at a time, at most `max_per_second`, each tried `ATTEMPTS`
-/// times unless the server refuses it for good.
-async fn mailer(
-    service: Arc<StatusService>,
-    mut rx: tokio::sync::mpsc::Receiver<Mail>,
-    shutdown: CancellationToken,
-) {
-    // One transport (and its connection pool) while the settings stay the same.
-    let mut cached: Option<(Smtp, AsyncSmtpTransport<Tokio1Executor>)> = None;
-    loop {
-        let mail = tokio::select! {
-            () = shutdown.cancelled() => return,
-            m = rx.recv() => match m { Some(m) => m, None => return },
-        };
-        let Some(smtp) = service.settings().smtp else {
-            tracing::warn!(target: "rempart::status", "no [status.smtp]: message dropped");
-            continue;
-        };
-        let label = log_label(&mail.to);
-        if cached.as_ref().is_none_or(|(s, _)| *s != smtp) {
-            cached = match crate::outbox::send::mail_transport(&smtp) {
-                Ok(t) => Some((smtp.clone(), t)),
-                Err(e) => {
-                    tracing::error!(target: "rempart::status", error = %e, "cannot set up the mail transport");
-                    None
-                }
-            };
-        }
-        let outcome = match (&cached, crate::outbox::send::mail_message(&smtp, &mail)) {
-            (_, Err(e)) => Err(e),
-            (None, Ok(_)) => Err("cannot set up the mail transport".to_owned()),
-            (Some((_, transport)), Ok(m)) => match send(transport, m, &shutdown).await {
-                Some(r) => r,
-                None => return,
-            },
-        };
-        match outcome {
-            Ok(()) => {
-                tracing::info!(target: "rempart::status", to = %label, "message sent");
-                record(&service, |d| d.mails_sent += 1);
-            }
-            Err(e) => {
-                tracing::error!(target: "rempart::status", to = %label, error = %e, "message not sent");
-                record(&service, |d| {
-                    d.mails_failed += 1;
-                    d.last_error = Some(format!("mail: {e}"));
-                });
-            }
-        }
-        let pause = Duration::from_secs(1) / smtp.max_per_second.max(1);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
-        }
     }
 }
 
@@ -294,63 +214,223 @@ pub fn webhook_request(
     }
 }
 
-async fn deliver(
-    service: Arc<StatusService>,
-    client: crate::outbox::send::HttpsClient,
-    hook: Webhook,
-    tenant: (String, String, Option<String>),
-    incident: Incident,
-    update: Update,
-) {
-    let mut last = String::new();
-    for attempt in 1..=ATTEMPTS {
-        let Some(req) = webhook_request(
-            &hook,
-            (&tenant.0, &tenant.1, tenant.2.as_deref()),
-            &incident,
-            &update,
-            crate::clock::unix_now(),
-        ) else {
-            return;
-        };
-        match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => {
-                tracing::info!(target: "rempart::status", url = %hook.url, incident = incident.id, "webhook delivered");
-                record(&service, |d| d.webhooks_delivered += 1);
-                return;
-            }
-            Ok(Ok(resp)) => last = format!("answered {}", resp.status()),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "no answer in 10 s".into(),
-        }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(Duration::from_secs(1u64 << attempt)).await;
-        }
-    }
-    tracing::error!(target: "rempart::status", url = %hook.url, incident = incident.id, error = %last, "webhook not delivered");
-    record(&service, |d| {
-        d.webhooks_failed += 1;
-        d.last_error = Some(format!("webhook {}: {last}", hook.url));
-    });
+/// What the status notifier stores in the outbox.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Stored {
+    /// A message to a subscriber (dropped if they unsubscribe meanwhile).
+    Mail {
+        /// The subscriber's id.
+        subscriber: u64,
+        /// The message.
+        mail: Mail,
+    },
+    /// A public update for a webhook receiver.
+    Webhook {
+        /// Tenant id, name and status page address.
+        tenant: (String, String, Option<String>),
+        /// The incident as it was.
+        incident: Box<Incident>,
+        /// Which update.
+        update: u32,
+    },
 }
 
-/// Turns notices into messages and deliveries until `shutdown`.
+/// The outbox channel of the webhook receiving at `url`.
+fn webhook_channel(url: &http::Uri) -> String {
+    format!("webhook {url}")
+}
+
+/// Delivers the status notifier's messages from its outbox.
+struct StatusCourier {
+    service: Arc<StatusService>,
+    /// Made at the first webhook delivery.
+    client: std::sync::OnceLock<Option<HttpsClient>>,
+    /// One transport (and its connection pool) while the settings stay the same.
+    mail: tokio::sync::Mutex<Option<(Smtp, lettre::AsyncSmtpTransport<lettre::Tokio1Executor>)>>,
+}
+
+impl Courier for Arc<StatusCourier> {
+    fn per_minute(&self, channel: &str) -> Option<u32> {
+        let settings = self.service.settings();
+        if channel == MAIL {
+            return settings
+                .smtp
+                .map(|s| s.max_per_second.clamp(1, 1_000).saturating_mul(60));
+        }
+        // A webhook receiver: one update a second at most.
+        settings
+            .webhooks
+            .iter()
+            .any(|h| webhook_channel(&h.url) == channel)
+            .then_some(60)
+    }
+
+    fn deliver(&self, m: Message) -> Delivery {
+        let this = self.clone();
+        Box::pin(async move {
+            let stored: Stored = serde_json::from_str(&m.payload)
+                .map_err(|e| Failure::permanent(format!("unreadable message: {e}")))?;
+            let settings = this.service.settings();
+            match stored {
+                Stored::Mail { subscriber, mail } => {
+                    if !this.service.has_subscriber(subscriber) {
+                        return Err(Failure::permanent("the subscriber left meanwhile"));
+                    }
+                    let smtp = settings
+                        .smtp
+                        .ok_or_else(|| Failure::permanent("no [status.smtp] mail server"))?;
+                    let mut cached = this.mail.lock().await;
+                    if cached.as_ref().is_none_or(|(s, _)| *s != smtp) {
+                        let t = send::mail_transport(&smtp).map_err(Failure::transient)?;
+                        *cached = Some((smtp.clone(), t));
+                    }
+                    let Some((_, transport)) = cached.as_ref() else {
+                        return Err(Failure::transient("no mail transport"));
+                    };
+                    let label = log_label(&mail.to);
+                    let outcome = send::mail(transport, &smtp, &mail).await;
+                    match &outcome {
+                        Ok(()) => {
+                            tracing::info!(target: "rempart::status", to = %label, "message sent");
+                            record(&this.service, |d| d.mails_sent += 1);
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "rempart::status", to = %label, error = %e.message, permanent = e.permanent, "message not sent");
+                            record(&this.service, |d| {
+                                if e.permanent {
+                                    d.mails_failed += 1;
+                                }
+                                d.last_error = Some(format!("mail: {}", e.message));
+                            });
+                        }
+                    }
+                    outcome
+                }
+                Stored::Webhook {
+                    tenant,
+                    incident,
+                    update,
+                } => {
+                    let hook = settings
+                        .webhooks
+                        .iter()
+                        .find(|h| webhook_channel(&h.url) == m.channel)
+                        .cloned()
+                        .ok_or_else(|| Failure::permanent("webhook no longer configured"))?;
+                    let update = incident
+                        .updates
+                        .iter()
+                        .find(|u| u.id == update)
+                        .cloned()
+                        .ok_or_else(|| Failure::permanent("no such update"))?;
+                    let client = this
+                        .client
+                        .get_or_init(send::https_client)
+                        .as_ref()
+                        .ok_or_else(|| {
+                            Failure::transient("no HTTP client (no system certificates)")
+                        })?;
+                    let req = webhook_request(
+                        &hook,
+                        (&tenant.0, &tenant.1, tenant.2.as_deref()),
+                        &incident,
+                        &update,
+                        crate::clock::unix_now(),
+                    )
+                    .ok_or_else(|| Failure::permanent("cannot build the request"))?;
+                    let outcome = send::http(client, req).await;
+                    match &outcome {
+                        Ok(()) => {
+                            tracing::info!(target: "rempart::status", url = %hook.url, incident = incident.id, "webhook delivered");
+                            record(&this.service, |d| d.webhooks_delivered += 1);
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "rempart::status", url = %hook.url, incident = incident.id, error = %e.message, "webhook not delivered");
+                            record(&this.service, |d| {
+                                if e.permanent {
+                                    d.webhooks_failed += 1;
+                                }
+                                d.last_error = Some(format!("webhook {}: {}", hook.url, e.message));
+                            });
+                        }
+                    }
+                    outcome
+                }
+            }
+        })
+    }
+}
+
+/// Opens the outbox in the status database and starts its delivery.
+async fn open_outbox(
+    service: &Arc<StatusService>,
+    courier: &Arc<StatusCourier>,
+    shutdown: &CancellationToken,
+) -> Option<Arc<Outbox>> {
+    let path = service.settings().database;
+    let opened =
+        tokio::task::spawn_blocking(move || Outbox::open_with(&path, Retention::Delete)).await;
+    match opened {
+        Ok(Ok(outbox)) => {
+            tokio::spawn(crate::outbox::run(
+                outbox.clone(),
+                Arc::new(courier.clone()),
+                shutdown.clone(),
+            ));
+            Some(outbox)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(target: "rempart::status", error = %e, "cannot open the status outbox: messages are not sent");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Turns notices into messages and deliveries until `shutdown`: each is written to the
+/// outbox in the status database first (a restart loses none), then sent at the mail
+/// server's pace and retried.
 pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
     let Some(mut notices) = service.take_notices() else {
         return;
     };
-    let (mail_tx, mail_rx) = tokio::sync::mpsc::channel(MAIL_QUEUE);
-    tokio::spawn(mailer(service.clone(), mail_rx, shutdown.clone()));
-    let client = crate::outbox::send::https_client();
+    let courier = Arc::new(StatusCourier {
+        service: service.clone(),
+        client: std::sync::OnceLock::new(),
+        mail: tokio::sync::Mutex::new(None),
+    });
+    // Messages left from before a restart go out at once; otherwise the outbox opens with
+    // the first message (the database exists once a tenant has a status page).
+    let mut outbox = if service.settings().database.exists() {
+        open_outbox(&service, &courier, &shutdown).await
+    } else {
+        None
+    };
     loop {
         let notice = tokio::select! {
             () = shutdown.cancelled() => return,
             n = notices.recv() => match n { Some(n) => n, None => return },
         };
+        if outbox.is_none() {
+            outbox = open_outbox(&service, &courier, &shutdown).await;
+        }
+        let Some(outbox) = outbox.clone() else {
+            continue;
+        };
         let settings = service.settings();
-        let mut mails = Vec::new();
+        let now = crate::clock::unix_now_ms();
+        let put_mail = |subscriber: u64, mail: Mail, group: String| {
+            if let Ok(payload) = serde_json::to_string(&Stored::Mail { subscriber, mail }) {
+                outbox.put(MAIL, &group, payload, now);
+            }
+        };
         match notice {
-            Notice::Confirm { subscriber } => mails.extend(confirm_mail(&service, &subscriber)),
+            Notice::Confirm { subscriber } => {
+                if let Some(m) = confirm_mail(&service, &subscriber) {
+                    put_mail(subscriber.id, m, format!("confirm-{}", subscriber.id));
+                }
+            }
             Notice::Update {
                 incident,
                 update_id,
@@ -364,14 +444,12 @@ pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
                 };
                 if settings.smtp.is_some() {
                     for s in service.recipients(&incident.tenant, &incident.components) {
-                        mails.extend(update_mail(
-                            &service,
-                            &info,
-                            &s,
-                            &incident,
-                            &update,
-                            settings.time_zone,
-                        ));
+                        if let Some(m) =
+                            update_mail(&service, &info, &s, &incident, &update, settings.time_zone)
+                        {
+                            let group = format!("update-{}-{}-{}", s.id, incident.id, update.id);
+                            put_mail(s.id, m, group);
+                        }
                     }
                 }
                 for hook in settings
@@ -379,24 +457,16 @@ pub async fn run(service: Arc<StatusService>, shutdown: CancellationToken) {
                     .iter()
                     .filter(|h| h.tenants.is_empty() || h.tenants.contains(&incident.tenant))
                 {
-                    let Some(client) = &client else {
-                        continue;
+                    let stored = Stored::Webhook {
+                        tenant: (incident.tenant.clone(), info.name.clone(), info.url.clone()),
+                        incident: Box::new((*incident).clone()),
+                        update: update.id,
                     };
-                    tokio::spawn(deliver(
-                        service.clone(),
-                        client.clone(),
-                        hook.clone(),
-                        (incident.tenant.clone(), info.name.clone(), info.url.clone()),
-                        (*incident).clone(),
-                        update.clone(),
-                    ));
+                    if let Ok(payload) = serde_json::to_string(&stored) {
+                        let group = format!("incident-{}-{}", incident.id, update.id);
+                        outbox.put(&webhook_channel(&hook.url), &group, payload, now);
+                    }
                 }
-            }
-        }
-        for m in mails {
-            if mail_tx.try_send(m).is_err() {
-                tracing::error!(target: "rempart::status", "mail queue full: message dropped");
-                record(&service, |d| d.mails_failed += 1);
             }
         }
     }

@@ -303,3 +303,88 @@ name = "Inscriptions scolaires"
     .await;
     assert!(sent);
 }
+
+#[tokio::test]
+async fn a_residents_message_waits_for_the_mail_server_across_a_restart() {
+    // The mail server is down when the resident subscribes.
+    let port = closed_port().await.port();
+    let config = format!(
+        r#"[status]
+smtp = {{ host = "127.0.0.1", port = {port}, tls = "none", from = "Ville de Test <statut@ville.test>" }}
+
+[[tenants]]
+id = "ville"
+name = "Ville de Test"
+hosts = ["ville.test"]
+
+[[tenants.pools]]
+name = "web"
+servers = [{{ address = "127.0.0.1:9" }}]
+
+[[tenants.routes]]
+path_prefix = "/"
+pool = "web"
+
+[tenants.status]
+url = "http://ville.test/statut/"
+
+[[tenants.status.components]]
+id = "site"
+name = "Site"
+"#
+    );
+    let mut gw = Gw::start(&config).await;
+    let ok = form(
+        &gw,
+        "/statut/subscribe",
+        "email=jean.martin%40exemple.fr&lang=fr",
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Refused by the closed port: the message waits in the status database.
+    let db = gw.dir.path().join("rempart-status.db");
+    let waiting = eventually(Duration::from_secs(10), || async {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open(db).unwrap();
+            conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE channel = 'mail' AND attempts >= 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+                == 1
+        })
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(waiting, "the confirmation is not waiting in the outbox");
+    // The mail server comes back and the gateway restarts: the message goes out.
+    let Some(smtp) = smtp_sink_on(port) else {
+        return;
+    };
+    gw.restart().await;
+    let sent = eventually(Duration::from_secs(20), || async {
+        !smtp.messages.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(sent, "the waiting confirmation was lost");
+    let mail = smtp.messages.lock().unwrap()[0].clone();
+    assert_eq!(mail["to"][0], "jean.martin@exemple.fr");
+    assert!(
+        mail["subject"].as_str().unwrap().contains("Confirmez"),
+        "{mail}"
+    );
+    // Sent: the row, and the address in it, are gone.
+    let db = gw.dir.path().join("rempart-status.db");
+    let left = tokio::task::spawn_blocking(move || {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+}

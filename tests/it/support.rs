@@ -566,6 +566,11 @@ impl Drop for SmtpSink {
 
 /// Starts `tests/smtp/sink.py`; `None` (outside CI only) when Python or aiosmtpd is missing.
 pub fn smtp_sink() -> Option<SmtpSink> {
+    smtp_sink_on(0)
+}
+
+/// The SMTP sink on `port` (0: a free one).
+pub fn smtp_sink_on(port: u16) -> Option<SmtpSink> {
     let python = std::env::var("REMPART_TEST_PYTHON").unwrap_or_else(|_| {
         let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
         if std::path::Path::new(venv).exists() {
@@ -576,6 +581,7 @@ pub fn smtp_sink() -> Option<SmtpSink> {
     });
     let spawned = Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/sink.py"))
+        .arg(port.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,6 +1,6 @@
 """A local SMTP server for the integration tests (aiosmtpd).
 
-Listens on 127.0.0.1 on a free port, prints `PORT <n>` first, then one JSON line per
+Listens on 127.0.0.1 on a free port (or the port given as its argument), prints `PORT <n>` first, then one JSON line per
 message received: envelope recipients, subject, decoded text body and the headers the
 tests check. Runs until stdin closes (the test process ends).
 """
@@ -36,7 +36,8 @@ class Sink:
 
 async def main():
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(Sink()), "127.0.0.1", 0)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    server = await loop.create_server(lambda: SMTP(Sink()), "127.0.0.1", port)
     port = server.sockets[0].getsockname()[1]
     print(f"PORT {port}", flush=True)
     # Stop when the parent closes our stdin.

@@ -22,6 +22,20 @@ pub struct Observation {
     pub conn_trips_per_s: f64,
     /// Data-guard budgets crossed (alert and above) or answers cut, this second.
     pub guard_breaches: u32,
+    /// Pools with no server available (health checks failing, or all ejected).
+    pub pools_down: u32,
+    /// Pools with some servers out of rotation.
+    pub pools_degraded: u32,
+    /// Answers from the origin this second.
+    pub origin_answers: u32,
+    /// Their mean time to the response head, ms.
+    pub latency_ms: f64,
+    /// The usual latency for this hour of the week, once learnt.
+    pub usual_latency_ms: Option<f64>,
+    /// Challenge pages issued per second.
+    pub challenges_issued_per_s: f64,
+    /// Challenge answers accepted per second.
+    pub challenges_passed_per_s: f64,
 }
 
 /// How sensitive the rules are.
@@ -38,6 +52,11 @@ pub struct Thresholds {
     /// Samples (seconds) the baseline needs before the request rate may call for more
     /// than jaune: a fresh install learns before it acts on rates alone.
     pub learning_samples: u64,
+    /// Origin latency over its usual value for jaune and orange (never under 200 ms and
+    /// 1 s).
+    pub latency_ratio: [f64; 2],
+    /// Challenges issued per second, most of them unsolved, for jaune.
+    pub unsolved_challenges: f64,
 }
 
 impl Default for Thresholds {
@@ -48,6 +67,8 @@ impl Default for Thresholds {
             login_failures: 2.0,
             conn_trips: 50.0,
             learning_samples: 0,
+            latency_ratio: [4.0, 10.0],
+            unsolved_challenges: 20.0,
         }
     }
 }
@@ -154,6 +175,37 @@ pub fn assess(obs: &Observation, baseline: &Baseline, hour: usize, t: &Threshold
             Level::Orange,
         );
     }
+    // Health: a pool with no server left is a service down; some servers out, a warning.
+    if obs.pools_down > 0 {
+        a.add("origin_down", f64::from(obs.pools_down), 0.0, Level::Orange);
+    } else if obs.pools_degraded > 0 {
+        a.add(
+            "origin_servers_out",
+            f64::from(obs.pools_degraded),
+            0.0,
+            Level::Jaune,
+        );
+    }
+    // The origin slowing down against its usual latency (enough answers to mean something).
+    if let Some(usual) = obs.usual_latency_ms.filter(|_| obs.origin_answers >= 5) {
+        let [jaune, orange] = t.latency_ratio;
+        if obs.latency_ms >= (usual * orange).max(1_000.0) {
+            a.add("origin_latency_ms", obs.latency_ms, usual, Level::Orange);
+        } else if obs.latency_ms >= (usual * jaune).max(200.0) {
+            a.add("origin_latency_ms", obs.latency_ms, usual, Level::Jaune);
+        }
+    }
+    // Challenges issued in numbers and hardly ever solved: bots meeting the proof of work.
+    if obs.challenges_issued_per_s >= t.unsolved_challenges
+        && obs.challenges_passed_per_s < obs.challenges_issued_per_s * 0.1
+    {
+        a.add(
+            "challenges_unsolved",
+            obs.challenges_issued_per_s,
+            t.unsolved_challenges,
+            Level::Jaune,
+        );
+    }
     a
 }
 
@@ -220,6 +272,66 @@ mod tests {
             ..Observation::default()
         };
         assert_eq!(assess(&slow, &b, 9, &t).wanted, Level::Orange);
+    }
+
+    #[test]
+    fn a_failing_or_slowing_origin_and_unsolved_challenges_are_told() {
+        let b = Baseline::default();
+        let t = Thresholds::default();
+        let level = |obs: Observation| assess(&obs, &b, 0, &t).wanted;
+        assert_eq!(
+            level(Observation {
+                pools_down: 1,
+                ..Observation::default()
+            }),
+            Level::Orange
+        );
+        assert_eq!(
+            level(Observation {
+                pools_degraded: 1,
+                ..Observation::default()
+            }),
+            Level::Jaune
+        );
+        let slow = |ms: f64, answers: u32| Observation {
+            origin_answers: answers,
+            latency_ms: ms,
+            usual_latency_ms: Some(40.0),
+            ..Observation::default()
+        };
+        assert_eq!(
+            level(slow(150.0, 50)),
+            Level::Vert,
+            "under 200 ms is never slow"
+        );
+        assert_eq!(level(slow(250.0, 50)), Level::Jaune);
+        assert_eq!(level(slow(1_200.0, 50)), Level::Orange);
+        assert_eq!(
+            level(slow(1_200.0, 2)),
+            Level::Vert,
+            "two slow answers mean little"
+        );
+        assert_eq!(
+            level(Observation {
+                latency_ms: 5_000.0,
+                origin_answers: 50,
+                ..Observation::default()
+            }),
+            Level::Vert,
+            "no usual latency learnt yet"
+        );
+        let challenged = |issued: f64, passed: f64| Observation {
+            challenges_issued_per_s: issued,
+            challenges_passed_per_s: passed,
+            ..Observation::default()
+        };
+        assert_eq!(level(challenged(200.0, 3.0)), Level::Jaune);
+        assert_eq!(
+            level(challenged(200.0, 150.0)),
+            Level::Vert,
+            "residents solving them"
+        );
+        assert_eq!(level(challenged(5.0, 0.0)), Level::Vert);
     }
 
     #[test]

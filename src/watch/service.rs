@@ -22,7 +22,7 @@ use super::store::Store;
 use crate::config::runtime::{NoticeMode, Runtime};
 use crate::metrics::{Metrics, TenantLabels};
 use crate::outbox::Outbox;
-use crate::signals::{Consumer, LocalReason, Report, Totals};
+use crate::signals::{Consumer, LocalReason, Report, TenantReport, Totals};
 
 /// Top sources or fingerprints: label and rate.
 type Tops<'a> = &'a [(String, f64)];
@@ -62,6 +62,8 @@ struct TenantWatch {
     /// The evidence of the last assessment that asked for more than green.
     last_reasons: Vec<Reason>,
     baseline: Baseline,
+    /// The origin's usual latency (ms), by hour of the week.
+    latency: Baseline,
     /// Requests of the last seconds, newest last.
     recent: VecDeque<u64>,
     gauge: Gauge,
@@ -77,6 +79,7 @@ impl TenantWatch {
             machine: Machine::new(pace),
             last_reasons: Vec::new(),
             baseline: baseline.unwrap_or_default(),
+            latency: Baseline::default(),
             recent: VecDeque::with_capacity(RATE_WINDOW),
             gauge,
             last: Peaks::default(),
@@ -203,6 +206,7 @@ fn thresholds_of(config: &Runtime) -> Thresholds {
         login_failures: t.login_failures,
         conn_trips: t.connection_trips,
         learning_samples: config.watch.learning.as_secs(),
+        ..Thresholds::default()
     }
 }
 
@@ -565,11 +569,16 @@ impl WatchService {
         config: &Runtime,
         tenant: &str,
         t: &Totals,
-        distinct: f64,
-        top: (Tops<'_>, Tops<'_>),
+        report: Option<&TenantReport>,
         hour: usize,
         now_ms: u64,
     ) {
+        let pools = report.map_or(&[][..], |r| &r.pools[..]);
+        let distinct = report.map_or(0.0, |r| r.distinct_sources);
+        let no_top: Tops<'_> = &[];
+        let top = report.map_or((no_top, no_top), |r| {
+            (&r.top_sources[..], &r.top_fingerprints[..])
+        });
         let pace = pace_of(config);
         let thresholds = thresholds_of(config);
         if !inner.tenants.contains_key(tenant) {
@@ -622,11 +631,27 @@ impl WatchService {
             login_failures_per_s: t.login_failures as f64,
             conn_trips_per_s: t.conn_trips.iter().sum::<u64>() as f64,
             guard_breaches: u32::try_from(t.local(LocalReason::Guarded)).unwrap_or(u32::MAX),
+            pools_down: pools
+                .iter()
+                .filter(|p| p.servers > 0 && p.available == 0)
+                .count() as u32,
+            pools_degraded: pools
+                .iter()
+                .filter(|p| p.available > 0 && p.available < p.servers)
+                .count() as u32,
+            origin_answers: u32::try_from(t.origin_answers).unwrap_or(u32::MAX),
+            latency_ms: t.mean_origin_latency_us() as f64 / 1_000.0,
+            usual_latency_ms: watch.latency.expected(hour),
+            challenges_issued_per_s: t.challenges_issued as f64,
+            challenges_passed_per_s: t.challenges_passed as f64,
         };
         let assessment = assess(&obs, &watch.baseline, hour, &thresholds);
         if watch.machine.level() <= Level::Jaune && assessment.wanted <= Level::Jaune {
             // Only calm seconds teach what is usual.
             watch.baseline.learn(hour, t.requests as f64);
+            if t.origin_answers > 0 {
+                watch.latency.learn(hour, obs.latency_ms);
+            }
         }
         if !assessment.reasons.is_empty() {
             watch.last_reasons = assessment.reasons.clone();
@@ -684,8 +709,7 @@ impl Consumer for WatchService {
                 &config,
                 &tenant.id,
                 &tr.totals,
-                tr.distinct_sources,
-                (&tr.top_sources, &tr.top_fingerprints),
+                Some(tr),
                 hour,
                 now_ms,
             );
@@ -696,8 +720,7 @@ impl Consumer for WatchService {
             &config,
             GATEWAY,
             &report.gateway,
-            0.0,
-            (&[], &[]),
+            None,
             hour,
             now_ms,
         );

@@ -641,3 +641,41 @@ async fn operators_work_incidents_with_the_cli_and_follow_the_events() {
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     assert!(seen.contains("text/event-stream"), "{seen}");
 }
+
+#[tokio::test]
+async fn an_origin_whose_health_checks_fail_raises_the_level() {
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&one_tenant(
+        &[origin.addr],
+        r#"health = { path = "/healthz", interval = "100ms", timeout = "500ms", healthy_threshold = 1, unhealthy_threshold = 1 }"#,
+        "",
+    ))
+    .await;
+    let ville_level = |v: &serde_json::Value| tenant_of(v, "ville")["level"].clone();
+    let first = eventually(Duration::from_secs(10), || async {
+        watch_status(&gw)
+            .await
+            .get("tenants")
+            .and_then(|t| t.as_array())
+            .is_some_and(|t| t.iter().any(|x| x["tenant"] == "ville"))
+    })
+    .await;
+    assert!(first);
+    assert_eq!(ville_level(&watch_status(&gw).await), "vert");
+    origin
+        .state
+        .healthy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let down = eventually(Duration::from_secs(15), || async {
+        ville_level(&watch_status(&gw).await) == "orange"
+    })
+    .await;
+    let v = watch_status(&gw).await;
+    assert!(down, "{v}");
+    assert!(
+        tenant_of(&v, "ville")["evidence"]
+            .to_string()
+            .contains("origin_down"),
+        "{v}"
+    );
+}

@@ -58,6 +58,9 @@ pub const GUARD_ACTIONS: &str = "rempart_guard_actions";
 
 /// `rempart_watch_level{tenant}`: 0 vert, 1 jaune, 2 orange, 3 rouge.
 pub const WATCH_LEVEL: &str = "rempart_watch_level";
+/// `rempart_watch_signal{tenant,signal}`: the last second's value of each signal the watch
+/// assesses.
+pub const WATCH_SIGNAL: &str = "rempart_watch_signal";
 /// `rempart_watch_global_level`: the highest level of all tenants and the gateway's own.
 pub const WATCH_GLOBAL_LEVEL: &str = "rempart_watch_global_level";
 
@@ -166,6 +169,18 @@ pub struct DeliveryLabels {
     /// `ok` or `failed`.
     pub result: &'static str,
 }
+
+/// Labels of a watch signal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// Tenant id (`*`: the gateway's own).
+    pub tenant: String,
+    /// The signal (`request_rate`, `new_sources_share`, ...).
+    pub signal: &'static str,
+}
+
+/// A gauge holding a float.
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// Labels with a tenant only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -318,6 +333,8 @@ pub struct Metrics {
     pub watch_level: Family<TenantLabels, Gauge>,
     /// The global vigilance level.
     pub watch_global_level: Gauge,
+    /// The watch's signals, last second.
+    pub watch_signal: Family<SignalLabels, FloatGauge>,
 }
 
 /// The request-body store's metrics (the store updates them as it holds and frees bytes).
@@ -475,9 +492,16 @@ impl Default for Metrics {
             "Global vigilance level (the highest of the tenants' and the gateway's own): 0 vert, 1 jaune, 2 orange, 3 rouge",
             watch_global_level.clone(),
         );
+        let watch_signal = Family::<SignalLabels, FloatGauge>::default();
+        registry.register(
+            WATCH_SIGNAL,
+            "The last second's value of each signal the watch assesses, per tenant",
+            watch_signal.clone(),
+        );
         Self {
             watch_level,
             watch_global_level,
+            watch_signal,
             guard_records,
             guard_pii,
             guard_actions,

@@ -169,6 +169,7 @@ pub struct WatchService {
     inner: Mutex<Inner>,
     levels: Family<TenantLabels, Gauge>,
     global: Gauge,
+    signals: Family<crate::metrics::SignalLabels, crate::metrics::FloatGauge>,
     effects: Arc<dyn Effects>,
     store: Store,
     outbox: Arc<Outbox>,
@@ -242,6 +243,7 @@ impl WatchService {
             }),
             levels: metrics.watch_level.clone(),
             global: metrics.watch_global_level.clone(),
+            signals: metrics.watch_signal.clone(),
             effects,
             store,
             outbox,
@@ -667,6 +669,27 @@ impl WatchService {
             guard_breaches: f64::from(obs.guard_breaches),
         };
         let peaks = watch.last;
+        let shown = [
+            ("request_rate", rate),
+            ("new_sources_share", obs.new_sources_share),
+            ("distinct_sources", distinct),
+            ("origin_errors_share", obs.origin_errors_share),
+            ("origin_latency_ms", obs.latency_ms),
+            ("shed", obs.shed_per_s),
+            ("login_failures", obs.login_failures_per_s),
+            ("connection_trips", obs.conn_trips_per_s),
+            ("guard_breaches", f64::from(obs.guard_breaches)),
+            ("challenges_issued", obs.challenges_issued_per_s),
+            ("challenges_passed", obs.challenges_passed_per_s),
+        ];
+        for (signal, value) in shown {
+            self.signals
+                .get_or_create(&crate::metrics::SignalLabels {
+                    tenant: tenant.to_owned(),
+                    signal,
+                })
+                .set(value);
+        }
         let change = watch.machine.observe(assessment.wanted, now_ms);
         if let Some(change) = change {
             self.changed(inner, tenant, &change, &assessment.reasons, now_ms);

@@ -104,6 +104,13 @@ async fn a_burst_far_above_the_usual_raises_the_level() {
         level_of(&m, "rempart_watch_global_level ").is_some_and(|l| l >= 2),
         "{m}"
     );
+    let rate = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"rempart_watch_signal{tenant="ville",signal="request_rate"} "#)
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(rate.is_some_and(|r| r > 5.0), "{m}");
     // Operators see why, and the incident it opened.
     let v = watch_status(&gw).await;
     let ville = tenant_of(&v, "ville");

@@ -189,6 +189,28 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// A new open incident of `tenant` at `level`, with nothing in it yet.
+    fn new(id: u64, tenant: &str, tenant_name: &str, level: Level, now_ms: u64) -> Self {
+        Self {
+            id,
+            tenant: tenant.to_owned(),
+            tenant_name: tenant_name.to_owned(),
+            opened_ms: now_ms,
+            level,
+            peak: level,
+            state: State::Open,
+            calm_ms: None,
+            acknowledged: None,
+            resolved: None,
+            escalated_ms: None,
+            peaks: Peaks::default(),
+            top_sources: Vec::new(),
+            top_fingerprints: Vec::new(),
+            events: Vec::new(),
+            events_left_out: 0,
+        }
+    }
+
     /// Whether the attack is still on (not calm, not resolved).
     pub fn active(&self) -> bool {
         self.calm_ms.is_none() && self.state != State::Resolved
@@ -392,24 +414,7 @@ impl Incidents {
         } else if change.to >= open_at && change.to > change.from {
             let id = self.next_id;
             self.next_id += 1;
-            let mut incident = Incident {
-                id,
-                tenant: tenant.to_owned(),
-                tenant_name: tenant_name.to_owned(),
-                opened_ms: now_ms,
-                level: change.to,
-                peak: change.to,
-                state: State::Open,
-                calm_ms: None,
-                acknowledged: None,
-                resolved: None,
-                escalated_ms: None,
-                peaks: Peaks::default(),
-                top_sources: Vec::new(),
-                top_fingerprints: Vec::new(),
-                events: Vec::new(),
-                events_left_out: 0,
-            };
+            let mut incident = Incident::new(id, tenant, tenant_name, change.to, now_ms);
             incident.push(now_ms, EventKind::Opened, text, evidence);
             self.insert(incident);
             notice = Notice::Opened;
@@ -561,24 +566,7 @@ impl Incidents {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let mut incident = Incident {
-            id,
-            tenant: tenant.to_owned(),
-            tenant_name: tenant_name.to_owned(),
-            opened_ms: now_ms,
-            level,
-            peak: level,
-            state: State::Open,
-            calm_ms: None,
-            acknowledged: None,
-            resolved: None,
-            escalated_ms: None,
-            peaks: Peaks::default(),
-            top_sources: Vec::new(),
-            top_fingerprints: Vec::new(),
-            events: Vec::new(),
-            events_left_out: 0,
-        };
+        let mut incident = Incident::new(id, tenant, tenant_name, level, now_ms);
         incident.push(
             now_ms,
             EventKind::Opened,

@@ -36,6 +36,11 @@ pub struct Observation {
     pub challenges_issued_per_s: f64,
     /// Challenge answers accepted per second.
     pub challenges_passed_per_s: f64,
+    /// Share of this second's requests the gateway refused itself (rate limits, bans,
+    /// malformed requests), 0 to 1.
+    pub refused_share: f64,
+    /// Share of this second's requests for no route or no page (404: scanners), 0 to 1.
+    pub not_found_share: f64,
 }
 
 /// How sensitive the rules are.
@@ -195,6 +200,15 @@ pub fn assess(obs: &Observation, baseline: &Baseline, hour: usize, t: &Threshold
             a.add("origin_latency_ms", obs.latency_ms, usual, Level::Jaune);
         }
     }
+    // The shield pushing back, or a scanner walking the site: most requests refused.
+    if obs.requests_per_s >= t.min_rate {
+        if obs.refused_share >= 0.5 {
+            a.add("refused_share", obs.refused_share, 0.5, Level::Jaune);
+        }
+        if obs.not_found_share >= 0.5 {
+            a.add("not_found_share", obs.not_found_share, 0.5, Level::Jaune);
+        }
+    }
     // Challenges issued in numbers and hardly ever solved: bots meeting the proof of work.
     if obs.challenges_issued_per_s >= t.unsolved_challenges
         && obs.challenges_passed_per_s < obs.challenges_issued_per_s * 0.1
@@ -332,6 +346,16 @@ mod tests {
             "residents solving them"
         );
         assert_eq!(level(challenged(5.0, 0.0)), Level::Vert);
+        let refused = |rate: f64, refused: f64, not_found: f64| Observation {
+            requests_per_s: rate,
+            refused_share: refused,
+            not_found_share: not_found,
+            ..Observation::default()
+        };
+        assert_eq!(level(refused(6.0, 0.8, 0.0)), Level::Jaune);
+        assert_eq!(level(refused(6.0, 0.0, 0.7)), Level::Jaune);
+        assert_eq!(level(refused(6.0, 0.2, 0.1)), Level::Vert);
+        assert_eq!(level(refused(2.0, 1.0, 1.0)), Level::Vert, "a quiet tenant");
     }
 
     #[test]

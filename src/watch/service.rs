@@ -646,6 +646,13 @@ impl WatchService {
             usual_latency_ms: watch.latency.expected(hour),
             challenges_issued_per_s: t.challenges_issued as f64,
             challenges_passed_per_s: t.challenges_passed as f64,
+            refused_share: share(
+                t.local(LocalReason::RateLimited)
+                    + t.local(LocalReason::Banned)
+                    + t.local(LocalReason::BadRequest),
+                t.requests,
+            ),
+            not_found_share: share(t.local(LocalReason::NotFound), t.requests),
         };
         let assessment = assess(&obs, &watch.baseline, hour, &thresholds);
         if watch.machine.level() <= Level::Jaune && assessment.wanted <= Level::Jaune {
@@ -681,6 +688,8 @@ impl WatchService {
             ("guard_breaches", f64::from(obs.guard_breaches)),
             ("challenges_issued", obs.challenges_issued_per_s),
             ("challenges_passed", obs.challenges_passed_per_s),
+            ("refused_share", obs.refused_share),
+            ("not_found_share", obs.not_found_share),
         ];
         for (signal, value) in shown {
             self.signals
@@ -757,6 +766,15 @@ impl Consumer for WatchService {
                 self.store.baseline(tenant, w.baseline.keep());
             }
         }
+    }
+}
+
+/// `part` over `whole`, 0 when there is nothing.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64).min(1.0)
     }
 }
 

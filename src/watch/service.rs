@@ -271,6 +271,7 @@ impl WatchService {
             let inner = lock(&self.inner);
             for (tenant, w) in &inner.tenants {
                 self.store.baseline(tenant, w.baseline.keep());
+                self.store.baseline(&latency_key(tenant), w.latency.keep());
             }
         }
         self.store.flush();
@@ -585,6 +586,7 @@ impl WatchService {
         let thresholds = thresholds_of(config);
         if !inner.tenants.contains_key(tenant) {
             let kept = inner.kept_baselines.remove(tenant);
+            let kept_latency = inner.kept_baselines.remove(&latency_key(tenant));
             let gauge = if tenant == GATEWAY {
                 Gauge::default()
             } else {
@@ -595,6 +597,9 @@ impl WatchService {
                     .clone()
             };
             let mut watch = TenantWatch::new(pace, gauge, kept);
+            if let Some(l) = kept_latency {
+                watch.latency = l;
+            }
             // A restart in the middle of an attack: the active incident's level holds, and
             // its defences with it, until the signals calm down.
             if let Some(level) = inner
@@ -764,9 +769,15 @@ impl Consumer for WatchService {
             inner.baselines_saved_ms = now_ms;
             for (tenant, w) in &inner.tenants {
                 self.store.baseline(tenant, w.baseline.keep());
+                self.store.baseline(&latency_key(tenant), w.latency.keep());
             }
         }
     }
+}
+
+/// Where a tenant's latency baseline is kept (beside its rate's).
+fn latency_key(tenant: &str) -> String {
+    format!("{tenant}\u{1f}latency")
 }
 
 /// `part` over `whole`, 0 when there is nothing.

@@ -105,7 +105,7 @@ impl ConnTrip {
 
 /// Counters of one tenant (or, for connection trips and unrouted requests, the gateway).
 /// Cumulative since the process started; kept across reloads by tenant id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TenantSignals {
     requests: AtomicU64,
     local: [AtomicU64; LocalReason::COUNT],
@@ -121,6 +121,44 @@ pub struct TenantSignals {
     conn_trips: [AtomicU64; ConnTrip::COUNT],
     login_failures: AtomicU64,
     sources: Sources,
+    fingerprints: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+impl Default for TenantSignals {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::default(),
+            local: Default::default(),
+            origin_answers: AtomicU64::default(),
+            origin_server_errors: AtomicU64::default(),
+            origin_failures: AtomicU64::default(),
+            origin_latency_us: AtomicU64::default(),
+            admission_overloads: AtomicU64::default(),
+            sheds: AtomicU64::default(),
+            challenges_issued: AtomicU64::default(),
+            challenges_passed: AtomicU64::default(),
+            challenges_refused: AtomicU64::default(),
+            conn_trips: Default::default(),
+            login_failures: AtomicU64::default(),
+            sources: Sources::default(),
+            fingerprints: (0..FINGERPRINT_BUCKETS)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+        }
+    }
+}
+
+/// Buckets of the fingerprint mix: requests counted by their connection's fingerprints
+/// (JA4 and HTTP) hashed into this many buckets, read and cleared once a second.
+pub const FINGERPRINT_BUCKETS: usize = 256;
+
+/// The bucket of a connection's fingerprints.
+pub fn fingerprint_bucket(tls: &str, http: &str) -> u8 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tls.bytes().chain([b' ']).chain(http.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h ^ (h >> 32) ^ (h >> 16) ^ (h >> 8)) as u8
 }
 
 /// Bits of each set of client prefixes (2^18 bits: 32 KiB; a set stays useful up to about a
@@ -310,6 +348,21 @@ impl TenantSignals {
         self.sources.turn_window();
     }
 
+    /// A request from a connection whose fingerprints fall in `bucket`.
+    pub fn fingerprint(&self, bucket: u8) {
+        if let Some(b) = self.fingerprints.get(usize::from(bucket)) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests per fingerprint bucket since the last call (clears them).
+    pub fn take_fingerprints(&self) -> Vec<u32> {
+        self.fingerprints
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect()
+    }
+
     /// A failed login on a login route (the origin answered 401 or 403).
     pub fn login_failure(&self) {
         bump(&self.login_failures);
@@ -441,6 +494,8 @@ pub struct TenantReport {
     pub top_sources: Vec<(String, f64)>,
     /// Its heaviest client fingerprints now.
     pub top_fingerprints: Vec<(String, f64)>,
+    /// Requests per fingerprint bucket over the interval (`FINGERPRINT_BUCKETS` of them).
+    pub fingerprints: Vec<u32>,
 }
 
 /// What every consumer gets once a second.

@@ -313,6 +313,27 @@ struct Sim {
     newcomers: u64,
 }
 
+/// Residents' browsers (cumulative shares) and their fingerprint buckets: phones and
+/// computers, a few browsers, none with most of the traffic.
+const BROWSERS: [(f64, &str); 8] = [
+    (0.30, "chrome-windows"),
+    (0.50, "chrome-android"),
+    (0.68, "safari-ios"),
+    (0.76, "firefox"),
+    (0.84, "edge"),
+    (0.90, "safari-macos"),
+    (0.95, "samsung-internet"),
+    (1.00, "other"),
+];
+
+fn browser_bucket(u: f64) -> u8 {
+    let name = BROWSERS
+        .iter()
+        .find(|(upto, _)| u < *upto)
+        .map_or("other", |(_, n)| n);
+    crate::signals::fingerprint_bucket(name, name)
+}
+
 /// What one simulated second sends.
 #[derive(Clone, Copy, Default)]
 struct Extra {
@@ -335,6 +356,8 @@ impl Sim {
         let idx = (u * u * u * f64::from(self.residents)) as u64;
         self.signals.request(None);
         self.signals.source(source_key(1 << 64 | u128::from(idx)));
+        let b = browser_bucket(self.rng.unit());
+        self.signals.fingerprint(b);
     }
 
     fn newcomer(&mut self) {
@@ -342,6 +365,8 @@ impl Sim {
         self.signals.request(None);
         self.signals
             .source(source_key(2 << 64 | u128::from(self.newcomers)));
+        let b = browser_bucket(self.rng.unit());
+        self.signals.fingerprint(b);
     }
 
     /// One second: traffic, then the sampler's report to the watch. Requests sent.
@@ -381,7 +406,11 @@ impl Sim {
         match extra.kind {
             Some(PhaseKind::Flood | PhaseKind::LowAndSlow | PhaseKind::Stuffing) => {
                 let n = self.rng.count(f64::from(extra.sources) * extra.per_source);
+                // One tool: one fingerprint per campaign.
+                let tool =
+                    crate::signals::fingerprint_bucket("attack-tool", &extra.campaign.to_string());
                 for _ in 0..n {
+                    self.signals.fingerprint(tool);
                     let bot = self.rng.next() % u64::from(extra.sources.max(1));
                     self.signals.request(None);
                     self.signals.source(source_key(
@@ -412,6 +441,7 @@ impl Sim {
                 distinct_sources: self.signals.take_distinct_sources(),
                 top_sources: Vec::new(),
                 top_fingerprints: Vec::new(),
+                fingerprints: self.signals.take_fingerprints(),
             }],
             gateway: Totals::default(),
         };

@@ -33,6 +33,20 @@ pub struct ConnInfo {
     pub clock: Arc<dyn RequestEnds>,
     /// The `Forwarded` value of the connection's first request, reused for the next ones.
     pub forwarded: headers::ForwardedCache,
+    /// The connection's fingerprints (JA4 and HTTP) as a bucket of the watch's fingerprint
+    /// mix, made at the first request that reaches the shield.
+    pub fingerprint_bucket: std::sync::OnceLock<u8>,
+}
+
+impl ConnInfo {
+    /// The bucket of the connection's fingerprints (`signals::FINGERPRINT_BUCKETS`).
+    pub fn fingerprint_bucket(&self) -> u8 {
+        *self.fingerprint_bucket.get_or_init(|| {
+            let tls = self.tls_fingerprint.as_deref().unwrap_or("-");
+            let http = self.http_fingerprint.get().map_or("-", |f| &**f);
+            crate::signals::fingerprint_bucket(tls, http)
+        })
+    }
 }
 
 /// Told when each request on a connection ends (the server's watchdog, which then waits for

@@ -122,6 +122,7 @@ impl Previous {
                     distinct_sources: signals.take_distinct_sources(),
                     top_sources: top(generation.shield.top_prefixes.list(now_ms)),
                     top_fingerprints: top(generation.shield.top_fingerprints.list(now_ms)),
+                    fingerprints: signals.take_fingerprints(),
                 }
             })
             .collect();

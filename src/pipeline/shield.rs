@@ -102,6 +102,7 @@ fn decide_at(
     req: &Request<impl Sized>,
     now: u64,
 ) -> Flow<()> {
+    ctx.signals().fingerprint(ctx.conn.fingerprint_bucket());
     if ctx.generation.bans.check(ctx.client(), now).is_some() {
         return Err(ProxyError::Banned.into());
     }
@@ -437,6 +438,7 @@ mod tests {
             http_fingerprint: Default::default(),
             clock: Arc::new(NoClock),
             forwarded: Default::default(),
+            fingerprint_bucket: std::sync::OnceLock::new(),
         }
     }
 

@@ -303,6 +303,7 @@ async fn serve_connection(
         http_fingerprint,
         clock: clock.clone(),
         forwarded: Default::default(),
+        fingerprint_bucket: std::sync::OnceLock::new(),
     };
     match tls {
         Some(acceptor) => {

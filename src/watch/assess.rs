@@ -41,6 +41,13 @@ pub struct Observation {
     pub refused_share: f64,
     /// Share of this second's requests for no route or no page (404: scanners), 0 to 1.
     pub not_found_share: f64,
+    /// Share of this second's requests from the most common client fingerprint (JA4 and
+    /// HTTP), 0 to 1.
+    pub fingerprint_share: f64,
+    /// That fingerprint's usual share, once the mix is learnt.
+    pub fingerprint_usual_share: Option<f64>,
+    /// Requests the mix was counted over this second.
+    pub fingerprint_requests: u32,
 }
 
 /// How sensitive the rules are.
@@ -209,6 +216,20 @@ pub fn assess(obs: &Observation, baseline: &Baseline, hour: usize, t: &Threshold
             a.add("not_found_share", obs.not_found_share, 0.5, Level::Jaune);
         }
     }
+    // One client fingerprint jumping from nothing to most of the traffic: one tool on many
+    // addresses.
+    // (At least 30 requests in the second: on a quiet night three requests from one phone
+    // are not a mix.)
+    if let Some(usual) = obs.fingerprint_usual_share {
+        if obs.fingerprint_requests >= 30 && obs.fingerprint_share >= 0.5 && usual < 0.02 {
+            a.add(
+                "fingerprint_surge",
+                obs.fingerprint_share,
+                usual,
+                Level::Orange,
+            );
+        }
+    }
     // Challenges issued in numbers and hardly ever solved: bots meeting the proof of work.
     if obs.challenges_issued_per_s >= t.unsolved_challenges
         && obs.challenges_passed_per_s < obs.challenges_issued_per_s * 0.1
@@ -356,6 +377,30 @@ mod tests {
         assert_eq!(level(refused(6.0, 0.0, 0.7)), Level::Jaune);
         assert_eq!(level(refused(6.0, 0.2, 0.1)), Level::Vert);
         assert_eq!(level(refused(2.0, 1.0, 1.0)), Level::Vert, "a quiet tenant");
+        let mix = |share: f64, usual: Option<f64>| Observation {
+            requests_per_s: 6.0,
+            fingerprint_share: share,
+            fingerprint_usual_share: usual,
+            fingerprint_requests: 40,
+            ..Observation::default()
+        };
+        assert_eq!(
+            level(mix(0.9, Some(0.01))),
+            Level::Orange,
+            "one tool from nothing"
+        );
+        assert_eq!(level(mix(0.6, Some(0.4))), Level::Vert, "the usual browser");
+        assert_eq!(
+            level(mix(0.3, Some(0.0))),
+            Level::Vert,
+            "not most of the traffic"
+        );
+        assert_eq!(level(mix(0.9, None)), Level::Vert, "the mix not learnt yet");
+        let few = Observation {
+            fingerprint_requests: 5,
+            ..mix(1.0, Some(0.0))
+        };
+        assert_eq!(level(few), Level::Vert, "five requests are not a mix");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub const GATEWAY: &str = "*";
 const SAVE_BASELINES_MS: u64 = 10 * 60_000;
 /// How often an active incident's growing figures are saved at most, ms.
 const SAVE_FIGURES_MS: u64 = 10_000;
+/// Calm seconds with traffic before the fingerprint mix is trusted.
+const FINGERPRINT_LEARNT: u64 = 600;
 /// Events kept for the event stream's late subscribers.
 const RECENT_EVENTS: usize = 200;
 
@@ -64,6 +66,10 @@ struct TenantWatch {
     baseline: Baseline,
     /// The origin's usual latency (ms), by hour of the week.
     latency: Baseline,
+    /// The usual share of each fingerprint bucket, learnt while calm.
+    fingerprint_usual: Vec<f64>,
+    /// Calm seconds with traffic the fingerprint mix learnt from.
+    fingerprint_samples: u64,
     /// Requests of the last seconds, newest last.
     recent: VecDeque<u64>,
     gauge: Gauge,
@@ -80,6 +86,8 @@ impl TenantWatch {
             last_reasons: Vec::new(),
             baseline: baseline.unwrap_or_default(),
             latency: Baseline::default(),
+            fingerprint_usual: vec![0.0; crate::signals::FINGERPRINT_BUCKETS],
+            fingerprint_samples: 0,
             recent: VecDeque::with_capacity(RATE_WINDOW),
             gauge,
             last: Peaks::default(),
@@ -577,6 +585,8 @@ impl WatchService {
         now_ms: u64,
     ) {
         let pools = report.map_or(&[][..], |r| &r.pools[..]);
+        let mix = report.map_or(&[][..], |r| &r.fingerprints[..]);
+        let mix_total: u64 = mix.iter().map(|c| u64::from(*c)).sum();
         let distinct = report.map_or(0.0, |r| r.distinct_sources);
         let no_top: Tops<'_> = &[];
         let top = report.map_or((no_top, no_top), |r| {
@@ -658,13 +668,35 @@ impl WatchService {
                 t.requests,
             ),
             not_found_share: share(t.local(LocalReason::NotFound), t.requests),
+            fingerprint_share: 0.0,
+            fingerprint_usual_share: None,
+            fingerprint_requests: u32::try_from(mix_total).unwrap_or(u32::MAX),
         };
+        let mut obs = obs;
+        if let Some((bucket, count)) = mix.iter().enumerate().max_by_key(|(_, c)| **c) {
+            obs.fingerprint_share = share(u64::from(*count), mix_total);
+            obs.fingerprint_usual_share = (watch.fingerprint_samples >= FINGERPRINT_LEARNT)
+                .then(|| watch.fingerprint_usual.get(bucket).copied().unwrap_or(0.0));
+        }
         let assessment = assess(&obs, &watch.baseline, hour, &thresholds);
         if watch.machine.level() <= Level::Jaune && assessment.wanted <= Level::Jaune {
             // Only calm seconds teach what is usual.
             watch.baseline.learn(hour, t.requests as f64);
             if t.origin_answers > 0 {
                 watch.latency.learn(hour, obs.latency_ms);
+            }
+            if mix_total > 0 {
+                // Plain mean over the first seconds, then about an hour's memory.
+                let n = watch.fingerprint_samples;
+                let w = if n < 3_600 {
+                    1.0 / (n + 1) as f64
+                } else {
+                    1.0 / 3_600.0
+                };
+                for (usual, count) in watch.fingerprint_usual.iter_mut().zip(mix) {
+                    *usual += (share(u64::from(*count), mix_total) - *usual) * w;
+                }
+                watch.fingerprint_samples = n + 1;
             }
         }
         if !assessment.reasons.is_empty() {
@@ -695,6 +727,7 @@ impl WatchService {
             ("challenges_passed", obs.challenges_passed_per_s),
             ("refused_share", obs.refused_share),
             ("not_found_share", obs.not_found_share),
+            ("fingerprint_share", obs.fingerprint_share),
         ];
         for (signal, value) in shown {
             self.signals

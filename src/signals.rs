@@ -120,6 +120,7 @@ pub struct TenantSignals {
     challenges_refused: AtomicU64,
     conn_trips: [AtomicU64; ConnTrip::COUNT],
     login_failures: AtomicU64,
+    guard_breaches: AtomicU64,
     sources: Sources,
     fingerprints: Box<[std::sync::atomic::AtomicU32]>,
 }
@@ -140,6 +141,7 @@ impl Default for TenantSignals {
             challenges_refused: AtomicU64::default(),
             conn_trips: Default::default(),
             login_failures: AtomicU64::default(),
+            guard_breaches: AtomicU64::default(),
             sources: Sources::default(),
             fingerprints: (0..FINGERPRINT_BUCKETS)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
@@ -363,6 +365,12 @@ impl TenantSignals {
             .collect()
     }
 
+    /// The data guard saw an account cross a budget whose action is more than a log line,
+    /// or cut an answer that showed personal data its route must never show.
+    pub fn guard_breach(&self) {
+        bump(&self.guard_breaches);
+    }
+
     /// A failed login on a login route (the origin answered 401 or 403).
     pub fn login_failure(&self) {
         bump(&self.login_failures);
@@ -390,6 +398,7 @@ impl TenantSignals {
             challenges_refused: load(&self.challenges_refused),
             conn_trips: std::array::from_fn(|i| load(&self.conn_trips[i])),
             login_failures: load(&self.login_failures),
+            guard_breaches: load(&self.guard_breaches),
             new_source_requests: load(&self.sources.new_requests),
         }
     }
@@ -424,6 +433,8 @@ pub struct Totals {
     pub conn_trips: [u64; ConnTrip::COUNT],
     /// Failed logins on login routes.
     pub login_failures: u64,
+    /// Data-guard budgets crossed (alert and above) and answers cut.
+    pub guard_breaches: u64,
     /// Requests from new client prefixes (not seen yesterday nor before the last 10 to 20
     /// minutes today).
     pub new_source_requests: u64,
@@ -447,6 +458,7 @@ impl Totals {
             challenges_refused: d(self.challenges_refused, earlier.challenges_refused),
             conn_trips: std::array::from_fn(|i| d(self.conn_trips[i], earlier.conn_trips[i])),
             login_failures: d(self.login_failures, earlier.login_failures),
+            guard_breaches: d(self.guard_breaches, earlier.guard_breaches),
             new_source_requests: d(self.new_source_requests, earlier.new_source_requests),
         }
     }
@@ -496,6 +508,8 @@ pub struct TenantReport {
     pub top_fingerprints: Vec<(String, f64)>,
     /// Requests per fingerprint bucket over the interval (`FINGERPRINT_BUCKETS` of them).
     pub fingerprints: Vec<u32>,
+    /// Requests per route over the interval, in `config.tenants[i].routes` order.
+    pub routes: Vec<u64>,
 }
 
 /// What every consumer gets once a second.

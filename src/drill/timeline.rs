@@ -442,6 +442,7 @@ impl Sim {
                 top_sources: Vec::new(),
                 top_fingerprints: Vec::new(),
                 fingerprints: self.signals.take_fingerprints(),
+                routes: Vec::new(),
             }],
             gateway: Totals::default(),
         };

@@ -340,6 +340,8 @@ pub struct GuardTap {
     inflated: Vec<u8>,
     header_records: Option<u64>,
     out: Vec<u8>,
+    /// The tenant's signals (the watch hears of budgets crossed and answers cut).
+    signals: Arc<crate::signals::TenantSignals>,
 }
 
 impl GuardTap {
@@ -422,6 +424,7 @@ impl GuardTap {
             inflated: Vec::new(),
             header_records,
             out: Vec::new(),
+            signals: ctx.generation.signals[ctx.tenant_idx].clone(),
         }))
     }
 
@@ -519,6 +522,9 @@ impl GuardTap {
         ) = (outcome.crossed, outcome.verdict)
         {
             book.count_action(action.name());
+            if action != Action::Log {
+                self.signals.guard_breach();
+            }
             let budget = &budgets[index];
             if let Some(j) = &self.journal {
                 let detail = format!(
@@ -642,6 +648,7 @@ impl GuardTap {
 
     fn cut_alert(&self, kind: Kind) {
         self.book.count_action("cut");
+        self.signals.guard_breach();
         if let Some(j) = &self.journal {
             let account = self.ticket.as_ref().map_or(AccountId(0), |t| t.account);
             let detail = format!("{} on {}", kind.name(), self.route_name);

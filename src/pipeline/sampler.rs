@@ -48,6 +48,8 @@ pub fn spawn(
 struct Previous {
     pools: HashMap<usize, [u64; 3]>,
     tenants: HashMap<usize, Totals>,
+    /// Requests per route, by the address of the route's counters.
+    routes: HashMap<usize, u64>,
     gateway: Totals,
     /// The local day of the last report.
     day: i64,
@@ -69,6 +71,7 @@ impl Previous {
             (self.day, self.window) = (day, window);
         }
         let mut pools_seen = HashMap::new();
+        let mut routes_seen = HashMap::new();
         let mut tenants_seen = HashMap::new();
         let tenants = generation
             .config
@@ -123,6 +126,16 @@ impl Previous {
                     top_sources: top(generation.shield.top_prefixes.list(now_ms)),
                     top_fingerprints: top(generation.shield.top_fingerprints.list(now_ms)),
                     fingerprints: signals.take_fingerprints(),
+                    routes: generation.route_counters[ti]
+                        .iter()
+                        .map(|counters| {
+                            let key = counters.as_ptr() as usize;
+                            let total: u64 = counters.iter().map(|c| c.get()).sum();
+                            let before = self.routes.get(&key).copied().unwrap_or(total);
+                            routes_seen.insert(key, total);
+                            total.saturating_sub(before)
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -135,6 +148,7 @@ impl Previous {
         };
         self.pools = pools_seen;
         self.tenants = tenants_seen;
+        self.routes = routes_seen;
         self.gateway = gateway_now;
         self.day = day;
         self.window = window;
@@ -217,8 +231,13 @@ mod tests {
         assert_eq!(first.tenants[0].pools[0].servers, 1);
         generation.signals[0].request(None);
         generation.signals[0].request(None);
+        // Two requests on the route (their status classes: 2xx, 4xx).
+        generation.route_counters[0][0][2].inc();
+        generation.route_counters[0][0][4].inc();
         let second = previous.report(&generation);
         assert_eq!(second.tenants[0].totals.requests, 2);
+        assert_eq!(second.tenants[0].routes, [2]);
+        assert_eq!(previous.report(&generation).tenants[0].routes, [0]);
         assert_eq!(second.tenants[0].totals.local(LocalReason::Challenge), 0);
     }
 }

@@ -90,6 +90,8 @@ impl Default for Thresholds {
 pub struct Reason {
     /// The signal.
     pub signal: &'static str,
+    /// The route it was seen on, for signals per route.
+    pub route: Option<String>,
     /// Its value now.
     pub value: f64,
     /// What is usual (or the threshold's base).
@@ -112,11 +114,43 @@ impl Assessment {
         self.wanted = self.wanted.max(level);
         self.reasons.push(Reason {
             signal,
+            route: None,
             value,
             usual,
             level,
         });
     }
+}
+
+/// One route's request rate (10 s mean) against its own usual value for the hour: a route
+/// busy far beyond its habit (a search flooded with cache-busting queries while the rest of
+/// the site is calm) is jaune at `rate_ratio[1]` times its usual rate, orange when most of the
+/// tenant's traffic also comes from new sources. Never more: a route's traffic is spiky (the
+/// registration form on registration day), the tenant-wide rules judge the whole. `None`
+/// while the route's baseline knows nothing yet.
+pub fn assess_route(
+    route: &str,
+    rate: f64,
+    baseline: &Baseline,
+    hour: usize,
+    new_sources_share: f64,
+    t: &Thresholds,
+) -> Option<Reason> {
+    let usual = baseline.expected(hour)?.max(t.min_rate);
+    if baseline.samples() < t.learning_samples || rate < usual * t.rate_ratio[1] {
+        return None;
+    }
+    Some(Reason {
+        signal: "route_request_rate",
+        route: Some(route.to_owned()),
+        value: rate,
+        usual,
+        level: if new_sources_share >= 0.8 {
+            Level::Orange
+        } else {
+            Level::Jaune
+        },
+    })
 }
 
 /// Assesses `obs` against `baseline` (the usual request rate) in hour `hour` of the week.
@@ -401,6 +435,40 @@ mod tests {
             ..mix(1.0, Some(0.0))
         };
         assert_eq!(level(few), Level::Vert, "five requests are not a mix");
+    }
+
+    #[test]
+    fn a_route_far_above_its_habit_is_jaune_or_orange_from_new_sources() {
+        let t = Thresholds::default();
+        let mut b = Baseline::default();
+        assert_eq!(
+            assess_route("/recherche", 500.0, &b, 9, 0.0, &t),
+            None,
+            "nothing learnt"
+        );
+        for _ in 0..700 {
+            b.learn(9, 6.0);
+        }
+        assert_eq!(
+            assess_route("/recherche", 30.0, &b, 9, 0.0, &t),
+            None,
+            "5x: a busy hour"
+        );
+        let r = assess_route("/recherche", 300.0, &b, 9, 0.1, &t).unwrap();
+        assert_eq!(
+            (r.level, r.route.as_deref()),
+            (Level::Jaune, Some("/recherche"))
+        );
+        let r = assess_route("/recherche", 300.0, &b, 9, 0.95, &t).unwrap();
+        assert_eq!(r.level, Level::Orange);
+        let learning = Thresholds {
+            learning_samples: 3_600,
+            ..t
+        };
+        assert_eq!(
+            assess_route("/recherche", 300.0, &b, 9, 0.95, &learning),
+            None
+        );
     }
 
     #[test]

@@ -70,6 +70,8 @@ struct TenantWatch {
     fingerprint_usual: Vec<f64>,
     /// Calm seconds with traffic the fingerprint mix learnt from.
     fingerprint_samples: u64,
+    /// Each route's usual rate and last seconds, by route name (kept across reloads).
+    routes: HashMap<String, RouteWatch>,
     /// Requests of the last seconds, newest last.
     recent: VecDeque<u64>,
     gauge: Gauge,
@@ -88,6 +90,7 @@ impl TenantWatch {
             latency: Baseline::default(),
             fingerprint_usual: vec![0.0; crate::signals::FINGERPRINT_BUCKETS],
             fingerprint_samples: 0,
+            routes: HashMap::new(),
             recent: VecDeque::with_capacity(RATE_WINDOW),
             gauge,
             last: Peaks::default(),
@@ -103,6 +106,13 @@ impl TenantWatch {
         self.recent.push_back(requests);
         self.recent.iter().sum::<u64>() as f64 / RATE_WINDOW as f64
     }
+}
+
+/// One route's rate and habit.
+#[derive(Default)]
+struct RouteWatch {
+    baseline: Baseline,
+    recent: VecDeque<u64>,
 }
 
 /// A tenant's watch as operators see it.
@@ -647,7 +657,8 @@ impl WatchService {
             shed_per_s: t.sheds as f64,
             login_failures_per_s: t.login_failures as f64,
             conn_trips_per_s: t.conn_trips.iter().sum::<u64>() as f64,
-            guard_breaches: u32::try_from(t.local(LocalReason::Guarded)).unwrap_or(u32::MAX),
+            guard_breaches: u32::try_from(t.local(LocalReason::Guarded) + t.guard_breaches)
+                .unwrap_or(u32::MAX),
             pools_down: pools
                 .iter()
                 .filter(|p| p.servers > 0 && p.available == 0)
@@ -678,10 +689,40 @@ impl WatchService {
             obs.fingerprint_usual_share = (watch.fingerprint_samples >= FINGERPRINT_LEARNT)
                 .then(|| watch.fingerprint_usual.get(bucket).copied().unwrap_or(0.0));
         }
-        let assessment = assess(&obs, &watch.baseline, hour, &thresholds);
+        let mut assessment = assess(&obs, &watch.baseline, hour, &thresholds);
+        // Each route against its own habit.
+        let mut route_rates = Vec::new();
+        if let (Some(report), Some(spec)) = (report, config.tenants.iter().find(|x| x.id == tenant))
+        {
+            for (route, count) in spec.routes.iter().zip(&report.routes) {
+                let rw = watch.routes.entry(route.name.clone()).or_default();
+                if rw.recent.len() == RATE_WINDOW {
+                    rw.recent.pop_front();
+                }
+                rw.recent.push_back(*count);
+                let route_rate = rw.recent.iter().sum::<u64>() as f64 / RATE_WINDOW as f64;
+                if let Some(reason) = super::assess::assess_route(
+                    &route.name,
+                    route_rate,
+                    &rw.baseline,
+                    hour,
+                    obs.new_sources_share,
+                    &thresholds,
+                ) {
+                    assessment.wanted = assessment.wanted.max(reason.level);
+                    assessment.reasons.push(reason);
+                }
+                route_rates.push((route.name.clone(), *count));
+            }
+        }
         if watch.machine.level() <= Level::Jaune && assessment.wanted <= Level::Jaune {
             // Only calm seconds teach what is usual.
             watch.baseline.learn(hour, t.requests as f64);
+            for (name, count) in &route_rates {
+                if let Some(rw) = watch.routes.get_mut(name) {
+                    rw.baseline.learn(hour, *count as f64);
+                }
+            }
             if t.origin_answers > 0 {
                 watch.latency.learn(hour, obs.latency_ms);
             }
@@ -824,8 +865,13 @@ fn share(part: u64, whole: u64) -> f64 {
 
 /// A rule's evidence, for logs and operators.
 fn evidence(r: &Reason) -> String {
+    let on = r
+        .route
+        .as_deref()
+        .map(|route| format!("[{route}]"))
+        .unwrap_or_default();
     format!(
-        "{} {:.1} (usual {:.1}) -> {}",
+        "{}{on} {:.1} (usual {:.1}) -> {}",
         r.signal, r.value, r.usual, r.level
     )
 }

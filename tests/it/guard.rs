@@ -518,6 +518,24 @@ async fn a_page_that_leaks_a_nir_is_cut_before_it_and_a_compressed_answer_is_ref
         m.contains("rempart_guard_actions_total{tenant=\"agents\",action=\"cut\"} 1"),
         "{m}"
     );
+    // The watch hears of it within seconds: the tenant is orange, the guard as evidence.
+    let watched = eventually(Duration::from_secs(10), || async {
+        let got = admin_call(&gw, "GET", "/admin/watch", None).await;
+        let v: serde_json::Value = serde_json::from_str(&got.body).unwrap_or_default();
+        v["tenants"].as_array().is_some_and(|t| {
+            t.iter().any(|x| {
+                x["tenant"] == "agents"
+                    && x["level"] == "orange"
+                    && x["evidence"].to_string().contains("guard_breaches")
+            })
+        })
+    })
+    .await;
+    assert!(
+        watched,
+        "{}",
+        admin_call(&gw, "GET", "/admin/watch", None).await.body
+    );
     // On HTTP/2 the stream is reset before the NIR.
     let mut sender = h2c::<Full<Bytes>>(gw.addr).await;
     let req = http::Request::get("http://agents.test/debug")

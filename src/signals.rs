@@ -121,6 +121,7 @@ pub struct TenantSignals {
     conn_trips: [AtomicU64; ConnTrip::COUNT],
     login_failures: AtomicU64,
     guard_breaches: AtomicU64,
+    paths: std::sync::Mutex<std::collections::HashMap<Box<str>, u32>>,
     sources: Sources,
     fingerprints: Box<[std::sync::atomic::AtomicU32]>,
 }
@@ -142,12 +143,44 @@ impl Default for TenantSignals {
             conn_trips: Default::default(),
             login_failures: AtomicU64::default(),
             guard_breaches: AtomicU64::default(),
+            paths: std::sync::Mutex::default(),
             sources: Sources::default(),
             fingerprints: (0..FINGERPRINT_BUCKETS)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
         }
     }
+}
+
+/// One request in this many has its path sampled.
+pub const PATH_SAMPLE: u64 = 32;
+/// Distinct sampled paths kept a second at most.
+const PATH_KEYS: usize = 256;
+
+/// A path as the watch shows it: segments that may name a person (four digits or more, or
+/// an `@`) replaced by `*`, at most 80 characters.
+pub fn shown_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(80));
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let digits = segment.bytes().filter(u8::is_ascii_digit).count();
+        if digits >= 4 || segment.contains('@') || segment.contains("%40") {
+            out.push('*');
+        } else {
+            out.push_str(segment);
+        }
+        if out.len() >= 80 {
+            let mut end = 80;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            break;
+        }
+    }
+    out
 }
 
 /// Buckets of the fingerprint mix: requests counted by their connection's fingerprints
@@ -281,10 +314,52 @@ fn bump(c: &AtomicU64) {
 impl TenantSignals {
     /// A request ended (logged), answered locally for `local` when set.
     pub fn request(&self, local: Option<LocalReason>) {
-        bump(&self.requests);
+        self.request_counted(local);
+    }
+
+    /// `request`, returning how many requests came before this one (for sampling).
+    pub fn request_counted(&self, local: Option<LocalReason>) -> u64 {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = local {
             bump(&self.local[r as usize]);
         }
+        n
+    }
+
+    /// A sampled request's path (one in `PATH_SAMPLE`), for the heaviest paths of the
+    /// second. Segments that may name a person (four digits or more, an `@`) are replaced by
+    /// `*`; at most `PATH_KEYS` distinct paths a second.
+    pub fn sampled_path(&self, path: &str) {
+        let shown = shown_path(path);
+        let mut paths = self
+            .paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let full = paths.len() >= PATH_KEYS;
+        match paths.get_mut(shown.as_str()) {
+            Some(n) => *n += 1,
+            None if !full => {
+                paths.insert(shown.into_boxed_str(), 1);
+            }
+            None => {}
+        }
+    }
+
+    /// The heaviest paths since the last call (estimated requests per second), and clears.
+    pub fn take_top_paths(&self, k: usize) -> Vec<(String, f64)> {
+        let taken = std::mem::take(
+            &mut *self
+                .paths
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut top: Vec<(String, f64)> = taken
+            .into_iter()
+            .map(|(p, n)| (p.into_string(), f64::from(n) * PATH_SAMPLE as f64))
+            .collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(k);
+        top
     }
 
     /// The origin answered a request's head after `latency_us`.
@@ -510,6 +585,8 @@ pub struct TenantReport {
     pub fingerprints: Vec<u32>,
     /// Requests per route over the interval, in `config.tenants[i].routes` order.
     pub routes: Vec<u64>,
+    /// The heaviest paths of the interval (sampled; estimated requests per second).
+    pub top_paths: Vec<(String, f64)>,
 }
 
 /// What every consumer gets once a second.
@@ -575,6 +652,27 @@ mod tests {
         let d = s.take_distinct_sources();
         assert!((480.0..520.0).contains(&d), "{d}");
         assert_eq!(s.take_distinct_sources(), 0.0);
+    }
+
+    #[test]
+    fn paths_are_sampled_without_what_may_name_a_person() {
+        assert_eq!(shown_path("/etat-civil/actes"), "/etat-civil/actes");
+        assert_eq!(
+            shown_path("/dossier/180057512345678/pieces"),
+            "/dossier/*/pieces"
+        );
+        assert_eq!(shown_path("/compte/marie%40exemple.fr"), "/compte/*");
+        assert_eq!(shown_path("/2026/agenda"), "/*/agenda");
+        assert!(shown_path(&"/a".repeat(100)).len() <= 80);
+        let s = TenantSignals::default();
+        for i in 0..5 {
+            s.sampled_path(&format!("/dossier/{}", 1_000_000 + i));
+        }
+        s.sampled_path("/recherche");
+        let top = s.take_top_paths(5);
+        assert_eq!(top[0], ("/dossier/*".to_owned(), 5.0 * PATH_SAMPLE as f64));
+        assert_eq!(top[1].0, "/recherche");
+        assert!(s.take_top_paths(5).is_empty(), "cleared");
     }
 
     #[test]

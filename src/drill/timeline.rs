@@ -443,6 +443,7 @@ impl Sim {
                 top_fingerprints: Vec::new(),
                 fingerprints: self.signals.take_fingerprints(),
                 routes: Vec::new(),
+                top_paths: Vec::new(),
             }],
             gateway: Totals::default(),
         };

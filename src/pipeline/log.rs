@@ -79,7 +79,9 @@ impl Drop for AccessRecord {
         let g = &self.generation;
         match self.tenant.and_then(|t| g.signals.get(t)) {
             Some(signals) => {
-                signals.request(self.local);
+                if signals.request_counted(self.local) % crate::signals::PATH_SAMPLE == 0 {
+                    signals.sampled_path(self.uri.path());
+                }
                 signals.source(crate::signals::source_key(crate::shield::prefix_key(
                     self.client,
                     g.config.prefixes,

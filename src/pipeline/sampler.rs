@@ -126,6 +126,7 @@ impl Previous {
                     top_sources: top(generation.shield.top_prefixes.list(now_ms)),
                     top_fingerprints: top(generation.shield.top_fingerprints.list(now_ms)),
                     fingerprints: signals.take_fingerprints(),
+                    top_paths: signals.take_top_paths(10),
                     routes: generation.route_counters[ti]
                         .iter()
                         .map(|counters| {

@@ -181,6 +181,9 @@ pub struct Incident {
     pub top_sources: Vec<Top>,
     /// The heaviest client fingerprints (JA4 and HTTP).
     pub top_fingerprints: Vec<Top>,
+    /// The heaviest paths (sampled; segments that may name a person shown as `*`).
+    #[serde(default)]
+    pub top_paths: Vec<Top>,
     /// The timeline.
     pub events: Vec<Event>,
     /// Events left out past `MAX_EVENTS`.
@@ -206,6 +209,7 @@ impl Incident {
             peaks: Peaks::default(),
             top_sources: Vec::new(),
             top_fingerprints: Vec::new(),
+            top_paths: Vec::new(),
             events: Vec::new(),
             events_left_out: 0,
         }
@@ -443,6 +447,7 @@ impl Incidents {
         peaks: &Peaks,
         sources: &[(String, f64)],
         fingerprints: &[(String, f64)],
+        paths: &[(String, f64)],
     ) -> Option<&Incident> {
         let incident = self.active_mut(tenant)?;
         let before = incident.peaks;
@@ -450,7 +455,8 @@ impl Incidents {
         let grew = incident.peaks != before;
         let s = merge_top(&mut incident.top_sources, sources);
         let f = merge_top(&mut incident.top_fingerprints, fingerprints);
-        (grew || s || f).then_some(&*incident)
+        let p = merge_top(&mut incident.top_paths, paths);
+        (grew || s || f || p).then_some(&*incident)
     }
 
     /// Incidents nobody acknowledged in time, escalated now (once each).
@@ -693,6 +699,7 @@ pub fn report(i: &Incident, zone: TimeZone, now_ms: u64) -> String {
     for (title, list) in [
         ("Top sources (client prefixes)", &i.top_sources),
         ("Top fingerprints (JA4, HTTP)", &i.top_fingerprints),
+        ("Top paths (sampled)", &i.top_paths),
     ] {
         let _ = writeln!(out, "\n## {title}\n");
         if list.is_empty() {
@@ -825,10 +832,13 @@ mod tests {
             },
             &[("203.0.113.0/24".into(), 900.0)],
             &[],
+            &[("/recherche".into(), 3_000.0)],
         )
         .unwrap();
         // Another tenant's calm seconds touch nothing.
-        assert!(b.observe("autre", &Peaks::default(), &[], &[]).is_none());
+        assert!(b
+            .observe("autre", &Peaks::default(), &[], &[], &[])
+            .is_none());
         let down = b
             .on_change(
                 "ville",

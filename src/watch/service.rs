@@ -599,8 +599,12 @@ impl WatchService {
         let mix_total: u64 = mix.iter().map(|c| u64::from(*c)).sum();
         let distinct = report.map_or(0.0, |r| r.distinct_sources);
         let no_top: Tops<'_> = &[];
-        let top = report.map_or((no_top, no_top), |r| {
-            (&r.top_sources[..], &r.top_fingerprints[..])
+        let top = report.map_or((no_top, no_top, no_top), |r| {
+            (
+                &r.top_sources[..],
+                &r.top_fingerprints[..],
+                &r.top_paths[..],
+            )
         });
         let pace = pace_of(config);
         let thresholds = thresholds_of(config);
@@ -783,7 +787,7 @@ impl WatchService {
             self.changed(inner, tenant, &change, &assessment.reasons, now_ms);
         }
         // The active incident's peak figures grow (saved now and then).
-        if let Some(incident) = inner.incidents.observe(tenant, &peaks, top.0, top.1) {
+        if let Some(incident) = inner.incidents.observe(tenant, &peaks, top.0, top.1, top.2) {
             let incident = incident.clone();
             if let Some(w) = inner.tenants.get_mut(tenant) {
                 if now_ms.saturating_sub(w.figures_saved_ms) >= SAVE_FIGURES_MS {

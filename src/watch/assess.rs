@@ -533,4 +533,76 @@ mod tests {
             assert_eq!(assess(&obs, &b, 0, &t).wanted, Level::Orange, "{obs:?}");
         }
     }
+
+    fn observation() -> impl proptest::strategy::Strategy<Value = Observation> {
+        use proptest::prelude::*;
+        (
+            (0.0..10_000.0f64, 0.0..=1.0f64, 0.0..=1.0f64, 0.0..500.0f64),
+            (0.0..50.0f64, 0.0..500.0f64, 0u32..5, 0u32..3, 0u32..3),
+            (
+                0u32..200,
+                0.0..5_000.0f64,
+                proptest::option::of(1.0..500.0f64),
+            ),
+            (0.0..300.0f64, 0.0..300.0f64, 0.0..=1.0f64, 0.0..=1.0f64),
+            (0.0..=1.0f64, proptest::option::of(0.0..=1.0f64), 0u32..500),
+        )
+            .prop_map(|(a, b, c, d, e)| Observation {
+                requests_per_s: a.0,
+                new_sources_share: a.1,
+                origin_errors_share: a.2,
+                shed_per_s: a.3,
+                login_failures_per_s: b.0,
+                conn_trips_per_s: b.1,
+                guard_breaches: b.2,
+                pools_down: b.3,
+                pools_degraded: b.4,
+                origin_answers: c.0,
+                latency_ms: c.1,
+                usual_latency_ms: c.2,
+                challenges_issued_per_s: d.0,
+                challenges_passed_per_s: d.1,
+                refused_share: d.2,
+                not_found_share: d.3,
+                fingerprint_share: e.0,
+                fingerprint_usual_share: e.1,
+                fingerprint_requests: e.2,
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever the signals: the level called for is the highest of the rules that
+        /// fired, each with its evidence; no rule fires on a calm second; more distress
+        /// (shedding, failed logins, connection trips, guard breaches, a pool down) never
+        /// lowers it, nor does a higher request rate.
+        #[test]
+        fn the_level_is_the_highest_reason_and_more_distress_never_lowers_it(
+            obs in observation(),
+            extra in 0.0..1_000.0f64,
+        ) {
+            let b = learnt();
+            let t = Thresholds::default();
+            let a = assess(&obs, &b, 9, &t);
+            let highest = a.reasons.iter().map(|r| r.level).max().unwrap_or(Level::Vert);
+            proptest::prop_assert_eq!(a.wanted, highest);
+            proptest::prop_assert!(a.reasons.iter().all(|r| r.level > Level::Vert));
+            let worse = Observation {
+                shed_per_s: obs.shed_per_s + extra,
+                login_failures_per_s: obs.login_failures_per_s + extra,
+                conn_trips_per_s: obs.conn_trips_per_s + extra,
+                guard_breaches: obs.guard_breaches + 1,
+                pools_down: obs.pools_down + 1,
+                ..obs
+            };
+            proptest::prop_assert!(assess(&worse, &b, 9, &t).wanted >= a.wanted);
+            proptest::prop_assert!(assess(&worse, &b, 9, &t).wanted >= Level::Orange);
+            proptest::prop_assert_eq!(assess(&Observation::default(), &b, 9, &t).wanted, Level::Vert);
+            // Nor does a higher request rate.
+            let faster = Observation {
+                requests_per_s: obs.requests_per_s + extra,
+                ..obs
+            };
+            proptest::prop_assert!(assess(&faster, &b, 9, &t).wanted >= a.wanted);
+        }
+    }
 }

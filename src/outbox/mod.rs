@@ -469,9 +469,13 @@ pub async fn run(outbox: Arc<Outbox>, courier: Arc<dyn Courier>, shutdown: Cance
             });
         }
         let c = conn.clone();
+        // A message due already waits for its channel's pace (the slot above) or for the
+        // delivery in flight (which wakes the loop): only a retry to come sets the time here.
         if let Ok(Ok(Some(next))) = tokio::task::spawn_blocking(move || next_wake(&lock(&c))).await
         {
-            wake_at = Some(wake_at.map_or(next, |w| w.min(next)));
+            if next > now {
+                wake_at = Some(wake_at.map_or(next, |w| w.min(next)));
+            }
         }
         let now = crate::clock::unix_now_ms();
         let sleep = wake_at.map_or(Duration::from_secs(60), |at| {

@@ -108,10 +108,10 @@ fn pass_answer<B>(ctx: &RequestCtx<'_>, req: &Request<B>, now: u64) -> End {
     let counters = &generation.shield_counters[ctx.tenant_idx];
     ctx.signals().challenge_answer(outcome.is_ok());
     match outcome {
-        Ok(_) => {
+        Ok(solved) => {
             counters[crate::metrics::SHIELD_CHALLENGE_PASSED].inc();
             let ttl = tenant.shield.pass_ttl_s;
-            let value = pass::issue_pass(&keys, &b, crate::clock::unix_now() + ttl);
+            let value = pass::issue_pass(&keys, &b, crate::clock::unix_now() + ttl, solved.nonce);
             let page =
                 challenge::pass_granted(&value, ttl, ctx.conn.proto == "https", &q.return_to);
             Local::page(page, "pass_granted", LocalReason::LocalPage)

@@ -21,8 +21,15 @@ const VERSION: u8 = 1;
 const MAC_LEN: usize = 16;
 /// Challenge token: version, key id, issued (ms), nonce, difficulty, wait (s), MAC.
 const TOKEN_LEN: usize = 1 + 1 + 8 + 8 + 1 + 1 + MAC_LEN;
-/// Pass cookie: version, key id, expiry (s), MAC.
+/// Pass cookie of the first version: version, key id, expiry (s), MAC. Still accepted until
+/// it expires; no longer issued.
 const PASS_LEN: usize = 1 + 1 + 8 + MAC_LEN;
+/// Pass cookie: version 2, key id, expiry (s), the nonce of the challenge it answered (its
+/// own identity: two browsers behind one address passing in the same second get two passes,
+/// each with its own rate), MAC.
+const PASS2_LEN: usize = 1 + 1 + 8 + 8 + MAC_LEN;
+/// The version of passes issued now.
+const PASS_VERSION: u8 = 2;
 
 /// HMAC keys: the first signs, all verify (rotation).
 #[derive(Clone)]
@@ -317,16 +324,33 @@ pub fn verify_answer(
     Ok(Solved { nonce, issued_ms })
 }
 
-/// Forges a pass cookie value valid until `expires_s` (Unix seconds).
-pub fn issue_pass(keys: &KeyRing, binding: &Binding, expires_s: u64) -> String {
+/// Forges a pass cookie value valid until `expires_s` (Unix seconds), for the answer to the
+/// challenge of `nonce` (each pass its own identity).
+pub fn issue_pass(keys: &KeyRing, binding: &Binding, expires_s: u64, nonce: u64) -> String {
     let (id, key) = keys.signer();
-    let mut raw = [0u8; PASS_LEN];
-    raw[0] = VERSION;
+    let mut raw = [0u8; PASS2_LEN];
+    raw[0] = PASS_VERSION;
     raw[1] = *id;
     raw[2..10].copy_from_slice(&expires_s.to_le_bytes());
-    let tag = mac(key, &raw[..10], binding);
-    raw[10..].copy_from_slice(&tag);
+    raw[10..18].copy_from_slice(&nonce.to_le_bytes());
+    let tag = mac(key, &raw[..18], binding);
+    raw[18..].copy_from_slice(&tag);
     hex(&raw)
+}
+
+/// Splits a pass cookie into its signed part and its MAC (either version), if well formed.
+fn pass_parts(value: &str) -> Option<(Vec<u8>, [u8; MAC_LEN])> {
+    let raw: Vec<u8> = if value.len() == PASS_LEN * 2 {
+        let raw: [u8; PASS_LEN] = unhex(value)?;
+        (raw[0] == VERSION).then(|| raw.to_vec())?
+    } else {
+        let raw: [u8; PASS2_LEN] = unhex(value)?;
+        (raw[0] == PASS_VERSION).then(|| raw.to_vec())?
+    };
+    let (body, tag) = raw.split_at(raw.len() - MAC_LEN);
+    let mut t = [0u8; MAC_LEN];
+    t.copy_from_slice(tag);
+    Some((body.to_vec(), t))
 }
 
 /// A verified pass: its MAC identifies it for the per-pass rate limit.
@@ -345,21 +369,19 @@ pub fn verify_pass(
     value: &str,
     now_s: u64,
 ) -> Result<Pass, Reject> {
-    let raw: [u8; PASS_LEN] = unhex(value).ok_or(Reject::Malformed)?;
-    if raw[0] != VERSION {
-        return Err(Reject::Malformed);
-    }
-    let key = keys.key(raw[1]).ok_or(Reject::BadMac)?;
-    if !check_mac(key, &raw[..10], binding, &raw[10..]) {
+    let (body, tag) = pass_parts(value).ok_or(Reject::Malformed)?;
+    let key = keys.key(body[1]).ok_or(Reject::BadMac)?;
+    if !check_mac(key, &body, binding, &tag) {
         return Err(Reject::BadMac);
     }
     let mut eight = [0u8; 8];
-    eight.copy_from_slice(&raw[2..10]);
+    eight.copy_from_slice(&body[2..10]);
     let expires_s = u64::from_le_bytes(eight);
     if now_s >= expires_s {
         return Err(Reject::Expired);
     }
-    eight.copy_from_slice(&raw[10..18]);
+    // The MAC covers the nonce (version 2): each pass has its own identifier.
+    eight.copy_from_slice(&tag[..8]);
     Ok(Pass {
         id: u64::from_le_bytes(eight),
         expires_s,
@@ -513,7 +535,7 @@ mod tests {
     #[test]
     fn pass_cookie_binding_expiry_and_rotation() {
         let old = KeyRing::new(&[b"first key".to_vec()]).unwrap();
-        let value = issue_pass(&old, &binding(), 2_000);
+        let value = issue_pass(&old, &binding(), 2_000, 1);
         assert!(verify_pass(&old, &binding(), &value, 1_999).is_ok());
         assert_eq!(
             verify_pass(&old, &binding(), &value, 2_000),
@@ -523,7 +545,7 @@ mod tests {
         let rotated = keys();
         assert!(verify_pass(&rotated, &binding(), &value, 1_000).is_ok());
         // ... new passes are signed by the new key, which the old ring does not know.
-        let fresh = issue_pass(&rotated, &binding(), 2_000);
+        let fresh = issue_pass(&rotated, &binding(), 2_000, 2);
         assert_eq!(
             verify_pass(&old, &binding(), &fresh, 1_000),
             Err(Reject::BadMac)
@@ -541,11 +563,60 @@ mod tests {
             Err(Reject::BadMac)
         );
         // Forged expiry.
-        let mut raw: [u8; PASS_LEN] = unhex(&fresh).unwrap();
+        let mut raw: [u8; PASS2_LEN] = unhex(&fresh).unwrap();
         raw[2..10].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(
             verify_pass(&rotated, &binding(), &hex(&raw), 1_000),
             Err(Reject::BadMac)
+        );
+        // Forged nonce (another pass's identity).
+        let mut raw: [u8; PASS2_LEN] = unhex(&fresh).unwrap();
+        raw[10] ^= 1;
+        assert_eq!(
+            verify_pass(&rotated, &binding(), &hex(&raw), 1_000),
+            Err(Reject::BadMac)
+        );
+    }
+
+    #[test]
+    fn each_pass_has_its_own_identity_and_first_version_passes_still_verify() {
+        let k = keys();
+        // Two browsers behind one address, same user agent, passing in the same second.
+        let a = issue_pass(&k, &binding(), 2_000, 41);
+        let b = issue_pass(&k, &binding(), 2_000, 42);
+        let (pa, pb) = (
+            verify_pass(&k, &binding(), &a, 1_000).unwrap(),
+            verify_pass(&k, &binding(), &b, 1_000).unwrap(),
+        );
+        assert_ne!(
+            pa.id, pb.id,
+            "one rate per browser, not per network and second"
+        );
+        // A pass of the first version (no nonce), issued before an upgrade, verifies until
+        // it expires.
+        let (key_id, key) = k.signer();
+        let mut raw = [0u8; PASS_LEN];
+        raw[0] = VERSION;
+        raw[1] = *key_id;
+        raw[2..10].copy_from_slice(&2_000u64.to_le_bytes());
+        let tag = mac(key, &raw[..10], &binding());
+        raw[10..].copy_from_slice(&tag);
+        let old = hex(&raw);
+        assert!(verify_pass(&k, &binding(), &old, 1_000).is_ok());
+        assert_eq!(
+            verify_pass(&k, &binding(), &old, 2_000),
+            Err(Reject::Expired)
+        );
+        // Lengths and versions that match neither are malformed.
+        assert_eq!(
+            verify_pass(&k, &binding(), &a[..a.len() - 2], 1_000),
+            Err(Reject::Malformed)
+        );
+        let mut v3 = a.into_bytes();
+        v3[1] = b'3';
+        assert_eq!(
+            verify_pass(&k, &binding(), &String::from_utf8(v3).unwrap(), 1_000),
+            Err(Reject::Malformed)
         );
     }
 
@@ -557,11 +628,11 @@ mod tests {
             tenant in 0u64..4, prefix in 0u128..4, fingerprint in 0u64..4,
             other in (0u64..4, 0u128..4, 0u64..4),
             expires in 1u64..1_000_000, now in 0u64..2_000_000,
-            flip in 0usize..52, digit in 0u8..16,
+            flip in 0usize..68, digit in 0u8..16, nonce in 0u64..u64::MAX,
         ) {
             let k = keys();
             let b = Binding { tenant, prefix, fingerprint };
-            let value = issue_pass(&k, &b, expires);
+            let value = issue_pass(&k, &b, expires, nonce);
             let ok = verify_pass(&k, &b, &value, now);
             proptest::prop_assert_eq!(ok.is_ok(), now < expires);
             let o = Binding { tenant: other.0, prefix: other.1, fingerprint: other.2 };

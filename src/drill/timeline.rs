@@ -160,30 +160,13 @@ pub struct TimelineReport {
     pub wall_s: f64,
 }
 
-/// The tiny generator of `drill`.
-struct Rng(u64);
+use super::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// `rate` rounded at random so that its mean is `rate`, with a little noise.
-    fn count(&mut self, rate: f64) -> u64 {
-        let r = (rate * (0.85 + 0.3 * self.unit())).max(0.0);
-        let whole = r.floor();
-        whole as u64 + u64::from(self.unit() < r - whole)
-    }
+/// `rate` rounded at random so that its mean is `rate`, with a little noise.
+fn count(rng: &mut Rng, rate: f64) -> u64 {
+    let r = (rate * (0.85 + 0.3 * rng.unit())).max(0.0);
+    let whole = r.floor();
+    whole as u64 + u64::from(rng.unit() < r - whole)
 }
 
 /// Residents' share of the peak rate at each hour of a weekday.
@@ -383,7 +366,7 @@ impl Sim {
         };
         // Residents: a few newcomers a day (1 %), the others come back; a surge brings a
         // quarter of its extra as newcomers.
-        let residents = self.rng.count(base);
+        let residents = count(&mut self.rng, base);
         for _ in 0..residents {
             if self.rng.unit() < 0.01 {
                 self.newcomer();
@@ -393,7 +376,7 @@ impl Sim {
         }
         sent += residents;
         if factor > 1.0 {
-            let surge = self.rng.count(base * (factor - 1.0));
+            let surge = count(&mut self.rng, base * (factor - 1.0));
             for _ in 0..surge {
                 if self.rng.unit() < 0.25 {
                     self.newcomer();
@@ -405,7 +388,7 @@ impl Sim {
         }
         match extra.kind {
             Some(PhaseKind::Flood | PhaseKind::LowAndSlow | PhaseKind::Stuffing) => {
-                let n = self.rng.count(f64::from(extra.sources) * extra.per_source);
+                let n = count(&mut self.rng, f64::from(extra.sources) * extra.per_source);
                 // One tool: one fingerprint per campaign.
                 let tool =
                     crate::signals::fingerprint_bucket("attack-tool", &extra.campaign.to_string());

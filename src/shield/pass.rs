@@ -338,19 +338,18 @@ pub fn issue_pass(keys: &KeyRing, binding: &Binding, expires_s: u64, nonce: u64)
     hex(&raw)
 }
 
-/// Splits a pass cookie into its signed part and its MAC (either version), if well formed.
-fn pass_parts(value: &str) -> Option<(Vec<u8>, [u8; MAC_LEN])> {
-    let raw: Vec<u8> = if value.len() == PASS_LEN * 2 {
-        let raw: [u8; PASS_LEN] = unhex(value)?;
-        (raw[0] == VERSION).then(|| raw.to_vec())?
+/// A pass cookie's bytes (either version, in a buffer of the longer) and its length, if
+/// well formed: the signed part is `raw[..len - MAC_LEN]`, the MAC the rest.
+fn pass_bytes(value: &str) -> Option<([u8; PASS2_LEN], usize)> {
+    let mut raw = [0u8; PASS2_LEN];
+    if value.len() == PASS_LEN * 2 {
+        let v1: [u8; PASS_LEN] = unhex(value)?;
+        raw[..PASS_LEN].copy_from_slice(&v1);
+        (raw[0] == VERSION).then_some((raw, PASS_LEN))
     } else {
-        let raw: [u8; PASS2_LEN] = unhex(value)?;
-        (raw[0] == PASS_VERSION).then(|| raw.to_vec())?
-    };
-    let (body, tag) = raw.split_at(raw.len() - MAC_LEN);
-    let mut t = [0u8; MAC_LEN];
-    t.copy_from_slice(tag);
-    Some((body.to_vec(), t))
+        raw = unhex(value)?;
+        (raw[0] == PASS_VERSION).then_some((raw, PASS2_LEN))
+    }
 }
 
 /// A verified pass: its MAC identifies it for the per-pass rate limit.
@@ -369,9 +368,10 @@ pub fn verify_pass(
     value: &str,
     now_s: u64,
 ) -> Result<Pass, Reject> {
-    let (body, tag) = pass_parts(value).ok_or(Reject::Malformed)?;
+    let (raw, len) = pass_bytes(value).ok_or(Reject::Malformed)?;
+    let (body, tag) = raw[..len].split_at(len - MAC_LEN);
     let key = keys.key(body[1]).ok_or(Reject::BadMac)?;
-    if !check_mac(key, &body, binding, &tag) {
+    if !check_mac(key, body, binding, tag) {
         return Err(Reject::BadMac);
     }
     let mut eight = [0u8; 8];

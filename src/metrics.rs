@@ -571,6 +571,12 @@ impl Metrics {
             ("fingerprint_rate", "limited"),
             ("fingerprint_rate", "logged"),
             ("local_rate", "limited"),
+            ("address_rate", "shared"),
+            ("prefix_rate", "shared"),
+            ("address_rate", "challenged"),
+            ("prefix_rate", "challenged"),
+            ("trusted_network", "allowed"),
+            ("trusted_network", "pass_granted"),
         ]
         .map(|(rule, action)| {
             self.shield
@@ -585,7 +591,17 @@ impl Metrics {
 }
 
 /// Number of per-tenant shield counters (see `Metrics::shield_counters` for their order).
-pub const SHIELD_COUNTERS: usize = 11;
+pub const SHIELD_COUNTERS: usize = 17;
+/// Index of the counter of verified requests let through above the single client's
+/// per-address limit on a shared address (+1: per-prefix).
+pub const SHIELD_SHARED: usize = 11;
+/// Index of the counter of browsers without a pass over the per-address limit, sent to the
+/// challenge (+1: per-prefix).
+pub const SHIELD_CHALLENGED: usize = 13;
+/// Index of the counter of requests from a tenant's trusted networks.
+pub const SHIELD_TRUSTED: usize = 15;
+/// Index of the counter of passes handed to trusted networks' browsers.
+pub const SHIELD_TRUSTED_PASS: usize = 16;
 /// Index of the local-pages rate counter (`/.rempart/`, limited).
 pub const SHIELD_LOCAL_LIMITED: usize = 10;
 /// Index of the fingerprint-rate counter (limited; +1 for logged).

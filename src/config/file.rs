@@ -683,6 +683,14 @@ pub struct TenantShieldFile {
     pub allow_file: Option<String>,
     /// File listing clients always refused (403); reloaded on change.
     pub deny_file: Option<String>,
+    /// The town's own networks (addresses or CIDRs): never challenged, a pass without proof
+    /// of work, limited per verified client.
+    #[serde(default)]
+    pub trusted_networks: Vec<String>,
+    /// More trusted networks, one per line, from a file; reloaded on change.
+    pub trusted_networks_file: Option<String>,
+    /// Most verified clients an address or prefix is credited with (default 1000).
+    pub shared_max: Option<u32>,
     /// Challenge clients without a pass while a pool of this tenant sheds load (default true).
     pub auto_challenge: Option<bool>,
     /// Start in under-attack mode: challenge every client without a valid pass.

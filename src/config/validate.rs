@@ -682,9 +682,13 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             .tenants
             .iter()
             .flat_map(|t| {
-                [&t.shield.allow_file, &t.shield.deny_file]
-                    .into_iter()
-                    .chain(t.routes.iter().map(|r| &r.api_keys_file))
+                [
+                    &t.shield.allow_file,
+                    &t.shield.deny_file,
+                    &t.shield.trusted_networks_file,
+                ]
+                .into_iter()
+                .chain(t.routes.iter().map(|r| &r.api_keys_file))
             })
             .chain(std::iter::once(&file.shield.secret_file))
             .chain(std::iter::once(&file.guard.key_file))
@@ -1064,6 +1068,30 @@ fn tenant_shield(
     };
     let allow = list("allow_file", &f.allow_file);
     let deny = list("deny_file", &f.deny_file);
+    let mut trusted = (*list("trusted_networks_file", &f.trusted_networks_file)).clone();
+    for (i, net) in f.trusted_networks.iter().enumerate() {
+        let parsed = net
+            .trim()
+            .parse::<ipnet::IpNet>()
+            .ok()
+            .or_else(|| net.trim().parse::<std::net::IpAddr>().ok().map(Into::into));
+        match parsed {
+            Some(one) => trusted.insert(one),
+            None => c.push(
+                format!("{p}.shield.trusted_networks[{i}]"),
+                format!("`{net}` is not an address or a CIDR"),
+                Some("write the town's networks as \"192.0.2.0/24\" or \"2001:db8:5::/48\""),
+            ),
+        }
+    }
+    let shared_max = f.shared_max.unwrap_or(crate::shield::DEFAULT_SHARED_MAX);
+    if !(1..=100_000).contains(&shared_max) {
+        c.push(
+            format!("{p}.shield.shared_max"),
+            format!("{shared_max} is out of range"),
+            Some("use 1 (no scaling for shared addresses) to 100000"),
+        );
+    }
     let ban_rate = f.ban_rate.unwrap_or(0);
     if ban_rate > 0 && (address_rate == 0 || ban_rate <= address_rate) {
         c.push(
@@ -1142,6 +1170,8 @@ fn tenant_shield(
         ban_for_ms: u64::try_from(ban_for.as_millis()).unwrap_or(u64::MAX),
         allow,
         deny,
+        trusted: std::sync::Arc::new(trusted),
+        shared_max: shared_max.clamp(1, 100_000),
     }
 }
 

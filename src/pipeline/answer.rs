@@ -107,6 +107,11 @@ pub fn respond(
         response
             .headers_mut()
             .insert(http::header::VIA, via.clone());
+        if let Some(cookie) = ctx.grant.take() {
+            response
+                .headers_mut()
+                .append(http::header::SET_COOKIE, *cookie);
+        }
     }
     ctx.record.status = head.status.as_u16();
     remember(&ctx, head.status);

@@ -81,6 +81,9 @@ pub struct RequestCtx<'a> {
     pub accept_language: Option<HeaderValue>,
     /// What the data guard learnt (guarded routes), for the answer's tap.
     pub guard: Option<Box<super::guard::Ticket>>,
+    /// A pass handed out without a challenge (the town's own networks): the `Set-Cookie`
+    /// the origin's answer carries.
+    pub grant: Option<Box<HeaderValue>>,
     /// The access record.
     pub record: AccessRecord,
 }
@@ -107,6 +110,7 @@ impl<'a> RequestCtx<'a> {
             encoded_separator: false,
             accept_language,
             guard: None,
+            grant: None,
             record,
         }
     }

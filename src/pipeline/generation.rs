@@ -462,7 +462,14 @@ mod tests {
         let check = |g: &super::Generation, id: &str, now: u64| {
             let i = g.tenant_index(id).unwrap();
             let policy = &g.config.tenants[i].shield;
-            g.shield.check(policy, g.tenant_keys[i], ip, "/", 1, now)
+            g.shield.check(
+                policy,
+                g.tenant_keys[i],
+                crate::shield::Client::unverified(ip),
+                "/",
+                1,
+                now,
+            )
         };
         let before = gw.current();
         for n in 0..5 {

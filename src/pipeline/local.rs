@@ -56,7 +56,12 @@ pub fn rempart_page<B>(ctx: &RequestCtx<'_>, req: &Request<B>) -> End {
         return ProxyError::Banned.into();
     }
     let tenant_key = generation.tenant_keys[ctx.tenant_idx];
-    if let Some(rule) = generation.shield.check_local(tenant_key, ctx.client(), now) {
+    if let Some(rule) = generation.shield.check_local(
+        tenant_key,
+        ctx.client(),
+        ctx.tenant().shield.shared_max,
+        now,
+    ) {
         generation.shield_counters[ctx.tenant_idx][crate::metrics::SHIELD_LOCAL_LIMITED].inc();
         return match rule {
             crate::shield::Rule::Address => ProxyError::RateLimitedAddress,

@@ -38,6 +38,8 @@ pub struct AccessRecord {
     pub(crate) cause: Option<Box<str>>,
     /// Why the gateway answered itself, for the signals (`None`: the origin answered).
     pub(crate) local: Option<LocalReason>,
+    /// What the shield knows of the client's network (access log `network`).
+    pub(crate) network: ClientNetwork,
     /// The downstream connection's watchdog, told when this request ends.
     pub(crate) conn_clock: Option<Arc<dyn super::context::RequestEnds>>,
 }
@@ -66,6 +68,7 @@ impl AccessRecord {
             reason: None,
             cause: None,
             local: None,
+            network: ClientNetwork::Unknown,
             conn_clock: Some(conn_clock),
         }
     }
@@ -122,7 +125,31 @@ impl Drop for AccessRecord {
             upstream = self.upstream.as_ref().map_or("-", |u| u.address.as_str()),
             reason = self.reason.unwrap_or("-"),
             cause = self.cause.as_deref().unwrap_or("-"),
+            network = self.network.name(),
         );
+    }
+}
+
+/// What the shield knows of a client's network, shown apart in the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientNetwork {
+    /// Nothing particular.
+    Unknown,
+    /// An address or prefix carrying several verified clients, whose scaled limit let this
+    /// request through.
+    Shared,
+    /// One of the tenant's `trusted_networks`.
+    Trusted,
+}
+
+impl ClientNetwork {
+    /// Its name in the access log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unknown => "-",
+            Self::Shared => "shared",
+            Self::Trusted => "trusted",
+        }
     }
 }
 

@@ -14,7 +14,9 @@ use crate::config::runtime::{ChallengeScope, Route};
 use crate::error::ProxyError;
 use crate::shield::admission::Priority;
 use crate::shield::defence::stable_hash;
-use crate::shield::{display_prefix, pass, Decision, Mode, Rule};
+use crate::shield::{display_prefix, pass, Client, Decision, Mode, Rule};
+
+use super::log::ClientNetwork;
 
 /// What a pass and a challenge are bound to for this request: the tenant, the client's
 /// network, its user agent and, over TLS, its JA4 (a pass copied into another client is
@@ -61,9 +63,9 @@ pub fn status_site(ctx: &RequestCtx<'_>, path: &str) -> Flow<()> {
     let key = generation.tenant_keys[ctx.tenant_idx];
     match generation
         .shield
-        .check(policy, key, ctx.client(), path, 1, now)
+        .check(policy, key, Client::unverified(ctx.client()), path, 1, now)
     {
-        Decision::Allow => Ok(()),
+        Decision::Allow | Decision::Shared { .. } => Ok(()),
         Decision::Denied => Err(ProxyError::Banned.into()),
         Decision::Limited { rule, enforce, .. } => {
             count_limited(ctx, rule, enforce);
@@ -79,6 +81,12 @@ pub fn status_site(ctx: &RequestCtx<'_>, path: &str) -> Flow<()> {
 fn count_limited(ctx: &RequestCtx<'_>, rule: Rule, enforce: bool) {
     let rule_base = if rule == Rule::Address { 0 } else { 2 };
     ctx.generation.shield_counters[ctx.tenant_idx][rule_base + usize::from(!enforce)].inc();
+}
+
+/// Counts a request let through (`SHIELD_SHARED`) or challenged (`SHIELD_CHALLENGED`) on
+/// `rule`.
+fn count_rule(ctx: &RequestCtx<'_>, base: usize, rule: Rule) {
+    ctx.generation.shield_counters[ctx.tenant_idx][base + usize::from(rule == Rule::Prefix)].inc();
 }
 
 fn limited_error(rule: Rule) -> ProxyError {
@@ -113,22 +121,37 @@ fn decide_at(
         ctx.calm = ctx.flags().pressure_since(now).is_none();
         return Ok(());
     }
-    rates(ctx, route, req.uri().path(), now)?;
+    let policy = &ctx.tenant().shield;
+    let trusted = !policy.trusted.is_empty() && policy.trusted.contains(ctx.client());
+    if trusted {
+        ctx.record.network = ClientNetwork::Trusted;
+        ctx.generation.shield_counters[ctx.tenant_idx][crate::metrics::SHIELD_TRUSTED].inc();
+    }
+    let pass = pass_cookie(ctx, req.headers());
+    let pass_id = match pass {
+        PassCheck::Valid(id) => Some(id),
+        PassCheck::Invalid | PassCheck::None => None,
+    };
+    rates(ctx, route, req, pass_id, trusted, now)?;
     let pressure = ctx.flags().pressure_since(now);
     ctx.calm = pressure.is_none();
-    let policy = &ctx.tenant().shield;
     if !policy.allow.is_empty() && policy.allow.contains(ctx.client()) {
         ctx.priority = Priority::Verified;
         return Ok(());
     }
-    let invalid_pass = match pass_cookie(ctx, req.headers(), now)? {
-        PassCheck::Valid => {
-            ctx.priority = Priority::Verified;
-            return Ok(());
-        }
-        PassCheck::Invalid => true,
-        PassCheck::None => false,
-    };
+    if let Some(id) = pass_id {
+        pass_rate(ctx, id, now)?;
+        ctx.priority = Priority::Verified;
+        return Ok(());
+    }
+    if trusted {
+        // The town's own networks: never challenged; each browser gets a pass without proof
+        // of work, so it is counted and limited as a client of its own.
+        grant_pass(ctx, req.headers());
+        ctx.priority = Priority::Verified;
+        return Ok(());
+    }
+    let invalid_pass = matches!(pass, PassCheck::Invalid);
     fingerprint_rate(ctx, req, now)?;
     let now_min = now / 60_000;
     let good = ctx.generation.defence.history.is_good(
@@ -181,9 +204,19 @@ fn api_key(
     Ok(())
 }
 
-/// The tenant's per-address and per-prefix rates and its lists; bans a client far over the
-/// limit when the policy says so.
-fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> {
+/// The tenant's per-address and per-prefix rates and its lists (requests carrying a pass
+/// `pass` have their own budget, scaled on shared addresses); bans a client far over the
+/// limit when the policy says so. A browser without a pass over its address's budget is
+/// sent to the challenge rather than refused: nothing reaches the origin either way, and a
+/// resident behind an address shared with a bot can still earn a pass.
+fn rates(
+    ctx: &mut RequestCtx<'_>,
+    route: &Route,
+    req: &Request<impl Sized>,
+    pass: Option<u64>,
+    trusted: bool,
+    now: u64,
+) -> Flow<()> {
     let generation = ctx.generation;
     let tenant = ctx.tenant();
     let policy = &tenant.shield;
@@ -195,14 +228,21 @@ fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> 
     let decision = generation.shield.check_tightened(
         policy,
         key,
-        client,
-        path,
+        Client { ip: client, pass },
+        req.uri().path(),
         route.cost,
         ctx.actions().limit_factor,
         now,
     );
-    let (rule, observed, limit, enforce, ban) = match decision {
+    let (rule, observed, limit, enforce, ban, verified) = match decision {
         Decision::Allow => return Ok(()),
+        Decision::Shared { rule, .. } => {
+            count_rule(ctx, crate::metrics::SHIELD_SHARED, rule);
+            if !trusted {
+                ctx.record.network = ClientNetwork::Shared;
+            }
+            return Ok(());
+        }
         Decision::Denied => return Err(ProxyError::Banned.into()),
         Decision::Limited {
             rule,
@@ -210,7 +250,8 @@ fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> 
             limit,
             enforce,
             ban,
-        } => (rule, observed, limit, enforce, ban),
+            verified,
+        } => (rule, observed, limit, enforce, ban, verified),
     };
     let prefixes = generation.config.prefixes;
     if rule == Rule::Address {
@@ -239,6 +280,10 @@ fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> 
             ban_rate = policy.ban_rate,
             "address banned automatically"
         );
+    } else if enforce && !verified && !trusted && !scripted(ctx, req, now) {
+        count_rule(ctx, crate::metrics::SHIELD_CHALLENGED, rule);
+        let return_to = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return Err(challenge(ctx, req.headers(), return_to));
     }
     count_limited(ctx, rule, enforce);
     if enforce {
@@ -251,6 +296,7 @@ fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> 
         rule = rule.name(),
         observed,
         limit,
+        verified,
         prefix = %display_prefix(client, prefixes),
         "over the limit (log-only mode)"
     );
@@ -261,13 +307,13 @@ fn rates(ctx: &RequestCtx<'_>, route: &Route, path: &str, now: u64) -> Flow<()> 
 enum PassCheck {
     /// No pass cookie.
     None,
-    /// A valid pass, within its rate.
-    Valid,
+    /// A valid pass, with its identifier.
+    Valid(u64),
     /// A pass that does not verify (expired, forged, or bound to another client).
     Invalid,
 }
 
-fn pass_cookie(ctx: &RequestCtx<'_>, headers: &HeaderMap, now: u64) -> Flow<PassCheck> {
+fn pass_cookie(ctx: &RequestCtx<'_>, headers: &HeaderMap) -> PassCheck {
     let cookie = pass::find_cookie(
         headers
             .get_all(http::header::COOKIE)
@@ -275,21 +321,27 @@ fn pass_cookie(ctx: &RequestCtx<'_>, headers: &HeaderMap, now: u64) -> Flow<Pass
             .map(HeaderValue::as_bytes),
     );
     let Some(value) = cookie else {
-        return Ok(PassCheck::None);
+        return PassCheck::None;
     };
     let b = binding(ctx, headers);
-    let Ok(p) = pass::verify_pass(
+    match pass::verify_pass(
         &ctx.generation.keys.ring(),
         &b,
         value,
         crate::clock::unix_now(),
-    ) else {
-        return Ok(PassCheck::Invalid);
-    };
+    ) {
+        Ok(p) => PassCheck::Valid(p.id),
+        Err(_) => PassCheck::Invalid,
+    }
+}
+
+/// The per-pass rate: a pass is a privilege, and a stolen or shared one must not become a
+/// hose.
+fn pass_rate(ctx: &RequestCtx<'_>, pass_id: u64, now: u64) -> Flow<()> {
     let policy = &ctx.tenant().shield;
     if policy.pass_rate > 0 {
         let key = ctx.generation.tenant_keys[ctx.tenant_idx];
-        let observed = ctx.generation.shield.observe_pass(key, p.id, now);
+        let observed = ctx.generation.shield.observe_pass(key, pass_id, now);
         if observed > f64::from(policy.pass_rate) {
             ctx.generation.shield_counters[ctx.tenant_idx][crate::metrics::SHIELD_PASS_LIMITED]
                 .inc();
@@ -302,7 +354,25 @@ fn pass_cookie(ctx: &RequestCtx<'_>, headers: &HeaderMap, now: u64) -> Flow<Pass
             }
         }
     }
-    Ok(PassCheck::Valid)
+    Ok(())
+}
+
+/// Hands a client of the town's own networks a pass without proof of work: the answer
+/// carries the cookie, and its next requests count as its own verified client's.
+fn grant_pass(ctx: &mut RequestCtx<'_>, headers: &HeaderMap) {
+    let ttl = ctx.tenant().shield.pass_ttl_s;
+    let value = pass::issue_pass(
+        &ctx.generation.keys.ring(),
+        &binding(ctx, headers),
+        crate::clock::unix_now() + ttl,
+        ctx.generation.replay.nonce(),
+    );
+    if let Some(cookie) =
+        crate::shield::challenge::pass_cookie(&value, ttl, ctx.conn.proto == "https")
+    {
+        ctx.grant = Some(Box::new(cookie));
+        ctx.generation.shield_counters[ctx.tenant_idx][crate::metrics::SHIELD_TRUSTED_PASS].inc();
+    }
 }
 
 /// The per-fingerprint rate (JA4 and HTTP fingerprint together): one flood tool on many
@@ -497,13 +567,36 @@ mod tests {
             .defence
             .history
             .is_good(key, now / 60_000, now / 60_000));
-        let limited = (0..10).any(|_| {
-            matches!(decide_one().0, Err(End::Fail(ref f)) if f.error == ProxyError::RateLimitedAddress)
-        });
-        assert!(limited);
+        // A browser over the limit still gets the challenge (a pass is its way out).
+        for _ in 0..10 {
+            let (flow, _) = decide_one();
+            assert!(
+                matches!(flow, Err(End::Answer(ref local)) if matches!(**local, Local::Challenge { .. })),
+                "{flow:?}"
+            );
+        }
         assert!(!generation
             .defence
             .history
             .is_good(key, now / 60_000, now / 60_000));
+        // A script over the limit (no `Accept`) gets the 429.
+        let script = Request::builder()
+            .uri("/page")
+            .header("host", "ville.test")
+            .header("user-agent", "curl/8.5.0")
+            .body(())
+            .unwrap();
+        let record = crate::pipeline::log::AccessRecord::start(
+            generation.clone(),
+            &script,
+            conn.peer.ip(),
+            Arc::new(NoClock),
+        );
+        let mut ctx = RequestCtx::new(&generation, &conn, "ville.test".into(), 0, None, record);
+        let flow = decide_at(&mut ctx, route, &script, now);
+        assert!(
+            matches!(flow, Err(End::Fail(ref f)) if f.error == ProxyError::RateLimitedAddress),
+            "{flow:?}"
+        );
     }
 }

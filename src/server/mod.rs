@@ -82,6 +82,12 @@ use crate::proxy::body::DownstreamBody;
 use crate::signals::ConnTrip;
 use watchdog::{ConnClock, OnlyWhenWoken, Verdict};
 
+/// Connections an address may hold on top of `max_connections_per_address` for each
+/// verified client seen behind it (a browser keeps up to six per host).
+const CONNECTIONS_PER_SHARED_CLIENT: usize = 6;
+/// Most verified clients one address is credited with for its connection cap.
+const MAX_SHARED_CLIENTS_PER_ADDRESS: u32 = 2000;
+
 /// Open connections per client address, for the per-address cap.
 #[derive(Debug, Default)]
 struct PerAddress {
@@ -272,10 +278,23 @@ async fn serve_connection(
             None => return,
         }
     }
-    // Per-address cap, on the real client address; trusted proxies carry many clients.
+    // Per-address cap, on the real client address; trusted proxies carry many clients, and
+    // so does an address behind which browsers presented many passes lately (a town hall's
+    // or a carrier's NAT): it gets `CONNECTIONS_PER_SHARED_CLIENT` more per client.
     let cap = config.limits.max_connections_per_address;
     let _slot = if cap > 0 && !config.is_trusted_proxy(peer.ip()) {
-        match per_address.acquire(peer.ip(), cap) {
+        let shared_cap = || {
+            let clients = gateway
+                .current()
+                .shield
+                .verified_clients_anywhere(peer.ip(), coarse_now_ms())
+                .min(MAX_SHARED_CLIENTS_PER_ADDRESS);
+            cap.saturating_add(CONNECTIONS_PER_SHARED_CLIENT * clients as usize)
+        };
+        match per_address
+            .acquire(peer.ip(), cap)
+            .or_else(|| per_address.acquire(peer.ip(), shared_cap()))
+        {
             Some(slot) => Some(slot),
             None => {
                 trip(&gateway, "rejected_per_address", ConnTrip::Rejected);

@@ -189,6 +189,16 @@ pub fn parse_pass_query(query: &str) -> PassQuery {
     q
 }
 
+/// The `Set-Cookie` value that hands a browser its pass.
+pub fn pass_cookie(cookie_value: &str, ttl_s: u64, secure: bool) -> Option<HeaderValue> {
+    let cookie = format!(
+        "{}={cookie_value}; Path=/; Max-Age={ttl_s}; HttpOnly; SameSite=Lax{}",
+        pass::PASS_COOKIE,
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&cookie).ok()
+}
+
 /// The response to a correct answer: the pass cookie and a redirect to where the client was
 /// going.
 pub fn pass_granted(
@@ -199,13 +209,8 @@ pub fn pass_granted(
 ) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::new());
     *resp.status_mut() = StatusCode::SEE_OTHER;
-    let cookie = format!(
-        "{}={cookie_value}; Path=/; Max-Age={ttl_s}; HttpOnly; SameSite=Lax{}",
-        pass::PASS_COOKIE,
-        if secure { "; Secure" } else { "" }
-    );
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = pass_cookie(cookie_value, ttl_s, secure) {
         h.insert(SET_COOKIE, v);
     }
     if let Ok(v) = HeaderValue::from_str(safe_return(return_to)) {

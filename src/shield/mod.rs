@@ -14,6 +14,7 @@ pub mod gate;
 pub mod nojs;
 pub mod pass;
 pub mod replay;
+pub mod shared;
 pub mod sketch;
 pub mod top;
 
@@ -151,6 +152,12 @@ pub struct Policy {
     /// Client-error answers (4xx from the origin) per second from one address above which
     /// its requests are treated as suspicious (scanners, credential stuffing); 0 = off.
     pub error_rate: u32,
+    /// The town's own networks (town hall, schools, libraries): never challenged, given a
+    /// pass without proof of work, limited per verified client like a shared address.
+    pub trusted: std::sync::Arc<cidr::CidrSet>,
+    /// Most verified clients an address or a prefix is credited with: its limits for
+    /// verified traffic are the per-client limits times this many at most.
+    pub shared_max: u32,
 }
 
 impl Default for Policy {
@@ -173,6 +180,8 @@ impl Default for Policy {
             fingerprint_rate: 0,
             tarpit_ms: 0,
             error_rate: 10,
+            trusted: std::sync::Arc::default(),
+            shared_max: DEFAULT_SHARED_MAX,
         }
     }
 }
@@ -193,6 +202,9 @@ impl Policy {
     }
 }
 
+/// Default `shared_max`: a mobile carrier's address can carry hundreds of subscribers.
+pub const DEFAULT_SHARED_MAX: u32 = 1000;
+
 /// Which rule a request broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -212,11 +224,35 @@ impl Rule {
     }
 }
 
+/// Who is asking, as far as the rate limits are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The identifier of the valid pass the request carries (a verified client), if any.
+    pub pass: Option<u64>,
+}
+
+impl Client {
+    /// A client without a pass.
+    pub fn unverified(ip: IpAddr) -> Self {
+        Self { ip, pass: None }
+    }
+}
+
 /// The shield's answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
     /// Let it through.
     Allow,
+    /// Let through above the single client's limit: the request carries a pass, and its
+    /// address (or prefix) carries `clients` distinct verified clients (a shared address).
+    Shared {
+        /// The rule whose limit was scaled.
+        rule: Rule,
+        /// Verified clients credited to the address or prefix.
+        clients: u32,
+    },
     /// On the tenant's deny list: refuse, whatever the mode.
     Denied,
     /// Over a limit.
@@ -229,8 +265,12 @@ pub enum Decision {
         limit: u32,
         /// Whether to refuse (`Enforce`) or only log (`LogOnly`).
         enforce: bool,
-        /// Whether the rate also crossed the policy's `ban_rate` (ban the address).
+        /// Whether the rate also crossed the policy's `ban_rate` (ban the address; never
+        /// an address that carries several verified clients).
         ban: bool,
+        /// Whether the request carried a pass (its verified budget is spent); `false`: its
+        /// unverified budget is, and a browser can still earn a pass.
+        verified: bool,
     },
 }
 
@@ -312,6 +352,11 @@ pub struct Shield {
     by_errors: std::sync::OnceLock<WindowSketch>,
     by_local_address: std::sync::OnceLock<WindowSketch>,
     by_local_prefix: std::sync::OnceLock<WindowSketch>,
+    // Requests carrying a pass, per address and per prefix: a budget of their own, scaled by
+    // the verified clients seen behind the address or prefix.
+    by_address_verified: std::sync::OnceLock<WindowSketch>,
+    by_prefix_verified: std::sync::OnceLock<WindowSketch>,
+    clients: std::sync::OnceLock<shared::SharedClients>,
     /// Highest current rates per client fingerprint (JA4 + HTTP), when fingerprints are
     /// limited.
     pub top_fingerprints: top::TopTable,
@@ -346,6 +391,9 @@ impl Shield {
             by_errors: std::sync::OnceLock::new(),
             by_local_address: std::sync::OnceLock::new(),
             by_local_prefix: std::sync::OnceLock::new(),
+            by_address_verified: std::sync::OnceLock::new(),
+            by_prefix_verified: std::sync::OnceLock::new(),
+            clients: std::sync::OnceLock::new(),
             top_fingerprints: top::TopTable::default(),
             top_addresses: top::TopTable::default(),
             top_prefixes: top::TopTable::default(),
@@ -372,20 +420,80 @@ impl Shield {
                 .by_local_prefix
                 .get()
                 .map_or(0, WindowSketch::memory_bytes)
+            + self
+                .by_address_verified
+                .get()
+                .map_or(0, WindowSketch::memory_bytes)
+            + self
+                .by_prefix_verified
+                .get()
+                .map_or(0, WindowSketch::memory_bytes)
+            + self
+                .clients
+                .get()
+                .map_or(0, shared::SharedClients::memory_bytes)
+    }
+
+    /// Records that a request from `ip` carried the valid pass `pass` (a verified client):
+    /// counted per address and per prefix of the tenant, and per address for the whole
+    /// gateway (the per-address connection cap).
+    pub fn observe_verified(&self, tenant: TenantKey, ip: IpAddr, pass: u64, now_ms: u64) {
+        let clients = self.clients.get_or_init(shared::SharedClients::new);
+        let address = address_key(ip);
+        clients.observe(&(tenant, address), pass, now_ms);
+        clients.observe(&(tenant, prefix_key(ip, self.prefixes)), pass, now_ms);
+        clients.observe(&(GATEWAY_WIDE, address), pass, now_ms);
+    }
+
+    /// Distinct verified clients seen behind `ip` (`Rule::Address`) or its prefix
+    /// (`Rule::Prefix`) on `tenant` over the last minute or so.
+    pub fn verified_clients(&self, tenant: TenantKey, ip: IpAddr, rule: Rule, now_ms: u64) -> u32 {
+        let Some(clients) = self.clients.get() else {
+            return 0;
+        };
+        let key = match rule {
+            Rule::Address => address_key(ip),
+            Rule::Prefix => prefix_key(ip, self.prefixes),
+        };
+        clients.clients(&(tenant, key), now_ms)
+    }
+
+    /// Distinct verified clients seen behind `ip` on any tenant (the connection cap).
+    pub fn verified_clients_anywhere(&self, ip: IpAddr, now_ms: u64) -> u32 {
+        self.clients
+            .get()
+            .map_or(0, |c| c.clients(&(GATEWAY_WIDE, address_key(ip)), now_ms))
     }
 
     /// Counts a request for Rempart's own pages (`/.rempart/`: the challenge script, pass
     /// claims) from `ip` and returns the rule it is over, if any: these pages cost the
     /// gateway crypto, so they have their own per-address and per-prefix rates
     /// (`LOCAL_ADDRESS_RATE`, `LOCAL_PREFIX_RATE`), whatever the tenant's policy, checked
-    /// before any of that work.
-    pub fn check_local(&self, tenant: TenantKey, ip: IpAddr, now_ms: u64) -> Option<Rule> {
+    /// before any of that work. An address or prefix that carries verified clients (a
+    /// shared address, where newcomers earn their passes) gets that many times the rate, up
+    /// to `shared_max` times.
+    pub fn check_local(
+        &self,
+        tenant: TenantKey,
+        ip: IpAddr,
+        shared_max: u32,
+        now_ms: u64,
+    ) -> Option<Rule> {
+        let over = |rule, observed: f64, rate: u32| {
+            observed > f64::from(rate)
+                && observed
+                    > f64::from(rate)
+                        * f64::from(
+                            self.verified_clients(tenant, ip, rule, now_ms)
+                                .clamp(1, shared_max.max(1)),
+                        )
+        };
         let by_address = self.by_local_address.get_or_init(new_sketch).observe(
             &(tenant, address_key(ip)),
             1,
             now_ms,
         );
-        if by_address > f64::from(LOCAL_ADDRESS_RATE) {
+        if over(Rule::Address, by_address, LOCAL_ADDRESS_RATE) {
             return Some(Rule::Address);
         }
         let by_prefix = self.by_local_prefix.get_or_init(new_sketch).observe(
@@ -393,7 +501,7 @@ impl Shield {
             1,
             now_ms,
         );
-        (by_prefix > f64::from(LOCAL_PREFIX_RATE)).then_some(Rule::Prefix)
+        over(Rule::Prefix, by_prefix, LOCAL_PREFIX_RATE).then_some(Rule::Prefix)
     }
 
     /// Counts a client-error answer (4xx from the origin) to `ip`.
@@ -436,27 +544,35 @@ impl Shield {
             .observe(&(tenant, u128::from(pass_id)), 1, now_ms)
     }
 
-    /// Counts a request from `ip` to `tenant` (weighing `cost` requests) and decides.
+    /// Counts a request from `client` to `tenant` (weighing `cost` requests) and decides.
     pub fn check(
         &self,
         policy: &Policy,
         tenant: TenantKey,
-        ip: IpAddr,
+        client: Client,
         path: &str,
         cost: u32,
         now_ms: u64,
     ) -> Decision {
-        self.check_tightened(policy, tenant, ip, path, cost, 1.0, now_ms)
+        self.check_tightened(policy, tenant, client, path, cost, 1.0, now_ms)
     }
 
     /// `check` with the per-address and per-prefix limits multiplied by `factor` (at most 1:
     /// the playbook tightens them at a high vigilance level; a limit never falls below 1).
+    ///
+    /// Requests without a pass are counted per address and per prefix against the limits
+    /// as configured. Requests carrying a pass (`client.pass`) have a budget of their own:
+    /// the same limit times the number of distinct verified clients seen behind the address
+    /// (or prefix) lately, at most `policy.shared_max` times; so forty agents behind a town
+    /// hall's address are served like forty residents with an address each, while the
+    /// unverified traffic of that address (a bot among them) keeps the single client's limit.
+    /// Unverified requests also stop once the address's verified budget is full.
     #[allow(clippy::too_many_arguments)]
     pub fn check_tightened(
         &self,
         policy: &Policy,
         tenant: TenantKey,
-        ip: IpAddr,
+        client: Client,
         path: &str,
         cost: u32,
         factor: f64,
@@ -465,6 +581,7 @@ impl Shield {
         if !policy.is_active() || policy.exempt(path) {
             return Decision::Allow;
         }
+        let ip = client.ip;
         if policy.deny.contains(ip) {
             return Decision::Denied;
         }
@@ -479,58 +596,118 @@ impl Shield {
                 limit
             }
         };
+        if let Some(pass) = client.pass {
+            self.observe_verified(tenant, ip, pass, now_ms);
+        }
         let rules = [
             (
                 Rule::Address,
                 &self.by_address,
+                &self.by_address_verified,
                 tighten(policy.address_rate),
             ),
-            (Rule::Prefix, &self.by_prefix, tighten(policy.prefix_rate)),
+            (
+                Rule::Prefix,
+                &self.by_prefix,
+                &self.by_prefix_verified,
+                tighten(policy.prefix_rate),
+            ),
         ];
-        // A limit of 0 turns its rule off (and never allocates its sketch).
-        for (rule, sketch, limit) in rules.into_iter().filter(|r| r.2 > 0) {
-            let key = match rule {
-                Rule::Address => address_key(ip),
-                Rule::Prefix => prefix_key(ip, self.prefixes),
+        let mut decision = Decision::Allow;
+        // A limit of 0 turns its rule off (and never allocates its sketches).
+        for (rule, unverified, verified, limit) in rules.into_iter().filter(|r| r.3 > 0) {
+            let key = (
+                tenant,
+                match rule {
+                    Rule::Address => address_key(ip),
+                    Rule::Prefix => prefix_key(ip, self.prefixes),
+                },
+            );
+            let cost = cost.max(1);
+            let single = f64::from(limit);
+            // This request's own budget, and the other class's current rate.
+            let (observed, other) = match client.pass {
+                Some(_) => (
+                    verified.get_or_init(new_sketch).observe(&key, cost, now_ms),
+                    unverified.get().map_or(0.0, |s| s.estimate(&key, now_ms)),
+                ),
+                None => (
+                    unverified
+                        .get_or_init(new_sketch)
+                        .observe(&key, cost, now_ms),
+                    verified.get().map_or(0.0, |s| s.estimate(&key, now_ms)),
+                ),
             };
-            let observed =
-                sketch
-                    .get_or_init(new_sketch)
-                    .observe(&(tenant, key), cost.max(1), now_ms);
             // Hot clients (at least half their limit) go to the heavy-hitter table; one update
             // in four keeps its lock out of the way under a flood.
-            if observed >= f64::from(limit) / 2.0 && (observed as u64) % 4 == 0 {
+            if observed >= single / 2.0 && (observed as u64) % 4 == 0 {
                 match rule {
-                    Rule::Address => {
-                        self.top_addresses
-                            .record(tenant, key, || ip.to_string(), observed, now_ms)
-                    }
+                    Rule::Address => self.top_addresses.record(
+                        tenant,
+                        key.1,
+                        || ip.to_string(),
+                        observed,
+                        now_ms,
+                    ),
                     Rule::Prefix => self.top_prefixes.record(
                         tenant,
-                        key,
+                        key.1,
                         || display_prefix(ip, self.prefixes),
                         observed,
                         now_ms,
                     ),
                 }
             }
-            if observed > f64::from(limit) {
+            let verified_request = client.pass.is_some();
+            let clients = || {
+                self.verified_clients(tenant, ip, rule, now_ms)
+                    .clamp(1, policy.shared_max.max(1))
+            };
+            let limited = |observed: f64, limit: f64, ban_possible: bool| {
                 let ban = enforce
+                    && ban_possible
                     && rule == Rule::Address
                     && policy.ban_rate > 0
-                    && observed > f64::from(policy.ban_rate);
-                return Decision::Limited {
+                    && observed > f64::from(policy.ban_rate)
+                    // Banning a shared address would lock out every resident behind it.
+                    && self.verified_clients(tenant, ip, rule, now_ms) <= 1;
+                Decision::Limited {
                     rule,
                     observed,
-                    limit,
+                    limit: limit as u32,
                     enforce,
                     ban,
-                };
+                    verified: verified_request,
+                }
+            };
+            if !verified_request && observed > single {
+                return limited(observed, single, true);
+            }
+            // Past the single client's limit, the verified clients behind the key decide (an
+            // unverified request also counts the verified traffic, so it cannot push a full
+            // shared address over its budget).
+            let total = if verified_request {
+                observed
+            } else {
+                observed + other
+            };
+            if total > single {
+                let n = clients();
+                let scaled = single * f64::from(n);
+                if total > scaled {
+                    return limited(total, scaled, verified_request);
+                }
+                if verified_request {
+                    decision = Decision::Shared { rule, clients: n };
+                }
             }
         }
-        Decision::Allow
+        decision
     }
 }
+
+/// The key under which verified clients are counted for the whole gateway.
+const GATEWAY_WIDE: TenantKey = TenantKey(u64::MAX);
 
 #[cfg(test)]
 mod tests {
@@ -587,32 +764,48 @@ mod tests {
         let other: IpAddr = "198.51.100.8".parse().unwrap();
         let mut limited = 0;
         for i in 0..30 {
-            if shield.check(&p, TenantKey(0), ip, "/", 1, 10_000 + i) != Decision::Allow {
+            if shield.check(&p, TenantKey(0), Client::unverified(ip), "/", 1, 10_000 + i)
+                != Decision::Allow
+            {
                 limited += 1;
             }
         }
         assert_eq!(limited, 20);
         // Another address and another tenant are unaffected.
         assert_eq!(
-            shield.check(&p, TenantKey(0), other, "/", 1, 10_100),
+            shield.check(&p, TenantKey(0), Client::unverified(other), "/", 1, 10_100),
             Decision::Allow
         );
         assert_eq!(
-            shield.check(&p, TenantKey(1), ip, "/", 1, 10_100),
+            shield.check(&p, TenantKey(1), Client::unverified(ip), "/", 1, 10_100),
             Decision::Allow
         );
         // Exempt paths are never limited.
         assert_eq!(
-            shield.check(&p, TenantKey(0), ip, "/robots.txt", 1, 10_100),
+            shield.check(
+                &p,
+                TenantKey(0),
+                Client::unverified(ip),
+                "/robots.txt",
+                1,
+                10_100
+            ),
             Decision::Allow
         );
         assert_eq!(
-            shield.check(&p, TenantKey(0), ip, "/statut/feed.atom", 1, 10_100),
+            shield.check(
+                &p,
+                TenantKey(0),
+                Client::unverified(ip),
+                "/statut/feed.atom",
+                1,
+                10_100
+            ),
             Decision::Allow
         );
         // Two seconds later the window has passed.
         assert_eq!(
-            shield.check(&p, TenantKey(0), ip, "/", 1, 12_100),
+            shield.check(&p, TenantKey(0), Client::unverified(ip), "/", 1, 12_100),
             Decision::Allow
         );
     }
@@ -624,9 +817,14 @@ mod tests {
         let mut limited = None;
         for i in 0..200u32 {
             let ip: IpAddr = format!("203.0.113.{}", i % 200).parse().unwrap();
-            if let Decision::Limited { rule, .. } =
-                shield.check(&p, TenantKey(0), ip, "/", 1, 50_000 + u64::from(i))
-            {
+            if let Decision::Limited { rule, .. } = shield.check(
+                &p,
+                TenantKey(0),
+                Client::unverified(ip),
+                "/",
+                1,
+                50_000 + u64::from(i),
+            ) {
                 limited.get_or_insert(rule);
             }
         }
@@ -641,9 +839,9 @@ mod tests {
             ..policy(1, 0)
         };
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
-        shield.check(&p, TenantKey(0), ip, "/", 1, 1_000);
+        shield.check(&p, TenantKey(0), Client::unverified(ip), "/", 1, 1_000);
         assert!(matches!(
-            shield.check(&p, TenantKey(0), ip, "/", 1, 1_001),
+            shield.check(&p, TenantKey(0), Client::unverified(ip), "/", 1, 1_001),
             Decision::Limited { enforce: false, .. }
         ));
     }
@@ -659,7 +857,14 @@ mod tests {
         let good: IpAddr = "192.0.2.1".parse().unwrap();
         for i in 0..10 {
             assert_eq!(
-                shield.check(&p, TenantKey(0), good, "/", 1, 1_000 + i),
+                shield.check(
+                    &p,
+                    TenantKey(0),
+                    Client::unverified(good),
+                    "/",
+                    1,
+                    1_000 + i
+                ),
                 Decision::Allow
             );
         }
@@ -667,7 +872,7 @@ mod tests {
             shield.check(
                 &p,
                 TenantKey(0),
-                "198.51.100.66".parse().unwrap(),
+                Client::unverified("198.51.100.66".parse().unwrap()),
                 "/",
                 1,
                 1_000
@@ -679,7 +884,7 @@ mod tests {
             shield.check(
                 &p,
                 TenantKey(0),
-                "198.51.100.66".parse().unwrap(),
+                Client::unverified("198.51.100.66".parse().unwrap()),
                 "/robots.txt",
                 1,
                 1_000
@@ -699,7 +904,7 @@ mod tests {
         let bans: Vec<bool> = (0..25)
             .map(|i| {
                 matches!(
-                    shield.check(&p, TenantKey(0), ip, "/", 1, 1_000 + i),
+                    shield.check(&p, TenantKey(0), Client::unverified(ip), "/", 1, 1_000 + i),
                     Decision::Limited { ban: true, .. }
                 )
             })
@@ -725,13 +930,174 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_address_serves_each_verified_client_while_its_unverified_traffic_keeps_the_limit() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = Policy {
+            ban_rate: 40,
+            ..policy(10, 0)
+        };
+        let office: IpAddr = "198.51.100.20".parse().unwrap();
+        let t = TenantKey(0);
+        // Within one second, 50 browsers with a pass each make 5 requests (250 in all, 25
+        // times the single client's limit): all served.
+        let mut shared = 0;
+        for round in 0..5u64 {
+            for pass in 0..50u64 {
+                let now = 10_000 + round * 100 + pass;
+                let client = Client {
+                    ip: office,
+                    pass: Some(1_000 + pass),
+                };
+                match shield.check(&p, t, client, "/", 1, now) {
+                    Decision::Allow => {}
+                    Decision::Shared { rule, clients } => {
+                        assert_eq!(rule, Rule::Address);
+                        assert!(clients >= 2);
+                        shared += 1;
+                    }
+                    other => panic!("pass {pass} round {round}: {other:?}"),
+                }
+            }
+        }
+        assert!(shared > 200, "{shared}");
+        // A bot behind the same address without a pass: the single client's limit, and no
+        // ban, however fast (it would lock out everyone behind the address).
+        let mut limited = 0;
+        for i in 0..100 {
+            match shield.check(&p, t, Client::unverified(office), "/", 1, 10_600 + i) {
+                Decision::Limited {
+                    verified,
+                    ban,
+                    rule,
+                    ..
+                } => {
+                    assert!(!verified && !ban);
+                    assert_eq!(rule, Rule::Address);
+                    limited += 1;
+                }
+                Decision::Allow => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(limited >= 90, "{limited}");
+        // A single verified client elsewhere keeps the single client's limit.
+        let home: IpAddr = "203.0.113.5".parse().unwrap();
+        let client = Client {
+            ip: home,
+            pass: Some(7),
+        };
+        let served = (0..30)
+            .filter(|i| shield.check(&p, t, client, "/", 1, 20_000 + i) == Decision::Allow)
+            .count();
+        assert_eq!(served, 10);
+        // And a lone bot far over the limit is still banned.
+        let bot: IpAddr = "203.0.113.66".parse().unwrap();
+        let banned = (0..60).any(|i| {
+            matches!(
+                shield.check(&p, t, Client::unverified(bot), "/", 1, 30_000 + i),
+                Decision::Limited { ban: true, .. }
+            )
+        });
+        assert!(banned);
+    }
+
+    #[test]
+    fn passes_farmed_on_one_address_are_credited_up_to_shared_max() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = Policy {
+            shared_max: 4,
+            ..policy(10, 0)
+        };
+        let ip: IpAddr = "192.0.2.77".parse().unwrap();
+        // 100 passes, each used once: only 4 clients' worth (40/s) is served.
+        let served = (0..100u64)
+            .filter(|pass| {
+                !matches!(
+                    shield.check(
+                        &p,
+                        TenantKey(0),
+                        Client {
+                            ip,
+                            pass: Some(*pass)
+                        },
+                        "/",
+                        1,
+                        5_000 + pass
+                    ),
+                    Decision::Limited { .. }
+                )
+            })
+            .count();
+        assert_eq!(served, 40);
+        assert_eq!(
+            shield.verified_clients(TenantKey(0), ip, Rule::Address, 5_200),
+            100
+        );
+    }
+
+    #[test]
+    fn a_prefix_with_many_verified_clients_scales_too() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = policy(0, 20);
+        // A carrier: 200 subscribers over 4 addresses of one /24, 2 requests each.
+        let mut refused = 0;
+        for round in 0..2u64 {
+            for sub in 0..200u64 {
+                let ip: IpAddr = format!("198.51.100.{}", 10 + sub % 4).parse().unwrap();
+                let d = shield.check(
+                    &p,
+                    TenantKey(0),
+                    Client {
+                        ip,
+                        pass: Some(sub),
+                    },
+                    "/",
+                    1,
+                    40_000 + round * 400 + sub,
+                );
+                refused += usize::from(matches!(d, Decision::Limited { .. }));
+            }
+        }
+        assert_eq!(refused, 0);
+        // Unverified requests from that prefix: 20 per second.
+        let ip: IpAddr = "198.51.100.99".parse().unwrap();
+        let served = (0..50)
+            .filter(|i| {
+                shield.check(&p, TenantKey(0), Client::unverified(ip), "/", 1, 40_900 + i)
+                    == Decision::Allow
+            })
+            .count();
+        assert_eq!(served, 20);
+    }
+
+    #[test]
+    fn local_pages_scale_with_the_verified_clients_behind_an_address() {
+        let shield = Shield::new(PrefixLengths::default());
+        let t = TenantKey(0);
+        let office: IpAddr = "198.51.100.30".parse().unwrap();
+        for pass in 0..10u64 {
+            shield.observe_verified(t, office, pass, 1_000);
+        }
+        let refused = (0..150)
+            .filter(|i| shield.check_local(t, office, 1000, 1_000 + i).is_some())
+            .count();
+        assert_eq!(refused, 0, "10 clients: 200 a second");
+        let alone: IpAddr = "203.0.113.30".parse().unwrap();
+        let refused = (0..30)
+            .filter(|i| shield.check_local(t, alone, 1000, 1_000 + i).is_some())
+            .count();
+        assert_eq!(refused, 10);
+        assert_eq!(shield.verified_clients_anywhere(office, 1_500), 10);
+    }
+
+    #[test]
     fn inactive_policy_counts_nothing() {
         let shield = Shield::new(PrefixLengths::default());
         assert_eq!(
             shield.check(
                 &Policy::default(),
                 TenantKey(0),
-                "192.0.2.1".parse().unwrap(),
+                Client::unverified("192.0.2.1".parse().unwrap()),
                 "/",
                 1,
                 0

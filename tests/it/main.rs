@@ -17,6 +17,7 @@ mod health;
 mod process;
 mod protocols;
 mod reload;
+mod shared;
 mod shield;
 mod status;
 mod subscriptions;

@@ -79,10 +79,11 @@ async fn run(command: Command) -> i32 {
         Command::Drill {
             target,
             scenario,
+            residents,
             origin,
             pid,
             json,
-        } => rempart::cli::drill(target, &scenario, origin, pid, json).await,
+        } => rempart::cli::drill(target, &scenario, residents.as_deref(), origin, pid, json).await,
         Command::DrillOrigin {
             listen,
             workers,

@@ -8,12 +8,20 @@
 #   bench/flood/run.sh                                # every scenario, every target
 #   SCENARIOS="flood-10k low-and-slow" TARGETS="rempart nginx" bench/flood/run.sh
 #   RUNS=3 bench/flood/run.sh     # each cell is then the median run (by residents' success)
+#   RESIDENTS=bench/scenarios/residents-shared.toml bench/flood/run.sh
+#                                 # the scenarios' residents replaced by that population
+#                                 # (groups behind shared addresses, bots among them)
+#   REMPART_CONFIG=rempart-limits.toml ...   # another config of bench/flood/ for Rempart
+#   REMPART_BIN=old/rempart DRILL_BIN=target/release/rempart ...   # an older gateway, the
+#                                 # current drill
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 SCENARIOS=${SCENARIOS:-"flood-10k low-and-slow smart-10pct slowloris-rapid-reset slow-body login-post"}
 TARGETS=${TARGETS:-"origin nginx haproxy rempart"}
 RUNS=${RUNS:-1}
+RESIDENTS=${RESIDENTS:-}
+REMPART_CONFIG=${REMPART_CONFIG:-rempart.toml}
 SUT_CORE=${SUT_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 
@@ -29,6 +37,9 @@ if [ -z "${REMPART_BIN:-}" ]; then
   REMPART_BIN="$root/target/release/rempart"
 fi
 bin="$REMPART_BIN"
+drill_bin=${DRILL_BIN:-$bin}
+residents_arg=()
+[ -n "$RESIDENTS" ] && residents_arg=(--residents "$root/$RESIDENTS")
 ulimit -n 20000 2>/dev/null || true
 
 work=$(mktemp -d /tmp/rempart-flood.XXXXXX)
@@ -40,7 +51,7 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 origin_port=$(free_port)
-taskset -c "$LOAD_CORE" "$bin" drill-origin --listen "127.0.0.1:$origin_port" --workers 8 --service 5ms > "$work/origin.log" 2>&1 & pids+=($!)
+taskset -c "$LOAD_CORE" "$drill_bin" drill-origin --listen "127.0.0.1:$origin_port" --workers 8 --service 5ms > "$work/origin.log" 2>&1 & pids+=($!)
 wait_port "$origin_port"
 
 sut_pid=""
@@ -56,7 +67,7 @@ start_target() { # name -> sets port and sut_pid
       taskset -c "$SUT_CORE" haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & sut_pid=$!;;
     rempart)
       admin_port=$(free_port)
-      sed -e "s#ADMIN_PORT#$admin_port#g" -e "s#ORIGIN_PORT#$origin_port#g" -e "s#PORT#$port#g" "$here/rempart.toml" > "$work/rempart.toml"
+      sed -e "s#ADMIN_PORT#$admin_port#g" -e "s#ORIGIN_PORT#$origin_port#g" -e "s#PORT#$port#g" "$here/$REMPART_CONFIG" > "$work/rempart.toml"
       REMPART_BENCH_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') \
         taskset -c "$SUT_CORE" "$bin" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & sut_pid=$!;;
   esac
@@ -76,8 +87,8 @@ for scenario in $SCENARIOS; do
     measured=$sut_pid
     if [ "$target" = nginx ]; then measured=$(pgrep -P "$sut_pid" | head -1); fi
     pid_arg=(); [ -n "$measured" ] && pid_arg=(--pid "$measured")
-    out=$(taskset -c "$LOAD_CORE" "$bin" drill --target "127.0.0.1:$port" --origin "127.0.0.1:$origin_port" \
-      --scenario "$root/bench/scenarios/$scenario.toml" "${pid_arg[@]}" --json)
+    out=$(taskset -c "$LOAD_CORE" "$drill_bin" drill --target "127.0.0.1:$port" --origin "127.0.0.1:$origin_port" \
+      --scenario "$root/bench/scenarios/$scenario.toml" "${residents_arg[@]}" "${pid_arg[@]}" --json)
     echo "{\"target\":\"$target\",\"scenario_file\":\"$scenario\",\"report\":$out}" >> "$results"
     echo "$scenario / $target: $(echo "$out" | python3 -c 'import json,sys;r=json.load(sys.stdin);print("%.2f %% residents ok, p99 %d ms" % (r["legit_success_pct"], r["legit_p99_ms"]))')" >&2
     stop_target
@@ -106,4 +117,13 @@ for r in rows:
     p = r["report"]; o = p.get("origin") or {}; g = p.get("gateway") or {}
     gw = f'{g["cpu_seconds"]/p["duration_s"]:.2f} cores / {g["peak_rss_mib"]:.0f} MiB' if g else "-"
     print(f'| {r["scenario_file"]} | {r["target"]} | {p["legit_success_pct"]:.2f} % of {p["legit_loads"]} | {p["legit_p50_ms"]} / {p["legit_p99_ms"]} | {p["legit_p99_after_pass_ms"]} | {p["attack_rate"]:.0f} | {o.get("attack", "-")} | {o.get("peak_per_second", "-")} / {o.get("capacity_per_second", "-")} | {o.get("peak_queue", "-")} | {gw} | {r["all_success"]} |')
+if any(r["report"].get("groups") for r in rows):
+    print()
+    print("Residents by group (the median run's):")
+    print()
+    print("| scenario | target | group | residents / addresses | loads ok within 1 s | answered 429 | other non-2xx / too slow / errors | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        for g in r["report"].get("groups", []):
+            print(f'| {r["scenario_file"]} | {r["target"]} | {g["name"]} | {g["clients"]} / {g["addresses"]} | {g["success_pct"]:.2f} % of {g["loads"]} | {g["limited"]} | {g["failed_status"]} / {g["too_slow"]} / {g["errors"]} | {g["p99_ms"]} |')
 PY

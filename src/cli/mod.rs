@@ -72,6 +72,11 @@ pub enum Command {
         /// Scenario file (see bench/scenarios/).
         #[arg(long)]
         scenario: PathBuf,
+        /// A population of residents laid over the scenario's (its `[legit]`, with groups
+        /// behind shared addresses, and the share of bots on those addresses), for example
+        /// bench/scenarios/residents-shared.toml.
+        #[arg(long)]
+        residents: Option<PathBuf>,
         /// Address of a `rempart drill-origin` behind the gateway, to report what reached it.
         #[arg(long)]
         origin: Option<std::net::SocketAddr>,
@@ -333,6 +338,7 @@ pub async fn bans(config: &std::path::Path, action: BanAction) -> i32 {
 pub async fn drill(
     target: Option<std::net::SocketAddr>,
     scenario: &std::path::Path,
+    residents: Option<&std::path::Path>,
     origin: Option<std::net::SocketAddr>,
     pid: Option<u32>,
     json: bool,
@@ -354,13 +360,25 @@ pub async fn drill(
         eprintln!("--target: the gateway to drill (a loopback address)");
         return 2;
     };
-    let parsed = match crate::drill::scenario::Scenario::parse(&text) {
+    let mut parsed = match crate::drill::scenario::Scenario::parse(&text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", scenario.display());
             return 2;
         }
     };
+    if let Some(path) = residents {
+        let laid = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| parsed.with_residents(&text));
+        parsed = match laid {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return 2;
+            }
+        };
+    }
     match crate::drill::run(target, parsed, origin, pid).await {
         Ok(report) => {
             if json {

@@ -27,7 +27,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use scenario::{attack_source, legit_source, Attack, AttackKind, Scenario};
+use scenario::{attack_source, legit_source, shared_source, Attack, AttackKind, Scenario};
 
 /// Refuses any address outside loopback (the drill and its origin never touch a network).
 pub fn require_loopback(ip: IpAddr) -> anyhow::Result<()> {
@@ -209,16 +209,29 @@ impl Browser<'_> {
         target: &str,
         h2: bool,
     ) -> anyhow::Result<(u16, bool)> {
+        self.fetch_timed(conn, target, h2)
+            .await
+            .map(|(status, solved, _)| (status, solved))
+    }
+
+    /// `fetch`, also returning the time the proof of work took (a browser's own device's
+    /// time; the drill runs every resident's on one core).
+    async fn fetch_timed(
+        &mut self,
+        conn: &mut Conn,
+        target: &str,
+        h2: bool,
+    ) -> anyhow::Result<(u16, bool, Duration)> {
         let first = exchange(conn, self.get(target, h2)).await?;
         if !(first.status == 403 && first.challenge) {
-            return Ok((first.status, false));
+            return Ok((first.status, false, Duration::ZERO));
         }
         let body = String::from_utf8_lossy(&first.body);
         let (Some(token), Some(difficulty)) = (
             attribute(&body, "data-token"),
             attribute(&body, "data-difficulty").and_then(|d| d.parse::<u8>().ok()),
         ) else {
-            return Ok((first.status, false));
+            return Ok((first.status, false, Duration::ZERO));
         };
         // The work runs on a blocking thread, as a browser's runs in a worker: the drill's
         // other clients keep going meanwhile.
@@ -227,19 +240,21 @@ impl Browser<'_> {
             Some(s) => s.clone().acquire_owned().await.ok(),
             None => None,
         };
+        let solving = Instant::now();
         let n = tokio::task::spawn_blocking(move || crate::shield::pass::solve(&owned, difficulty))
             .await
             .unwrap_or(0);
+        let solve_time = solving.elapsed();
         let claim = format!("/.rempart/pass?t={token}&n={n}&r=%2F");
         let granted = exchange(conn, self.get(&claim, h2)).await?;
         if granted.status != 303 || granted.location.is_none() {
-            return Ok((granted.status, true));
+            return Ok((granted.status, true, solve_time));
         }
         if let Some(c) = granted.set_cookie {
             self.cookie = c.split(';').next().map(str::to_owned);
         }
         let again = exchange(conn, self.get(target, h2)).await?;
-        Ok((again.status, true))
+        Ok((again.status, true, solve_time))
     }
 }
 
@@ -249,6 +264,8 @@ struct LegitStats {
     loads: AtomicU64,
     ok: AtomicU64,
     failed_status: AtomicU64,
+    /// Loads that ended with a 429 (a subset of `failed_status`).
+    limited: AtomicU64,
     too_slow: AtomicU64,
     errors: AtomicU64,
     challenges: AtomicU64,
@@ -257,6 +274,7 @@ struct LegitStats {
 
 async fn resident(
     i: u32,
+    source: Ipv4Addr,
     target: SocketAddr,
     scenario: Arc<Scenario>,
     stats: Arc<LegitStats>,
@@ -266,7 +284,6 @@ async fn resident(
     let mut rng =
         Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(i) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let h2 = rng.unit() < legit.h2_fraction;
-    let source = legit_source(i);
     let mut browser = Browser {
         host: &legit.host,
         user_agent: BROWSER_AGENTS[i as usize % BROWSER_AGENTS.len()],
@@ -291,29 +308,31 @@ async fn resident(
             let Some(c) = conn.as_mut() else {
                 anyhow::bail!("no connection");
             };
-            let (status, mut challenged) = browser.fetch(c, &path, h2).await?;
-            let mut all_ok = (200..300).contains(&status);
+            let (mut status, mut challenged, mut solving) =
+                browser.fetch_timed(c, &path, h2).await?;
             for a in 0..legit.assets {
-                if !all_ok {
+                if !(200..300).contains(&status) {
                     break;
                 }
-                let (s, asset_challenged) = browser
-                    .fetch(c, &format!("/static/asset-{a}.css"), h2)
+                let (s, asset_challenged, asset_solving) = browser
+                    .fetch_timed(c, &format!("/static/asset-{a}.css"), h2)
                     .await?;
-                all_ok = (200..300).contains(&s);
+                status = s;
                 challenged |= asset_challenged;
+                solving += asset_solving;
             }
-            Ok::<_, anyhow::Error>((all_ok, challenged))
+            Ok::<_, anyhow::Error>((status, challenged, solving))
         };
         // A resident gives up after 10 s; the budget for success is `legit.budget`.
         let outcome = tokio::select! {
             () = stop.cancelled() => break,
             r = tokio::time::timeout(Duration::from_secs(10), load) => r,
         };
-        let elapsed = started.elapsed();
         stats.loads.fetch_add(1, Ordering::Relaxed);
         match outcome {
-            Ok(Ok((true, challenged))) => {
+            Ok(Ok((status, challenged, solving))) if (200..300).contains(&status) => {
+                // The proof of work runs on the resident's own device: not the gateway's time.
+                let elapsed = started.elapsed().saturating_sub(solving);
                 if challenged {
                     stats.challenges.fetch_add(1, Ordering::Relaxed);
                 }
@@ -329,8 +348,11 @@ async fn resident(
                     ));
                 }
             }
-            Ok(Ok((false, _))) => {
+            Ok(Ok((status, _, _))) => {
                 stats.failed_status.fetch_add(1, Ordering::Relaxed);
+                if status == 429 {
+                    stats.limited.fetch_add(1, Ordering::Relaxed);
+                }
             }
             _ => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -385,6 +407,38 @@ fn pacer(attack: &Attack) -> Option<tokio::time::Interval> {
     })
 }
 
+/// Where an attack's connections leave from: most from the botnet's own addresses, the
+/// first `behind_shared` of them from the residents' shared addresses.
+#[derive(Debug, Clone)]
+struct Sources {
+    shared: Arc<[Ipv4Addr]>,
+    behind_shared: u32,
+}
+
+impl Sources {
+    fn new(scenario: &Scenario, attack: &Attack) -> Self {
+        let shared: Arc<[Ipv4Addr]> = scenario.shared_addresses().into();
+        let behind_shared = if shared.is_empty() {
+            0
+        } else {
+            (scenario.bots_behind_shared * f64::from(attack.connections)).round() as u32
+        };
+        Self {
+            shared,
+            behind_shared,
+        }
+    }
+
+    /// The source address of worker `w`'s `next`-th source.
+    fn pick(&self, w: u32, next: u32) -> Ipv4Addr {
+        if w < self.behind_shared {
+            self.shared[next as usize % self.shared.len()]
+        } else {
+            attack_source(next)
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn bot(
     solver: Arc<tokio::sync::Semaphore>,
@@ -392,6 +446,7 @@ async fn bot(
     target: SocketAddr,
     host: Arc<str>,
     attack: Arc<Attack>,
+    sources: Sources,
     stats: Arc<AttackStats>,
     stop: CancellationToken,
 ) {
@@ -403,7 +458,7 @@ async fn bot(
     let h2 = attack.kind == AttackKind::H2RapidReset;
     let mut smart_cookie: Option<String> = None;
     while !stop.is_cancelled() {
-        let source = attack_source(next_source);
+        let source = sources.pick(w, next_source);
         // A smart bot behaves like a browser: it keeps its address (and so its pass); the
         // others move to the next address after each connection.
         if !smart {
@@ -555,6 +610,7 @@ async fn hold(
     target: SocketAddr,
     host: Arc<str>,
     attack: Arc<Attack>,
+    sources: Sources,
     stats: Arc<AttackStats>,
     stop: CancellationToken,
     trickle: fn(&str, &str) -> Trickle,
@@ -562,7 +618,7 @@ async fn hold(
     let mut next_source = w % attack.sources;
     let t = trickle(&host, &attack.paths[w as usize % attack.paths.len()]);
     while !stop.is_cancelled() {
-        let source = attack_source(next_source);
+        let source = sources.pick(w, next_source);
         next_source = (next_source + attack.connections) % attack.sources;
         let Ok(mut stream) = tcp_from(source, target).await else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -654,6 +710,11 @@ pub struct Report {
     pub legit_errors: u64,
     /// Challenges residents solved.
     pub legit_challenges: u64,
+    /// Loads that ended with a 429 (counted in `legit_failed_status` too).
+    pub legit_limited: u64,
+    /// Residents by group (own address, then each group behind shared addresses), when
+    /// the scenario has shared addresses.
+    pub groups: Vec<GroupReport>,
     /// Median page-load time, ms.
     pub legit_p50_ms: u32,
     /// 99th percentile page-load time, ms.
@@ -692,6 +753,93 @@ pub struct Report {
     pub gateway: Option<Usage>,
 }
 
+/// Residents of one kind: with their own address, or behind shared ones.
+struct Group {
+    name: String,
+    clients: u32,
+    addresses: u32,
+    stats: Arc<LegitStats>,
+}
+
+/// What one group of residents experienced.
+#[derive(Debug, serde::Serialize)]
+pub struct GroupReport {
+    /// The group's name (`own address`, or the scenario's).
+    pub name: String,
+    /// Browsers.
+    pub clients: u32,
+    /// Addresses they used.
+    pub addresses: u32,
+    /// Page loads attempted.
+    pub loads: u64,
+    /// Page loads with every response 2xx within the budget.
+    pub ok: u64,
+    /// `ok / loads`, percent.
+    pub success_pct: f64,
+    /// Loads that ended with a 429.
+    pub limited: u64,
+    /// Loads that ended with another non-2xx status.
+    pub failed_status: u64,
+    /// Loads over the budget.
+    pub too_slow: u64,
+    /// Loads that failed on the network.
+    pub errors: u64,
+    /// 99th percentile page-load time, ms.
+    pub p99_ms: u32,
+}
+
+impl Group {
+    fn report(&self) -> GroupReport {
+        let s = &self.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut lat: Vec<u32> = s
+            .latencies_ms
+            .lock()
+            .map(|l| l.iter().map(|(ms, _)| *ms).collect())
+            .unwrap_or_default();
+        lat.sort_unstable();
+        let loads = g(&s.loads);
+        GroupReport {
+            name: self.name.clone(),
+            clients: self.clients,
+            addresses: self.addresses,
+            loads,
+            ok: g(&s.ok),
+            success_pct: if loads == 0 {
+                0.0
+            } else {
+                100.0 * g(&s.ok) as f64 / loads as f64
+            },
+            limited: g(&s.limited),
+            failed_status: g(&s.failed_status) - g(&s.limited),
+            too_slow: g(&s.too_slow),
+            errors: g(&s.errors),
+            p99_ms: percentile(&lat, 0.99),
+        }
+    }
+}
+
+impl LegitStats {
+    /// Adds `other`'s counts and latencies to these.
+    fn absorb(&self, other: &LegitStats) {
+        let pairs = [
+            (&self.loads, &other.loads),
+            (&self.ok, &other.ok),
+            (&self.failed_status, &other.failed_status),
+            (&self.limited, &other.limited),
+            (&self.too_slow, &other.too_slow),
+            (&self.errors, &other.errors),
+            (&self.challenges, &other.challenges),
+        ];
+        for (mine, theirs) in pairs {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if let (Ok(mut mine), Ok(theirs)) = (self.latencies_ms.lock(), other.latencies_ms.lock()) {
+            mine.extend_from_slice(&theirs);
+        }
+    }
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -723,39 +871,68 @@ pub async fn run(
     }
     let scenario = Arc::new(scenario);
     let stop = CancellationToken::new();
-    let legit = Arc::new(LegitStats::default());
     let attack = Arc::new(AttackStats::default());
     let host: Arc<str> = Arc::from(scenario.host.as_str());
     let started = Instant::now();
     let cpu_before = pid.and_then(proc_cpu_ticks);
     let mut tasks = tokio::task::JoinSet::new();
     let bot_solver = Arc::new(tokio::sync::Semaphore::new(1));
+    // Residents with an address of their own, then each group behind shared addresses.
+    let mut groups = vec![Group {
+        name: "own address".into(),
+        clients: scenario.legit.clients,
+        addresses: scenario.legit.clients,
+        stats: Arc::new(LegitStats::default()),
+    }];
     for i in 0..scenario.legit.clients {
         tasks.spawn(resident(
             i,
+            legit_source(i),
             target,
             scenario.clone(),
-            legit.clone(),
+            groups[0].stats.clone(),
             stop.child_token(),
         ));
     }
+    let mut index = scenario.legit.clients;
+    for (g, shared) in scenario.legit.shared.iter().enumerate() {
+        let stats = Arc::new(LegitStats::default());
+        for j in 0..shared.clients {
+            tasks.spawn(resident(
+                index,
+                shared_source(g, j % shared.addresses),
+                target,
+                scenario.clone(),
+                stats.clone(),
+                stop.child_token(),
+            ));
+            index += 1;
+        }
+        groups.push(Group {
+            name: shared.name.clone(),
+            clients: shared.clients,
+            addresses: shared.addresses,
+            stats,
+        });
+    }
     for a in &scenario.attacks {
+        let sources = Sources::new(&scenario, a);
         let a = Arc::new(a.clone());
         for w in 0..a.connections {
             let (a, stats, stop, host) =
                 (a.clone(), attack.clone(), stop.child_token(), host.clone());
-            let solver = bot_solver.clone();
+            let (solver, sources) = (bot_solver.clone(), sources.clone());
             tasks.spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(a.start) => {}
                 }
                 if a.kind == AttackKind::Slowloris {
-                    hold(w, target, host, a, stats, stop, slowloris).await;
+                    hold(w, target, host, a, sources, stats, stop, slowloris).await;
                 } else if a.kind == AttackKind::SlowBody {
-                    hold(w, target, host, a, stats, stop, slow_body).await;
+                    hold(w, target, host, a, sources, stats, stop, slow_body).await;
                 } else {
-                    bot(solver, w, target, host, a, stats, stop).await;
+                    bot(solver, w, target, host, a, sources, stats, stop).await;
                 }
             });
         }
@@ -793,6 +970,15 @@ pub async fn run(
         Some(o) => serde_json::from_slice(&origin_call(o, "/__drill/stats").await?).ok(),
         None => None,
     };
+    let group_reports: Vec<GroupReport> = groups
+        .iter()
+        .filter(|g| g.clients > 0)
+        .map(|g| g.report())
+        .collect();
+    let legit = LegitStats::default();
+    for group in &groups {
+        legit.absorb(&group.stats);
+    }
     let mut lat = legit
         .latencies_ms
         .lock()
@@ -805,6 +991,12 @@ pub async fn run(
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let loads = g(&legit.loads);
     Ok(Report {
+        legit_limited: g(&legit.limited),
+        groups: if scenario.legit.shared.is_empty() {
+            Vec::new()
+        } else {
+            group_reports
+        },
         scenario: scenario.name.clone(),
         duration_s: elapsed,
         legit_loads: loads,
@@ -857,6 +1049,14 @@ impl std::fmt::Display for Report {
             self.attack_other, self.attack_errors, self.attack_solved, self.attack_resets,
             self.attack_closed_by_server
         )?;
+        for g in &self.groups {
+            writeln!(
+                f,
+                "  {} ({} residents on {} addresses): {:.2} % of {} loads ok, p99 {} ms; {} answered 429, {} other non-2xx, {} too slow, {} errors",
+                g.name, g.clients, g.addresses, g.success_pct, g.loads, g.p99_ms, g.limited,
+                g.failed_status, g.too_slow, g.errors
+            )?;
+        }
         if let Some(o) = &self.origin {
             writeln!(
                 f,

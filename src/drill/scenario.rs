@@ -30,6 +30,38 @@ pub struct ScenarioFile {
     /// Attacks, all running at once.
     #[serde(default)]
     pub attack: Vec<AttackFile>,
+    /// Fraction of every attack's connections that leave from the residents' shared
+    /// addresses (a bot on the same NAT as the town hall, on the same carrier).
+    #[serde(default)]
+    pub bots_behind_shared: f64,
+}
+
+/// A population of residents laid over any scenario (`rempart drill --residents`): its
+/// `[legit]` replaces the scenario's, and its bots' share on shared addresses applies to
+/// every attack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidentsFile {
+    /// What it shows.
+    pub name: String,
+    /// The residents.
+    pub legit: LegitFile,
+    /// See `ScenarioFile::bots_behind_shared`.
+    #[serde(default)]
+    pub bots_behind_shared: f64,
+}
+
+/// Residents who share a few addresses of one /24 (an office behind its NAT, a mobile
+/// carrier's CGNAT).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedGroupFile {
+    /// Shown in the report (`office`, `carrier`).
+    pub name: String,
+    /// Browsers.
+    pub clients: u32,
+    /// Addresses they share, in one /24 (1 to 254).
+    pub addresses: u32,
 }
 
 fn default_host() -> String {
@@ -60,6 +92,9 @@ pub struct LegitFile {
     /// Host residents ask for, when not the scenario's (for example the status page's host
     /// while the main host is flooded).
     pub host: Option<String>,
+    /// Residents behind shared addresses, on top of `clients` (who each have their own).
+    #[serde(default)]
+    pub shared: Vec<SharedGroupFile>,
 }
 
 fn default_think() -> String {
@@ -140,6 +175,8 @@ pub struct Scenario {
     pub legit: Legit,
     /// Attacks.
     pub attacks: Vec<Attack>,
+    /// Fraction of each attack's connections on the shared addresses.
+    pub bots_behind_shared: f64,
 }
 
 /// Residents, validated.
@@ -159,6 +196,8 @@ pub struct Legit {
     pub budget: Duration,
     /// Host residents ask for.
     pub host: String,
+    /// Groups behind shared addresses.
+    pub shared: Vec<SharedGroupFile>,
 }
 
 /// An attack, validated.
@@ -200,18 +239,7 @@ impl Scenario {
         }
         let paths_ok =
             |paths: &[String]| paths.iter().all(|p| p.starts_with('/')) && !paths.is_empty();
-        if !paths_ok(&f.legit.paths) {
-            return Err("legit.paths: each path must start with '/'".into());
-        }
-        let legit = Legit {
-            clients: f.legit.clients.min(10_000),
-            think: duration("legit.think", &f.legit.think)?,
-            assets: f.legit.assets.min(50),
-            paths: f.legit.paths,
-            h2_fraction: f.legit.h2_fraction.clamp(0.0, 1.0),
-            budget: duration("legit.budget", &f.legit.budget)?,
-            host: f.legit.host.unwrap_or_else(|| f.host.clone()),
-        };
+        let legit = legit(f.legit, &f.host)?;
         let mut attacks = Vec::new();
         for (i, a) in f.attack.into_iter().enumerate() {
             let kind = match a.kind.as_str() {
@@ -265,8 +293,76 @@ impl Scenario {
             host: f.host,
             legit,
             attacks,
+            bots_behind_shared: fraction("bots_behind_shared", f.bots_behind_shared)?,
         })
     }
+
+    /// The scenario with the residents of a `ResidentsFile` (its text) instead of its own.
+    pub fn with_residents(mut self, text: &str) -> Result<Self, String> {
+        let f: ResidentsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        self.legit = legit(f.legit, &self.host)?;
+        self.bots_behind_shared = fraction("bots_behind_shared", f.bots_behind_shared)?;
+        self.name = format!("{} + {}", self.name, f.name);
+        Ok(self)
+    }
+
+    /// Every shared address of the residents' groups, group by group.
+    pub fn shared_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+        self.legit
+            .shared
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| (0..group.addresses).map(move |a| shared_source(g, a)))
+            .collect()
+    }
+}
+
+fn fraction(field: &str, value: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{field}: a fraction between 0 and 1"))
+    }
+}
+
+fn legit(f: LegitFile, host: &str) -> Result<Legit, String> {
+    if !(f.paths.iter().all(|p| p.starts_with('/')) && !f.paths.is_empty()) {
+        return Err("legit.paths: each path must start with '/'".into());
+    }
+    if f.shared.len() > MAX_SHARED_GROUPS {
+        return Err(format!("legit.shared: at most {MAX_SHARED_GROUPS} groups"));
+    }
+    for (i, g) in f.shared.iter().enumerate() {
+        if !(1..=254).contains(&g.addresses) {
+            return Err(format!("legit.shared[{i}].addresses: 1 to 254 (one /24)"));
+        }
+        if g.clients > 10_000 {
+            return Err(format!("legit.shared[{i}].clients: at most 10000"));
+        }
+    }
+    Ok(Legit {
+        clients: f.clients.min(10_000),
+        think: duration("legit.think", &f.think)?,
+        assets: f.assets.min(50),
+        paths: f.paths,
+        h2_fraction: f.h2_fraction.clamp(0.0, 1.0),
+        budget: duration("legit.budget", &f.budget)?,
+        host: f.host.unwrap_or_else(|| host.to_owned()),
+        shared: f.shared,
+    })
+}
+
+/// Most groups of residents behind shared addresses.
+pub const MAX_SHARED_GROUPS: usize = 64;
+
+/// The `a`-th shared address of group `g`: each group in its own /24 of 127.9.0.0/16.
+pub fn shared_source(g: usize, a: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(
+        127,
+        9,
+        u8::try_from(g).unwrap_or(u8::MAX),
+        u8::try_from(a % 254 + 1).unwrap_or(1),
+    )
 }
 
 /// The `i`-th attack source address: spread over 4,096 /24 networks of 127.100.0.0/10 so

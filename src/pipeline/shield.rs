@@ -132,6 +132,16 @@ fn decide_at(
         PassCheck::Valid(id) => Some(id),
         PassCheck::Invalid | PassCheck::None => None,
     };
+    if let Some(id) = pass_id {
+        // Whatever the limits: the verified clients behind an address also scale its local
+        // pages' rate and its connection cap.
+        ctx.generation.shield.observe_verified(
+            ctx.generation.tenant_keys[ctx.tenant_idx],
+            ctx.client(),
+            id,
+            now,
+        );
+    }
     rates(ctx, route, req, pass_id, trusted, now)?;
     let pressure = ctx.flags().pressure_since(now);
     ctx.calm = pressure.is_none();

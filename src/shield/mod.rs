@@ -566,7 +566,8 @@ impl Shield {
     /// (or prefix) lately, at most `policy.shared_max` times; so forty agents behind a town
     /// hall's address are served like forty residents with an address each, while the
     /// unverified traffic of that address (a bot among them) keeps the single client's limit.
-    /// Unverified requests also stop once the address's verified budget is full.
+    /// Unverified requests also stop once the address's verified budget is full. (Callers
+    /// record each verified request with `observe_verified` first, whatever the policy.)
     #[allow(clippy::too_many_arguments)]
     pub fn check_tightened(
         &self,
@@ -596,9 +597,6 @@ impl Shield {
                 limit
             }
         };
-        if let Some(pass) = client.pass {
-            self.observe_verified(tenant, ip, pass, now_ms);
-        }
         let rules = [
             (
                 Rule::Address,
@@ -712,6 +710,14 @@ const GATEWAY_WIDE: TenantKey = TenantKey(u64::MAX);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check` as the pipeline calls it: a verified client is recorded first.
+    fn check(shield: &Shield, p: &Policy, t: TenantKey, client: Client, now: u64) -> Decision {
+        if let Some(pass) = client.pass {
+            shield.observe_verified(t, client.ip, pass, now);
+        }
+        shield.check(p, t, client, "/", 1, now)
+    }
 
     fn policy(address_rate: u32, prefix_rate: u32) -> Policy {
         Policy {
@@ -948,7 +954,7 @@ mod tests {
                     ip: office,
                     pass: Some(1_000 + pass),
                 };
-                match shield.check(&p, t, client, "/", 1, now) {
+                match check(&shield, &p, t, client, now) {
                     Decision::Allow => {}
                     Decision::Shared { rule, clients } => {
                         assert_eq!(rule, Rule::Address);
@@ -987,7 +993,7 @@ mod tests {
             pass: Some(7),
         };
         let served = (0..30)
-            .filter(|i| shield.check(&p, t, client, "/", 1, 20_000 + i) == Decision::Allow)
+            .filter(|i| check(&shield, &p, t, client, 20_000 + i) == Decision::Allow)
             .count();
         assert_eq!(served, 10);
         // And a lone bot far over the limit is still banned.
@@ -1013,15 +1019,14 @@ mod tests {
         let served = (0..100u64)
             .filter(|pass| {
                 !matches!(
-                    shield.check(
+                    check(
+                        &shield,
                         &p,
                         TenantKey(0),
                         Client {
                             ip,
                             pass: Some(*pass)
                         },
-                        "/",
-                        1,
                         5_000 + pass
                     ),
                     Decision::Limited { .. }
@@ -1044,15 +1049,14 @@ mod tests {
         for round in 0..2u64 {
             for sub in 0..200u64 {
                 let ip: IpAddr = format!("198.51.100.{}", 10 + sub % 4).parse().unwrap();
-                let d = shield.check(
+                let d = check(
+                    &shield,
                     &p,
                     TenantKey(0),
                     Client {
                         ip,
                         pass: Some(sub),
                     },
-                    "/",
-                    1,
                     40_000 + round * 400 + sub,
                 );
                 refused += usize::from(matches!(d, Decision::Limited { .. }));

@@ -420,6 +420,38 @@ rate = 1000
     }
 
     #[test]
+    fn residents_are_laid_over_a_scenario() {
+        let s = Scenario::parse(
+            "name = \"x\"\nduration = \"5s\"\n[legit]\nclients = 3\n[[attack]]\nkind = \"flood\"\nsources = 10\nconnections = 10\n",
+        )
+        .unwrap()
+        .with_residents(
+            "name = \"y\"\nbots_behind_shared = 0.1\n[legit]\nclients = 1\n[[legit.shared]]\nname = \"office\"\nclients = 200\naddresses = 1\n[[legit.shared]]\nname = \"carrier\"\nclients = 500\naddresses = 4\n",
+        )
+        .unwrap();
+        assert_eq!(s.name, "x + y");
+        assert_eq!(s.legit.clients, 1);
+        assert_eq!(s.attacks.len(), 1);
+        let shared = s.shared_addresses();
+        assert_eq!(shared.len(), 5);
+        assert!(shared.iter().all(std::net::Ipv4Addr::is_loopback));
+        // The office's address and the carrier's four: two /24s, apart from everyone else.
+        assert_eq!(shared[0].octets()[..3], [127, 9, 0]);
+        assert!(shared[1..].iter().all(|a| a.octets()[..3] == [127, 9, 1]));
+        assert!(!shared.contains(&legit_source(0)) && !shared.contains(&attack_source(0)));
+        let bad = |text: &str| {
+            Scenario::parse("name = \"x\"\nduration = \"5s\"\n[legit]\nclients = 3\n")
+                .unwrap()
+                .with_residents(text)
+                .is_err()
+        };
+        assert!(bad("name = \"y\"\n[legit]\nclients = 1\n[[legit.shared]]\nname = \"o\"\nclients = 2\naddresses = 0\n"));
+        assert!(bad(
+            "name = \"y\"\nbots_behind_shared = 2.0\n[legit]\nclients = 1\n"
+        ));
+    }
+
+    #[test]
     fn sources_are_loopback_and_distinct() {
         let a: std::collections::HashSet<_> = (0..1_000_000).map(attack_source).collect();
         assert_eq!(a.len(), 1_000_000);

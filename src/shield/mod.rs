@@ -557,8 +557,10 @@ impl Shield {
         self.check_tightened(policy, tenant, client, path, cost, 1.0, now_ms)
     }
 
-    /// `check` with the per-address and per-prefix limits multiplied by `factor` (at most 1:
-    /// the playbook tightens them at a high vigilance level; a limit never falls below 1).
+    /// `check` with the per-address and per-prefix limits of traffic without a pass
+    /// multiplied by `factor` (at most 1: the playbook tightens them at a high vigilance
+    /// level; a limit never falls below 1). Verified clients keep their budget: their pass
+    /// cost a proof of work, and its own rate still applies.
     ///
     /// Requests without a pass are counted per address and per prefix against the limits
     /// as configured. Requests carrying a pass (`client.pass`) have a budget of their own:
@@ -602,13 +604,13 @@ impl Shield {
                 Rule::Address,
                 &self.by_address,
                 &self.by_address_verified,
-                tighten(policy.address_rate),
+                policy.address_rate,
             ),
             (
                 Rule::Prefix,
                 &self.by_prefix,
                 &self.by_prefix_verified,
-                tighten(policy.prefix_rate),
+                policy.prefix_rate,
             ),
         ];
         let mut decision = Decision::Allow;
@@ -622,7 +624,11 @@ impl Shield {
                 },
             );
             let cost = cost.max(1);
-            let single = f64::from(limit);
+            let single = f64::from(if client.pass.is_some() {
+                limit
+            } else {
+                tighten(limit)
+            });
             // This request's own budget, and the other class's current rate.
             let (observed, other) = match client.pass {
                 Some(_) => (
@@ -1005,6 +1011,32 @@ mod tests {
             )
         });
         assert!(banned);
+    }
+
+    #[test]
+    fn the_playbook_tightens_the_limits_of_traffic_without_a_pass_only() {
+        let shield = Shield::new(PrefixLengths::default());
+        let p = policy(20, 0);
+        let t = TenantKey(0);
+        let served = |ip: &str, pass: Option<u64>| {
+            let client = Client {
+                ip: ip.parse().unwrap(),
+                pass,
+            };
+            (0..40u64)
+                .filter(|i| {
+                    if let Some(pass) = pass {
+                        shield.observe_verified(t, client.ip, pass, 9_000 + i);
+                    }
+                    !matches!(
+                        shield.check_tightened(&p, t, client, "/", 1, 0.25, 9_000 + i),
+                        Decision::Limited { .. }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(served("192.0.2.1", None), 5);
+        assert_eq!(served("192.0.2.2", Some(9)), 20);
     }
 
     #[test]

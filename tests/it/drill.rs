@@ -63,6 +63,84 @@ rotate_user_agents = true
 }
 
 #[tokio::test]
+async fn drill_residents_behind_shared_addresses_are_served_and_reported_by_group() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(rempart::drill::origin::serve(
+        listener,
+        4,
+        Duration::from_millis(2),
+    ));
+    // Five requests a second per address: a resident alone (a page and its asset every 1 to 3
+    // seconds) stays under it, ten behind one address are well over it together, and so are
+    // the bots that share their addresses.
+    let config = format!(
+        "{}\n[tenants.shield]\nchallenge_difficulty = 8\naddress_rate = 5\nprefix_rate = 400\n",
+        one_tenant(&[origin], "max_concurrency = 4", "")
+    );
+    let gw = Gw::start(&config).await;
+    let scenario = rempart::drill::scenario::Scenario::parse(
+        r#"
+name = "small flood"
+duration = "5s"
+[legit]
+clients = 2
+[[attack]]
+kind = "flood"
+sources = 500
+connections = 40
+rate = 1000
+requests_per_connection = 5
+cache_bust = true
+rotate_user_agents = true
+"#,
+    )
+    .unwrap()
+    .with_residents(
+        r#"
+name = "shared"
+bots_behind_shared = 0.2
+[legit]
+clients = 3
+think = "2s"
+assets = 1
+budget = "5s"
+[[legit.shared]]
+name = "office"
+clients = 10
+addresses = 1
+[[legit.shared]]
+name = "carrier"
+clients = 6
+addresses = 2
+"#,
+    )
+    .unwrap();
+    assert_eq!(scenario.shared_addresses().len(), 3);
+    let report = rempart::drill::run(gw.addr, scenario, Some(origin), None)
+        .await
+        .unwrap();
+    let names: Vec<&str> = report.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["own address", "office", "carrier"], "{report}");
+    for g in &report.groups {
+        assert_eq!(g.limited, 0, "{report}");
+        assert!(g.loads >= 2, "{report}");
+        assert!(g.success_pct >= 90.0, "{report}");
+    }
+    assert!(report
+        .to_string()
+        .contains("office (10 residents on 1 addresses)"));
+    // The bots on the shared addresses (200 requests a second over three addresses, without
+    // a pass) met their addresses' single-client limit: challenged.
+    assert!(report.attack_challenged > 0, "{report}");
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_shield_decisions_total{tenant=\"ville\",rule=\"address_rate\",action=\"shared\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
 async fn drill_refuses_targets_outside_loopback() {
     let scenario = rempart::drill::scenario::Scenario::parse(
         "name = \"x\"\nduration = \"1s\"\n[legit]\nclients = 1\n",

@@ -326,7 +326,7 @@ fn fraction(field: &str, value: f64) -> Result<f64, String> {
 }
 
 fn legit(f: LegitFile, host: &str) -> Result<Legit, String> {
-    if !(f.paths.iter().all(|p| p.starts_with('/')) && !f.paths.is_empty()) {
+    if f.paths.is_empty() || !f.paths.iter().all(|p| p.starts_with('/')) {
         return Err("legit.paths: each path must start with '/'".into());
     }
     if f.shared.len() > MAX_SHARED_GROUPS {

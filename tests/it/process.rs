@@ -16,8 +16,9 @@ async fn binary_logs_reloads_and_stops_cleanly() {
     // A fixed free port for the gateway: bind 0, read, release.
     let port = closed_port().await.port();
     let write = |origin: std::net::SocketAddr| {
+        // The town hall's network is trusted: its requests are marked in the access log.
         let text = with_defaults(&format!(
-            "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{}",
+            "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{}\n[tenants.shield]\ntrusted_networks = [\"127.0.0.1/32\"]\n",
             one_tenant(&[origin], "", "")
         ));
         std::fs::write(dir.path().join("rempart.toml"), text).unwrap();
@@ -109,6 +110,7 @@ async fn binary_logs_reloads_and_stops_cleanly() {
     assert_eq!(first["client"], "127.0.0.0/24");
     assert_eq!(first["upstream"], a.addr.to_string());
     assert!(first["duration_ms"].as_f64().is_some());
+    assert_eq!(first["network"], "trusted");
     assert!(
         !stdout.contains("180057512345678")
             && !stdout.contains("abc123")

@@ -123,7 +123,11 @@ print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     p = r["report"]; o = p.get("origin") or {}; g = p.get("gateway") or {}
     gw = f'{g["cpu_seconds"]/p["duration_s"]:.2f} cores / {g["peak_rss_mib"]:.0f} MiB' if g else "-"
-    print(f'| {r["scenario_file"]} | {r["target"]} | {p["legit_success_pct"]:.2f} % of {p["legit_loads"]} | {p["legit_p50_ms"]} / {p["legit_p99_ms"]} | {p["legit_p99_after_pass_ms"]} | {p["attack_rate"]:.0f} | {o.get("attack", "-")} | {o.get("peak_per_second", "-")} / {o.get("capacity_per_second", "-")} | {o.get("peak_queue", "-")} | {gw} | {r["all_success"]} |')
+    # With residents behind shared addresses: how much of it came from the bots among them.
+    attack = o.get("attack", "-")
+    if p.get("groups") and "attack_shared" in o:
+        attack = f'{attack} ({o["attack_shared"]} from shared addresses)'
+    print(f'| {r["scenario_file"]} | {r["target"]} | {p["legit_success_pct"]:.2f} % of {p["legit_loads"]} | {p["legit_p50_ms"]} / {p["legit_p99_ms"]} | {p["legit_p99_after_pass_ms"]} | {p["attack_rate"]:.0f} | {attack} | {o.get("peak_per_second", "-")} / {o.get("capacity_per_second", "-")} | {o.get("peak_queue", "-")} | {gw} | {r["all_success"]} |')
 if any(r["report"].get("groups") for r in rows):
     print()
     print("Residents by group (the median run's):")

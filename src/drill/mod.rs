@@ -413,6 +413,7 @@ fn pacer(attack: &Attack) -> Option<tokio::time::Interval> {
 struct Sources {
     shared: Arc<[Ipv4Addr]>,
     behind_shared: u32,
+    connections: u32,
 }
 
 impl Sources {
@@ -426,12 +427,25 @@ impl Sources {
         Self {
             shared,
             behind_shared,
+            connections: attack.connections.max(1),
         }
+    }
+
+    /// Whether worker `w` sends from the shared addresses: `behind_shared` of the workers,
+    /// spread evenly among them (the first workers start first: bots behind shared addresses
+    /// must not also be the flood's first requests, the ones sent before any defence is up).
+    fn is_shared(&self, w: u32) -> bool {
+        let (k, n, w) = (
+            u64::from(self.behind_shared),
+            u64::from(self.connections),
+            u64::from(w),
+        );
+        (w + 1) * k / n != w * k / n
     }
 
     /// The source address of worker `w`'s `next`-th source.
     fn pick(&self, w: u32, next: u32) -> Ipv4Addr {
-        if w < self.behind_shared {
+        if self.is_shared(w) {
             self.shared[next as usize % self.shared.len()]
         } else {
             attack_source(next)
@@ -486,7 +500,12 @@ async fn bot(
             host: &host,
             user_agent: ua,
             cookie: smart_cookie.take(),
-            tag: "attack",
+            // The origin counts apart what bots behind the residents' shared addresses got.
+            tag: if sources.is_shared(w) {
+                "attack-shared"
+            } else {
+                "attack"
+            },
             shared_solver: Some(solver.clone()),
         };
         for _ in 0..attack.requests_per_connection {
@@ -1075,5 +1094,31 @@ impl std::fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bots_behind_shared_addresses_are_spread_among_the_workers() {
+        let sources = Sources {
+            shared: vec![Ipv4Addr::new(127, 9, 0, 1)].into(),
+            behind_shared: 200,
+            connections: 4000,
+        };
+        let shared: Vec<u32> = (0..4000).filter(|&w| sources.is_shared(w)).collect();
+        assert_eq!(shared.len(), 200);
+        // One in twenty, evenly: as many in the first tenth of the workers as in any other.
+        assert_eq!(shared.iter().filter(|&&w| w < 400).count(), 20);
+        assert!(shared.windows(2).all(|p| p[1] - p[0] == 20));
+        assert_eq!(sources.pick(shared[0], 7), Ipv4Addr::new(127, 9, 0, 1));
+        assert_ne!(sources.pick(shared[0] + 1, 7), Ipv4Addr::new(127, 9, 0, 1));
+        let none = Sources {
+            behind_shared: 0,
+            ..sources
+        };
+        assert!((0..4000).all(|w| !none.is_shared(w)));
     }
 }

@@ -25,6 +25,9 @@ pub struct OriginStats {
     pub served: u64,
     /// Of which marked as attack traffic.
     pub attack: u64,
+    /// Of the attack, what bots behind the residents' shared addresses sent.
+    #[serde(default)]
+    pub attack_shared: u64,
     /// Of which marked as legitimate traffic.
     pub legit: u64,
     /// Highest number of requests inside the origin at once (being served or waiting).
@@ -43,6 +46,7 @@ pub struct OriginStats {
 struct Counters {
     served: AtomicU64,
     attack: AtomicU64,
+    attack_shared: AtomicU64,
     legit: AtomicU64,
     inside: AtomicU64,
     peak_inside: AtomicU64,
@@ -90,6 +94,7 @@ impl Origin {
         OriginStats {
             served: c.served.load(Ordering::Relaxed),
             attack: c.attack.load(Ordering::Relaxed),
+            attack_shared: c.attack_shared.load(Ordering::Relaxed),
             legit: c.legit.load(Ordering::Relaxed),
             peak_concurrency: c.peak_inside.load(Ordering::Relaxed),
             peak_queue: c.peak_waiting.load(Ordering::Relaxed),
@@ -107,6 +112,7 @@ impl Origin {
         for a in [
             &c.served,
             &c.attack,
+            &c.attack_shared,
             &c.legit,
             &c.peak_inside,
             &c.peak_waiting,
@@ -165,6 +171,10 @@ impl Origin {
         self.count_second();
         match req.headers().get("x-drill").map(|v| v.as_bytes()) {
             Some(b"attack") => c.attack.fetch_add(1, Ordering::Relaxed),
+            Some(b"attack-shared") => {
+                c.attack_shared.fetch_add(1, Ordering::Relaxed);
+                c.attack.fetch_add(1, Ordering::Relaxed)
+            }
             Some(b"legit") => c.legit.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };

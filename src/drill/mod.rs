@@ -443,10 +443,12 @@ impl Sources {
         (w + 1) * k / n != w * k / n
     }
 
-    /// The source address of worker `w`'s `next`-th source.
+    /// The source address of worker `w`'s `next`-th source. The bots behind shared addresses
+    /// spread evenly over them, by their rank among those bots.
     fn pick(&self, w: u32, next: u32) -> Ipv4Addr {
         if self.is_shared(w) {
-            self.shared[next as usize % self.shared.len()]
+            let rank = u64::from(w) * u64::from(self.behind_shared) / u64::from(self.connections);
+            self.shared[((rank + u64::from(next)) % self.shared.len() as u64) as usize]
         } else {
             attack_source(next)
         }
@@ -1115,9 +1117,24 @@ mod tests {
         assert!(shared.windows(2).all(|p| p[1] - p[0] == 20));
         assert_eq!(sources.pick(shared[0], 7), Ipv4Addr::new(127, 9, 0, 1));
         assert_ne!(sources.pick(shared[0] + 1, 7), Ipv4Addr::new(127, 9, 0, 1));
+        // Spread evenly over the shared addresses, at first and after reconnecting.
+        let five = Sources {
+            shared: (1..=5).map(|d| Ipv4Addr::new(127, 9, 0, d)).collect(),
+            ..sources
+        };
+        for step in [0, 4000, 8000] {
+            let mut per_address = std::collections::HashMap::new();
+            for &w in &shared {
+                *per_address
+                    .entry(five.pick(w, (w + step) % 1000))
+                    .or_insert(0) += 1;
+            }
+            assert_eq!(per_address.len(), 5);
+            assert!(per_address.values().all(|&n| n == 40), "{per_address:?}");
+        }
         let none = Sources {
             behind_shared: 0,
-            ..sources
+            ..five
         };
         assert!((0..4000).all(|w| !none.is_shared(w)));
     }

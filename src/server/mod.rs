@@ -91,35 +91,79 @@ const MAX_SHARED_CLIENTS_PER_ADDRESS: u32 = 2000;
 /// Open connections per client address, for the per-address cap.
 #[derive(Debug, Default)]
 struct PerAddress {
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, AddressConns>>,
+}
+
+/// One address's open connections.
+#[derive(Debug, Default)]
+struct AddressConns {
+    count: usize,
+    /// Their clocks, to choose which makes room for a newcomer when the address is full.
+    clocks: Vec<std::sync::Weak<ConnClock>>,
 }
 
 /// Holds one of an address's connection slots until dropped.
 struct AddressSlot<'a> {
     table: &'a PerAddress,
     ip: std::net::IpAddr,
+    /// The address of the slot's clock: which entry of the table is its own.
+    clock: usize,
 }
 
 impl PerAddress {
-    /// Takes a slot for `ip` unless it already holds `max`.
-    fn acquire(&self, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot<'_>> {
+    /// Takes a slot for `ip`'s connection `clock` under `cap`, or `shared_cap` (asked only
+    /// when `cap` is reached: an address carrying many residents' passes). A full address
+    /// makes room by closing its oldest connection that was never answered and waits for its
+    /// first request head (slowloris holding a shared address's slots), so the residents
+    /// behind it keep getting in; `None` when there is none (then `evicted` is false).
+    fn acquire(
+        &self,
+        ip: std::net::IpAddr,
+        cap: usize,
+        shared_cap: impl FnOnce() -> usize,
+        clock: &Arc<ConnClock>,
+    ) -> Option<(AddressSlot<'_>, bool)> {
         let mut open = self.open.lock().ok()?;
-        let n = open.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
+        let conns = open.entry(ip).or_default();
+        let mut evicted = false;
+        if conns.count >= cap && conns.count >= shared_cap() {
+            let victim = conns
+                .clocks
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .filter(|c| c.evictable())
+                .min_by_key(|c| c.born())?;
+            if !victim.evict() {
+                return None;
+            }
+            evicted = true;
         }
-        *n += 1;
-        Some(AddressSlot { table: self, ip })
+        conns.count += 1;
+        conns.clocks.push(Arc::downgrade(clock));
+        Some((
+            AddressSlot {
+                table: self,
+                ip,
+                clock: Arc::as_ptr(clock) as usize,
+            },
+            evicted,
+        ))
     }
 }
 
 impl Drop for AddressSlot<'_> {
     fn drop(&mut self) {
         if let Ok(mut open) = self.table.open.lock() {
-            if let Some(n) = open.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(conns) = open.get_mut(&self.ip) {
+                conns.count -= 1;
+                if conns.count == 0 {
                     open.remove(&self.ip);
+                } else if let Some(i) = conns
+                    .clocks
+                    .iter()
+                    .position(|c| c.as_ptr() as usize == self.clock)
+                {
+                    conns.clocks.swap_remove(i);
                 }
             }
         }
@@ -281,6 +325,7 @@ async fn serve_connection(
     // Per-address cap, on the real client address; trusted proxies carry many clients, and
     // so does an address behind which browsers presented many passes lately (a town hall's
     // or a carrier's NAT): it gets `CONNECTIONS_PER_SHARED_CLIENT` more per client.
+    let clock = Arc::new(ConnClock::new(coarse_now_ms()));
     let cap = config.limits.max_connections_per_address;
     let _slot = if cap > 0 && !config.is_trusted_proxy(peer.ip()) {
         let shared_cap = || {
@@ -291,11 +336,13 @@ async fn serve_connection(
                 .min(MAX_SHARED_CLIENTS_PER_ADDRESS);
             cap.saturating_add(CONNECTIONS_PER_SHARED_CLIENT * clients as usize)
         };
-        match per_address
-            .acquire(peer.ip(), cap)
-            .or_else(|| per_address.acquire(peer.ip(), shared_cap()))
-        {
-            Some(slot) => Some(slot),
+        match per_address.acquire(peer.ip(), cap, shared_cap, &clock) {
+            Some((slot, evicted)) => {
+                if evicted {
+                    gateway.metrics.connection("evicted_per_address");
+                }
+                Some(slot)
+            }
             None => {
                 trip(&gateway, "rejected_per_address", ConnTrip::Rejected);
                 return;
@@ -304,7 +351,6 @@ async fn serve_connection(
     } else {
         None
     };
-    let clock = Arc::new(ConnClock::new(coarse_now_ms()));
     // Made once the connection speaks HTTP (after the handshake or the preface), so a
     // connection held before that carries nothing of it.
     let recorder = || {
@@ -326,9 +372,11 @@ async fn serve_connection(
     };
     match tls {
         Some(acceptor) => {
-            let Some((mut tls_stream, wire)) =
-                tls_handshake(stream, acceptor, header_timeout, &gateway).await
-            else {
+            let handshake = tokio::select! {
+                h = tls_handshake(stream, acceptor, header_timeout, &gateway) => h,
+                () = clock.evicted() => None,
+            };
+            let Some((mut tls_stream, wire)) = handshake else {
                 return;
             };
             let (head, http_fingerprint) = recorder();
@@ -342,7 +390,11 @@ async fn serve_connection(
         }
         None => {
             // h2c by prior knowledge (RFC 9113 3.3), else HTTP/1.
-            let wire = match tokio::time::timeout(header_timeout, sniff(&stream)).await {
+            let sniffed = tokio::select! {
+                w = tokio::time::timeout(header_timeout, sniff(&stream)) => w,
+                () = clock.evicted() => return,
+            };
+            let wire = match sniffed {
                 Ok(Ok(wire)) => wire,
                 Ok(Err(_)) => return,
                 Err(_) => {
@@ -554,10 +606,12 @@ enum Signal {
     Budget,
     Idle,
     HeadTimeout,
+    Evicted,
 }
 
 /// Runs one connection to its end, closing it gracefully on shutdown, when its request
-/// budget is spent or when idle, and at once when a request head is overdue (then `None`).
+/// budget is spent or when idle, and at once when a request head is overdue or the
+/// connection was evicted (then `None`).
 /// The three signals are polled only when one of them fired, not on every wake-up of the
 /// connection.
 async fn drive<C: Future>(
@@ -573,8 +627,11 @@ async fn drive<C: Future>(
             verdict = watchdog::expired(side.clock, side.idle, side.head) => {
                 if verdict == Verdict::HeadTimeout { Signal::HeadTimeout } else { Signal::Idle }
             }
+            // Made room for a newcomer from its address: it was waiting for its first head.
+            () = side.clock.evicted() => Signal::Evicted,
         }
     })));
+    let mut evicted = false;
     let ended = std::future::poll_fn(|cx| {
         if let Poll::Ready(res) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(res));
@@ -589,6 +646,10 @@ async fn drive<C: Future>(
         match signal {
             // No request in flight: nothing to drain.
             Signal::HeadTimeout => Poll::Ready(None),
+            Signal::Evicted => {
+                evicted = true;
+                Poll::Ready(None)
+            }
             Signal::Shutdown | Signal::Budget | Signal::Idle => {
                 graceful(conn.as_mut());
                 conn.as_mut().poll(cx).map(Some)
@@ -596,7 +657,7 @@ async fn drive<C: Future>(
         }
     })
     .await;
-    if ended.is_none() {
+    if ended.is_none() && !evicted {
         trip(side.gateway, "header_timeout", ConnTrip::HeaderTimeout);
     }
     ended

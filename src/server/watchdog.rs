@@ -29,6 +29,12 @@ pub struct ConnClock {
     waiting_since: AtomicU64,
     inflight: AtomicU32,
     multiplexed: AtomicBool,
+    born: u64,
+    /// A response was sent on it (or abandoned): the connection is no longer a newcomer.
+    answered: AtomicBool,
+    /// Chosen to make room for a newcomer from its address (see `evict`).
+    evicted: AtomicBool,
+    evict: tokio::sync::Notify,
 }
 
 /// What the watchdog decided.
@@ -56,7 +62,41 @@ impl ConnClock {
             waiting_since: AtomicU64::new(now_ms),
             inflight: AtomicU32::new(0),
             multiplexed: AtomicBool::new(false),
+            born: now_ms,
+            answered: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            evict: tokio::sync::Notify::new(),
         }
+    }
+
+    /// When the connection was accepted.
+    pub fn born(&self) -> u64 {
+        self.born
+    }
+
+    /// Whether the connection may be closed to make room for a newcomer from its address: it
+    /// has never been answered and waits for its first request head (a slowloris connection
+    /// does; a resident's, once its first page is served, never again).
+    pub fn evictable(&self) -> bool {
+        !self.answered.load(Ordering::Relaxed)
+            && !self.evicted.load(Ordering::Relaxed)
+            && self.inflight.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection if it is `evictable` (its task sees `evicted` resolve); whether
+    /// it was.
+    pub fn evict(&self) -> bool {
+        if !self.evictable() || self.evicted.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.evict.notify_one();
+        true
+    }
+
+    /// Resolves once the connection was evicted.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
     }
 
     /// A byte moved.
@@ -77,6 +117,9 @@ impl ConnClock {
     /// A response was sent completely (or abandoned): when it was the last one in flight, the
     /// connection waits for its next request head from now on.
     pub fn request_finished(&self) {
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
         if self.inflight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.waiting_since.store(coarse_now_ms(), Ordering::Relaxed);
         }
@@ -192,6 +235,24 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(60);
     const HEAD: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn only_a_connection_never_answered_and_waiting_for_its_head_can_be_evicted() {
+        let silent = ConnClock::new(1_000);
+        assert!(silent.evictable());
+        assert!(silent.evict());
+        assert!(!silent.evict(), "once");
+        silent.evicted().await;
+        let busy = ConnClock::new(1_000);
+        busy.request_started(false);
+        assert!(!busy.evictable() && !busy.evict());
+        busy.request_finished();
+        assert!(!busy.evictable(), "answered once: never again");
+        let h2 = ConnClock::new(1_000);
+        h2.request_started(true);
+        h2.request_finished();
+        assert!(!h2.evictable());
+    }
 
     #[test]
     fn a_new_connection_must_send_its_head_in_time() {

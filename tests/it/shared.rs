@@ -258,3 +258,98 @@ async fn a_bad_trusted_network_is_refused_with_its_place() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_full_address_closes_its_oldest_silent_connection_for_a_newcomer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start("a").await;
+    let gw = Gw::start(&format!(
+        "[limits]\nmax_connections_per_address = 3\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ))
+    .await;
+    let accepted = |n: u32| {
+        let gw = &gw;
+        async move {
+            let m = crate::health::admin_metrics(gw).await;
+            m.contains(&format!(
+                "rempart_downstream_connections_total{{result=\"accepted\"}} {n}"
+            ))
+        }
+    };
+    // A slowloris bot takes every slot of the address, one after the other: heads never
+    // finished.
+    let mut silent = Vec::new();
+    for n in 1..=3 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n")
+            .await
+            .unwrap();
+        silent.push(s);
+        assert!(eventually(std::time::Duration::from_secs(10), || accepted(n)).await);
+    }
+    // A resident behind the same address still gets in: the oldest silent connection makes
+    // room.
+    let answer = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: ville.test\r\nConnection: close\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        silent[0].read_to_end(&mut out),
+    )
+    .await;
+    assert!(closed.is_ok(), "the oldest silent connection is closed");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // The two others are still held.
+    let mut byte = [0u8; 1];
+    for s in &silent[1..] {
+        assert!(matches!(
+            s.try_read(&mut byte),
+            Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ));
+    }
+    let m = crate::health::admin_metrics(&gw).await;
+    assert!(
+        m.contains("rempart_downstream_connections_total{result=\"evicted_per_address\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("result=\"rejected_per_address\""), "{m}");
+    // A connection that was answered keeps its slot: with the cap held by answered
+    // keep-alive connections, a newcomer is refused.
+    drop(silent);
+    let gone = eventually(std::time::Duration::from_secs(10), || async {
+        crate::health::admin_metrics(&gw)
+            .await
+            .contains("rempart_downstream_connections_active 0")
+    })
+    .await;
+    assert!(gone);
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        kept.push(s);
+    }
+    let mut fourth = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET / HTTP/1.1\r\nHost: ville.test\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        fourth.read_to_end(&mut out),
+    )
+    .await
+    .unwrap();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}

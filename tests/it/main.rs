@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod challenge;
 mod check;
+mod contrib;
 mod degraded;
 mod drill;
 mod errors;

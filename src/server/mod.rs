@@ -115,7 +115,8 @@ impl PerAddress {
     /// when `cap` is reached: an address carrying many residents' passes). A full address
     /// makes room by closing its oldest connection that was never answered and waits for its
     /// first request head (slowloris holding a shared address's slots), so the residents
-    /// behind it keep getting in; `None` when there is none (then `evicted` is false).
+    /// behind it keep getting in. Returns the slot and whether a connection was closed for
+    /// it; `None` when the address is full and none of its connections can be closed.
     fn acquire(
         &self,
         ip: std::net::IpAddr,
@@ -612,7 +613,7 @@ enum Signal {
 /// Runs one connection to its end, closing it gracefully on shutdown, when its request
 /// budget is spent or when idle, and at once when a request head is overdue or the
 /// connection was evicted (then `None`).
-/// The three signals are polled only when one of them fired, not on every wake-up of the
+/// The side signals are polled only when one of them fired, not on every wake-up of the
 /// connection.
 async fn drive<C: Future>(
     conn: C,

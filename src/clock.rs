@@ -63,6 +63,13 @@ pub fn unix_now() -> u64 {
     since_epoch().as_secs()
 }
 
+/// The wall clock's offset from `now_ms` (taken once): `now_ms() + unix_offset_ms()` is
+/// Unix milliseconds. Counters cut their windows with it, the same on every machine.
+pub fn unix_offset_ms() -> u64 {
+    static OFFSET: OnceLock<u64> = OnceLock::new();
+    *OFFSET.get_or_init(|| unix_now_ms().saturating_sub(now_ms()))
+}
+
 /// Wall-clock unix milliseconds.
 pub fn unix_now_ms() -> u64 {
     u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)

@@ -106,7 +106,8 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h` (and combinations are refused: keep it obvious).
+/// Parses `500ms`, `10s`, `2m`, `1h`, `365d` (and combinations are refused: keep it
+/// obvious).
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let s = raw.trim();
     let split = s
@@ -121,6 +122,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
         _ => return Err(format!("duration `{raw}` has unknown unit `{unit}`")),
     };
     Ok(d)

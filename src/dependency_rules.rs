@@ -12,6 +12,9 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("metrics", &[]),
     ("telemetry", &[]),
+    // The service manager's protocol (systemd notify), the upgrade's handover.
+    ("service", &[]),
+    ("handover", &[]),
     // Decision cores and their state.
     ("canonical", &[]),
     ("guard", &[]),
@@ -21,8 +24,15 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         &["canonical", "common", "guard", "metrics", "shield"],
     ),
     ("signals", &["config"]),
+    ("acme", &["config"]),
     ("outbox", &["clock", "config"]),
     ("state", &["clock", "common", "shield"]),
+    (
+        "cluster",
+        &[
+            "acme", "clock", "common", "config", "shield", "state", "status", "watch",
+        ],
+    ),
     (
         "status",
         &["clock", "common", "config", "outbox", "signals"],
@@ -40,6 +50,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "pipeline",
         &[
+            "acme",
             "canonical",
             "clock",
             "common",
@@ -65,24 +76,30 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "admin",
         &[
-            "clock", "common", "config", "guard", "metrics", "pipeline", "reload", "shield",
-            "state", "status", "watch",
+            "clock", "cluster", "common", "config", "guard", "handover", "metrics", "pipeline",
+            "reload", "shield", "state", "status", "watch",
         ],
     ),
-    ("reload", &["config", "metrics", "pipeline"]),
+    ("reload", &["config", "metrics", "pipeline", "service"]),
     // Wiring and tools.
     (
         "app",
         &[
+            "acme",
             "admin",
             "clock",
             "common",
             "config",
+            "handover",
             "metrics",
             "pipeline",
             "reload",
             "server",
+            "shield",
+            "cluster",
+            "guard",
             "signals",
+            "state",
             "status",
             "telemetry",
             "watch",

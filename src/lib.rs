@@ -18,11 +18,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod canonical;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod common;
 pub mod config;
 pub mod degraded;
@@ -34,12 +36,14 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guard;
+pub mod handover;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod service;
 pub mod shield;
 pub mod signals;
 pub mod state;

@@ -63,6 +63,18 @@ pub const WATCH_LEVEL: &str = "rempart_watch_level";
 pub const WATCH_SIGNAL: &str = "rempart_watch_signal";
 /// `rempart_watch_global_level`: the highest level of all tenants and the gateway's own.
 pub const WATCH_GLOBAL_LEVEL: &str = "rempart_watch_global_level";
+/// `rempart_cluster_degraded`: 1 while a cluster node cannot reach Redis (it defends alone).
+pub const CLUSTER_DEGRADED: &str = "rempart_cluster_degraded";
+/// `rempart_cluster_nodes`: the cluster's nodes whose heartbeat is current, this one included.
+pub const CLUSTER_NODES: &str = "rempart_cluster_nodes";
+/// `rempart_cluster_pending_changes`: ban changes made on this node and not yet in Redis.
+pub const CLUSTER_PENDING: &str = "rempart_cluster_pending_changes";
+/// `rempart_acme_orders_total{tenant,result}`: certificate orders to the ACME authority
+/// (`ok`, `failed`).
+pub const ACME_ORDERS: &str = "rempart_acme_orders";
+/// `rempart_tls_certificate_expiry_timestamp_seconds{tenant}`: end of validity of each
+/// tenant's certificate (Unix seconds), as loaded by the running configuration.
+pub const TLS_CERTIFICATE_EXPIRY: &str = "rempart_tls_certificate_expiry_timestamp_seconds";
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +85,15 @@ pub struct RequestLabels {
     pub route: String,
     /// `1xx` .. `5xx`.
     pub status_class: &'static str,
+}
+
+/// A tenant and an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantResultLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Outcome.
+    pub result: &'static str,
 }
 
 /// Labels of per-pool metrics.
@@ -333,6 +354,16 @@ pub struct Metrics {
     pub watch_level: Family<TenantLabels, Gauge>,
     /// The global vigilance level.
     pub watch_global_level: Gauge,
+    /// Cluster mode: Redis out of reach (1) or not (0).
+    pub cluster_degraded: Gauge,
+    /// Cluster mode: nodes seen.
+    pub cluster_nodes: Gauge,
+    /// Cluster mode: changes waiting for Redis.
+    pub cluster_pending: Gauge,
+    /// End of validity of each tenant's certificate.
+    pub certificate_expiry: Family<TenantLabels, Gauge>,
+    /// ACME orders by tenant and result.
+    pub acme_orders: Family<TenantResultLabels, Counter>,
     /// The watch's signals, last second.
     pub watch_signal: Family<SignalLabels, FloatGauge>,
 }
@@ -492,15 +523,50 @@ impl Default for Metrics {
             "Global vigilance level (the highest of the tenants' and the gateway's own): 0 vert, 1 jaune, 2 orange, 3 rouge",
             watch_global_level.clone(),
         );
+        let cluster_degraded = Gauge::default();
+        registry.register(
+            CLUSTER_DEGRADED,
+            "Cluster mode: 1 while this node cannot reach Redis and defends alone",
+            cluster_degraded.clone(),
+        );
+        let cluster_nodes = Gauge::default();
+        registry.register(
+            CLUSTER_NODES,
+            "Cluster mode: nodes whose heartbeat is current, this one included",
+            cluster_nodes.clone(),
+        );
+        let cluster_pending = Gauge::default();
+        registry.register(
+            CLUSTER_PENDING,
+            "Cluster mode: ban changes made on this node and not yet written to Redis",
+            cluster_pending.clone(),
+        );
         let watch_signal = Family::<SignalLabels, FloatGauge>::default();
         registry.register(
             WATCH_SIGNAL,
             "The last second's value of each signal the watch assesses, per tenant",
             watch_signal.clone(),
         );
+        let certificate_expiry = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            TLS_CERTIFICATE_EXPIRY,
+            "End of validity of each tenant's certificate, Unix seconds (the configuration running now)",
+            certificate_expiry.clone(),
+        );
+        let acme_orders = Family::<TenantResultLabels, Counter>::default();
+        registry.register(
+            ACME_ORDERS,
+            "Certificate orders to the ACME authority, by tenant and result (ok, failed)",
+            acme_orders.clone(),
+        );
         Self {
+            acme_orders,
+            certificate_expiry,
             watch_level,
             watch_global_level,
+            cluster_degraded,
+            cluster_nodes,
+            cluster_pending,
             watch_signal,
             guard_records,
             guard_pii,
@@ -540,6 +606,19 @@ impl Metrics {
         self.connections
             .get_or_create(&ResultLabel { result })
             .inc();
+    }
+
+    /// Shows the end of validity (Unix seconds) of each tenant's certificate, and forgets
+    /// the tenants that no longer have one.
+    pub fn set_certificates<'a>(&self, expiries: impl IntoIterator<Item = (&'a str, u64)>) {
+        self.certificate_expiry.clear();
+        for (tenant, not_after) in expiries {
+            self.certificate_expiry
+                .get_or_create(&TenantLabels {
+                    tenant: tenant.to_owned(),
+                })
+                .set(i64::try_from(not_after).unwrap_or(i64::MAX));
+        }
     }
 
     /// Per-route counters, one per status class, resolved once.

@@ -97,6 +97,7 @@ impl Reloader {
     /// Validates the file and swaps it in; `trigger` names the cause in the log.
     pub async fn reload(&self, trigger: &str) -> Result<ChangeSummary, ConfigError> {
         let _serial = self.lock.lock().await;
+        crate::service::reloading();
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || load_settled(&path))
             .await
@@ -117,6 +118,7 @@ impl Reloader {
                     .get_or_create(&ResultLabel { result: "ok" })
                     .inc();
                 tracing::info!(trigger, changes = %summary, "configuration reloaded");
+                crate::service::reloaded("serving; configuration reloaded");
                 Ok(summary)
             }
             Err(e) => {
@@ -126,6 +128,9 @@ impl Reloader {
                     .get_or_create(&ResultLabel { result: "refused" })
                     .inc();
                 tracing::error!(trigger, errors = %e, "configuration refused; the previous one keeps serving");
+                crate::service::reloaded(
+                    "serving the previous configuration; the new one was refused (rempart check)",
+                );
                 Err(e)
             }
         }

@@ -12,6 +12,8 @@
 #   TARGET=status bench/proxy/callgrind.sh    # the status page from memory (bench/status's
 #                                             # config, its tenant's origin down), 64 connections
 #   TARGET=post bench/proxy/callgrind.sh      # a proxied POST of 1 KiB (bench/proxy/post.lua)
+#   CLOSE=1 bench/proxy/callgrind.sh          # a new connection per request (Connection: close)
+#   TOP=25 bench/proxy/callgrind.sh           # and the functions costing most, inclusive
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -63,6 +65,7 @@ else
 fi
 script=()
 if [ "$TARGET" = post ]; then path=/post; script=(-s "$here/post.lua"); fi
+if [ -n "${CLOSE:-}" ]; then script+=(-H "Connection: close"); fi
 taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$REMPART_BIN" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & pids+=($!)
 wait_port "$port"
@@ -78,3 +81,6 @@ total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(","
 echo "requests: $requests (non-2xx: ${non2xx:-0})"
 echo "instructions: $total"
 awk -v t="$total" -v r="$requests" 'BEGIN { printf "instructions per request: %.1fk\n", t / r / 1000 }'
+if [ -n "${TOP:-}" ]; then
+  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | grep -v '^-' | sed -n "1,$((TOP + 20))p"
+fi

@@ -196,6 +196,10 @@ async fn change(state: AdminState, tenant: String, id: String, q: NameQuery, on:
             j.suspension(&tenant, account, on, crate::clock::unix_now_ms());
         }
     }
+    // Cluster mode: on every node (a lift also where this node had no suspension).
+    if let Some(share) = &generation.guard_share {
+        share.suspended(&tenant, account.0, on);
+    }
     if on {
         tracing::warn!(target: "rempart::guard", tenant = %tenant, account = %account, "account suspended by an operator");
     } else if changed {

@@ -21,11 +21,19 @@ mod watch;
 use crate::pipeline::Gateway;
 use crate::reload::Reloader;
 
+/// What the admin API acts on.
 #[derive(Clone)]
-struct AdminState {
-    gateway: Arc<Gateway>,
-    reloader: Arc<Reloader>,
-    watch: Arc<crate::watch::service::WatchService>,
+pub struct AdminState {
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Its reloads.
+    pub reloader: Arc<Reloader>,
+    /// The watch.
+    pub watch: Arc<crate::watch::service::WatchService>,
+    /// Where upgrades are asked for (`None`: not from the admin API).
+    pub upgrades: Option<tokio::sync::mpsc::Sender<crate::handover::UpgradeRequest>>,
+    /// Cluster mode's state, when on.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
@@ -98,6 +106,69 @@ async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response
                 "ok": false,
                 "errors": e.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             })),
+        )
+            .into_response(),
+    }
+}
+
+/// An upgrade request: `{}` (the binary this process was started from, as a package
+/// upgrade leaves it) or `{"binary": "/path/to/rempart"}`.
+#[derive(serde::Deserialize, Default)]
+struct UpgradeBody {
+    binary: Option<std::path::PathBuf>,
+}
+
+/// `POST /admin/upgrade`: starts the new binary on this process's listening sockets and
+/// answers once it serves (this process then drains and ends), or says why it was stopped
+/// (this process goes on serving).
+async fn upgrade(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let Ok(asked) = (if body.is_empty() {
+        Ok(UpgradeBody::default())
+    } else {
+        serde_json::from_slice::<UpgradeBody>(&body)
+    }) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "ok": false, "error": "expected {} or {\"binary\": PATH}" })),
+        )
+            .into_response();
+    };
+    let Some(upgrades) = state.upgrades.clone() else {
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "ok": false, "error": "this gateway does not run as `rempart run`: it cannot upgrade itself" })),
+        )
+            .into_response();
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let request = crate::handover::UpgradeRequest {
+        binary: asked.binary,
+        reply,
+    };
+    if upgrades.send(request).await.is_err() {
+        return (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "ok": false, "error": "the gateway is stopping" })),
+        )
+            .into_response();
+    }
+    match outcome.await {
+        Ok(Ok(pid)) => Json(serde_json::json!({ "ok": true, "pid": pid })).into_response(),
+        Ok(Err(why)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "ok": false, "error": why })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "ok": false, "error": "the gateway is stopping" })),
         )
             .into_response(),
     }
@@ -282,6 +353,22 @@ fn shield_status(gateway: &Gateway) -> serde_json::Value {
     serde_json::json!({ "tenants": tenants })
 }
 
+/// Cluster mode: this node, Redis reachable or not, the nodes seen (404 outside cluster
+/// mode).
+async fn cluster_status(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    match &state.cluster {
+        Some(cluster) => Json(cluster.status()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "not in cluster mode: the configuration has no [cluster]"})),
+        )
+            .into_response(),
+    }
+}
+
 async fn get_shield(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
         return unauthorized();
@@ -315,6 +402,14 @@ async fn under_attack(
         )
             .into_response();
     }
+    if let Some(cluster) = &state.cluster {
+        // Every node of the cluster, with the same end.
+        let until_unix = match until {
+            0 | u64::MAX => until,
+            _ => crate::clock::unix_now_ms() + (until - now),
+        };
+        cluster.under_attack(&req.tenant, until_unix);
+    }
     let status = shield_status(&state.gateway);
     let tenant = status["tenants"]
         .as_array()
@@ -327,27 +422,30 @@ async fn under_attack(
 /// Binds the admin listener and serves until `shutdown`.
 pub async fn start(
     address: SocketAddr,
-    gateway: Arc<Gateway>,
-    reloader: Arc<Reloader>,
-    watch: Arc<crate::watch::service::WatchService>,
+    state: AdminState,
+    inherited: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(address).await?;
-    let local = listener.local_addr()?;
-    let state = AdminState {
-        gateway,
-        reloader,
-        watch,
+) -> std::io::Result<(SocketAddr, std::os::fd::OwnedFd)> {
+    let listener = match inherited {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)?
+        }
+        None => TcpListener::bind(address).await?,
     };
+    let local = listener.local_addr()?;
+    let handed = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
+        .route("/admin/upgrade", post(upgrade))
         .route(
             "/admin/bans",
             get(list_bans).post(add_ban).delete(remove_ban),
         )
         .route("/admin/top", get(top_clients))
         .route("/admin/shield", get(get_shield))
+        .route("/admin/cluster", get(cluster_status))
         .route("/admin/shield/under-attack", post(under_attack))
         .route(
             "/admin/maintenance",
@@ -408,5 +506,5 @@ pub async fn start(
         }
     });
     tracing::info!(address = %local, "admin listening");
-    Ok(local)
+    Ok((local, handed))
 }

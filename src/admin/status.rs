@@ -11,7 +11,7 @@ use axum::Json;
 use super::{authorized, bad_request, unauthorized, AdminState};
 use crate::clock::unix_now;
 use crate::status::model::ComponentState;
-use crate::status::model::Incident;
+use crate::status::shared::{Answer, Change};
 use crate::status::{IncidentEdit, NewIncident, NewUpdate, StatusError};
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
@@ -23,6 +23,7 @@ fn failure(e: StatusError) -> Response {
     let code = match e {
         StatusError::UnknownTenant(_) | StatusError::UnknownIncident(_) => StatusCode::NOT_FOUND,
         StatusError::UnknownComponent(_) | StatusError::Invalid(_) => StatusCode::BAD_REQUEST,
+        StatusError::NoWriter => StatusCode::SERVICE_UNAVAILABLE,
     };
     (
         code,
@@ -72,14 +73,15 @@ pub async fn board(
     answer(state.gateway.current().status.admin_view(&tenant), false)
 }
 
-/// The shape of the incident calls: the token, then the JSON body, then `change` on the
-/// status service; 201 or 200 with the incident, or the reason it was refused.
-fn incident_call<T: serde::de::DeserializeOwned>(
+/// The shape of the incident calls: the token, then the JSON body, then the change on the
+/// status boards (made here, or by the node that writes them in cluster mode); 201 or 200
+/// with the incident, or the reason it was refused.
+async fn incident_call<T: serde::de::DeserializeOwned>(
     state: &AdminState,
     headers: &HeaderMap,
     body: &Bytes,
     created: bool,
-    change: impl FnOnce(&crate::status::StatusService, T, u64) -> Result<Incident, StatusError>,
+    change: impl FnOnce(T) -> Change,
 ) -> Response {
     if !authorized(state, headers) {
         return unauthorized();
@@ -88,7 +90,14 @@ fn incident_call<T: serde::de::DeserializeOwned>(
         Ok(n) => n,
         Err(r) => return *r,
     };
-    let r = change(&state.gateway.current().status, request, unix_now());
+    let status = state.gateway.current().status.clone();
+    let r = match status.apply(change(request), unix_now()).await {
+        Ok(Answer::Incident { incident }) => Ok(*incident),
+        Ok(_) => Err(StatusError::Invalid(
+            "the change gave no incident back".into(),
+        )),
+        Err(e) => Err(e),
+    };
     if let Ok(i) = &r {
         tracing::info!(target: "rempart::status", tenant = %i.tenant, incident = i.id, published = i.published, "incident changed by an operator");
     }
@@ -102,9 +111,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    incident_call(&state, &headers, &body, true, |s, new: NewIncident, now| {
-        s.create_incident(&tenant, new, now)
+    incident_call(&state, &headers, &body, true, |new: NewIncident| {
+        Change::CreateIncident { tenant, new }
     })
+    .await
 }
 
 /// `POST /admin/status/{tenant}/incidents/{id}/updates`.
@@ -114,9 +124,10 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    incident_call(&state, &headers, &body, true, |s, new: NewUpdate, now| {
-        s.add_update(&tenant, id, new, now)
+    incident_call(&state, &headers, &body, true, |update: NewUpdate| {
+        Change::AddUpdate { tenant, id, update }
     })
+    .await
 }
 
 /// `PATCH /admin/status/{tenant}/incidents/{id}`.
@@ -126,13 +137,10 @@ pub async fn edit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    incident_call(
-        &state,
-        &headers,
-        &body,
-        false,
-        |s, edit: IncidentEdit, now| s.edit_incident(&tenant, id, edit, now),
-    )
+    incident_call(&state, &headers, &body, false, |edit: IncidentEdit| {
+        Change::EditIncident { tenant, id, edit }
+    })
+    .await
 }
 
 /// `{"state": "major_outage"}` sets an override; `{"state": null}` returns to detection.
@@ -165,10 +173,16 @@ pub async fn set_component(
             )),
         },
     };
-    let status = &state.gateway.current().status;
+    let status = state.gateway.current().status.clone();
+    let change = Change::SetOverride {
+        tenant: tenant.clone(),
+        component,
+        state: wanted,
+    };
     let r = status
-        .set_override(&tenant, &component, wanted, unix_now())
-        .and_then(|()| status.admin_view(&tenant));
+        .apply(change, unix_now())
+        .await
+        .and_then(|_| status.admin_view(&tenant));
     answer(r, false)
 }
 
@@ -226,9 +240,16 @@ pub async fn set_maintenance(
             return bad_request(format!("tenant `{}` has no route named `{r}`", req.tenant));
         }
     }
-    generation
-        .status
-        .set_maintenance(&req.tenant, req.route.as_deref(), req.on);
+    let status = generation.status.clone();
+    drop(generation);
+    let change = Change::SetMaintenance {
+        tenant: req.tenant.clone(),
+        route: req.route.clone(),
+        on: req.on,
+    };
+    if let Err(e) = status.apply(change, unix_now()).await {
+        return failure(e);
+    }
     Json(serde_json::json!({ "ok": true, "tenant": req.tenant, "route": req.route, "on": req.on }))
         .into_response()
 }

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use serde_json::json;
 use super::{bad_request, AdminState};
 use crate::watch::incident::Refused;
 use crate::watch::level::Level;
+use crate::watch::shared::{Action, ActionKind, Failed};
 
 /// `GET /admin/watch`: the global level, each tenant's (and the gateway's own, `*`), the
 /// active incidents and the alert outbox.
@@ -102,22 +103,60 @@ fn refused(r: &Refused) -> Response {
     }
 }
 
-/// `GET /admin/watch/incidents`: every incident kept, newest first.
-pub(super) async fn incidents(State(state): State<AdminState>) -> Response {
-    Json(json!({ "incidents": state.watch.incidents() })).into_response()
+fn failed(f: &Failed) -> Response {
+    match f {
+        Failed::Refused(r) => refused(r),
+        Failed::NoAnswer => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ok": false, "error": "the incident's node did not answer (gone, or Redis out of reach): act on that node, or retry" })),
+        )
+            .into_response(),
+    }
 }
 
-/// `GET /admin/watch/incidents/{id}`: one incident with its timeline and figures.
-pub(super) async fn incident(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
-    match state.watch.incident(id) {
+/// `?node=NAME`: cluster mode, an incident of another node (incident numbers are each
+/// node's own).
+#[derive(serde::Deserialize, Default)]
+pub(super) struct OnNode {
+    node: Option<String>,
+}
+
+/// `GET /admin/watch/incidents`: every incident kept, newest first (in cluster mode, every
+/// node's, each with its node).
+pub(super) async fn incidents(State(state): State<AdminState>) -> Response {
+    Json(json!({ "incidents": state.watch.incidents_everywhere() })).into_response()
+}
+
+/// `GET /admin/watch/incidents/{id}[?node=NAME]`: one incident with its timeline and
+/// figures.
+pub(super) async fn incident(
+    State(state): State<AdminState>,
+    Path(id): Path<u64>,
+    Query(on): Query<OnNode>,
+) -> Response {
+    match state.watch.incident_on(on.node.as_deref(), id) {
         Some(i) => Json(i).into_response(),
         None => refused(&Refused::Unknown),
     }
 }
 
-/// `GET /admin/watch/incidents/{id}/report`: the Markdown report.
-pub(super) async fn report(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
-    match state.watch.report(id) {
+/// `GET /admin/watch/incidents/{id}/report[?node=NAME]`: the Markdown report.
+pub(super) async fn report(
+    State(state): State<AdminState>,
+    Path(id): Path<u64>,
+    Query(on): Query<OnNode>,
+) -> Response {
+    let report = match on.node.as_deref() {
+        None => state.watch.report(id),
+        Some(node) => state.watch.incident_on(Some(node), id).map(|i| {
+            crate::watch::incident::report(
+                &i,
+                state.gateway.current().config.status.time_zone,
+                crate::clock::unix_now_ms(),
+            )
+        }),
+    };
+    match report {
         Some(r) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], r).into_response(),
         None => refused(&Refused::Unknown),
     }
@@ -143,18 +182,26 @@ fn who(by: &str) -> Result<String, String> {
 pub(super) async fn acknowledge(
     State(state): State<AdminState>,
     Path(id): Path<u64>,
+    Query(on): Query<OnNode>,
     Json(act): Json<Act>,
 ) -> Response {
     let by = match who(&act.by) {
         Ok(b) => b,
         Err(e) => return bad_request(e),
     };
+    let action = Action {
+        id,
+        kind: ActionKind::Acknowledge,
+        by,
+        text: act.text.trim().to_owned(),
+    };
     match state
         .watch
-        .acknowledge(id, &by, crate::clock::unix_now_ms())
+        .act(on.node.as_deref(), action, crate::clock::unix_now_ms())
+        .await
     {
         Ok(i) => Json(json!({ "ok": true, "incident": i.id, "state": i.state })).into_response(),
-        Err(r) => refused(&r),
+        Err(f) => failed(&f),
     }
 }
 
@@ -162,6 +209,7 @@ pub(super) async fn acknowledge(
 pub(super) async fn note(
     State(state): State<AdminState>,
     Path(id): Path<u64>,
+    Query(on): Query<OnNode>,
     Json(act): Json<Act>,
 ) -> Response {
     let by = match who(&act.by) {
@@ -171,12 +219,19 @@ pub(super) async fn note(
     if act.text.trim().is_empty() {
         return bad_request("a note needs a text".into());
     }
+    let action = Action {
+        id,
+        kind: ActionKind::Note,
+        by,
+        text: act.text.trim().to_owned(),
+    };
     match state
         .watch
-        .note(id, &by, act.text.trim(), crate::clock::unix_now_ms())
+        .act(on.node.as_deref(), action, crate::clock::unix_now_ms())
+        .await
     {
         Ok(i) => Json(json!({ "ok": true, "incident": i.id })).into_response(),
-        Err(r) => refused(&r),
+        Err(f) => failed(&f),
     }
 }
 
@@ -184,18 +239,26 @@ pub(super) async fn note(
 pub(super) async fn resolve(
     State(state): State<AdminState>,
     Path(id): Path<u64>,
+    Query(on): Query<OnNode>,
     Json(act): Json<Act>,
 ) -> Response {
     let by = match who(&act.by) {
         Ok(b) => b,
         Err(e) => return bad_request(e),
     };
+    let action = Action {
+        id,
+        kind: ActionKind::Resolve,
+        by,
+        text: act.text.trim().to_owned(),
+    };
     match state
         .watch
-        .resolve(id, &by, act.text.trim(), crate::clock::unix_now_ms())
+        .act(on.node.as_deref(), action, crate::clock::unix_now_ms())
+        .await
     {
         Ok(i) => Json(json!({ "ok": true, "incident": i.id, "state": i.state })).into_response(),
-        Err(r) => refused(&r),
+        Err(f) => failed(&f),
     }
 }
 

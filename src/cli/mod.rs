@@ -1,11 +1,13 @@
-//! Subcommands: `run`, `check`, `demo`, `reload`, `bans`, `shield`, `status`, `drill`. Each
-//! returns a process exit code.
+//! Subcommands: `run`, `check`, `demo`, `reload`, `upgrade`, `bans`, `shield`, `status`, `watch`,
+//! `guard`, `drill`, `completions`. Each returns a process exit code.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod cluster;
 pub mod guard;
+pub mod manual;
 pub mod status;
 pub mod watch;
 
@@ -13,7 +15,17 @@ pub use guard::GuardAction;
 
 /// Rempart: an edge gateway that keeps public services reachable under attack.
 #[derive(Debug, Parser)]
-#[command(name = "rempart", version, about)]
+#[command(
+    name = "rempart",
+    version,
+    about,
+    long_about = "Rempart is an edge gateway that keeps public services reachable, and citizens' \
+data safe, while they are under cyber attack. It sits in front of a town's web servers: it \
+shields them from floods (rate limits, proof-of-work challenges, load shedding, bans), watches \
+them and raises a vigilance level with its defences, keeps a status page and stale copies of \
+public pages up when every origin is down, and counts what each account takes out of back-office \
+applications. One binary, one TOML file: `rempart run --config /etc/rempart/rempart.toml`."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -53,6 +65,18 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Replace a running gateway's binary without refusing a connection: it starts the new
+    /// binary on its listening sockets, hands over its bans, and drains once the new process
+    /// serves; a new binary that fails leaves it serving (admin API; SIGUSR2 does the same).
+    Upgrade {
+        /// Configuration file of the running gateway (gives the admin address and token).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new binary (default: the file the gateway was started from, as a package
+        /// upgrade replaces it).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// List, add or remove bans on a running gateway (admin API).
     Bans {
         /// Configuration file of the running gateway (gives the admin address and token).
@@ -65,10 +89,12 @@ pub enum Command {
     /// Run a flood drill against a gateway on loopback: residents and an attack mix from a
     /// scenario file; reports residents' success rate and what reached the origin.
     Drill {
-        /// Gateway address (loopback only). An exfiltration scenario without one starts its
-        /// own gateway and back-office application on loopback.
+        /// Gateway address (loopback only). Given more than once, the nodes of a cluster:
+        /// each source address goes to one of them, as a load balancer hashing addresses
+        /// sends it. An exfiltration scenario without one starts its own gateway and
+        /// back-office application on loopback.
         #[arg(long)]
-        target: Option<std::net::SocketAddr>,
+        target: Vec<std::net::SocketAddr>,
         /// Scenario file (see bench/scenarios/).
         #[arg(long)]
         scenario: PathBuf,
@@ -80,9 +106,10 @@ pub enum Command {
         /// Address of a `rempart drill-origin` behind the gateway, to report what reached it.
         #[arg(long)]
         origin: Option<std::net::SocketAddr>,
-        /// Process id of the gateway, to report its CPU and memory.
+        /// Process id of the gateway, to report its CPU and memory (more than once: the
+        /// nodes', summed).
         #[arg(long)]
-        pid: Option<u32>,
+        pid: Vec<u32>,
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
@@ -117,6 +144,16 @@ pub enum Command {
         #[command(subcommand)]
         action: GuardAction,
     },
+    /// A cluster node's link to Redis and the nodes it sees (admin API; exit 1 while
+    /// degraded).
+    Cluster {
+        /// Configuration file of the running gateway (gives the admin address and token).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: cluster::ClusterAction,
+    },
     /// The watch of a running gateway: each tenant's vigilance level and its evidence, an
     /// operator's level (admin API).
     Watch {
@@ -126,6 +163,20 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: watch::WatchAction,
+    },
+    /// Print the completion script of SHELL (bash: source it, or install it as
+    /// /usr/share/bash-completion/completions/rempart; zsh: as _rempart in a $fpath directory).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (rempart.8 and one per command) into a directory (packaging).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write into (made when absent).
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Flood shield of a running gateway: status and under-attack mode (admin API).
     Shield {
@@ -246,6 +297,20 @@ pub fn check(config: &std::path::Path) -> i32 {
                 rt.tenants.len(),
                 rt.listeners.len()
             );
+            // Valid, but about to hurt: said, not refused (a certificate expiring tomorrow
+            // still serves today).
+            let now = crate::clock::unix_now();
+            for t in &rt.tenants {
+                if let Some(facts) = &t.certificate_facts {
+                    for warning in facts.warnings(&t.hosts, now) {
+                        eprintln!(
+                            "{}: warning: tenants.{}.tls: {warning}",
+                            config.display(),
+                            t.id
+                        );
+                    }
+                }
+            }
             0
         }
         Err(e) => {
@@ -336,11 +401,11 @@ pub async fn bans(config: &std::path::Path, action: BanAction) -> i32 {
 
 /// `rempart drill ...`.
 pub async fn drill(
-    target: Option<std::net::SocketAddr>,
+    targets: &[std::net::SocketAddr],
     scenario: &std::path::Path,
     residents: Option<&std::path::Path>,
     origin: Option<std::net::SocketAddr>,
-    pid: Option<u32>,
+    pids: &[u32],
     json: bool,
 ) -> i32 {
     let text = match std::fs::read_to_string(scenario) {
@@ -351,15 +416,15 @@ pub async fn drill(
         }
     };
     if text.contains("[exfiltration]") {
-        return drill_exfiltration(target, scenario, &text, json).await;
+        return drill_exfiltration(targets.first().copied(), scenario, &text, json).await;
     }
     if text.contains("[timeline]") {
         return drill_timeline(scenario, &text, json).await;
     }
-    let Some(target) = target else {
+    if targets.is_empty() {
         eprintln!("--target: the gateway to drill (a loopback address)");
         return 2;
-    };
+    }
     let mut parsed = match crate::drill::scenario::Scenario::parse(&text) {
         Ok(s) => s,
         Err(e) => {
@@ -379,7 +444,7 @@ pub async fn drill(
             }
         };
     }
-    match crate::drill::run(target, parsed, origin, pid).await {
+    match crate::drill::run(targets, parsed, origin, pids).await {
         Ok(report) => {
             if json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -462,6 +527,7 @@ async fn drill_exfiltration(
                     access_log: false,
                     watch_file: false,
                     sighup: false,
+                    upgrades: false,
                 };
                 let running = crate::app::start(&config, options).await?;
                 anyhow::Ok((running, dir))
@@ -666,6 +732,51 @@ pub async fn reload(config: &std::path::Path) -> i32 {
         }
         Ok((status, body)) => {
             eprintln!("admin API answered {status}: {}", body.trim());
+            1
+        }
+        Err(e) => {
+            eprintln!("cannot reach the admin API at {address}: {e}");
+            1
+        }
+    }
+}
+
+/// `rempart upgrade`: the running gateway starts `binary` (default: the one it was started
+/// from, which a package upgrade replaced) on its listening sockets and drains once the new
+/// process serves.
+pub async fn upgrade(config: &std::path::Path, binary: Option<&std::path::Path>) -> i32 {
+    let (address, token) = match admin_of(config, "upgrading") {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let body = match binary {
+        Some(path) => serde_json::json!({ "binary": path }).to_string(),
+        None => "{}".to_owned(),
+    };
+    match admin_call(
+        address,
+        &token,
+        http::Method::POST,
+        "/admin/upgrade".into(),
+        Some(body),
+    )
+    .await
+    {
+        Ok((200, body)) => {
+            let pid = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("pid").and_then(serde_json::Value::as_u64))
+                .unwrap_or_default();
+            println!("upgraded: process {pid} serves; the previous one drains and ends");
+            0
+        }
+        Ok((status, body)) => {
+            let why = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| format!("admin API answered {status}: {}", body.trim()));
+            eprintln!("not upgraded: {why}");
+            eprintln!("the running gateway goes on serving");
             1
         }
         Err(e) => {

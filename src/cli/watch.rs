@@ -58,6 +58,10 @@ pub enum IncidentAction {
         /// The incident as JSON instead.
         #[arg(long)]
         json: bool,
+        /// Cluster mode: the node the incident belongs to (numbers are each node's own;
+        /// `list` shows them as NODE/NUMBER).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Open an incident by hand (say, an agent reports a phishing mail).
     Open {
@@ -78,6 +82,10 @@ pub enum IncidentAction {
         /// Who (default: the login name).
         #[arg(long)]
         by: Option<String>,
+        /// Cluster mode: the node the incident belongs to (numbers are each node's own;
+        /// `list` shows them as NODE/NUMBER).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Add a note to an incident's timeline.
     Note {
@@ -88,6 +96,10 @@ pub enum IncidentAction {
         /// Who (default: the login name).
         #[arg(long)]
         by: Option<String>,
+        /// Cluster mode: the node the incident belongs to (numbers are each node's own;
+        /// `list` shows them as NODE/NUMBER).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Close an incident.
     Resolve {
@@ -99,7 +111,23 @@ pub enum IncidentAction {
         /// Who (default: the login name).
         #[arg(long)]
         by: Option<String>,
+        /// Cluster mode: the node the incident belongs to (numbers are each node's own;
+        /// `list` shows them as NODE/NUMBER).
+        #[arg(long)]
+        node: Option<String>,
     },
+}
+
+/// The `?node=` of an incident of another node (names are letters, digits, `.`, `_`, `-`).
+fn on(node: &Option<String>) -> String {
+    node.as_ref().map_or_else(String::new, |n| {
+        format!(
+            "?node={}",
+            n.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                .collect::<String>()
+        )
+    })
 }
 
 /// The operator's name: `--by`, else the login name.
@@ -153,14 +181,22 @@ pub async fn run(config: &Path, action: WatchAction) -> i32 {
                 IncidentAction::List { .. } => {
                     (http::Method::GET, "/admin/watch/incidents".to_owned(), None)
                 }
-                IncidentAction::Show { id, json: true } => (
+                IncidentAction::Show {
+                    id,
+                    json: true,
+                    node,
+                } => (
                     http::Method::GET,
-                    format!("/admin/watch/incidents/{id}"),
+                    format!("/admin/watch/incidents/{id}{}", on(node)),
                     None,
                 ),
-                IncidentAction::Show { id, json: false } => (
+                IncidentAction::Show {
+                    id,
+                    json: false,
+                    node,
+                } => (
                     http::Method::GET,
-                    format!("/admin/watch/incidents/{id}/report"),
+                    format!("/admin/watch/incidents/{id}/report{}", on(node)),
                     None,
                 ),
                 IncidentAction::Open {
@@ -175,19 +211,19 @@ pub async fn run(config: &Path, action: WatchAction) -> i32 {
                         serde_json::json!({"tenant": tenant, "level": level, "text": text, "by": operator(by.clone())}),
                     ),
                 ),
-                IncidentAction::Ack { id, by } => (
+                IncidentAction::Ack { id, by, node } => (
                     http::Method::POST,
-                    format!("/admin/watch/incidents/{id}/ack"),
+                    format!("/admin/watch/incidents/{id}/ack{}", on(node)),
                     Some(serde_json::json!({"by": operator(by.clone())})),
                 ),
-                IncidentAction::Note { id, text, by } => (
+                IncidentAction::Note { id, text, by, node } => (
                     http::Method::POST,
-                    format!("/admin/watch/incidents/{id}/note"),
+                    format!("/admin/watch/incidents/{id}/note{}", on(node)),
                     Some(serde_json::json!({"by": operator(by.clone()), "text": text})),
                 ),
-                IncidentAction::Resolve { id, text, by } => (
+                IncidentAction::Resolve { id, text, by, node } => (
                     http::Method::POST,
-                    format!("/admin/watch/incidents/{id}/resolve"),
+                    format!("/admin/watch/incidents/{id}/resolve{}", on(node)),
                     Some(serde_json::json!({"by": operator(by.clone()), "text": text})),
                 ),
             };
@@ -315,9 +351,13 @@ fn incident_table(body: &str) -> String {
     };
     let mut out = String::from("incident\ttenant\tlevel\tpeak\tstate\tactive\topened (unix ms)\n");
     for i in v["incidents"].as_array().into_iter().flatten() {
+        let number = match i["node"].as_str() {
+            Some(node) => format!("{node}/{}", i["id"]),
+            None => i["id"].to_string(),
+        };
         out.push_str(&format!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            i["id"],
+            number,
             i["tenant"].as_str().unwrap_or("?"),
             i["level"].as_str().unwrap_or("?"),
             i["peak"].as_str().unwrap_or("?"),

@@ -118,6 +118,11 @@ pub struct FileConfig {
     /// The watch: vigilance levels, the playbook, security incidents and operators' alerts.
     #[serde(default)]
     pub watch: WatchFile,
+    /// Certificates from an ACME authority, for the tenants with `tls = { acme = true }`.
+    #[serde(default)]
+    pub acme: AcmeFile,
+    /// Cluster mode: several gateways sharing their defence through Redis (off without).
+    pub cluster: Option<ClusterFile>,
     /// Tenants (municipalities, agencies).
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
@@ -135,6 +140,10 @@ pub const DEFAULT_STATUS_SLOW: &str = "3s";
 pub const DEFAULT_PUBLISH_ATTEMPTS: u32 = 3;
 /// Default time zone of dates on status pages.
 pub const DEFAULT_TIME_ZONE: &str = "Europe/Paris";
+
+/// Default HSTS max-age of a tenant with a certificate (a year, as Mozilla's
+/// "intermediate" configuration suggests at least).
+pub const DEFAULT_HSTS_MAX_AGE: &str = "365d";
 
 /// Default stale-copy window of a tenant's public pages.
 pub const DEFAULT_STALE_IF_ERROR: &str = "24h";
@@ -385,6 +394,18 @@ pub struct TenantFile {
     pub contact: Option<String>,
     /// Certificate for the tenant's hosts (PEM files).
     pub tls: Option<TlsFile>,
+    /// Plain HTTP requests redirected to HTTPS (308), ACME challenges and the status site
+    /// excepted. Default: on when the tenant has `tls` and an `https` listener exists.
+    pub https_redirect: Option<bool>,
+    /// `Strict-Transport-Security` max-age on HTTPS answers (default `365d` when the tenant
+    /// has `tls`; `0s` sends none).
+    pub hsts_max_age: Option<String>,
+    /// `includeSubDomains` in HSTS (default false: every subdomain must then serve HTTPS).
+    #[serde(default)]
+    pub hsts_include_subdomains: bool,
+    /// `preload` in HSTS (default false; needs `includeSubDomains` and a year or more).
+    #[serde(default)]
+    pub hsts_preload: bool,
     /// Upstream pools.
     #[serde(default)]
     pub pools: Vec<PoolFile>,
@@ -719,9 +740,68 @@ pub struct TenantShieldFile {
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
     /// Certificate chain (PEM).
-    pub cert: String,
+    pub cert: Option<String>,
     /// Private key (PEM).
-    pub key: String,
+    pub key: Option<String>,
+    /// Certificates obtained and renewed from the ACME server of `[acme]`, for the tenant's
+    /// exact host names, instead of files.
+    #[serde(default)]
+    pub acme: bool,
+}
+
+/// Default ACME directory: Let's Encrypt.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Default state directory of ACME (account key, certificates), next to the config file.
+pub const DEFAULT_ACME_STATE_DIR: &str = "acme";
+
+/// Cluster mode: several gateways sharing bans (and, as it grows, the rest of their
+/// defence) through Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// The Redis server: `redis://host:port/db`, or `rediss://` for TLS; an ACL user name may
+    /// be given in the URL (`redis://rempart@host`), never a password.
+    pub redis: String,
+    /// File holding the Redis password (the ACL user's, or `requirepass`).
+    pub password_file: Option<String>,
+    /// This node's name, unique in the cluster (default: the machine's host name).
+    pub node: Option<String>,
+    /// Prefix of every key and channel (several clusters on one Redis; default `rempart`).
+    pub key_prefix: Option<String>,
+    /// The certificate authority (PEM) that signed the Redis server's certificate, for
+    /// `rediss://` (default: the system's authorities).
+    pub ca_file: Option<String>,
+    /// Redis Sentinel: the master is the one the Sentinels name (after a failover, the new
+    /// one); `redis` then gives only the scheme, the user and the database.
+    pub sentinel: Option<SentinelFile>,
+}
+
+/// Where the Sentinels are and which master they watch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelFile {
+    /// The master's name in the Sentinels' configuration (`sentinel monitor NAME ...`).
+    pub master: String,
+    /// The Sentinels, as `host:port`.
+    pub addresses: Vec<String>,
+}
+
+/// Certificates from an ACME certificate authority (RFC 8555).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    /// Directory URL of the certificate authority (default: Let's Encrypt).
+    pub directory: Option<String>,
+    /// Address the authority writes to about the account (expiry notices, policy changes).
+    pub contact: Option<String>,
+    /// Where the account key and the certificates are kept (owner-only permissions).
+    pub state_dir: Option<String>,
+    /// Extra root certificates (PEM) trusted for the authority's own HTTPS (a private
+    /// authority, or a test one).
+    pub ca_file: Option<String>,
+    /// How control of the names is proved: `http-01` (default: the authority fetches a
+    /// token over port 80) or `tls-alpn-01` (a TLS handshake on port 443 only).
+    pub challenge: Option<String>,
 }
 
 /// An upstream pool.

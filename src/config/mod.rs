@@ -2,6 +2,7 @@
 //! `FILE:LINE:COL: key.path: message (hint)`. `file` holds the serde types, `validate` the
 //! checks, `runtime` the validated model, `reload` the watch-and-swap machinery.
 
+pub mod certificate;
 pub mod file;
 pub mod runtime;
 pub mod validate;

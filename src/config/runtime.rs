@@ -211,6 +211,14 @@ pub struct Tenant {
     pub routes: Vec<Route>,
     /// Certificate for the tenant's hosts.
     pub certificate: Option<Arc<CertifiedKey>>,
+    /// Its validity and names (expiry metric, `rempart check`'s warnings).
+    pub certificate_facts: Option<crate::config::certificate::CertificateFacts>,
+    /// Its certificates come from the ACME authority of `Runtime::acme`.
+    pub acme: bool,
+    /// Plain HTTP redirected to HTTPS on this port (308), when on.
+    pub https_redirect: Option<u16>,
+    /// The `Strict-Transport-Security` value of HTTPS answers, when on.
+    pub hsts: Option<http::HeaderValue>,
     /// Flood-defence policy.
     pub shield: crate::shield::Policy,
     /// Public status page, when configured.
@@ -641,11 +649,89 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// Cluster mode: the Redis server the nodes share their defence through.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    /// `redis://` or `rediss://` URL, without a password.
+    pub redis: String,
+    /// The password, from `password_file` (never printed).
+    pub password: Option<String>,
+    /// This node's name.
+    pub node: String,
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// The authority that signed Redis's certificate (PEM), from `ca_file`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Redis Sentinel: the master's name and the Sentinels (host, port).
+    pub sentinel: Option<(String, Vec<(String, u16)>)>,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis", &self.redis)
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .field("node", &self.node)
+            .field("key_prefix", &self.key_prefix)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("sentinel", &self.sentinel)
+            .finish()
+    }
+}
+
+impl PartialEq for ClusterSettings {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.redis,
+            &self.password,
+            &self.node,
+            &self.key_prefix,
+            &self.ca_pem,
+            &self.sentinel,
+        ) == (
+            &other.redis,
+            &other.password,
+            &other.node,
+            &other.key_prefix,
+            &other.ca_pem,
+            &other.sentinel,
+        )
+    }
+}
+
+/// Where certificates come from for the tenants with `tls = { acme = true }`.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// The authority's directory URL.
+    pub directory: String,
+    /// The account's contact (`mailto:` added), if any.
+    pub contact: Option<String>,
+    /// Account key and certificates, owner-only.
+    pub state_dir: PathBuf,
+    /// Extra roots trusted for the authority's HTTPS.
+    pub ca_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// How control of the names is proved.
+    pub challenge: AcmeChallenge,
+}
+
+/// The ACME challenge the gateway answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A token fetched over HTTP (port 80).
+    Http01,
+    /// A TLS handshake with the `acme-tls/1` protocol (port 443).
+    TlsAlpn01,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Runtime {
     /// File it came from.
     pub source: PathBuf,
+    /// The ACME authority, when a tenant takes its certificates from one.
+    pub acme: Option<AcmeSettings>,
+    /// Cluster mode, when configured.
+    pub cluster: Option<ClusterSettings>,
     /// Downstream listeners.
     pub listeners: Vec<Listener>,
     /// Admin listener.
@@ -702,19 +788,6 @@ impl Runtime {
     /// Whether `ip` is a trusted proxy.
     pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
-    }
-
-    /// The tenant whose certificate serves `sni`.
-    pub fn certificate_for(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let by_host = sni
-            .map(|s| s.to_ascii_lowercase())
-            .and_then(|s| self.tenant_for_host(&s))
-            .and_then(|i| self.tenants[i].certificate.clone());
-        by_host.or_else(|| {
-            self.default_tenant
-                .and_then(|i| self.tenants[i].certificate.clone())
-                .or_else(|| self.tenants.iter().find_map(|t| t.certificate.clone()))
-        })
     }
 
     /// Whether any listener serves TLS.

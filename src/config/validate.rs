@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use rustls::sign::CertifiedKey;
+
+use super::certificate::CertificateFacts;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -421,15 +423,55 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
                 Language::Fr
             }
         };
-        let certificate = tf.tls.as_ref().and_then(|tls| {
-            match load_certified_key(&base.join(&tls.cert), &base.join(&tls.key)) {
-                Ok(k) => Some(Arc::new(k)),
+        let acme = tf.tls.as_ref().is_some_and(|tls| tls.acme);
+        if acme && !tf.hosts.iter().any(|h| !h.starts_with("*.")) {
+            c.push(
+                format!("{p}.tls.acme"),
+                "the tenant has only wildcard host names, which HTTP-01 cannot prove".to_owned(),
+                Some("list its exact names (www.ville.fr), or give a wildcard certificate from files"),
+            );
+        }
+        if acme && !file.listeners.iter().any(|l| l.protocol == "https") {
+            c.push(
+                format!("{p}.tls.acme"),
+                "no https listener would serve the certificate".to_owned(),
+                Some("add a [[listeners]] with protocol = \"https\" (port 443)"),
+            );
+        }
+        let certificate = tf.tls.as_ref().and_then(|tls| match (&tls.cert, &tls.key, tls.acme) {
+            (Some(cert), Some(key), false) => {
+                match load_certified_key(&base.join(cert), &base.join(key)) {
+                    Ok(k) => Some(Arc::new(k)),
+                    Err(e) => {
+                        c.push(format!("{p}.tls"), e, Some("give PEM files readable by rempart; relative paths start at the config file's directory"));
+                        None
+                    }
+                }
+            }
+            (None, None, true) => None,
+            _ => {
+                c.push(
+                    format!("{p}.tls"),
+                    "give either `cert` and `key` (PEM files) or `acme = true`".to_owned(),
+                    Some("tls = { cert = \"ville.pem\", key = \"ville.key\" }, or tls = { acme = true } with an [acme] table"),
+                );
+                None
+            }
+        });
+        let certificate_facts = certificate.as_ref().and_then(|k| {
+            match CertificateFacts::read(k.end_entity_cert().map_or(&[][..], |c| c.as_ref())) {
+                Ok(facts) => Some(facts),
                 Err(e) => {
-                    c.push(format!("{p}.tls"), e, Some("give PEM files readable by rempart; relative paths start at the config file's directory"));
+                    c.push(
+                        format!("{p}.tls.cert"),
+                        e,
+                        Some("the first PEM block must be the tenant's own certificate"),
+                    );
                     None
                 }
             }
         });
+        let (https_redirect, hsts) = https_policy(&mut c, &p, tf, &listeners);
         let shield = tenant_shield(&mut c, &p, &tf.shield, base);
         let pools = pools(&mut c, &p, &tf.pools);
         let tenant_guard = guard::tenant(&mut c, &p, tf.guard.as_ref(), base);
@@ -467,6 +509,10 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             pools,
             routes,
             certificate,
+            certificate_facts,
+            acme,
+            https_redirect,
+            hsts,
             shield,
             status,
             maintenance: tf.maintenance,
@@ -503,7 +549,8 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     };
 
     for (i, l) in listeners.iter().enumerate() {
-        if l.protocol == ListenerProtocol::Https && !tenants.iter().any(|t| t.certificate.is_some())
+        if l.protocol == ListenerProtocol::Https
+            && !tenants.iter().any(|t| t.certificate.is_some() || t.acme)
         {
             c.push(
                 format!("listeners[{i}].protocol"),
@@ -512,6 +559,12 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
             );
         }
     }
+
+    let acme = acme_settings(&mut c, &file.acme, base, tenants.iter().any(|t| t.acme));
+    let cluster = file
+        .cluster
+        .as_ref()
+        .and_then(|f| cluster_settings(&mut c, f, base));
 
     let prefixes = crate::shield::PrefixLengths {
         v4: file.shield.prefix_v4.unwrap_or(24),
@@ -547,6 +600,20 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
     });
 
     let guard_settings = guard::settings(&mut c, &file.guard, base);
+    // Cluster mode adds up the accounts' records across nodes by their hashes: every node
+    // must hash with the same key.
+    if cluster.is_some()
+        && guard_settings.key.is_none()
+        && tenants
+            .iter()
+            .any(|t| t.routes.iter().any(|r| r.guard.is_some()))
+    {
+        c.push(
+            "guard.key_file",
+            "cluster mode with guarded routes needs the accounts' key in a file",
+            Some("the same guard.key_file on every node (32 random bytes or more), so an account's budget is the cluster's"),
+        );
+    }
 
     let log_full_client_address = match file.log.client_address.as_deref() {
         None | Some("prefix") => false,
@@ -689,13 +756,22 @@ pub fn validate(file: FileConfig, source: &Path) -> Result<Runtime, Vec<Problem>
                 ]
                 .into_iter()
                 .chain(t.routes.iter().map(|r| &r.api_keys_file))
+                .cloned()
+                // A renewed certificate (certbot, lego) is served once both files are written.
+                .chain(
+                    t.tls
+                        .iter()
+                        .flat_map(|tls| [tls.cert.clone(), tls.key.clone()]),
+                )
             })
-            .chain(std::iter::once(&file.shield.secret_file))
-            .chain(std::iter::once(&file.guard.key_file))
+            .chain(std::iter::once(file.shield.secret_file.clone()))
+            .chain(std::iter::once(file.guard.key_file.clone()))
             .flatten()
             .map(|f| base.join(f))
             .collect();
         Ok(Runtime {
+            acme,
+            cluster,
             guard: guard_settings,
             watch,
             stale_cache,
@@ -1675,20 +1751,352 @@ fn parse_cidr(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
+/// A name of this node or a key prefix: letters, digits, `.`, `_`, `-` (1 to 64).
+fn is_cluster_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The cluster settings of `[cluster]`.
+fn cluster_settings(
+    c: &mut Collector,
+    file: &ClusterFile,
+    base: &Path,
+) -> Option<crate::config::runtime::ClusterSettings> {
+    let url = file.redis.trim();
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"));
+    let Some(rest) = rest else {
+        c.push(
+            "cluster.redis",
+            // Not printed: it may hold a password.
+            "the address is not a redis:// or rediss:// URL",
+            Some("for example redis://127.0.0.1:6379/0, or rediss://redis.ville.fr:6380 for TLS"),
+        );
+        return None;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'))
+    {
+        c.push(
+            "cluster.redis",
+            "the URL holds a password",
+            Some("keep the user name in the URL (redis://rempart@host) and put the password in password_file"),
+        );
+        return None;
+    }
+    if authority.rsplit('@').next().unwrap_or_default().is_empty() {
+        c.push("cluster.redis", format!("`{url}` names no host"), None);
+        return None;
+    }
+    let password = match &file.password_file {
+        None => None,
+        Some(p) => match std::fs::read_to_string(base.join(p)) {
+            Ok(pw) if !pw.trim().is_empty() => Some(pw.trim().to_owned()),
+            Ok(_) => {
+                c.push("cluster.password_file", format!("`{p}` is empty"), None);
+                return None;
+            }
+            Err(e) => {
+                c.push(
+                    "cluster.password_file",
+                    format!("cannot read `{p}`: {e}"),
+                    Some("relative paths start at the config file's directory"),
+                );
+                return None;
+            }
+        },
+    };
+    let node = file.node.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    });
+    if !is_cluster_name(&node) {
+        c.push(
+            "cluster.node",
+            format!("`{node}` is not a usable node name"),
+            Some("1 to 64 letters, digits, dots, dashes or underscores, unique in the cluster (node = \"mairie-1\")"),
+        );
+        return None;
+    }
+    let key_prefix = file
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "rempart".to_owned());
+    if !is_cluster_name(&key_prefix) {
+        c.push(
+            "cluster.key_prefix",
+            format!("`{key_prefix}` is not a usable key prefix"),
+            Some("1 to 64 letters, digits, dots, dashes or underscores"),
+        );
+        return None;
+    }
+    let tls = url.starts_with("rediss://");
+    let ca_pem = match &file.ca_file {
+        None => None,
+        Some(_) if !tls => {
+            c.push(
+                "cluster.ca_file",
+                "an authority for a connection without TLS",
+                Some("use a rediss:// URL (Redis with tls-port), or remove ca_file"),
+            );
+            return None;
+        }
+        Some(p) => match std::fs::read(base.join(p)) {
+            Ok(pem)
+                if CertificateDer::pem_slice_iter(&pem)
+                    .next()
+                    .is_some_and(|c| c.is_ok()) =>
+            {
+                Some(pem)
+            }
+            Ok(_) => {
+                c.push(
+                    "cluster.ca_file",
+                    format!("`{p}` holds no PEM certificate"),
+                    Some("the authority that signed the Redis server's certificate, in PEM (-----BEGIN CERTIFICATE-----)"),
+                );
+                return None;
+            }
+            Err(e) => {
+                c.push(
+                    "cluster.ca_file",
+                    format!("cannot read `{p}`: {e}"),
+                    Some("relative paths start at the config file's directory"),
+                );
+                return None;
+            }
+        },
+    };
+    let sentinel = match &file.sentinel {
+        None => None,
+        Some(s) => {
+            if !is_cluster_name(&s.master) {
+                c.push(
+                    "cluster.sentinel.master",
+                    format!("`{}` is not a usable master name", s.master),
+                    Some("the name in the Sentinels' `sentinel monitor NAME host port quorum`"),
+                );
+                return None;
+            }
+            let mut addresses = Vec::new();
+            for a in &s.addresses {
+                let parsed = a
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                    .filter(|(h, p)| !h.is_empty() && *p != 0);
+                let Some((host, port)) = parsed else {
+                    c.push(
+                        "cluster.sentinel.addresses",
+                        format!("`{a}` is not host:port"),
+                        Some("for example addresses = [\"10.0.0.5:26379\", \"10.0.0.6:26379\", \"10.0.0.7:26379\"]"),
+                    );
+                    return None;
+                };
+                addresses.push((host.to_owned(), port));
+            }
+            if addresses.is_empty() {
+                c.push(
+                    "cluster.sentinel.addresses",
+                    "no Sentinel",
+                    Some("list every Sentinel (three, on three machines, for a quorum of two)"),
+                );
+                return None;
+            }
+            Some((s.master.clone(), addresses))
+        }
+    };
+    Some(crate::config::runtime::ClusterSettings {
+        redis: url.to_owned(),
+        password,
+        node,
+        key_prefix,
+        ca_pem,
+        sentinel,
+    })
+}
+
+/// The ACME authority's settings, when a tenant uses it (`used`).
+fn acme_settings(
+    c: &mut Collector,
+    file: &AcmeFile,
+    base: &Path,
+    used: bool,
+) -> Option<crate::config::runtime::AcmeSettings> {
+    let directory = file
+        .directory
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_owned());
+    if !directory.starts_with("https://") {
+        c.push(
+            "acme.directory",
+            format!("`{directory}` is not an https:// URL"),
+            Some("the authority's directory URL, for example https://acme-v02.api.letsencrypt.org/directory"),
+        );
+    }
+    let contact = file.contact.as_ref().map(|m| {
+        if !m.contains('@') || m.contains(char::is_whitespace) {
+            c.push(
+                "acme.contact",
+                format!("`{m}` is not an e-mail address"),
+                Some("the address the authority writes to about expiring certificates"),
+            );
+        }
+        format!("mailto:{}", m.trim_start_matches("mailto:"))
+    });
+    let mut ca_roots = Vec::new();
+    if let Some(f) = &file.ca_file {
+        match CertificateDer::pem_file_iter(base.join(f))
+            .map_err(|e| e.to_string())
+            .and_then(|certs| {
+                certs
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(certs) if !certs.is_empty() => ca_roots = certs,
+            Ok(_) => c.push("acme.ca_file", format!("no certificate in `{f}`"), None),
+            Err(e) => c.push("acme.ca_file", format!("cannot read `{f}`: {e}"), None),
+        }
+    }
+    let challenge = match file.challenge.as_deref() {
+        None | Some("http-01") => crate::config::runtime::AcmeChallenge::Http01,
+        Some("tls-alpn-01") => crate::config::runtime::AcmeChallenge::TlsAlpn01,
+        Some(other) => {
+            c.push(
+                "acme.challenge",
+                format!("unknown challenge `{other}`"),
+                Some("use \"http-01\" (port 80) or \"tls-alpn-01\" (port 443)"),
+            );
+            crate::config::runtime::AcmeChallenge::Http01
+        }
+    };
+    used.then(|| crate::config::runtime::AcmeSettings {
+        challenge,
+        directory,
+        contact,
+        state_dir: base.join(file.state_dir.as_deref().unwrap_or(DEFAULT_ACME_STATE_DIR)),
+        ca_roots,
+    })
+}
+
+/// A tenant's HTTPS policy: the port plain HTTP is redirected to, and its HSTS value.
+fn https_policy(
+    c: &mut Collector,
+    p: &str,
+    tf: &TenantFile,
+    listeners: &[Listener],
+) -> (Option<u16>, Option<http::HeaderValue>) {
+    let https_port = listeners
+        .iter()
+        .find(|l| l.protocol == ListenerProtocol::Https)
+        .map(|l| l.address.port());
+    let has_tls = tf.tls.is_some();
+    let redirect = match (tf.https_redirect, https_port) {
+        (Some(true), None) => {
+            c.push(
+                format!("{p}.https_redirect"),
+                "no `https` listener to redirect to".to_owned(),
+                Some("add a [[listeners]] with protocol = \"https\", or remove https_redirect"),
+            );
+            None
+        }
+        (Some(true), Some(_)) if !has_tls => {
+            c.push(
+                format!("{p}.https_redirect"),
+                "the tenant has no certificate: its visitors would be sent to a failing HTTPS"
+                    .to_owned(),
+                Some("give it `tls = { cert, key }` first"),
+            );
+            None
+        }
+        (Some(true), port) => port,
+        (Some(false), _) => None,
+        (None, port) => port.filter(|_| has_tls),
+    };
+    let default_age = has_tls.then_some(DEFAULT_HSTS_MAX_AGE);
+    let max_age = match tf.hsts_max_age.as_deref().or(default_age) {
+        None => None,
+        Some(raw) => match parse_duration(raw) {
+            Ok(d) => Some(d.as_secs()),
+            Err(e) => {
+                c.push(
+                    format!("{p}.hsts_max_age"),
+                    e,
+                    Some("a duration such as \"365d\", or \"0s\" for none"),
+                );
+                None
+            }
+        },
+    };
+    if (tf.hsts_include_subdomains || tf.hsts_preload || tf.hsts_max_age.is_some()) && !has_tls {
+        c.push(
+            format!("{p}.hsts_max_age"),
+            "HSTS without a certificate: the tenant serves no HTTPS".to_owned(),
+            Some("give it `tls = { cert, key }`, or remove the hsts_* keys"),
+        );
+    }
+    if tf.hsts_preload && (!tf.hsts_include_subdomains || max_age.is_none_or(|a| a < 31_536_000)) {
+        c.push(
+            format!("{p}.hsts_preload"),
+            "preload lists take only `includeSubDomains` and a max-age of a year or more"
+                .to_owned(),
+            Some("set hsts_include_subdomains = true and hsts_max_age = \"365d\" or more"),
+        );
+    }
+    let hsts = max_age.filter(|a| *a > 0 && has_tls).map(|age| {
+        let mut value = format!("max-age={age}");
+        if tf.hsts_include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if tf.hsts_preload {
+            value.push_str("; preload");
+        }
+        http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("max-age=0"))
+    });
+    (redirect, hsts)
+}
+
+/// A certificate chain and its key from PEM text (another node's certificate in cluster
+/// mode), refused when the key is not the certificate's.
+pub fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate".into());
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| format!("bad private key: {e}"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let certified = CertifiedKey::new(certs, signing);
+    if let Err(rustls::Error::InconsistentKeys(_)) = certified.keys_match() {
+        return Err("the private key does not belong to the certificate".into());
+    }
+    Ok(certified)
+}
+
 /// Loads a PEM chain and key into a rustls `CertifiedKey` (ring provider).
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("cannot read certificate `{}`: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad certificate PEM in `{}`: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in `{}`", cert.display()));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read private key `{}`: {e}", key.display()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
-        .map_err(|e| format!("unsupported private key in `{}`: {e}", key.display()))?;
-    Ok(CertifiedKey::new(certs, signing))
+    let read = |path: &Path, what: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {what} `{}`: {e}", path.display()))
+    };
+    let (chain, key_pem) = (read(cert, "certificate")?, read(key, "private key")?);
+    // A key from another certificate (a renewal half copied) makes every handshake fail:
+    // refused here, naming both files.
+    certified_key_from_pem(&chain, &key_pem).map_err(|e| {
+        format!(
+            "{e} (certificate `{}`, private key `{}`)",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 #[cfg(test)]

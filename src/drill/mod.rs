@@ -459,7 +459,7 @@ impl Sources {
 async fn bot(
     solver: Arc<tokio::sync::Semaphore>,
     w: u32,
-    target: SocketAddr,
+    targets: Targets,
     host: Arc<str>,
     attack: Arc<Attack>,
     sources: Sources,
@@ -482,7 +482,7 @@ async fn bot(
         }
         let conn = tokio::select! {
             () = stop.cancelled() => return,
-            c = connect(source, target, h2) => c,
+            c = connect(source, targets.for_source(source), h2) => c,
         };
         let Ok(mut conn) = conn else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -628,7 +628,7 @@ fn slow_body(host: &str, path: &str) -> Trickle {
 #[allow(clippy::too_many_arguments)]
 async fn hold(
     w: u32,
-    target: SocketAddr,
+    targets: Targets,
     host: Arc<str>,
     attack: Arc<Attack>,
     sources: Sources,
@@ -641,7 +641,7 @@ async fn hold(
     while !stop.is_cancelled() {
         let source = sources.pick(w, next_source);
         next_source = (next_source + attack.connections) % attack.sources;
-        let Ok(mut stream) = tcp_from(source, target).await else {
+        let Ok(mut stream) = tcp_from(source, targets.for_source(source)).await else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -878,14 +878,39 @@ async fn origin_call(origin: SocketAddr, path: &str) -> anyhow::Result<Bytes> {
     Ok(exchange(&mut conn, req).await?.body)
 }
 
-/// Runs `scenario` against `target` (loopback only).
+/// The gateways drilled: each source address goes to one of them, as a load balancer
+/// hashing the client's address sends it (the attack and the residents split evenly).
+#[derive(Debug, Clone)]
+pub struct Targets(Arc<[SocketAddr]>);
+
+impl Targets {
+    /// The gateway `source` reaches.
+    fn for_source(&self, source: Ipv4Addr) -> SocketAddr {
+        // The address's bits mixed (sources differ in any octet), then shared out.
+        let mixed = u64::from(u32::from(source)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        self.0[mixed as usize % self.0.len()]
+    }
+}
+
+/// Runs `scenario` against `targets` (loopback only; several: the nodes of a cluster, each
+/// source address to one of them), reporting the CPU and memory of the processes `pids`
+/// (summed).
 pub async fn run(
-    target: SocketAddr,
+    targets: &[SocketAddr],
     scenario: Scenario,
     origin: Option<SocketAddr>,
-    pid: Option<u32>,
+    pids: &[u32],
 ) -> anyhow::Result<Report> {
-    require_loopback(target.ip())?;
+    if targets.is_empty() {
+        anyhow::bail!("no gateway to drill");
+    }
+    for target in targets {
+        require_loopback(target.ip())?;
+    }
+    let targets = Targets(targets.into());
+    let pid = (!pids.is_empty()).then_some(pids);
+    let cpu_of = |pids: &[u32]| -> Option<u64> { pids.iter().map(|p| proc_cpu_ticks(*p)).sum() };
+    let rss_of = |pids: &[u32]| -> Option<u64> { pids.iter().map(|p| proc_rss_kib(*p)).sum() };
     if let Some(o) = origin {
         require_loopback(o.ip())?;
         origin_call(o, "/__drill/reset").await?;
@@ -895,7 +920,7 @@ pub async fn run(
     let attack = Arc::new(AttackStats::default());
     let host: Arc<str> = Arc::from(scenario.host.as_str());
     let started = Instant::now();
-    let cpu_before = pid.and_then(proc_cpu_ticks);
+    let cpu_before = pid.and_then(cpu_of);
     let mut tasks = tokio::task::JoinSet::new();
     let bot_solver = Arc::new(tokio::sync::Semaphore::new(1));
     // Residents with an address of their own, then each group behind shared addresses.
@@ -909,7 +934,7 @@ pub async fn run(
         tasks.spawn(resident(
             i,
             legit_source(i),
-            target,
+            targets.for_source(legit_source(i)),
             scenario.clone(),
             groups[0].stats.clone(),
             stop.child_token(),
@@ -919,10 +944,11 @@ pub async fn run(
     for (g, shared) in scenario.legit.shared.iter().enumerate() {
         let stats = Arc::new(LegitStats::default());
         for j in 0..shared.clients {
+            let source = shared_source(g, j % shared.addresses);
             tasks.spawn(resident(
                 index,
-                shared_source(g, j % shared.addresses),
-                target,
+                source,
+                targets.for_source(source),
                 scenario.clone(),
                 stats.clone(),
                 stop.child_token(),
@@ -940,8 +966,13 @@ pub async fn run(
         let sources = Sources::new(&scenario, a);
         let a = Arc::new(a.clone());
         for w in 0..a.connections {
-            let (a, stats, stop, host) =
-                (a.clone(), attack.clone(), stop.child_token(), host.clone());
+            let (a, stats, stop, host, target) = (
+                a.clone(),
+                attack.clone(),
+                stop.child_token(),
+                host.clone(),
+                targets.clone(),
+            );
             let (solver, sources) = (bot_solver.clone(), sources.clone());
             tasks.spawn(async move {
                 tokio::select! {
@@ -966,7 +997,7 @@ pub async fn run(
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {}
             _ = sample.tick() => {
-                if let Some(kib) = pid.and_then(proc_rss_kib) {
+                if let Some(kib) = pid.and_then(rss_of) {
                     peak_rss = peak_rss.max(kib);
                 }
             }
@@ -975,7 +1006,7 @@ pub async fn run(
     stop.cancel();
     let elapsed = started.elapsed().as_secs_f64();
     let gateway = pid.map(|p| Usage {
-        cpu_seconds: match (cpu_before, proc_cpu_ticks(p)) {
+        cpu_seconds: match (cpu_before, cpu_of(p)) {
             (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / 100.0,
             _ => 0.0,
         },
@@ -1102,6 +1133,47 @@ impl std::fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_gateways_share_the_sources_evenly_and_each_source_keeps_its_gateway() {
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:8001".parse().unwrap(),
+            "127.0.0.1:8002".parse().unwrap(),
+        );
+        let targets = Targets(vec![a, b].into());
+        for sources in [
+            (0..10_000u32).map(attack_source).collect::<Vec<_>>(),
+            (0..500u32).map(legit_source).collect(),
+        ] {
+            let to_a = sources
+                .iter()
+                .filter(|s| targets.for_source(**s) == a)
+                .count();
+            let half = sources.len() / 2;
+            assert!(
+                to_a.abs_diff(half) * 20 <= half,
+                "{to_a} of {}",
+                sources.len()
+            );
+        }
+        let one = legit_source(7);
+        assert_eq!(targets.for_source(one), targets.for_source(one));
+        assert_eq!(Targets(vec![a].into()).for_source(one), a);
+    }
+
+    #[tokio::test]
+    async fn the_drill_refuses_any_gateway_outside_loopback() {
+        let scenario = scenario::Scenario::parse(
+            "name = \"x\"\nduration = \"1s\"\nhost = \"ville.test\"\n[legit]\nclients = 1\n",
+        )
+        .unwrap();
+        let targets = [
+            "127.0.0.1:8001".parse().unwrap(),
+            "192.0.2.1:80".parse().unwrap(),
+        ];
+        let err = run(&targets, scenario, None, &[]).await.unwrap_err();
+        assert!(err.to_string().contains("refusing 192.0.2.1"), "{err}");
+    }
 
     #[test]
     fn bots_behind_shared_addresses_are_spread_among_the_workers() {

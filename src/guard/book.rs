@@ -414,6 +414,19 @@ impl Book {
         }
     }
 
+    /// Records another node saw `account` take on `scope` (cluster mode), against
+    /// `budgets`.
+    pub fn take_remote(
+        &mut self,
+        account: AccountId,
+        scope: u64,
+        records: u64,
+        budgets: &[Budget],
+        now_ms: u64,
+    ) {
+        self.ledger.add(account, scope, records, budgets, now_ms);
+    }
+
     /// Suspends `account` (an operator's decision); `false` when it already was.
     pub fn suspend(&mut self, account: AccountId) -> bool {
         self.ledger.suspend(account)

@@ -173,6 +173,40 @@ impl Ledger {
         self.suspended.iter().copied()
     }
 
+    /// Counts `records` another node saw `account` take on `scope` (cluster mode): they
+    /// fill its windows like its own, without a verdict here; the next request judged here
+    /// sees them. Dropped when the ledger is full (the overflow slot is this node's).
+    pub fn add(
+        &mut self,
+        account: AccountId,
+        scope: u64,
+        records: u64,
+        budgets: &[Budget],
+        now_ms: u64,
+    ) {
+        if self.suspended.contains(&account) {
+            return;
+        }
+        let key = (account, scope);
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            return;
+        }
+        self.longest_ms = budgets
+            .iter()
+            .map(|b| b.window_ms)
+            .fold(self.longest_ms, u64::max);
+        let entry = self.entries.entry(key).or_insert_with(|| Entry {
+            windows: Vec::new(),
+            last_ms: now_ms,
+        });
+        entry.last_ms = now_ms;
+        entry.windows.resize(budgets.len(), Windows::default());
+        for (budget, w) in budgets.iter().zip(entry.windows.iter_mut()) {
+            w.estimate(budget.window_ms.max(1), now_ms);
+            w.current += records;
+        }
+    }
+
     /// Counts `records` taken by `account` at `now_ms` against `budgets`, the budgets of
     /// `scope` (a route; each scope has its own windows), and decides. A suspension holds in
     /// every scope.
@@ -249,6 +283,27 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_nodes_records_fill_the_same_windows() {
+        let b = [Budget {
+            window_ms: 3_600_000,
+            limit: 100,
+            action: Action::Block,
+        }];
+        let mut ledger = Ledger::new(10);
+        // 80 records taken through another node, then 15 here: within the budget.
+        ledger.add(AccountId(7), 1, 80, &b, 1_000);
+        assert_eq!(ledger.take(AccountId(7), 1, 15, &b, 2_000), Verdict::Within);
+        // 10 more: 105, over the budget that is the cluster's.
+        assert!(matches!(
+            ledger.take(AccountId(7), 1, 10, &b, 3_000),
+            Verdict::Over { records: 105, .. }
+        ));
+        // Another scope, another account: untouched.
+        assert_eq!(ledger.take(AccountId(7), 2, 1, &b, 3_000), Verdict::Within);
+        assert_eq!(ledger.take(AccountId(8), 1, 1, &b, 3_000), Verdict::Within);
+    }
 
     const HOUR: u64 = 3_600_000;
 

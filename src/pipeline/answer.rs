@@ -112,6 +112,14 @@ pub fn respond(
                 .headers_mut()
                 .append(http::header::SET_COOKIE, *cookie);
         }
+        // The tenant's policy, unless the origin states its own.
+        if let Some(value) = ctx.hsts() {
+            if head.fields.get("strict-transport-security").is_none() {
+                response
+                    .headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, value.clone());
+            }
+        }
     }
     ctx.record.status = head.status.as_u16();
     remember(&ctx, head.status);

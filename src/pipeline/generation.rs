@@ -47,6 +47,9 @@ pub struct Generation {
     pub shield: Arc<crate::shield::Shield>,
     /// Bans (kept across reloads).
     pub bans: Arc<dyn BanStore>,
+    /// Certificates from the ACME authority and the challenges it checks (kept across
+    /// reloads).
+    pub acme: Arc<crate::acme::Acme>,
     /// Challenge nonces issued and used (kept across reloads).
     pub replay: Arc<dyn ReplayStore>,
     /// Keys signing pass cookies and challenge tokens.
@@ -73,6 +76,9 @@ pub struct Generation {
     /// Data guard: the access journal, once a route has a guard (kept across reloads while
     /// its path is the same).
     pub guard_journal: Option<Arc<crate::guard::journal::Journal>>,
+    /// Data guard: where what accounts take is told to other nodes (cluster mode; kept
+    /// across reloads).
+    pub guard_share: Option<Arc<dyn crate::state::GuardShare>>,
     /// Data guard: the key of the accounts' hashes (kept across reloads while the same).
     pub guard_key: Arc<super::guard::GuardKey>,
     /// Data guard: hashing of record identifiers and fingerprints (random per start).
@@ -146,6 +152,20 @@ fn ring_random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+/// State a gateway's first generation starts from instead of fresh state (later ones carry
+/// their predecessor's).
+#[derive(Default)]
+pub struct First {
+    /// Node-local defence state (an upgrade's, with the previous process's keys).
+    pub defence: Option<Arc<Defence>>,
+    /// The ban store (a cluster node's, shared through Redis).
+    pub bans: Option<Arc<dyn BanStore>>,
+    /// The replay store (a cluster node's: answers used anywhere are refused here).
+    pub replay: Option<Arc<dyn ReplayStore>>,
+    /// Where the data guard tells what accounts took (a cluster node's).
+    pub guard_share: Option<Arc<dyn crate::state::GuardShare>>,
 }
 
 /// A one-paragraph account of what a reload changed, for the log.
@@ -246,10 +266,73 @@ fn stale_cache(config: &Runtime, previous: Option<&Generation>) -> Arc<StaleCach
 }
 
 impl Generation {
+    /// The certificate to present for `sni`: the tenant's files, or what the ACME authority
+    /// gave it; else the default tenant's, else any.
+    pub fn certificate_for(&self, sni: Option<&str>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let config = &self.config;
+        let of = |i: usize| {
+            let t = &config.tenants[i];
+            if t.acme {
+                self.acme.certificate(&t.id)
+            } else {
+                t.certificate.clone()
+            }
+        };
+        let by_host = sni
+            .map(str::to_ascii_lowercase)
+            .and_then(|s| config.tenant_for_host(&s))
+            .and_then(of);
+        by_host
+            .or_else(|| config.default_tenant.and_then(of))
+            .or_else(|| (0..config.tenants.len()).find_map(of))
+    }
+
+    /// Whether the tenant can be served over HTTPS now (an ACME tenant once it has a
+    /// certificate).
+    pub fn serves_https(&self, tenant_idx: usize) -> bool {
+        let t = &self.config.tenants[tenant_idx];
+        !t.acme || self.acme.certificate(&t.id).is_some()
+    }
+
+    /// The certificates served now, files and ACME alike: (tenant, names, end, from ACME).
+    pub fn served_certificates(&self) -> Vec<(String, Vec<String>, u64, bool)> {
+        let acme = self.acme.facts();
+        self.config
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                let (facts, from_acme) = match &t.certificate_facts {
+                    Some(f) => (f.clone(), false),
+                    None => (acme.iter().find(|(id, _)| *id == t.id)?.1.clone(), true),
+                };
+                Some((t.id.clone(), facts.dns_names, facts.not_after, from_acme))
+            })
+            .collect()
+    }
+
+    /// Shows every tenant's certificate end of validity, files and ACME alike.
+    pub fn export_certificates(&self, metrics: &Metrics) {
+        let acme = self.acme.facts();
+        metrics.set_certificates(
+            self.config
+                .tenants
+                .iter()
+                .filter_map(|t| {
+                    t.certificate_facts
+                        .as_ref()
+                        .map(|facts| (t.id.as_str(), facts.not_after))
+                })
+                .chain(acme.iter().map(|(t, f)| (t.as_str(), f.not_after))),
+        );
+    }
+
     /// Builds the generation of `config`, carrying state over from `previous`.
+    /// Without `previous`, the node-local defence state is `first.defence` (or fresh) and
+    /// the bans `first.bans` (a cluster node's) or a list of this process's own.
     pub fn build(
         config: Runtime,
         previous: Option<&Generation>,
+        first: First,
         metrics: &Metrics,
         access_log: bool,
         status: Arc<crate::status::StatusService>,
@@ -264,16 +347,24 @@ impl Generation {
                     .collect()
             })
             .collect();
+        let defence = previous.map_or_else(
+            || first.defence.unwrap_or_else(|| Arc::new(Defence::new())),
+            |p| p.defence.clone(),
+        );
         let shield = match previous {
             Some(p) if p.config.prefixes == config.prefixes => p.shield.clone(),
-            _ => Arc::new(crate::shield::Shield::new(config.prefixes)),
+            _ => Arc::new(
+                crate::shield::Shield::with_keys(config.prefixes, defence.sketch_keys)
+                    .aligned(crate::clock::unix_offset_ms()),
+            ),
         };
-        let defence = previous.map_or_else(|| Arc::new(Defence::new()), |p| p.defence.clone());
-        let ring = config
-            .pass_keys
-            .clone()
-            .unwrap_or_else(|| defence.random_keys.clone());
+        let keys: Arc<dyn PassKeys> = match config.pass_keys.clone() {
+            Some(ring) => Arc::new(StaticKeys(ring)),
+            // The node's random ring, read at each use: cluster mode swaps in the shared one.
+            None => Arc::new(crate::state::local::NodeKeys(defence.clone())),
+        };
         let (guard_journal, journal_loaded) = guard_journal(&config, previous);
+
         let stale_served = config
             .tenants
             .iter()
@@ -306,15 +397,24 @@ impl Generation {
                 headers::via_entry("2", &config.via_name),
             ],
             shield,
+            acme: previous.map_or_else(Arc::default, |p| p.acme.clone()),
             bans: previous.map_or_else(
-                || Arc::new(crate::shield::bans::BanList::new()) as Arc<dyn BanStore>,
+                || {
+                    first.bans.unwrap_or_else(|| {
+                        Arc::new(crate::shield::bans::BanList::new()) as Arc<dyn BanStore>
+                    })
+                },
                 |p| p.bans.clone(),
             ),
             replay: previous.map_or_else(
-                || Arc::new(LocalReplay::default()) as Arc<dyn ReplayStore>,
+                || {
+                    first
+                        .replay
+                        .unwrap_or_else(|| Arc::new(LocalReplay::default()) as Arc<dyn ReplayStore>)
+                },
                 |p| p.replay.clone(),
             ),
-            keys: Arc::new(StaticKeys(ring)),
+            keys,
             shield_counters: config
                 .tenants
                 .iter()
@@ -344,6 +444,7 @@ impl Generation {
                 previous.map(|p| &p.guard_key),
             ),
             guard_journal,
+            guard_share: previous.map_or(first.guard_share, |p| p.guard_share.clone()),
             guard_hashing: previous.map_or_else(
                 || Arc::new(crate::guard::distinct::Hashing::new(ring_random_u64())),
                 |p| p.guard_hashing.clone(),

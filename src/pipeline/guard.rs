@@ -342,6 +342,8 @@ pub struct GuardTap {
     out: Vec<u8>,
     /// The tenant's signals (the watch hears of budgets crossed and answers cut).
     signals: Arc<crate::signals::TenantSignals>,
+    /// Cluster mode: where what the account took is told to the other nodes.
+    share: Option<Arc<dyn crate::state::GuardShare>>,
 }
 
 impl GuardTap {
@@ -425,6 +427,7 @@ impl GuardTap {
             header_records,
             out: Vec::new(),
             signals: ctx.generation.signals[ctx.tenant_idx].clone(),
+            share: ctx.generation.guard_share.clone(),
         }))
     }
 
@@ -474,6 +477,20 @@ impl GuardTap {
         };
         let now = crate::clock::coarse_now_ms();
         let outcome = book.lock().record(&visit, budgets, now);
+        if let Some(share) = &self.share {
+            if records > 0 {
+                share.taken(&book.tenant, t.account.0, t.scope, records);
+            }
+            if let Verdict::Over {
+                action: Action::Suspend,
+                ..
+            } = outcome.verdict
+            {
+                if outcome.crossed {
+                    share.suspended(&book.tenant, t.account.0, true);
+                }
+            }
+        }
         let wall = crate::clock::unix_now_ms();
         if let Some(j) = &self.journal {
             j.answer(journal::Answer {

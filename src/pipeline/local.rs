@@ -142,3 +142,52 @@ fn pass_answer<B>(ctx: &RequestCtx<'_>, req: &Request<B>, now: u64) -> End {
 pub fn is_rempart_page(path: &str) -> bool {
     path.starts_with(crate::common::LOCAL_PREFIX)
 }
+
+/// Where certificate authorities check an HTTP-01 challenge: never redirected to HTTPS.
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Whether the request is an ACME HTTP-01 check.
+pub fn is_acme_challenge(path: &str) -> bool {
+    path.starts_with(ACME_CHALLENGE_PREFIX)
+}
+
+/// The token of an ACME HTTP-01 check.
+pub fn acme_token(path: &str) -> Option<&str> {
+    path.strip_prefix(ACME_CHALLENGE_PREFIX)
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+}
+
+/// The key authorization the certificate authority expects for its token.
+pub fn acme_answer(answer: String) -> End {
+    let mut page = http::Response::new(bytes::Bytes::from(answer));
+    page.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Local::page(page, "acme_challenge", LocalReason::LocalPage)
+}
+
+/// `308 Permanent Redirect` to the same host and target over HTTPS on `port` (the method
+/// and body are kept, unlike 301).
+pub fn https_redirect(ctx: &RequestCtx<'_>, req: &Request<impl Sized>, port: u16) -> End {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{}{target}", ctx.host)
+    } else {
+        format!("https://{}:{port}{target}", ctx.host)
+    };
+    let Ok(value) = http::HeaderValue::from_str(&location) else {
+        return ProxyError::BadRequest.into();
+    };
+    let mut page = http::Response::new(bytes::Bytes::from_static(
+        b"This site is served over HTTPS.\n",
+    ));
+    *page.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    let h = page.headers_mut();
+    h.insert(http::header::LOCATION, value);
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Local::page(page, "https_redirect", LocalReason::LocalPage)
+}

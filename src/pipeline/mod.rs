@@ -67,8 +67,21 @@ impl Gateway {
         access_log: bool,
         status: Arc<crate::status::StatusService>,
     ) -> Arc<Self> {
+        Self::with_first(config, access_log, status, generation::First::default())
+    }
+
+    /// Builds the gateway for `config` from `first`: the node-local defence state (an
+    /// upgrade carries the previous process's keys) and the ban store (a cluster node's),
+    /// or fresh ones.
+    pub fn with_first(
+        config: Runtime,
+        access_log: bool,
+        status: Arc<crate::status::StatusService>,
+        first: generation::First,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
-        let generation = Generation::build(config, None, &metrics, access_log, status);
+        let generation = Generation::build(config, None, first, &metrics, access_log, status);
+        generation.export_certificates(&metrics);
         let gw = Arc::new(Self {
             generation: ArcSwap::from_pointee(generation),
             metrics,
@@ -119,13 +132,21 @@ impl Gateway {
         let next = Arc::new(Generation::build(
             config,
             Some(&old),
+            generation::First::default(),
             &self.metrics,
             old.access_log,
             old.status.clone(),
         ));
         next.spawn_health_checks();
+        next.export_certificates(&self.metrics);
+        let acme = next.acme.clone();
         self.generation.store(next);
         old.retired.cancel();
+        // A tenant the reload added gets its certificate now, not at the next pass, and one
+        // that failed is tried again (the operator may have fixed why); the certificates
+        // served are checked again. Woken once the new generation is in place, so the pass
+        // sees it.
+        acme.retry_now();
         summary
     }
 
@@ -170,12 +191,18 @@ impl Gateway {
                 // their language themselves).
                 let mut ctx = RequestCtx::new(&generation, &conn, host, tenant_idx, None, record);
                 match local::status_page(&ctx, target, &req) {
-                    Ok(page) => respond::page_response(
-                        ctx.record,
-                        page,
-                        "status page",
-                        crate::signals::LocalReason::StatusSite,
-                    ),
+                    Ok(mut page) => {
+                        if let Some(value) = ctx.hsts() {
+                            page.headers_mut()
+                                .insert(http::header::STRICT_TRANSPORT_SECURITY, value.clone());
+                        }
+                        respond::page_response(
+                            ctx.record,
+                            page,
+                            "status page",
+                            crate::signals::LocalReason::StatusSite,
+                        )
+                    }
                     Err(end) => {
                         ctx.accept_language = accept_language(&req);
                         finish!(ctx, end)
@@ -243,6 +270,23 @@ async fn run(
         let end = Box::pin(local::subscription(&ctx, target, req)).await;
         return finish!(ctx, end);
     }
+    if let Some(token) = local::acme_token(req.uri().path()) {
+        // The certificate authority checking this gateway's order: answered here, before
+        // any limit (its validators come from many addresses).
+        if let Some(answer) = ctx.generation.acme.challenge_answer(token) {
+            let end = local::acme_answer(answer);
+            return finish!(ctx, end);
+        }
+    }
+    if let Some(port) = ctx.tenant().https_redirect {
+        if ctx.conn.proto != "https"
+            && !local::is_acme_challenge(req.uri().path())
+            && ctx.generation.serves_https(ctx.tenant_idx)
+        {
+            let end = local::https_redirect(&ctx, &req, port);
+            return finish!(ctx, end);
+        }
+    }
     if local::is_rempart_page(req.uri().path()) {
         let end = local::rempart_page(&ctx, &req);
         return finish!(ctx, end);
@@ -293,12 +337,26 @@ impl RequestCtx<'_> {
 
     /// The local answer for `end` (callers hold it in the tarpit first when `hold_ms` says so).
     pub fn finish(self, end: End) -> Response<ResponseBody> {
-        respond::finish(
+        let hsts = self.hsts().cloned();
+        let mut response = respond::finish(
             self.generation,
             self.record,
             self.accept_language.as_ref(),
             end,
-        )
+        );
+        if let Some(value) = hsts {
+            response
+                .headers_mut()
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+        }
+        response
+    }
+
+    /// The tenant's `Strict-Transport-Security` value, on an HTTPS connection.
+    pub fn hsts(&self) -> Option<&http::HeaderValue> {
+        (self.conn.proto == "https")
+            .then(|| self.tenant().hsts.as_ref())
+            .flatten()
     }
 }
 

@@ -211,16 +211,21 @@ pub(crate) fn fuzz_request_head(data: &[u8]) {
     let _ = crate::pipeline::route::request_host(&req);
 }
 
+/// How long a connection told to close while idle still waits for a request: a client may
+/// have sent one as the gateway decided to close, and it is answered (with
+/// `Connection: close`) rather than cut. Past it, an idle connection closes.
+pub(super) const CLOSING_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads what is there and appends it to `pending` (through a stack buffer: the connection
 /// holds no read buffer of its own). `Ok(Some(0))` is end of stream; `Ok(None)` means the
-/// connection was told to close while nothing was pending.
+/// connection was told to close while nothing was pending (only when `closing` is given).
 async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
     pending: &mut Bytes,
-    closing: &AtomicBool,
+    closing: Option<&AtomicBool>,
 ) -> io::Result<Option<usize>> {
     std::future::poll_fn(|cx| {
-        if pending.is_empty() && closing.load(Ordering::Relaxed) {
+        if pending.is_empty() && closing.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Poll::Ready(Ok(None));
         }
         let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
@@ -248,8 +253,9 @@ async fn read_more<I: AsyncRead + Unpin>(
 
 /// Serves requests on `io` until the connection ends or a request needs hyper.
 ///
-/// `closing` asks for a graceful end: an idle connection closes at once, a request in flight
-/// is answered with `Connection: close`.
+/// `closing` asks for a graceful end: a request in flight is answered with
+/// `Connection: close`, and an idle connection takes one more request for `CLOSING_LINGER`
+/// (answered with `Connection: close`), then closes.
 pub(super) async fn serve<I, F, Fut>(
     io: &mut I,
     handle: F,
@@ -284,7 +290,19 @@ where
                     Parsed::Partial => {}
                 }
             }
-            match read_more(io, &mut pending, closing).await? {
+            let read = match read_more(io, &mut pending, Some(closing)).await? {
+                // Told to close while idle: a request already on its way is still served.
+                None => {
+                    match tokio::time::timeout(CLOSING_LINGER, read_more(io, &mut pending, None))
+                        .await
+                    {
+                        Ok(read) => read?,
+                        Err(_) => None,
+                    }
+                }
+                read => read,
+            };
+            match read {
                 None => return Ok(Ended::Closed),
                 Some(0) if pending.is_empty() => return Ok(Ended::Closed),
                 // Closed mid-head: hyper says what it says about a truncated head.
@@ -293,7 +311,9 @@ where
             }
         };
         let is_head = req.method() == Method::HEAD;
-        let Ok(response) = handle(req).await;
+        // The request's future is large (the whole pipeline's state machines) and lives only
+        // while the request does: boxed, an idle connection holds none of it.
+        let Ok(response) = Box::pin(handle(req)).await;
         // The gateway closes after a refusal that leaves the stream in doubt.
         let close = close_requested
             || closing.load(Ordering::Relaxed)
@@ -301,7 +321,8 @@ where
                 .headers()
                 .get(CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if !write_response(io, response, is_head, close).await? || close {
+        // Boxed like the request's future: the answer's state lives while it is written.
+        if !Box::pin(write_response(io, response, is_head, close)).await? || close {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);
         }

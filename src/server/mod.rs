@@ -175,15 +175,26 @@ impl Drop for AddressSlot<'_> {
 pub struct Server {
     /// Bound addresses, in config order (useful with port 0).
     pub local_addrs: Vec<SocketAddr>,
+    /// A duplicate of each listening socket, in config order: what an upgrade hands to the
+    /// next process (the accept loops own the originals).
+    listening: Vec<std::os::fd::OwnedFd>,
+    /// Stops the accept loops only (an upgrade: the next process accepts from now on).
+    accepting: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Server {
-    /// Binds every listener of the current configuration and starts serving.
-    pub async fn start(gateway: Arc<Gateway>) -> io::Result<Self> {
+    /// Binds every listener of the current configuration and starts serving. A listening
+    /// socket of `inherited` (systemd's socket activation, or the process before an upgrade)
+    /// bound to a listener's address is used instead of binding it again.
+    pub async fn start(
+        gateway: Arc<Gateway>,
+        mut inherited: Vec<std::net::TcpListener>,
+    ) -> io::Result<Self> {
         let generation = gateway.current();
         let config = &generation.config;
+        let accepting = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -195,9 +206,22 @@ impl Server {
             None
         };
         let mut local_addrs = Vec::new();
+        let mut listening = Vec::new();
         for spec in &config.listeners {
-            let listener = bind(spec.address)?;
+            let taken = inherited
+                .iter()
+                .position(|l| l.local_addr().is_ok_and(|a| a == spec.address))
+                .map(|i| inherited.swap_remove(i));
+            let listener = match taken {
+                Some(l) => {
+                    l.set_nonblocking(true)?;
+                    tracing::info!(listener = %spec.name, address = %spec.address, "listening socket inherited");
+                    TcpListener::from_std(l)?
+                }
+                None => bind(spec.address)?,
+            };
             local_addrs.push(listener.local_addr()?);
+            listening.push(std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?);
             let acceptor = (spec.protocol == ListenerProtocol::Https)
                 .then(|| tls.clone())
                 .flatten();
@@ -205,22 +229,45 @@ impl Server {
                 gateway: gateway.clone(),
                 permits: permits.clone(),
                 per_address: per_address.clone(),
+                accepting: accepting.clone(),
                 shutdown: shutdown.clone(),
                 tracker: tracker.clone(),
             };
             tracker.spawn(accept_loop(listener, spec.clone(), acceptor, shared));
             tracing::info!(listener = %spec.name, address = %local_addrs[local_addrs.len() - 1], "listening");
         }
+        for unused in &inherited {
+            tracing::warn!(address = ?unused.local_addr().ok(), "an inherited listening socket matches no listener; closed");
+        }
         Ok(Self {
             local_addrs,
+            listening,
+            accepting,
             shutdown,
             tracker,
         })
     }
 
+    /// The listening sockets with their addresses, in config order (duplicates: handing
+    /// them to another process leaves these serving).
+    pub fn listening(&self) -> impl Iterator<Item = (SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+        self.local_addrs
+            .iter()
+            .copied()
+            .zip(self.listening.iter().map(std::os::fd::AsFd::as_fd))
+    }
+
+    /// Stops accepting new connections (the next process accepts them from the same
+    /// sockets); the open ones go on.
+    pub fn stop_accepting(&mut self) {
+        self.accepting.cancel();
+        self.listening.clear();
+    }
+
     /// Stops accepting, asks every connection to finish its current request, and waits up to
     /// `deadline`. Returns whether everything drained in time.
     pub async fn shutdown(self, deadline: Duration) -> bool {
+        self.accepting.cancel();
         self.shutdown.cancel();
         self.tracker.close();
         tokio::time::timeout(deadline, self.tracker.wait())
@@ -246,6 +293,7 @@ struct Shared {
     gateway: Arc<Gateway>,
     permits: Arc<Semaphore>,
     per_address: Arc<PerAddress>,
+    accepting: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -260,12 +308,13 @@ async fn accept_loop(
         gateway,
         permits,
         per_address,
+        accepting,
         shutdown,
         tracker,
     } = shared;
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = accepting.cancelled() => return,
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
@@ -288,7 +337,10 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let proxy_protocol = spec.proxy_protocol;
         let per_address = per_address.clone();
-        tracker.spawn(async move {
+        // The connection's future is large (its protocol's state machines); boxed once here,
+        // the task the runtime moves around on spawn and completion stays a pointer. Unboxed,
+        // copying it cost about three quarters of a short connection's instructions.
+        tracker.spawn(Box::pin(async move {
             let _permit = permit;
             gw.metrics.connections_active.inc();
             serve_connection(
@@ -302,7 +354,7 @@ async fn accept_loop(
             )
             .await;
             gw.metrics.connections_active.dec();
-        });
+        }));
     }
 }
 
@@ -373,8 +425,10 @@ async fn serve_connection(
     };
     match tls {
         Some(acceptor) => {
+            // The handshake's state (rustls') and a TLS connection's serving are boxed: a
+            // cleartext connection's task holds neither.
             let handshake = tokio::select! {
-                h = tls_handshake(stream, acceptor, header_timeout, &gateway) => h,
+                h = Box::pin(tls_handshake(stream, acceptor, header_timeout, &gateway)) => h,
                 () = clock.evicted() => None,
             };
             let Some((mut tls_stream, wire)) = handshake else {
@@ -387,7 +441,7 @@ async fn serve_connection(
                 clock: clock.clone(),
                 head,
             };
-            serve_http(io, wire, info, clock, gateway, shutdown).await;
+            Box::pin(serve_http(io, wire, info, clock, gateway, shutdown)).await;
         }
         None => {
             // h2c by prior knowledge (RFC 9113 3.3), else HTTP/1.
@@ -433,6 +487,10 @@ async fn tls_handshake(
         trip(gateway, "tls_error", ConnTrip::Tls);
         return None;
     };
+    // A TLS-ALPN-01 validation ends with its handshake: nothing is served on it.
+    if tls_stream.get_ref().1.alpn_protocol() == Some(tls::ACME_TLS_ALPN) {
+        return None;
+    }
     gateway.metrics.connection("accepted");
     let wire = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         Wire::Http2
@@ -533,46 +591,80 @@ async fn serve_http<I>(
             // The fast path first; hyper from the first request it does not serve.
             let mut io = io;
             let closing = AtomicBool::new(false);
-            let fast = h1::serve(&mut io, handle, &closing, config.limits.max_header_bytes);
-            let prefix = match drive(fast, |_| closing.store(true, Ordering::Relaxed), &side).await
-            {
-                Some(Ok(h1::Ended::Handover(prefix))) => prefix,
-                ended => return log_end(ended),
+            let prefix = {
+                let fast = std::pin::pin!(h1::serve(
+                    &mut io,
+                    &handle,
+                    &closing,
+                    config.limits.max_header_bytes
+                ));
+                match drive(fast, |_| closing.store(true, Ordering::Relaxed), &side).await {
+                    Some(Ok(h1::Ended::Handover(prefix))) => prefix,
+                    ended => return log_end(ended),
+                }
             };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                // The head deadline is the watchdog's (no timer per request).
-                .header_read_timeout(None)
-                .max_buf_size(config.limits.max_header_bytes)
-                .keep_alive(true);
-            let service = service_fn(|req: http::Request<Incoming>| {
-                for_hyper(handle(req.map(DownstreamBody::from)))
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(h1::Rewind::new(prefix, io)), service)
-                .with_upgrades();
-            log_end(drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await);
+            // hyper from here on: its state is allocated only for the connections that
+            // need it, so that a connection the fast path serves holds none of it.
+            Box::pin(serve_hyper_h1(io, prefix, &handle, &config, &side)).await;
         }
         Wire::Http2 => {
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(config.limits.h2_max_concurrent_streams)
-                .max_pending_accept_reset_streams(64)
-                .max_local_error_reset_streams(256)
-                .max_header_list_size(
-                    u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX),
-                )
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .keep_alive_timeout(Duration::from_secs(10));
-            let service = service_fn(|req: http::Request<Incoming>| {
-                for_hyper(handle(req.map(DownstreamBody::from)))
-            });
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            log_end(drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), &side).await);
+            Box::pin(serve_h2(io, &handle, &config, &side)).await;
         }
     }
+}
+
+/// A connection's HTTP/1 from the request the fast path handed over (`prefix`: what it read
+/// of it), served by hyper.
+async fn serve_hyper_h1<I, H, Fut>(
+    io: I,
+    prefix: bytes::Bytes,
+    handle: &H,
+    config: &crate::config::runtime::Runtime,
+    side: &Side<'_>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(http::Request<DownstreamBody>) -> Fut,
+    Fut: Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // The head deadline is the watchdog's (no timer per request).
+        .header_read_timeout(None)
+        .max_buf_size(config.limits.max_header_bytes)
+        .keep_alive(true);
+    let service =
+        service_fn(|req: http::Request<Incoming>| for_hyper(handle(req.map(DownstreamBody::from))));
+    let conn = std::pin::pin!(builder
+        .serve_connection(TokioIo::new(h1::Rewind::new(prefix, io)), service)
+        .with_upgrades());
+    log_end(drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), side).await);
+}
+
+/// A connection that speaks HTTP/2, served by hyper.
+async fn serve_h2<I, H, Fut>(
+    io: I,
+    handle: &H,
+    config: &crate::config::runtime::Runtime,
+    side: &Side<'_>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(http::Request<DownstreamBody>) -> Fut,
+    Fut: Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(256)
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let service =
+        service_fn(|req: http::Request<Incoming>| for_hyper(handle(req.map(DownstreamBody::from))));
+    let conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
+    log_end(drive(conn, |c: Pin<&mut _>| c.graceful_shutdown(), side).await);
 }
 
 /// The answer to a request that hyper read: the response's origin fields go into its map,
@@ -616,11 +708,10 @@ enum Signal {
 /// The side signals are polled only when one of them fired, not on every wake-up of the
 /// connection.
 async fn drive<C: Future>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     mut graceful: impl FnMut(Pin<&mut C>),
     side: &Side<'_>,
 ) -> Option<C::Output> {
-    tokio::pin!(conn);
     let mut signals = Some(OnlyWhenWoken::new(Box::pin(async move {
         tokio::select! {
             _ = side.shutdown.cancelled() => Signal::Shutdown,

@@ -254,6 +254,9 @@ pub struct GoodHistory {
 pub const GOOD_HISTORY_MIN_AGE_MIN: u64 = 2;
 /// Days after which a remembered address is forgotten.
 pub const GOOD_HISTORY_TTL_MIN: u64 = 7 * 24 * 60;
+/// Stored minutes are the caller's plus this: an address first seen up to a week before
+/// this process started (taken over from the previous one) is still representable.
+const MINUTE_SHIFT: u64 = GOOD_HISTORY_TTL_MIN;
 
 impl GoodHistory {
     /// A table of `slots` entries (8 bytes each).
@@ -270,6 +273,45 @@ impl GoodHistory {
         self.slots.len() * 8
     }
 
+    /// The remembered addresses as (slot, tag, minutes since first seen) at `now_min`, to
+    /// carry into another process (whose minutes count from its own start).
+    pub fn export(&self, now_min: u64) -> Vec<(u32, u32, u32)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_min + MINUTE_SHIFT;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let v = slot.load(Relaxed);
+                let (tag, first) = (v >> 32, v & 0xffff_ffff);
+                let age = now.checked_sub(first)?;
+                (tag != 0 && age < GOOD_HISTORY_TTL_MIN)
+                    .then(|| (u32::try_from(i).unwrap_or(u32::MAX), tag as u32, age as u32))
+            })
+            .collect()
+    }
+
+    /// Takes `export`'s entries as of `now_min` (a table of the same size; entries that do
+    /// not fit are skipped). Returns how many were taken.
+    pub fn import(&self, entries: &[(u32, u32, u32)], now_min: u64) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_min + MINUTE_SHIFT;
+        let mut taken = 0;
+        for (i, tag, age) in entries {
+            let (Some(slot), Some(first)) = (
+                self.slots.get(*i as usize),
+                now.checked_sub(u64::from(*age)),
+            ) else {
+                continue;
+            };
+            if *tag != 0 && u64::from(*age) < GOOD_HISTORY_TTL_MIN {
+                slot.store(u64::from(*tag) << 32 | first, Relaxed);
+                taken += 1;
+            }
+        }
+        taken
+    }
+
     fn slot(&self, key_hash: u64) -> (&std::sync::atomic::AtomicU64, u64) {
         let idx = (key_hash % self.slots.len() as u64) as usize;
         // Tag: the top 32 bits, never 0 (0 marks an empty slot).
@@ -281,12 +323,13 @@ impl GoodHistory {
     pub fn record(&self, key_hash: u64, now_min: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let (slot, tag) = self.slot(key_hash);
+        let now = now_min + MINUTE_SHIFT;
         let current = slot.load(Relaxed);
         let (cur_tag, first) = (current >> 32, current & 0xffff_ffff);
-        if cur_tag == tag && now_min.saturating_sub(first) < GOOD_HISTORY_TTL_MIN {
+        if cur_tag == tag && now.saturating_sub(first) < GOOD_HISTORY_TTL_MIN {
             return;
         }
-        slot.store(tag << 32 | (now_min & 0xffff_ffff), Relaxed);
+        slot.store(tag << 32 | (now & 0xffff_ffff), Relaxed);
     }
 
     /// Forgets `key_hash` (a client over its limits loses its history).
@@ -305,11 +348,12 @@ impl GoodHistory {
     pub fn is_good(&self, key_hash: u64, pressure_since_min: u64, now_min: u64) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let (slot, tag) = self.slot(key_hash);
+        let now = now_min + MINUTE_SHIFT;
         let current = slot.load(Relaxed);
         let (cur_tag, first) = (current >> 32, current & 0xffff_ffff);
         cur_tag == tag
-            && first + GOOD_HISTORY_MIN_AGE_MIN <= pressure_since_min.min(now_min)
-            && now_min.saturating_sub(first) < GOOD_HISTORY_TTL_MIN
+            && first + GOOD_HISTORY_MIN_AGE_MIN <= pressure_since_min.min(now_min) + MINUTE_SHIFT
+            && now.saturating_sub(first) < GOOD_HISTORY_TTL_MIN
     }
 }
 
@@ -500,5 +544,25 @@ mod tests {
             h.record(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 200);
         }
         assert_eq!(h.memory_bytes(), 8 * 1024);
+    }
+
+    #[test]
+    fn good_history_carries_into_a_process_that_started_later() {
+        let old = GoodHistory::new(1024);
+        let resident = 0x1234_5678_9abc_def0_u64;
+        // Seen at minute 500 of the old process, which hands over at minute 900.
+        old.record(resident, 500);
+        let entries = old.export(900);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].2, 400);
+        // The new process is at its minute 0, under pressure since then: the resident is
+        // still known from long before.
+        let new = GoodHistory::new(1024);
+        assert_eq!(new.import(&entries, 0), 1);
+        assert!(new.is_good(resident, 0, 0));
+        assert!(!new.is_good(0x0fed_cba9_8765_4321, 0, 0));
+        // And forgotten a week after it was first seen, as in the old process.
+        assert!(new.is_good(resident, 5, 6 * 24 * 60));
+        assert!(!new.is_good(resident, 5, 7 * 24 * 60));
     }
 }

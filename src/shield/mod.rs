@@ -21,7 +21,8 @@ pub mod top;
 use crate::common::TenantKey;
 use std::net::IpAddr;
 
-use sketch::WindowSketch;
+use serde::{Deserialize, Serialize};
+use sketch::{SketchKeys, WindowSketch};
 
 /// Paths never limited nor challenged, whatever the policy: crawlers' and ACME's files and
 /// the legal pages a French public site must keep reachable (legal notice, accessibility
@@ -365,10 +366,21 @@ pub struct Shield {
     /// Highest per-prefix rates right now.
     pub top_prefixes: top::TopTable,
     prefixes: PrefixLengths,
+    keys: SketchKeys,
+    /// Added to `now_ms` before the counters cut their windows (see `aligned`).
+    phase_ms: u64,
 }
 
-fn new_sketch() -> WindowSketch {
-    WindowSketch::new(SKETCH_WIDTH, 1000)
+/// The shield's counters, to carry into the process an upgrade starts: its hash keys, each
+/// sketch in use by name, and the verified clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShieldState {
+    /// The keys every counter hashes with.
+    pub keys: SketchKeys,
+    /// Sketches in use, by name.
+    pub sketches: Vec<(String, sketch::SketchState)>,
+    /// Verified clients per address and prefix, when any were seen.
+    pub clients: Option<shared::ClientsState>,
 }
 
 /// Requests per second one address may make to Rempart's own pages (`/.rempart/`).
@@ -380,8 +392,13 @@ pub const LOCAL_PREFIX_RATE: u32 = 200;
 pub const SKETCH_WIDTH: usize = 65_536;
 
 impl Shield {
-    /// A shield with the given prefix lengths.
+    /// A shield with the given prefix lengths and random hash keys.
     pub fn new(prefixes: PrefixLengths) -> Self {
+        Self::with_keys(prefixes, SketchKeys::random())
+    }
+
+    /// A shield whose counters hash with `keys` (the node's, kept by an upgrade).
+    pub fn with_keys(prefixes: PrefixLengths, keys: SketchKeys) -> Self {
         Self {
             by_address: std::sync::OnceLock::new(),
             by_prefix: std::sync::OnceLock::new(),
@@ -398,7 +415,95 @@ impl Shield {
             top_addresses: top::TopTable::default(),
             top_prefixes: top::TopTable::default(),
             prefixes,
+            keys,
+            phase_ms: 0,
         }
+    }
+
+    /// The same shield with its counters' windows cut at `now_ms + phase_ms` multiples of a
+    /// second: with the wall clock's offset, at the same instants on every node of a
+    /// cluster, so that their counts add up window by window.
+    pub fn aligned(mut self, phase_ms: u64) -> Self {
+        self.phase_ms = phase_ms;
+        self
+    }
+
+    fn new_sketch(&self) -> WindowSketch {
+        WindowSketch::with_keys(SKETCH_WIDTH, 1000, self.keys).aligned(self.phase_ms)
+    }
+
+    fn sketches(&self) -> [(&'static str, &std::sync::OnceLock<WindowSketch>); 10] {
+        [
+            ("address", &self.by_address),
+            ("prefix", &self.by_prefix),
+            ("pass", &self.by_pass),
+            ("fingerprint", &self.by_fingerprint),
+            ("api_key", &self.by_api_key),
+            ("errors", &self.by_errors),
+            ("local_address", &self.by_local_address),
+            ("local_prefix", &self.by_local_prefix),
+            ("address_verified", &self.by_address_verified),
+            ("prefix_verified", &self.by_prefix_verified),
+        ]
+    }
+
+    /// Cluster mode: each sketch in use with its current window's counts (what this node
+    /// tells the others).
+    pub fn reports(&self, now_ms: u64) -> Vec<(&'static str, sketch::SketchReport)> {
+        self.sketches()
+            .into_iter()
+            .filter_map(|(name, s)| Some((name, s.get()?.report(now_ms))))
+            .collect()
+    }
+
+    /// Cluster mode: the other nodes' counts for sketch `name` in `window` (summed), added
+    /// to this node's from now on. Needs the same hash keys on every node.
+    pub fn set_remote_counts(&self, name: &str, window: u64, counts: &[(u32, u32)]) {
+        if let Some((_, sketch)) = self.sketches().into_iter().find(|(n, _)| *n == name) {
+            sketch
+                .get_or_init(|| self.new_sketch())
+                .set_remote(window, counts);
+        }
+    }
+
+    /// The counters in use at `now_ms` (see `ShieldState`).
+    pub fn export(&self, now_ms: u64) -> ShieldState {
+        ShieldState {
+            keys: self.keys,
+            sketches: self
+                .sketches()
+                .into_iter()
+                .filter_map(|(name, s)| Some((name.to_owned(), s.get()?.export(now_ms))))
+                .collect(),
+            clients: self.clients.get().map(|c| c.export(now_ms)),
+        }
+    }
+
+    /// Takes `state`'s counters as of `now_ms`, before this shield has counted anything.
+    /// Returns the sketches taken, or why none could be (other hash keys: the state of
+    /// another node, whose counts would land on the wrong keys).
+    pub fn import(&self, state: &ShieldState, now_ms: u64) -> Result<usize, &'static str> {
+        if state.keys != self.keys {
+            return Err("the counters were hashed with other keys");
+        }
+        let mut taken = 0;
+        for (name, sketch) in self.sketches() {
+            let Some((_, counts)) = state.sketches.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            if sketch
+                .get_or_init(|| self.new_sketch())
+                .import(counts, now_ms)
+            {
+                taken += 1;
+            }
+        }
+        if let Some(clients) = &state.clients {
+            self.clients
+                .get_or_init(|| shared::SharedClients::with_keys(self.keys))
+                .import(clients, now_ms);
+        }
+        Ok(taken)
     }
 
     /// Memory used by the counters (fixed).
@@ -438,7 +543,9 @@ impl Shield {
     /// counted per address and per prefix of the tenant, and per address for the whole
     /// gateway (the per-address connection cap).
     pub fn observe_verified(&self, tenant: TenantKey, ip: IpAddr, pass: u64, now_ms: u64) {
-        let clients = self.clients.get_or_init(shared::SharedClients::new);
+        let clients = self
+            .clients
+            .get_or_init(|| shared::SharedClients::with_keys(self.keys));
         let address = address_key(ip);
         clients.observe(&(tenant, address), pass, now_ms);
         clients.observe(&(tenant, prefix_key(ip, self.prefixes)), pass, now_ms);
@@ -488,27 +595,27 @@ impl Shield {
                                 .clamp(1, shared_max.max(1)),
                         )
         };
-        let by_address = self.by_local_address.get_or_init(new_sketch).observe(
-            &(tenant, address_key(ip)),
-            1,
-            now_ms,
-        );
+        let by_address = self
+            .by_local_address
+            .get_or_init(|| self.new_sketch())
+            .observe(&(tenant, address_key(ip)), 1, now_ms);
         if over(Rule::Address, by_address, LOCAL_ADDRESS_RATE) {
             return Some(Rule::Address);
         }
-        let by_prefix = self.by_local_prefix.get_or_init(new_sketch).observe(
-            &(tenant, prefix_key(ip, self.prefixes)),
-            1,
-            now_ms,
-        );
+        let by_prefix = self
+            .by_local_prefix
+            .get_or_init(|| self.new_sketch())
+            .observe(&(tenant, prefix_key(ip, self.prefixes)), 1, now_ms);
         over(Rule::Prefix, by_prefix, LOCAL_PREFIX_RATE).then_some(Rule::Prefix)
     }
 
     /// Counts a client-error answer (4xx from the origin) to `ip`.
     pub fn observe_error(&self, tenant: TenantKey, ip: IpAddr, now_ms: u64) {
-        self.by_errors
-            .get_or_init(new_sketch)
-            .observe(&(tenant, address_key(ip)), 1, now_ms);
+        self.by_errors.get_or_init(|| self.new_sketch()).observe(
+            &(tenant, address_key(ip)),
+            1,
+            now_ms,
+        );
     }
 
     /// Client-error answers per second to `ip` right now.
@@ -521,27 +628,29 @@ impl Shield {
     /// Counts a request made with an API key (identified by its digest's first bytes) and
     /// returns its rate.
     pub fn observe_api_key(&self, tenant: TenantKey, key: u64, now_ms: u64) -> f64 {
-        self.by_api_key
-            .get_or_init(new_sketch)
-            .observe(&(tenant, u128::from(key)), 1, now_ms)
-    }
-
-    /// Counts a request from a client fingerprint and returns its rate (requests over the
-    /// last second): one flood tool on many addresses shares one fingerprint.
-    pub fn observe_fingerprint(&self, tenant: TenantKey, fingerprint: u64, now_ms: u64) -> f64 {
-        self.by_fingerprint.get_or_init(new_sketch).observe(
-            &(tenant, u128::from(fingerprint)),
+        self.by_api_key.get_or_init(|| self.new_sketch()).observe(
+            &(tenant, u128::from(key)),
             1,
             now_ms,
         )
     }
 
+    /// Counts a request from a client fingerprint and returns its rate (requests over the
+    /// last second): one flood tool on many addresses shares one fingerprint.
+    pub fn observe_fingerprint(&self, tenant: TenantKey, fingerprint: u64, now_ms: u64) -> f64 {
+        self.by_fingerprint
+            .get_or_init(|| self.new_sketch())
+            .observe(&(tenant, u128::from(fingerprint)), 1, now_ms)
+    }
+
     /// Counts a request carrying pass `pass_id` and returns its rate (requests over the last
     /// second): a pass is a privilege, and a stolen or shared one must not become a hose.
     pub fn observe_pass(&self, tenant: TenantKey, pass_id: u64, now_ms: u64) -> f64 {
-        self.by_pass
-            .get_or_init(new_sketch)
-            .observe(&(tenant, u128::from(pass_id)), 1, now_ms)
+        self.by_pass.get_or_init(|| self.new_sketch()).observe(
+            &(tenant, u128::from(pass_id)),
+            1,
+            now_ms,
+        )
     }
 
     /// Counts a request from `client` to `tenant` (weighing `cost` requests) and decides.
@@ -632,12 +741,14 @@ impl Shield {
             // This request's own budget, and the other class's current rate.
             let (observed, other) = match client.pass {
                 Some(_) => (
-                    verified.get_or_init(new_sketch).observe(&key, cost, now_ms),
+                    verified
+                        .get_or_init(|| self.new_sketch())
+                        .observe(&key, cost, now_ms),
                     unverified.get().map_or(0.0, |s| s.estimate(&key, now_ms)),
                 ),
                 None => (
                     unverified
-                        .get_or_init(new_sketch)
+                        .get_or_init(|| self.new_sketch())
                         .observe(&key, cost, now_ms),
                     verified.get().map_or(0.0, |s| s.estimate(&key, now_ms)),
                 ),

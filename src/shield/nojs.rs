@@ -57,6 +57,36 @@ impl NoJsBudget {
         idx
     }
 
+    /// The networks that have spent part of their budget, as (partition, grants left) at
+    /// `now_ms`, to carry into another process (a full budget needs no carrying).
+    pub fn export(&self, now_ms: u64) -> Vec<(u64, f64)> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<u64> = slots.iter().map(|s| s.key).filter(|k| *k != 0).collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                let idx = self.current(&mut slots, key, now_ms);
+                let grants = slots[idx].grants;
+                (grants < self.burst).then_some((key, grants))
+            })
+            .collect()
+    }
+
+    /// Takes `export`'s budgets as of `now_ms`.
+    pub fn import(&self, budgets: &[(u64, f64)], now_ms: u64) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let len = slots.len() as u64;
+        for (key, grants) in budgets {
+            if *key == 0 || !grants.is_finite() {
+                continue;
+            }
+            slots[(key % len) as usize] = Slot {
+                key: *key,
+                grants: grants.clamp(0.0, self.burst),
+                at_ms: now_ms,
+            };
+        }
+    }
+
     /// How long (ms) a no-JavaScript claim from `partition` must wait beyond the usual
     /// wait before it can be granted: 0 while the budget lasts.
     pub fn extra_wait_ms(&self, partition: u64, now_ms: u64) -> u64 {
@@ -92,6 +122,24 @@ fn missing_ms(grants: f64, refill_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spent_budgets_carry_into_another_process() {
+        let old = NoJsBudget::new(1024, 3, 10_000);
+        for _ in 0..3 {
+            assert!(old.take(7, 50_000).is_ok());
+        }
+        assert!(old.take(9, 50_000).is_ok());
+        let budgets = old.export(55_000);
+        assert_eq!(budgets.len(), 2);
+        let new = NoJsBudget::new(1024, 3, 10_000);
+        new.import(&budgets, 100);
+        // Network 7 spent its burst half a refill ago: it still waits the other half.
+        assert_eq!(new.extra_wait_ms(7, 100), 5_000);
+        assert_eq!(new.extra_wait_ms(9, 100), 0);
+        assert!(new.take(9, 100).is_ok() && new.take(9, 100).is_ok());
+        assert!(new.take(9, 100).is_err());
+    }
 
     #[test]
     fn a_burst_then_one_per_refill() {

@@ -65,8 +65,14 @@ impl KeyRing {
         Some(Self { keys })
     }
 
-    /// One random key (when the operator configured none: passes last until a restart).
+    /// One random key (when the operator configured none: passes last until a restart,
+    /// or across upgrades, which hand the secret over).
     pub fn random() -> Self {
+        Self::from_secret(&Self::random_secret())
+    }
+
+    /// A fresh random secret for `from_secret`.
+    pub fn random_secret() -> [u8; 32] {
         use ring::rand::SecureRandom;
         let mut secret = [0u8; 32];
         // SystemRandom only fails when the OS has no randomness at all; then a time-derived
@@ -75,8 +81,13 @@ impl KeyRing {
             let t = crate::clock::unix_nanos();
             secret[..16].copy_from_slice(&t.to_le_bytes());
         }
+        secret
+    }
+
+    /// The one-key ring of `secret` (key id 0, as `random` makes).
+    pub fn from_secret(secret: &[u8; 32]) -> Self {
         Self {
-            keys: vec![(0, hmac::Key::new(hmac::HMAC_SHA256, &secret))],
+            keys: vec![(0, hmac::Key::new(hmac::HMAC_SHA256, secret))],
         }
     }
 

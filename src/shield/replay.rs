@@ -108,6 +108,31 @@ impl ReplayGuard {
         true
     }
 
+    /// The tokens still remembered at `now_ms`, as (partition, nonce, ms since use), oldest
+    /// first: to carry into another process, where they stay refused.
+    pub fn export(&self, now_ms: u64) -> Vec<(u64, u64, u64)> {
+        let mut out: Vec<(u64, u64, u64)> = self
+            .partitions
+            .iter()
+            .flat_map(|(p, entries)| {
+                entries.iter().filter_map(move |(nonce, at)| {
+                    let age = now_ms.saturating_sub(*at);
+                    (age < self.lifetime_ms).then_some((*p, *nonce, age))
+                })
+            })
+            .collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.2));
+        out
+    }
+
+    /// Takes `export`'s tokens as of `now_ms`. A token used before this process's clock
+    /// began is kept as used at its start: remembered a little longer, never shorter.
+    pub fn import(&mut self, used: &[(u64, u64, u64)], now_ms: u64) {
+        for (partition, nonce, age) in used {
+            self.first_use(*partition, *nonce, now_ms.saturating_sub(*age));
+        }
+    }
+
     /// Entries remembered now.
     pub fn len(&self) -> usize {
         self.seen.len()
@@ -127,6 +152,22 @@ impl ReplayGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn used_tokens_stay_refused_in_another_process() {
+        let mut old = ReplayGuard::new(600_000, 100, 1_000);
+        assert!(old.first_use(1, 10, 1_000_000));
+        assert!(old.first_use(1, 11, 1_300_000));
+        assert!(old.first_use(2, 20, 1_550_000));
+        let used = old.export(1_650_000);
+        // Ten minutes after its use, token 10 has expired and is not carried.
+        assert_eq!(used, vec![(1, 11, 350_000), (2, 20, 100_000)]);
+        let mut new = ReplayGuard::new(600_000, 100, 1_000);
+        new.import(&used, 5_000);
+        assert!(!new.first_use(1, 11, 6_000));
+        assert!(!new.first_use(2, 20, 6_000));
+        assert!(new.first_use(1, 12, 6_000));
+    }
 
     #[test]
     fn a_replay_is_refused_until_the_token_expires() {

@@ -16,6 +16,11 @@
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::sketch::{decode_counters, encode_counters, SketchKeys};
+
 /// Length of one window: a client counts while it presented its pass within about this long.
 pub const WINDOW_MS: u64 = 60_000;
 /// Hash rows of the count table.
@@ -54,7 +59,15 @@ impl Generation {
 #[derive(Debug)]
 pub struct SharedClients {
     generations: [Generation; 2],
-    hasher: std::hash::RandomState,
+    hasher: SketchKeys,
+}
+
+/// The table's windows, to carry into another process: (windows ago, seen bits as
+/// little-endian words in base64, counters as `sketch::encode_counters`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientsState {
+    /// The windows still in use.
+    pub windows: Vec<(u64, String, String)>,
 }
 
 impl Default for SharedClients {
@@ -64,12 +77,65 @@ impl Default for SharedClients {
 }
 
 impl SharedClients {
-    /// An empty table (about 1 MiB).
+    /// An empty table (about 1 MiB) with random keys.
     pub fn new() -> Self {
+        Self::with_keys(SketchKeys::random())
+    }
+
+    /// An empty table hashing with `keys`.
+    pub fn with_keys(keys: SketchKeys) -> Self {
         Self {
             generations: [Generation::new(), Generation::new()],
-            hasher: std::hash::RandomState::new(),
+            hasher: keys,
         }
+    }
+
+    /// The windows still in use at `now_ms` (see `WindowSketch::export`).
+    pub fn export(&self, now_ms: u64) -> ClientsState {
+        let current = now_ms / WINDOW_MS;
+        let windows = self
+            .generations
+            .iter()
+            .filter_map(|g| {
+                let held = g.window.load(Ordering::Acquire);
+                let ago = current.checked_sub(held).filter(|ago| *ago <= 1)?;
+                let mut seen = Vec::with_capacity(g.seen.len() * 8);
+                for w in g.seen.iter() {
+                    seen.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+                }
+                Some((
+                    ago,
+                    base64::engine::general_purpose::STANDARD.encode(seen),
+                    encode_counters(&g.counts),
+                ))
+            })
+            .collect();
+        ClientsState { windows }
+    }
+
+    /// Takes `state`'s windows (from a table with the same keys) as of `now_ms`; `false`
+    /// when they do not fit.
+    pub fn import(&self, state: &ClientsState, now_ms: u64) -> bool {
+        let current = now_ms / WINDOW_MS;
+        for (ago, seen, counts) in &state.windows {
+            let Some(window) = current.checked_sub(*ago) else {
+                continue;
+            };
+            let g = &self.generations[(window % 2) as usize];
+            let Ok(seen) = base64::engine::general_purpose::STANDARD.decode(seen) else {
+                return false;
+            };
+            if seen.len() != g.seen.len() * 8 || !decode_counters(counts, &g.counts) {
+                return false;
+            }
+            for (w, eight) in g.seen.iter().zip(seen.chunks_exact(8)) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(eight);
+                w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+            }
+            g.window.store(window, Ordering::Release);
+        }
+        true
     }
 
     /// Bytes used (fixed).
@@ -172,6 +238,25 @@ mod tests {
         // Two windows later, only those seen in the last one count.
         assert_eq!(s.clients(&"k", 121_000), 4);
         assert_eq!(s.clients(&"k", 200_000), 0);
+    }
+
+    #[test]
+    fn clients_carry_into_a_table_with_the_same_keys() {
+        let keys = SketchKeys::random();
+        let old = SharedClients::with_keys(keys);
+        for pass in 0..30u64 {
+            old.observe(&"office", pass, 125_000);
+        }
+        let new = SharedClients::with_keys(keys);
+        assert!(new.import(&old.export(130_000), 2_000));
+        assert_eq!(new.clients(&"office", 2_000), 30);
+        // A pass seen before is not counted twice.
+        new.observe(&"office", 3, 2_500);
+        assert_eq!(new.clients(&"office", 2_500), 30);
+        // Damaged text is refused.
+        let mut bad = old.export(130_000);
+        bad.windows[0].1.truncate(8);
+        assert!(!SharedClients::with_keys(keys).import(&bad, 2_000));
     }
 
     #[test]

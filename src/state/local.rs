@@ -64,6 +64,12 @@ impl ReplayStore for LocalReplay {
     fn first_use(&self, partition: u64, nonce: u64, now_ms: u64) -> bool {
         lock(&self.used).first_use(partition, nonce, now_ms)
     }
+    fn export(&self, now_ms: u64) -> Vec<(u64, u64, u64)> {
+        lock(&self.used).export(now_ms)
+    }
+    fn import(&self, used: &[(u64, u64, u64)], now_ms: u64) {
+        lock(&self.used).import(used, now_ms);
+    }
 }
 
 /// A key ring fixed for the life of a configuration (configured, or random per process).
@@ -73,6 +79,17 @@ pub struct StaticKeys(pub Arc<KeyRing>);
 impl PassKeys for StaticKeys {
     fn ring(&self) -> Arc<KeyRing> {
         self.0.clone()
+    }
+}
+
+/// The node's own key ring, used when the configuration names none: random per node, or
+/// the cluster's shared one once adopted (`Defence::adopt_shared_secret`).
+#[derive(Debug)]
+pub struct NodeKeys(pub Arc<crate::shield::defence::Defence>);
+
+impl PassKeys for NodeKeys {
+    fn ring(&self) -> Arc<KeyRing> {
+        self.0.random_keys()
     }
 }
 

@@ -10,11 +10,16 @@
 //! | `ReplayStore` | challenge nonces issued and used | `local::LocalReplay` |
 //! | `PassKeys` | the key ring signing passes and challenge tokens | `local::StaticKeys` |
 //! | `TenantFlags` | per-tenant pressure, under-attack mode, vigilance level | `local::TenantState` |
+//! | `GuardShare` | the data guard's records taken and suspensions, told to other nodes | none (the cluster's) |
+//!
+//! `snapshot` carries a node's client state (counters, good history, budgets, answered
+//! tokens) into the process an upgrade starts.
 //!
 //! Every method takes `now` (milliseconds of `clock::now_ms`, or as documented) and never
 //! blocks: an implementation that talks to a remote store does so off the request path.
 
 pub mod local;
+pub mod snapshot;
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -45,6 +50,20 @@ pub trait ReplayStore: Send + Sync + Debug {
     /// Records the first use of `nonce` by `partition` (a tenant and client network, which
     /// bounds its share of the memory); `false` when it was used already (a replay).
     fn first_use(&self, partition: u64, nonce: u64, now_ms: u64) -> bool;
+    /// The tokens used and still remembered, as (partition, nonce, ms since use), oldest
+    /// first (carried into the process an upgrade starts).
+    fn export(&self, now_ms: u64) -> Vec<(u64, u64, u64)>;
+    /// Takes `export`'s tokens as of `now_ms`: they stay refused here.
+    fn import(&self, used: &[(u64, u64, u64)], now_ms: u64);
+}
+
+/// The data guard's counts and suspensions that several nodes share (cluster mode): what
+/// an account took here, told to the others.
+pub trait GuardShare: Send + Sync + Debug {
+    /// `records` were taken by `account` (its hash) on `scope` of `tenant` here.
+    fn taken(&self, tenant: &str, account: u64, scope: u64, records: u64);
+    /// `account` of `tenant` was suspended (`true`) or lifted here.
+    fn suspended(&self, tenant: &str, account: u64, on: bool);
 }
 
 /// The key ring that signs pass cookies and challenge tokens.

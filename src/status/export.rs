@@ -72,6 +72,10 @@ async fn publish_once(command: &str, dir: &Path) -> Result<(), String> {
         .arg("-c")
         .arg(command)
         .env("REMPART_STATUS_DIR", dir)
+        // The command is not the service: it must not speak to the service manager.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

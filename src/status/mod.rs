@@ -15,6 +15,7 @@ pub mod export;
 pub mod model;
 pub mod notify;
 pub mod render;
+pub mod shared;
 pub mod site;
 pub mod store;
 pub mod subscribe;
@@ -150,8 +151,11 @@ impl Pages {
 }
 
 /// What an operator asked that cannot be done.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StatusError {
+    /// Cluster mode: the node that writes the boards did not answer in time.
+    #[error("the node that writes the status boards did not answer: Redis or that node is out of reach; this node writes them itself once no other can (within seconds), retry then")]
+    NoWriter,
     /// No tenant with a status page has this id.
     #[error("no tenant `{0}` with a status page")]
     UnknownTenant(String),
@@ -167,7 +171,7 @@ pub enum StatusError {
 }
 
 /// A new incident or maintenance, from an operator.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
     /// `incident` (default) or `maintenance`.
@@ -202,7 +206,7 @@ fn default_kind() -> IncidentKind {
 }
 
 /// A new timeline entry, from an operator.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUpdate {
     /// Stage reached.
@@ -216,7 +220,7 @@ pub struct NewUpdate {
 }
 
 /// Changes to a draft or published incident's header, from an operator.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentEdit {
     /// Title in French.
@@ -360,6 +364,8 @@ pub struct StatusService {
     subscriptions: Mutex<Subscriptions>,
     notices: tokio::sync::mpsc::Sender<Notice>,
     notices_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Notice>>>,
+    /// Cluster mode: who writes the boards, and how to reach it.
+    shared: std::sync::OnceLock<Arc<dyn shared::Shared>>,
 }
 
 /// Notices waiting for the notifier at most (beyond, new ones are dropped and logged).
@@ -498,6 +504,7 @@ impl StatusService {
             subscriptions: Mutex::new(subscriptions),
             notices,
             notices_rx: Mutex::new(Some(notices_rx)),
+            shared: std::sync::OnceLock::new(),
         };
         service.render_all(now);
         service
@@ -582,9 +589,12 @@ impl StatusService {
         if on {
             next.push((tenant_id.to_owned(), route.to_owned()));
         }
-        self.maintenance.store(Arc::new(next));
+        self.maintenance.store(Arc::new(next.clone()));
         if let Some(store) = self.store.get() {
             store.set_maintenance(tenant_id, route, on);
+        }
+        if let Some(shared) = self.shared.get().filter(|s| s.writes()) {
+            shared.maintenance(next);
         }
         tracing::warn!(target: "rempart::status", tenant = tenant_id, route, on, "maintenance mode switched by an operator");
     }
@@ -614,6 +624,29 @@ impl StatusService {
     /// changed, and at least once a minute so dates and bars move on.
     pub fn observe(&self, tenant_id: &str, samples: &[Sample], now_ms: u64) {
         let now = now_ms / 1000;
+        if self.following().is_some() {
+            // The writer decides what is shown; the detector keeps running here, so that
+            // this node takes over with a current view.
+            let minute_passed = {
+                let mut st = self.lock();
+                let Some(board) = st.boards.get_mut(tenant_id) else {
+                    return;
+                };
+                let hold_ms = board.spec.debounce.as_millis() as u64;
+                for (k, comp) in board.components.iter_mut().enumerate() {
+                    if !board.spec.components[k].pools.is_empty() {
+                        let sample = samples.get(k).copied().unwrap_or_default();
+                        comp.debounce
+                            .observe(model::raw_state(&sample), now_ms, hold_ms);
+                    }
+                }
+                now >= st.last_render + 60
+            };
+            if minute_passed {
+                self.render_tenant(tenant_id, now);
+            }
+            return;
+        }
         let changed = {
             let mut guard = self.lock();
             let st = &mut *guard;
@@ -726,6 +759,7 @@ impl StatusService {
         }
         if changed {
             self.render_tenant(tenant_id, now);
+            self.told(tenant_id, now);
         }
     }
 
@@ -795,6 +829,7 @@ impl StatusService {
             out
         };
         self.render_tenant(tenant_id, now);
+        self.told(tenant_id, now);
         Ok(out)
     }
 
@@ -1064,6 +1099,10 @@ impl StatusService {
                 .ok_or_else(|| StatusError::UnknownTenant(tenant_id.to_owned()))?;
             Self::check_components(board, &components)?;
         }
+        // In a cluster, the node that writes the boards makes it and sends the message.
+        if let Some(shared) = self.following() {
+            return self.subscribe_through(shared, tenant_id, email, components, lang);
+        }
         let email = email.trim().to_owned();
         if !subscribe::valid_email(&email) {
             return Err(StatusError::Invalid("invalid e-mail address".into()));
@@ -1114,6 +1153,7 @@ impl StatusService {
         {
             tracing::error!(target: "rempart::status", "notification queue full: confirmation not sent");
         }
+        self.told(tenant_id, now);
         Ok(SubscribeOutcome::ConfirmationSent)
     }
 
@@ -1141,6 +1181,9 @@ impl StatusService {
     /// Confirms the subscription a confirmation token names; `false` for a bad or stale
     /// token.
     pub fn confirm(&self, tenant_id: &str, token: &str) -> bool {
+        if let Some(shared) = self.following() {
+            return self.link_through(shared, tenant_id, token, subscribe::Purpose::Confirm);
+        }
         let mut subs = self.subs();
         let Some(id) = subs.tokens.check(token, subscribe::Purpose::Confirm) else {
             return false;
@@ -1155,12 +1198,16 @@ impl StatusService {
             store.save_subscriber(&saved);
         }
         tracing::info!(target: "rempart::status", tenant = tenant_id, address = %subscribe::log_label(&saved.email), "subscription confirmed");
+        self.told(tenant_id, crate::clock::unix_now());
         true
     }
 
     /// Deletes the subscriber an unsubscribe token names (nothing of them is kept); `false`
     /// only for a token that is not genuine.
     pub fn unsubscribe(&self, tenant_id: &str, token: &str) -> bool {
+        if let Some(shared) = self.following() {
+            return self.link_through(shared, tenant_id, token, subscribe::Purpose::Unsubscribe);
+        }
         let mut subs = self.subs();
         let Some(id) = subs.tokens.check(token, subscribe::Purpose::Unsubscribe) else {
             return false;
@@ -1175,6 +1222,7 @@ impl StatusService {
             store.delete_subscriber(id);
         }
         tracing::info!(target: "rempart::status", tenant = tenant_id, subscriber = id, "unsubscribed; address deleted");
+        self.told(tenant_id, crate::clock::unix_now());
         true
     }
 

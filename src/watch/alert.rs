@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 
+use super::certificates::{Kind, Reminder};
 use super::incident::{Incident, Notice, State};
 use super::level::Level;
 use crate::config::runtime::{AlertChannel, AlertTarget, Smtp};
@@ -40,6 +41,9 @@ pub struct AlertMessage {
     pub lines: Vec<String>,
     /// The local time of the opening, for people.
     pub opened_local: String,
+    /// A certificate reminder (`Notice::Certificate`; no incident then, `incident` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Reminder>,
 }
 
 /// Events shown in a message at most (the incident report has them all).
@@ -81,12 +85,56 @@ impl AlertMessage {
             at_ms: now_ms,
             lines,
             opened_local: super::incident::local_time(incident.opened_ms, zone),
+            certificate: None,
+        }
+    }
+
+    /// The message for a certificate `reminder` of tenant `tenant_name` at `now_ms`.
+    pub fn certificate(
+        reminder: Reminder,
+        tenant_name: &str,
+        now_ms: u64,
+        zone: crate::common::TimeZone,
+    ) -> Self {
+        let end = super::incident::local_time(reminder.not_after_s.saturating_mul(1000), zone);
+        let mut lines = vec![format!(
+            "Noms : {} · fin de validité : {end}",
+            reminder.hosts.join(", ")
+        )];
+        lines.push(match (reminder.kind, reminder.acme) {
+            (Kind::Renewed, _) => "Le nouveau certificat est servi ; rien d'autre à faire.".into(),
+            (_, true) => "Certificat de l'autorité ACME : son renouvellement automatique échoue \
+                          depuis des jours. Voir les lignes rempart::acme du journal et \
+                          rempart_acme_orders_total{result=\"failed\"} (nom non résolu vers ce \
+                          serveur, port 80 ou 443 fermé, autorité injoignable)."
+                .into(),
+            (_, false) => "Certificat lu d'un fichier : le renouveler (certbot, lego ou \
+                           l'autorité de la collectivité), l'écrire à sa place ; Rempart le \
+                           relit et le sert sans interruption."
+                .into(),
+        });
+        Self {
+            notice: Notice::Certificate,
+            incident: 0,
+            tenant: reminder.tenant.clone(),
+            tenant_name: tenant_name.to_owned(),
+            level: reminder.level,
+            peak: reminder.level,
+            state: State::Open,
+            opened_ms: now_ms,
+            at_ms: now_ms,
+            lines,
+            opened_local: super::incident::local_time(now_ms, zone),
+            certificate: Some(reminder),
         }
     }
 
     /// The outbox group: an incident's opening is never merged away; its later notices
     /// replace one another while they wait.
     pub fn group(&self) -> String {
+        if let Some(c) = &self.certificate {
+            return format!("certificate-{}", c.tenant);
+        }
         match self.notice {
             Notice::Opened => format!("incident-{}-opened", self.incident),
             Notice::Escalated => format!("incident-{}-escalated", self.incident),
@@ -103,12 +151,27 @@ impl AlertMessage {
             Notice::Acknowledged => "pris en charge",
             Notice::Resolved => "clos",
             Notice::Escalated => "ESCALADE : non pris en charge",
+            Notice::Certificate => "certificat TLS",
         }
     }
 
     /// One line for subjects and chat: `[Rempart] Ville : incident 3, niveau rouge (nouvel
     /// incident de sécurité)`.
     pub fn headline(&self) -> String {
+        if let Some(c) = &self.certificate {
+            let host = c.hosts.first().map_or("", String::as_str);
+            let what = match c.kind {
+                Kind::Expiring if c.days_left == 0 => "expire aujourd'hui".to_owned(),
+                Kind::Expiring if c.days_left == 1 => "expire demain".to_owned(),
+                Kind::Expiring => format!("expire dans {} jours", c.days_left),
+                Kind::Expired => "a EXPIRÉ : les navigateurs refusent le site".to_owned(),
+                Kind::Renewed => "renouvelé".to_owned(),
+            };
+            return format!(
+                "[Rempart] {} : certificat TLS de {host} {what}",
+                self.tenant_name
+            );
+        }
         format!(
             "[Rempart] {} : incident {}, niveau {} ({})",
             self.tenant_name,
@@ -120,6 +183,16 @@ impl AlertMessage {
 
     /// The text of an e-mail or chat message.
     pub fn text(&self) -> String {
+        if self.certificate.is_some() {
+            let mut out = format!("{}\n\n", self.headline());
+            for l in &self.lines {
+                out.push_str("- ");
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push_str("\nCertificats servis : rempart check (avertit à 14 jours de la fin)\n");
+            return out;
+        }
         let mut out = format!(
             "{}\n\nOuvert le {} · plus haut niveau : {} · état : {}\n\n",
             self.headline(),
@@ -164,8 +237,18 @@ pub fn webhook_request(
     delivery: &str,
     now_s: u64,
 ) -> Option<http::Request<Full<Bytes>>> {
+    let event = match &message.certificate {
+        Some(c) => format!(
+            "watch.certificate.{}",
+            serde_json::to_value(c.kind).ok()?.as_str()?
+        ),
+        None => format!(
+            "watch.incident.{}",
+            serde_json::to_value(message.notice).ok()?.as_str()?
+        ),
+    };
     let body = serde_json::json!({
-        "event": format!("watch.incident.{}", serde_json::to_value(message.notice).ok()?.as_str()?),
+        "event": event,
         "delivery": delivery,
         "incident": message,
     })
@@ -213,10 +296,14 @@ pub fn matrix_request(
     for l in &message.lines {
         html.push_str(&format!("<li>{}</li>", html_escape(l)));
     }
-    html.push_str(&format!(
-        "</ul><p><code>rempart watch incident show {}</code></p>",
-        message.incident
-    ));
+    if message.certificate.is_some() {
+        html.push_str("</ul><p><code>rempart check</code></p>");
+    } else {
+        html.push_str(&format!(
+            "</ul><p><code>rempart watch incident show {}</code></p>",
+            message.incident
+        ));
+    }
     let body = serde_json::json!({
         "msgtype": "m.text",
         "body": message.text(),
@@ -290,8 +377,13 @@ pub fn syslog_line(message: &AlertMessage, hostname: &str, now_ms: u64) -> Strin
         msg.push_str(last);
     }
     format!(
-        "<{pri}>1 {timestamp} {host} rempart {} INCIDENT [rempart@32473 incident=\"{}\" tenant=\"{}\" level=\"{}\" peak=\"{}\" notice=\"{}\"] {}",
+        "<{pri}>1 {timestamp} {host} rempart {} {} [rempart@32473 incident=\"{}\" tenant=\"{}\" level=\"{}\" peak=\"{}\" notice=\"{}\"] {}",
         std::process::id(),
+        if message.certificate.is_some() {
+            "CERTIFICATE"
+        } else {
+            "INCIDENT"
+        },
         message.incident,
         sd_escape(&message.tenant),
         message.level,
@@ -502,6 +594,75 @@ mod tests {
         e.notice = Notice::Escalated;
         assert!(wants(&channel(Level::Orange, true, &[]), &e));
         assert_ne!(m.group(), e.group(), "an escalation is never merged away");
+    }
+
+    #[test]
+    fn a_certificate_reminder_reads_as_one_in_every_channel() {
+        let reminder = Reminder {
+            kind: Kind::Expiring,
+            tenant: "ville".into(),
+            hosts: vec!["ville.fr".into(), "www.ville.fr".into()],
+            not_after_s: 1_797_000_000,
+            days_left: 6,
+            acme: true,
+            level: Level::Orange,
+        };
+        let m = AlertMessage::certificate(
+            reminder.clone(),
+            "Ville",
+            1_796_500_000_000,
+            crate::common::TimeZone::Paris,
+        );
+        assert_eq!(
+            m.headline(),
+            "[Rempart] Ville : certificat TLS de ville.fr expire dans 6 jours"
+        );
+        assert!(m.text().contains("ville.fr, www.ville.fr"), "{}", m.text());
+        assert!(
+            m.text().contains("rempart_acme_orders_total"),
+            "{}",
+            m.text()
+        );
+        assert!(!m.text().contains("incident show"), "{}", m.text());
+        // Routed like an alert of its level, never to escalation-only channels.
+        assert!(wants(&channel(Level::Orange, false, &["ville"]), &m));
+        assert!(!wants(&channel(Level::Rouge, false, &[]), &m));
+        assert!(!wants(&channel(Level::Orange, true, &[]), &m));
+        // Its own outbox group: a later reminder replaces a waiting one, never an incident's.
+        assert_eq!(m.group(), "certificate-ville");
+        let url: http::Uri = "http://127.0.0.1:9/hook".parse().unwrap();
+        let hook = webhook_request(&url, None, &m, "1-0", 1).unwrap();
+        let body = futures_body(hook);
+        assert!(
+            body.contains("\"event\":\"watch.certificate.expiring\""),
+            "{body}"
+        );
+        let line = syslog_line(&m, "gw1", 1_796_500_000_000);
+        assert!(line.contains(" CERTIFICATE [rempart@32473"), "{line}");
+        // Stored in the outbox and read back (older messages had no certificate).
+        let back: AlertMessage = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        let old: AlertMessage =
+            serde_json::from_str(&serde_json::to_string(&message()).unwrap()).unwrap();
+        assert_eq!(old.certificate, None);
+        let expired = AlertMessage::certificate(
+            Reminder {
+                kind: Kind::Expired,
+                days_left: -1,
+                acme: false,
+                level: Level::Rouge,
+                ..reminder
+            },
+            "Ville",
+            1_796_500_000_000,
+            crate::common::TimeZone::Paris,
+        );
+        assert!(
+            expired.headline().contains("a EXPIRÉ"),
+            "{}",
+            expired.headline()
+        );
+        assert!(expired.text().contains("certbot"), "{}", expired.text());
     }
 
     #[test]

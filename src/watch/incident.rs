@@ -260,6 +260,9 @@ pub enum Notice {
     Resolved,
     /// Nobody took it in time.
     Escalated,
+    /// Not an incident: a certificate ends soon, has ended, or was renewed
+    /// (`AlertMessage::certificate`).
+    Certificate,
 }
 
 /// An incident to save, and what to tell about it.
@@ -281,7 +284,7 @@ pub struct Rules {
 }
 
 /// Why an operator's action was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refused {
     /// No incident has this number.
     Unknown,

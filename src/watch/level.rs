@@ -92,6 +92,13 @@ impl Machine {
         self.calm_since_ms = None;
     }
 
+    /// Takes up an operator's `level` until `until_ms` again without a change (handed over
+    /// by the process an upgrade replaced: the operator's decision outlives the binary).
+    pub fn resume_override(&mut self, level: Level, until_ms: u64, now_ms: u64) {
+        self.resume(level, now_ms);
+        self.overridden = Some(Override { level, until_ms });
+    }
+
     /// The level now.
     pub fn level(&self) -> Level {
         self.level

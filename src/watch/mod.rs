@@ -16,7 +16,9 @@
 pub mod alert;
 pub mod assess;
 pub mod baseline;
+pub mod certificates;
 pub mod incident;
 pub mod level;
 pub mod service;
+pub mod shared;
 pub mod store;

@@ -108,6 +108,17 @@ impl TenantWatch {
     }
 }
 
+/// A tenant's level as one process hands it to the next (an upgrade).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptLevel {
+    /// Tenant id (`*`: the gateway's own).
+    pub tenant: String,
+    /// Its level.
+    pub level: Level,
+    /// The operator's level and until when (unix ms), if one is set.
+    pub operator: Option<(Level, u64)>,
+}
+
 /// One route's rate and habit.
 #[derive(Default)]
 struct RouteWatch {
@@ -153,6 +164,9 @@ pub struct IncidentSummary {
     pub opened_ms: u64,
     /// Back to vert (unix ms).
     pub calm_ms: Option<u64>,
+    /// Cluster mode: the node it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl From<&Incident> for IncidentSummary {
@@ -166,6 +180,7 @@ impl From<&Incident> for IncidentSummary {
             active: i.active(),
             opened_ms: i.opened_ms,
             calm_ms: i.calm_ms,
+            node: None,
         }
     }
 }
@@ -175,6 +190,11 @@ struct Inner {
     incidents: Incidents,
     /// Baselines read at start, waiting for their tenant's first second.
     kept_baselines: HashMap<String, Baseline>,
+    /// Levels handed over by the process an upgrade replaced, waiting for their tenant's
+    /// first second.
+    kept_levels: HashMap<String, KeptLevel>,
+    /// Certificate reminders told.
+    reminders: super::certificates::Reminders,
     baselines_saved_ms: u64,
     /// The configuration the courier and rules were set from.
     config: Option<Arc<Runtime>>,
@@ -193,6 +213,8 @@ pub struct WatchService {
     outbox: Arc<Outbox>,
     courier: Arc<AlertCourier>,
     events: tokio::sync::broadcast::Sender<String>,
+    /// Cluster mode: the others' incidents, and how to reach them.
+    shared: std::sync::OnceLock<Arc<dyn super::shared::Shared>>,
 }
 
 fn rules_of(config: &Runtime) -> Rules {
@@ -255,6 +277,8 @@ impl WatchService {
                 tenants: HashMap::new(),
                 incidents: Incidents::new(rules_of(config), loaded.incidents, loaded.last_id),
                 kept_baselines,
+                kept_levels: HashMap::new(),
+                reminders: super::certificates::Reminders::default(),
                 baselines_saved_ms: crate::clock::unix_now_ms(),
                 config: Some(config.clone()),
                 recent: VecDeque::new(),
@@ -267,6 +291,7 @@ impl WatchService {
             outbox,
             courier: Arc::new(AlertCourier::new(channels_of(config))),
             events,
+            shared: std::sync::OnceLock::new(),
         });
         Ok(service)
     }
@@ -314,6 +339,34 @@ impl WatchService {
         let _ = self.events.send(line);
     }
 
+    /// Every tenant's level above green or set by an operator, for the process an upgrade
+    /// starts.
+    pub fn levels(&self) -> Vec<KeptLevel> {
+        let inner = lock(&self.inner);
+        inner
+            .tenants
+            .iter()
+            .filter(|(_, t)| {
+                t.machine.level() > Level::Vert || t.machine.override_until().is_some()
+            })
+            .map(|(id, t)| KeptLevel {
+                tenant: id.clone(),
+                level: t.machine.level(),
+                operator: t.machine.override_until(),
+            })
+            .chain(inner.kept_levels.values().cloned())
+            .collect()
+    }
+
+    /// Takes up the levels the process an upgrade replaced had: each tenant starts from
+    /// its level (and its operator's) instead of green, without a new alert or incident.
+    pub fn take_levels(&self, levels: Vec<KeptLevel>) {
+        let mut inner = lock(&self.inner);
+        for kept in levels {
+            inner.kept_levels.insert(kept.tenant.clone(), kept);
+        }
+    }
+
     /// Each tenant's state now, by id (the gateway's own as `*`), and the global level.
     pub fn status(&self) -> (Level, Vec<TenantStatus>) {
         let inner = lock(&self.inner);
@@ -344,6 +397,87 @@ impl WatchService {
         out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         let global = out.iter().map(|t| t.level).max().unwrap_or_default();
         (global, out)
+    }
+
+    /// Cluster mode: incidents told to the others, theirs shown here.
+    pub fn share_with(&self, shared: Arc<dyn super::shared::Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Saves an incident that changed, and tells the other nodes in cluster mode.
+    fn save(&self, incident: &Incident) {
+        self.store.incident(incident);
+        if let Some(shared) = self.shared.get() {
+            shared.told(incident);
+        }
+    }
+
+    /// Tells the other nodes every incident kept (a node that reaches Redis again).
+    pub fn tell_all(&self) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let kept: Vec<Incident> = lock(&self.inner).incidents.all().cloned().collect();
+        for incident in &kept {
+            shared.told(incident);
+        }
+    }
+
+    /// Incidents kept here and, in cluster mode, the other nodes' (each with its node),
+    /// newest first.
+    pub fn incidents_everywhere(&self) -> Vec<IncidentSummary> {
+        let mut all = self.incidents();
+        if let Some(shared) = self.shared.get() {
+            let this = shared.node();
+            for summary in &mut all {
+                summary.node = Some(this.clone());
+            }
+            all.extend(shared.others().iter().map(|(node, incident)| {
+                let mut summary = IncidentSummary::from(incident);
+                summary.node = Some(node.clone());
+                summary
+            }));
+            all.sort_by_key(|i| std::cmp::Reverse(i.opened_ms));
+        }
+        all
+    }
+
+    /// Incident `id` of `node` (this node's when `None` or its own name).
+    pub fn incident_on(&self, node: Option<&str>, id: u64) -> Option<Incident> {
+        match (node, self.shared.get()) {
+            (Some(node), Some(shared)) if node != shared.node() => shared
+                .others()
+                .into_iter()
+                .find(|(n, i)| n == node && i.id == id)
+                .map(|(_, i)| i),
+            (Some(_), None) => None,
+            _ => self.incident(id),
+        }
+    }
+
+    /// An operator's action on incident `action.id` of `node` (this node's when `None` or
+    /// its own name): made here, or sent to its node.
+    pub async fn act(
+        &self,
+        node: Option<&str>,
+        action: super::shared::Action,
+        now_ms: u64,
+    ) -> Result<Incident, super::shared::Failed> {
+        use super::shared::{ActionKind, Failed};
+        if let (Some(node), Some(shared)) = (node, self.shared.get()) {
+            if node != shared.node() {
+                return shared.forward(node, action).await;
+            }
+        } else if node.is_some() {
+            return Err(Failed::Refused(Refused::Unknown));
+        }
+        let (id, by, text) = (action.id, action.by.as_str(), action.text.as_str());
+        match action.kind {
+            ActionKind::Acknowledge => self.acknowledge(id, by, now_ms),
+            ActionKind::Note => self.note(id, by, text, now_ms),
+            ActionKind::Resolve => self.resolve(id, by, text, now_ms),
+        }
+        .map_err(Failed::Refused)
     }
 
     /// Incidents kept, newest first.
@@ -402,7 +536,7 @@ impl WatchService {
     pub fn note(&self, id: u64, by: &str, text: &str, now_ms: u64) -> Result<Incident, Refused> {
         let mut inner = lock(&self.inner);
         let incident = inner.incidents.note(id, by, text, now_ms)?;
-        self.store.incident(&incident);
+        self.save(&incident);
         self.publish(&mut inner, serde_json::json!({"type": "incident", "notice": "note", "incident": incident.id, "tenant": incident.tenant, "at_ms": now_ms}));
         Ok(incident)
     }
@@ -463,10 +597,59 @@ impl WatchService {
         true
     }
 
+    /// The certificates served now (checked every minute or so): reminders 14, 7, 3 and 1
+    /// days before one ends, once it has ended, and when a new one replaced it, to the
+    /// alert channels (as an alert of level orange, rouge from 3 days), the log and the
+    /// event stream.
+    pub fn certificates(&self, served: &[super::certificates::Served], now_ms: u64) {
+        let mut inner = lock(&self.inner);
+        let reminders = inner.reminders.check(served, now_ms / 1000);
+        let Some(config) = inner.config.clone() else {
+            return;
+        };
+        for reminder in reminders {
+            let name = config
+                .tenants
+                .iter()
+                .find(|t| t.id == reminder.tenant)
+                .map_or(reminder.tenant.as_str(), |t| t.name.as_str());
+            let message =
+                AlertMessage::certificate(reminder.clone(), name, now_ms, config.status.time_zone);
+            let hosts = reminder.hosts.join(",");
+            match reminder.kind {
+                super::certificates::Kind::Renewed => {
+                    tracing::info!(target: "rempart::watch", tenant = %reminder.tenant, hosts, "{}", message.headline());
+                }
+                _ => {
+                    tracing::warn!(target: "rempart::watch", tenant = %reminder.tenant, hosts, days_left = reminder.days_left, "{}", message.headline());
+                }
+            }
+            self.publish(
+                &mut inner,
+                serde_json::json!({
+                    "type": "certificate",
+                    "kind": reminder.kind,
+                    "tenant": reminder.tenant,
+                    "hosts": reminder.hosts,
+                    "not_after_s": reminder.not_after_s,
+                    "days_left": reminder.days_left,
+                    "at_ms": now_ms,
+                }),
+            );
+            let Ok(payload) = serde_json::to_string(&message) else {
+                continue;
+            };
+            for channel in config.watch.alerts.iter().filter(|c| wants(c, &message)) {
+                self.outbox
+                    .put(&channel.name, &message.group(), payload.clone(), now_ms);
+            }
+        }
+    }
+
     /// Saves a told incident, publishes the event and queues the alerts.
     fn tell(&self, inner: &mut Inner, told: Told, now_ms: u64) {
         let Told { incident, notice } = told;
-        self.store.incident(&incident);
+        self.save(&incident);
         self.publish(
             inner,
             serde_json::json!({
@@ -481,12 +664,35 @@ impl WatchService {
         let Some(config) = inner.config.clone() else {
             return;
         };
+        // In a cluster, an attack that several nodes see alerts once: from the node whose
+        // incident opened first (operators' own actions alert from where they are made).
+        let lead = match (self.shared.get(), notice) {
+            (Some(shared), n) if !matches!(n, Notice::Acknowledged | Notice::Resolved) => {
+                super::shared::leads(&incident, &shared.node(), &shared.others())
+            }
+            _ => true,
+        };
+        if !lead {
+            tracing::info!(target: "rempart::watch", tenant = %incident.tenant, incident = incident.id, ?notice, "no alert from this node: another node's incident of this attack opened first and alerts");
+            if notice == Notice::Opened {
+                // Its timeline says where the alerts come from.
+                let text = "alerts for this attack go out from the incident another node opened first (rempart watch incident list shows it)";
+                if let Ok(noted) = inner.incidents.note(incident.id, "cluster", text, now_ms) {
+                    self.save(&noted);
+                }
+            }
+        }
         let message = AlertMessage::new(&incident, notice, now_ms, config.status.time_zone);
         let payload = match serde_json::to_string(&message) {
             Ok(p) => p,
             Err(_) => return,
         };
-        for channel in config.watch.alerts.iter().filter(|c| wants(c, &message)) {
+        for channel in config
+            .watch
+            .alerts
+            .iter()
+            .filter(|c| lead && wants(c, &message))
+        {
             self.outbox
                 .put(&channel.name, &message.group(), payload.clone(), now_ms);
         }
@@ -624,20 +830,37 @@ impl WatchService {
             if let Some(l) = kept_latency {
                 watch.latency = l;
             }
-            // A restart in the middle of an attack: the active incident's level holds, and
-            // its defences with it, until the signals calm down.
-            if let Some(level) = inner
+            // An upgrade: the level the previous process had, and its operator's, hold.
+            // A restart in the middle of an attack: the active incident's level holds.
+            // Either way its defences with it, until the signals calm down.
+            let handed = inner.kept_levels.remove(tenant);
+            let incident = inner
                 .incidents
                 .active(tenant)
                 .map(|i| i.level)
-                .filter(|l| *l > Level::Vert)
-            {
+                .filter(|l| *l > Level::Vert);
+            let operator = handed
+                .as_ref()
+                .and_then(|k| k.operator)
+                .filter(|(_, until)| *until > now_ms);
+            let level = handed.as_ref().map(|k| k.level).max(incident);
+            if let Some((level, until)) = operator {
+                watch.machine.resume_override(level, until, now_ms);
+            } else if let Some(level) = level.filter(|l| *l > Level::Vert) {
                 watch.machine.resume(level, now_ms);
+            }
+            let level = watch.machine.level();
+            if level > Level::Vert || operator.is_some() {
                 watch.gauge.set(level as i64);
                 if tenant != GATEWAY {
                     self.effects.level(tenant, level);
                 }
-                tracing::warn!(target: "rempart::watch", tenant, level = %level, "level of the active incident taken up again after a restart");
+                let from = if handed.is_some() {
+                    "taken over from the previous process"
+                } else {
+                    "of the active incident taken up again after a restart"
+                };
+                tracing::warn!(target: "rempart::watch", tenant, level = %level, operator = operator.is_some(), "level {from}");
             }
             inner.tenants.insert(tenant.to_owned(), watch);
         }
@@ -792,7 +1015,7 @@ impl WatchService {
             if let Some(w) = inner.tenants.get_mut(tenant) {
                 if now_ms.saturating_sub(w.figures_saved_ms) >= SAVE_FIGURES_MS {
                     w.figures_saved_ms = now_ms;
-                    self.store.incident(&incident);
+                    self.save(&incident);
                 }
             }
         }

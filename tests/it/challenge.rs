@@ -14,15 +14,6 @@ const BROWSER: [(&str, &str); 3] = [
     ("accept-language", "fr-FR,fr;q=0.9"),
 ];
 
-/// The token and difficulty embedded in a challenge page.
-fn challenge_of(body: &str) -> (String, u8) {
-    let attr = |name: &str| {
-        let start = body.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
-        body[start..start + body[start..].find('"').unwrap()].to_owned()
-    };
-    (attr("data-token"), attr("data-difficulty").parse().unwrap())
-}
-
 fn under_attack_config(origin: std::net::SocketAddr, extra: &str) -> String {
     format!(
         "{}\n[tenants.shield]\nunder_attack = true\nchallenge_difficulty = 10\nchallenge_wait = \"1s\"\n{extra}",

@@ -43,7 +43,7 @@ rotate_user_agents = true
 "#,
     )
     .unwrap();
-    let report = rempart::drill::run(gw.addr, scenario, Some(origin), Some(std::process::id()))
+    let report = rempart::drill::run(&[gw.addr], scenario, Some(origin), &[std::process::id()])
         .await
         .unwrap();
     // The origin (2 workers x 5 ms = 400/s) is flooded at ~5x: residents still get through
@@ -117,7 +117,7 @@ addresses = 2
     )
     .unwrap();
     assert_eq!(scenario.shared_addresses().len(), 3);
-    let report = rempart::drill::run(gw.addr, scenario, Some(origin), None)
+    let report = rempart::drill::run(&[gw.addr], scenario, Some(origin), &[])
         .await
         .unwrap();
     let names: Vec<&str> = report.groups.iter().map(|g| g.name.as_str()).collect();
@@ -146,7 +146,7 @@ async fn drill_refuses_targets_outside_loopback() {
         "name = \"x\"\nduration = \"1s\"\n[legit]\nclients = 1\n",
     )
     .unwrap();
-    let err = rempart::drill::run("192.0.2.1:80".parse().unwrap(), scenario, None, None)
+    let err = rempart::drill::run(&["192.0.2.1:80".parse().unwrap()], scenario, None, &[])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("only sends to loopback"), "{err}");

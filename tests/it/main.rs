@@ -2,10 +2,12 @@
 
 mod support;
 
+mod acme;
 mod admin;
 mod browser;
 mod challenge;
 mod check;
+mod cluster;
 mod contrib;
 mod degraded;
 mod drill;
@@ -15,6 +17,7 @@ mod forwarding;
 mod framing;
 mod guard;
 mod health;
+mod package;
 mod process;
 mod protocols;
 mod reload;
@@ -23,6 +26,7 @@ mod shield;
 mod status;
 mod subscriptions;
 mod tls;
+mod upgrade;
 mod watch;
 
 /// One end-to-end test per class of attack the gateway must neutralise (h1 and h2).

@@ -1,5 +1,6 @@
 //! The real binary: `rempart run` writes JSON access-log lines without query strings or
-//! cookies, reloads on SIGHUP, `rempart reload` works, and SIGTERM drains and exits 0.
+//! cookies, reloads on SIGHUP, `rempart reload` works, SIGTERM drains and exits 0, and the
+//! service manager (systemd `Type=notify`) hears when it is ready, reloading and stopping.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -117,4 +118,139 @@ async fn binary_logs_reloads_and_stops_cleanly() {
             && !stdout.contains("secret")
     );
     assert!(stdout.contains("configuration reloaded"), "{stdout}");
+}
+
+/// Waits for the first datagram on `sock` that contains `line`; returns it.
+pub(crate) async fn notified(sock: &tokio::net::UnixDatagram, line: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no `{line}` from the gateway"))
+            .unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.lines().any(|l| l == line) {
+            return msg;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_tells_the_service_manager_when_ready_reloading_and_stopping() {
+    let origin = Origin::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port().await.port();
+    let text = with_defaults(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ));
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let config = dir.path().join("rempart.toml");
+    std::fs::write(&config, text).unwrap();
+    // The service manager's end: a datagram socket named by NOTIFY_SOCKET, as systemd gives
+    // a `Type=notify` unit, with a watchdog of 400 ms (pings every 200 ms).
+    let socket_path = dir.path().join("notify.sock");
+    let manager = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rempart"))
+        .args(["run", "--log-format", "text", "--no-access-log", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+
+    let ready = notified(&manager, "READY=1").await;
+    assert!(ready.contains(&format!("127.0.0.1:{port}")), "{ready}");
+    // Ready means served: the first request after READY=1 is answered, without retrying.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = h1_client();
+    assert_eq!(get(&c, addr, "ville.test", "/").await.body, "hello from a");
+    // The watchdog is pinged, again and again.
+    notified(&manager, "WATCHDOG=1").await;
+    notified(&manager, "WATCHDOG=1").await;
+
+    // `systemctl reload` sends SIGHUP: reloading, then ready again.
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    notified(&manager, "RELOADING=1").await;
+    let back = notified(&manager, "READY=1").await;
+    assert!(back.contains("configuration reloaded"), "{back}");
+
+    // A refused file: still ready, on the previous configuration, and it says so.
+    std::fs::write(&config, "[[tenants]]\nid = \"x\"\n").unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let refused = notified(&manager, "READY=1").await;
+    assert!(refused.contains("refused"), "{refused}");
+    assert_eq!(get(&c, addr, "ville.test", "/").await.body, "hello from a");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    notified(&manager, "STOPPING=1").await;
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_from_the_socket_systemd_passes() {
+    let origin = Origin::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let port = closed_port().await.port();
+    let text = with_defaults(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{}",
+        one_tenant(&[origin.addr], "", "")
+    ));
+    let config = dir.path().join("rempart.toml");
+    std::fs::write(&config, text).unwrap();
+    // systemd's own tool binds the socket, then starts the gateway with it as fd 3
+    // (LISTEN_FDS=1, LISTEN_PID), as a `.socket` unit does.
+    let activator = Command::new("systemd-socket-activate")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(env!("CARGO_BIN_EXE_rempart"))
+        .args(["run", "--no-access-log", "--log-format", "text", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package) is needed");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The first connection starts the gateway; it waits in the socket's queue meanwhile.
+    let c = h1_client();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            try_get(&c, addr, "ville.test", "/")
+                .await
+                .is_some_and(|g| g.body == "hello from a")
+        })
+        .await
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &activator.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let ended = tokio::task::spawn_blocking(move || activator.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&ended.stdout);
+    assert!(ended.status.success(), "{}: {log}", ended.status);
+    assert!(log.contains("listening socket inherited"), "{log}");
 }

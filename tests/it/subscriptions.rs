@@ -10,7 +10,8 @@ use hyper::Request;
 
 use crate::support::*;
 
-async fn form(gw: &Gw, path: &str, body: &str) -> Got {
+/// A form posted to `gw` for `ville.test`.
+pub(crate) async fn form(gw: &Gw, path: &str, body: &str) -> Got {
     let req = Request::post(format!("http://{}{path}", gw.addr))
         .header("host", "ville.test")
         .header("content-type", "application/x-www-form-urlencoded")

@@ -247,6 +247,7 @@ pub fn quiet_options() -> rempart::app::Options {
         watch_file: false,
         sighup: false,
         access_log: false,
+        upgrades: false,
     }
 }
 
@@ -673,4 +674,13 @@ fn serve_receiver(listener: TcpListener, status: u16) -> (SocketAddr, Seen) {
         }
     });
     (addr, seen)
+}
+
+/// The token and difficulty embedded in a challenge page.
+pub fn challenge_of(body: &str) -> (String, u8) {
+    let attr = |name: &str| {
+        let start = body.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+        body[start..start + body[start..].find('"').unwrap()].to_owned()
+    };
+    (attr("data-token"), attr("data-difficulty").parse().unwrap())
 }

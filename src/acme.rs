@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -131,6 +131,8 @@ pub struct Acme {
     shared: std::sync::OnceLock<Arc<dyn Shared>>,
     /// Wakes the renewals (a reload may have added a tenant).
     pub wake: tokio::sync::Notify,
+    /// Times an operator asked to try again (`retry_now`).
+    retries: AtomicU64,
 }
 
 impl Acme {
@@ -245,6 +247,7 @@ impl Acme {
     /// Tries again at once, without the back-off of earlier failures (after a reload: the
     /// operator may have fixed what failed), and wakes the renewals.
     pub fn retry_now(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
         self.backoff
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -408,6 +411,7 @@ pub async fn renew(
     let mut outcomes = Vec::new();
     let mut account: Option<Account> = None;
     let mut next = now + 3600;
+    let retries = acme.retries.load(Ordering::Relaxed);
     for want in wanted {
         let dir = settings.state_dir.join(&want.tenant);
         if acme.facts_of(&want.tenant).is_none() {
@@ -483,7 +487,7 @@ pub async fn renew(
                 Ok(a) => account = Some(a),
                 Err(e) => {
                     outcomes.push((want.tenant.clone(), Err(e)));
-                    next = next.min(back_off(acme, &want.tenant, failures, now));
+                    next = next.min(back_off(acme, &want.tenant, failures, now, retries));
                     continue;
                 }
             }
@@ -532,12 +536,12 @@ pub async fn renew(
                     outcomes.push((want.tenant.clone(), Ok(())));
                 }
                 Err(e) => {
-                    next = next.min(back_off(acme, &want.tenant, failures, now));
+                    next = next.min(back_off(acme, &want.tenant, failures, now, retries));
                     outcomes.push((want.tenant.clone(), Err(e)));
                 }
             },
             Err(e) => {
-                next = next.min(back_off(acme, &want.tenant, failures, now));
+                next = next.min(back_off(acme, &want.tenant, failures, now, retries));
                 outcomes.push((want.tenant.clone(), Err(e)));
             }
         }
@@ -546,11 +550,18 @@ pub async fn renew(
 }
 
 /// Records one more failure; the time of the next attempt.
-fn back_off(acme: &Acme, tenant: &str, failures: u32, now: u64) -> u64 {
+/// An attempt that began before the operator asked to try again (`retries` differs) does
+/// not hold back the attempt asked for: it is made at once.
+fn back_off(acme: &Acme, tenant: &str, failures: u32, now: u64, retries: u64) -> u64 {
     let wait = BACKOFF_FIRST
         .saturating_mul(1u32 << failures.min(16))
         .min(BACKOFF_MAX);
-    let at = now + wait.as_secs();
+    let asked_since = acme.retries.load(Ordering::Relaxed) != retries;
+    let at = if asked_since {
+        now
+    } else {
+        now + wait.as_secs()
+    };
     acme.backoff
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -863,5 +874,26 @@ impl instant_acme::HttpClient for Client {
                 http::Response::from_parts(parts, http_body_util::Full::new(bytes)),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_backs_off_unless_a_retry_was_asked_for_meanwhile() {
+        let acme = Acme::default();
+        let pass = acme.retries.load(Ordering::Relaxed);
+        // Failures in a row wait twice as long each time.
+        assert_eq!(back_off(&acme, "ville", 0, 1_000, pass), 1_030);
+        assert_eq!(back_off(&acme, "ville", 1, 1_000, pass), 1_060);
+        // An operator's reload asks to try again while an attempt begun before it fails:
+        // that failure does not hold back the attempt asked for.
+        acme.retry_now();
+        assert_eq!(back_off(&acme, "ville", 0, 2_000, pass), 2_000);
+        // The attempt asked for fails in turn: it backs off as usual.
+        let pass = acme.retries.load(Ordering::Relaxed);
+        assert_eq!(back_off(&acme, "ville", 1, 2_000, pass), 2_060);
     }
 }

@@ -41,6 +41,7 @@ struct Keys {
     pass_secret: String,
     acme: String,
     certs: String,
+    proofs: String,
     lease: String,
     rates: String,
     guard: String,
@@ -54,6 +55,8 @@ struct Keys {
 /// First wait before connecting again; doubled up to `RETRY_MAX`.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long the proofs' hash outlives its last write (an order ends well within it).
+const PROOFS_KEPT_MS: i64 = 10 * 60 * 1000;
 /// Heartbeat and node list period.
 const BEAT: Duration = Duration::from_secs(1);
 /// Period of the rate reports (this node's current counts to the others).
@@ -99,6 +102,7 @@ fn keys(cluster: &Cluster) -> Keys {
         pass_secret: format!("{p}:pass-secret"),
         acme: format!("{p}:acme"),
         certs: format!("{p}:certs"),
+        proofs: format!("{p}:acme-proofs"),
         lease: format!("{p}:acme-lease"),
         rates: format!("{p}:rates"),
         guard: format!("{p}:guard"),
@@ -339,6 +343,19 @@ async fn session(cluster: &Cluster, reached: &mut bool) -> Result<(), String> {
             }
         }
     }
+    // Proofs of an order under way on another node: the authority may check this one.
+    let proofs: std::collections::HashMap<String, String> = within(
+        "loading proofs",
+        redis::cmd("HGETALL")
+            .arg(&keys.proofs)
+            .query_async(&mut conn),
+    )
+    .await?;
+    for text in proofs.values() {
+        if let Ok(news @ AcmeNews::Proof { .. }) = serde_json::from_str::<AcmeNews>(text) {
+            cluster.acme_from(news);
+        }
+    }
     // The status boards: the residents' links signed alike everywhere; the boards as the
     // writer left them (unless this node wrote alone and takes the writing back).
     if let Some(status) = cluster.status.get() {
@@ -564,10 +581,25 @@ async fn write_pending(
         let text = serde_json::to_string(news).map_err(|e| e.to_string())?;
         pipe.publish(&keys.guard, text).ignore();
     }
+    // Proofs in the hash before the channel: a node that subscribes after the message
+    // loads them (it subscribes before it loads).
+    let mut proofs_told = Vec::new();
     for news in &acme_news {
         let text = serde_json::to_string(news).map_err(|e| e.to_string())?;
-        if let AcmeNews::Certificate { tenant, .. } = news {
-            pipe.hset(&keys.certs, tenant, &text).ignore();
+        match news {
+            AcmeNews::Certificate { tenant, .. } => {
+                pipe.hset(&keys.certs, tenant, &text).ignore();
+            }
+            AcmeNews::Proof { proof, active, .. } => {
+                if *active {
+                    pipe.hset(&keys.proofs, proof.id(), &text).ignore();
+                    pipe.pexpire(&keys.proofs, PROOFS_KEPT_MS).ignore();
+                    proofs_told.push(proof.id());
+                } else {
+                    pipe.hdel(&keys.proofs, proof.id()).ignore();
+                }
+            }
+            AcmeNews::Held { .. } => {}
         }
         pipe.publish(&keys.acme, text).ignore();
     }
@@ -612,6 +644,7 @@ async fn write_pending(
     }
     match within("writing bans", pipe.query_async::<()>(conn)).await {
         Ok(()) => {
+            cluster.proofs_published(&proofs_told);
             cluster
                 .sent
                 .fetch_add(changes.len() as u64, Ordering::Relaxed);
@@ -788,7 +821,7 @@ async fn beat(
         }
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    *super::lock(&cluster.nodes) = nodes;
+    cluster.nodes_listed(nodes);
     cluster.last_sync_ms.store(now, Ordering::Relaxed);
     cluster.refresh_gauges();
     Ok(())

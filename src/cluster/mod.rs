@@ -28,7 +28,8 @@
 //!   expires after `ACME_LEASE_MS`); `PREFIX:acme`, a channel: the proofs the authority
 //!   checks (any node may be the one it reaches) and each certificate obtained;
 //!   `PREFIX:certs`, a hash: tenant -> its certificate and key (PEM), for nodes that start
-//!   later;
+//!   later; `PREFIX:acme-proofs`, a hash: proof id -> the proof, while the authority may
+//!   check it (for nodes that connect during an order; gone 10 minutes after the last);
 //! - `PREFIX:status-lease`, the node that writes the status boards; `PREFIX:status`, a
 //!   channel: each board as the writer now holds it, the others' changes for the writer and
 //!   its answers; `PREFIX:status-boards`, a hash: tenant -> its board, for nodes that start
@@ -391,10 +392,12 @@ pub struct Cluster {
     incidents_pending: Mutex<incidents::IncidentsPending>,
     /// Actions sent to another node whose answer an operator waits for.
     incident_answers: Mutex<HashMap<u64, incidents::AnswerTo>>,
-    /// This node's active proofs: id -> the nodes that said they answer it.
-    proof_holders: Mutex<HashMap<String, std::collections::HashSet<String>>>,
-    /// A node said it answers a proof.
+    /// This node's active proofs: id -> when it was published and who answers it.
+    proof_holders: Mutex<HashMap<String, ProofWait>>,
+    /// A node said it answers a proof, a proof was published, or the nodes were listed.
     proof_held: tokio::sync::Notify,
+    /// Node listings made since start (each heartbeat lists the nodes).
+    listings: AtomicU64,
     /// The other nodes' last rate reports: node -> (when, Unix ms; report).
     rates: Mutex<HashMap<String, (u64, RateReport)>>,
     /// Rate reports received.
@@ -463,6 +466,7 @@ impl Cluster {
             incident_answers: Mutex::default(),
             proof_holders: Mutex::default(),
             proof_held: tokio::sync::Notify::new(),
+            listings: AtomicU64::new(0),
             rates: Mutex::default(),
             rates_received: AtomicU64::new(0),
             guard_pending: Mutex::default(),
@@ -495,8 +499,8 @@ impl Cluster {
                 }
             }
             AcmeNews::Held { node, proof } if node != self.settings.node => {
-                if let Some(holders) = lock(&self.proof_holders).get_mut(&proof) {
-                    holders.insert(node);
+                if let Some(wait) = lock(&self.proof_holders).get_mut(&proof) {
+                    wait.holders.insert(node);
                     self.proof_held.notify_waiters();
                 }
             }
@@ -751,17 +755,46 @@ impl Cluster {
     }
 
     /// Whether every other node whose heartbeat is current said it answers this node's
-    /// proof `id`.
+    /// proof `id`, as listed after the proof was published (a node listed earlier or
+    /// not at all may be one that has just joined, and not heard of it yet).
     fn proof_held_by_all(&self, id: &str) -> bool {
         let nodes = lock(&self.nodes);
         let holders = lock(&self.proof_holders);
-        let Some(held) = holders.get(id) else {
+        let Some(wait) = holders.get(id) else {
             return true;
         };
-        nodes
-            .iter()
-            .filter(|n| !n.this)
-            .all(|n| held.contains(&n.node))
+        let Some(published) = wait.published_at_listing else {
+            return false;
+        };
+        self.listings.load(Ordering::Relaxed) > published
+            && nodes
+                .iter()
+                .filter(|n| !n.this)
+                .all(|n| wait.holders.contains(&n.node))
+    }
+
+    /// The nodes whose heartbeat is current, as just listed.
+    fn nodes_listed(&self, nodes: Vec<NodeSeen>) {
+        *lock(&self.nodes) = nodes;
+        self.listings.fetch_add(1, Ordering::Relaxed);
+        self.proof_held.notify_waiters();
+    }
+
+    /// These proofs are in Redis (the hash nodes load as they connect) and told on the
+    /// channel: every node in reach has them or is about to.
+    fn proofs_published(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let listing = self.listings.load(Ordering::Relaxed);
+        let mut holders = lock(&self.proof_holders);
+        for id in ids {
+            if let Some(wait) = holders.get_mut(id) {
+                wait.published_at_listing.get_or_insert(listing);
+            }
+        }
+        drop(holders);
+        self.proof_held.notify_waiters();
     }
 
     /// Out of reach of Redis for longer than a lease lasts: no other node can still hold
@@ -1020,7 +1053,7 @@ impl crate::acme::Shared for ClusterAcme {
     fn proof(&self, proof: &crate::acme::Proof, active: bool) {
         let mut holders = lock(&self.0.proof_holders);
         if active {
-            holders.insert(proof.id(), std::collections::HashSet::new());
+            holders.insert(proof.id(), ProofWait::default());
         } else {
             holders.remove(&proof.id());
         }
@@ -1073,6 +1106,16 @@ impl crate::acme::Shared for ClusterAcme {
     fn may_order(&self, urgent: bool) -> bool {
         self.0.acme_lease.load(Ordering::Relaxed) || (urgent && self.0.alone_past_a_lease())
     }
+}
+
+/// One of this node's proofs, while the authority may check it.
+#[derive(Debug, Default)]
+struct ProofWait {
+    /// The node listing made when the proof was published (in Redis and on the channel);
+    /// the nodes listed after it are those to wait for.
+    published_at_listing: Option<u64>,
+    /// The other nodes that said they answer it.
+    holders: std::collections::HashSet<String>,
 }
 
 /// Challenge answers accepted by a node, as told to the others: (partition, nonce), with
@@ -1131,19 +1174,27 @@ mod tests {
             this,
         };
         a.set_degraded_quietly(None, 0);
-        *lock(&a.nodes) = vec![seen("a", true), seen("b", false)];
+        a.nodes_listed(vec![seen("a", true)]);
         let renewals = ClusterAcme(a.clone());
         let proof = crate::acme::Proof::Http {
             token: "tok".into(),
             key_authorization: "tok.thumb".into(),
         };
-        renewals.proof(&proof, true);
-        // Nobody answers yet: the wait ends at its deadline, unconfirmed.
-        assert!(
+        let unconfirmed = || async {
             !renewals
                 .proof_spread(&proof, std::time::Duration::from_millis(1))
                 .await
-        );
+        };
+        renewals.proof(&proof, true);
+        // Not published yet: the wait ends at its deadline, unconfirmed.
+        assert!(unconfirmed().await);
+        a.proofs_published(&[proof.id()]);
+        // Published, but the nodes were listed before: one may have joined since (b has),
+        // and not heard of it yet.
+        assert!(unconfirmed().await);
+        a.nodes_listed(vec![seen("a", true), seen("b", false)]);
+        // Listed since: b has not said it answers.
+        assert!(unconfirmed().await);
         let waiting = renewals.proof_spread(&proof, std::time::Duration::from_secs(60));
         // b hears of the proof and says it answers; a hears that.
         for news in std::mem::take(&mut *lock(&a.acme_pending)) {

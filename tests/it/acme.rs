@@ -860,13 +860,21 @@ async fn in_a_cluster_one_node_orders_and_every_node_serves() {
     let failed_before = orders_in(&crate::health::admin_metrics(&a).await, "ville", "failed");
     let (code, body) = a.admin_reload().await;
     assert_eq!(code, 200, "{body}");
+    let acme_lines = |m: String| {
+        m.lines()
+            .filter(|l| l.contains("acme") || l.contains("cluster"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert!(
         eventually(Duration::from_secs(30), || async {
             orders_in(&crate::health::admin_metrics(&a).await, "ville", "ok") == 1
         })
         .await,
-        "{}",
-        crate::health::admin_metrics(&a).await
+        "no certificate on a; its figures:\n{}\nits cluster: {}\nb's figures:\n{}",
+        acme_lines(crate::health::admin_metrics(&a).await),
+        status(&a).await,
+        acme_lines(crate::health::admin_metrics(&b).await),
     );
     eprintln!(
         "orders that failed on a: {failed_before} before the authority started, {} in all",

@@ -32,6 +32,8 @@ pub(crate) fn redis_installed() -> bool {
 pub(crate) struct Redis {
     port: u16,
     child: Option<Child>,
+    /// Its working directory (a replica writes the master's copy there).
+    _dir: tempfile::TempDir,
 }
 
 impl Redis {
@@ -41,8 +43,11 @@ impl Redis {
 
     /// A Redis server reached on `port`, started with `args` (the port's own included).
     async fn start_with(port: u16, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
             .args(args)
+            .arg("--dir")
+            .arg(dir.path())
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -61,6 +66,7 @@ impl Redis {
         Self {
             port,
             child: Some(child),
+            _dir: dir,
         }
     }
 

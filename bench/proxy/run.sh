@@ -125,28 +125,32 @@ if [[ " $SIZES " == *" held "* ]]; then
   sum_rss() { local t=0 p; for p in "$@"; do t=$((t + $(rss_kib "$p"))); done; echo "$t"; }
   # Each measure on a fresh process of the target (same configuration, a port of its own),
   # warmed by a short load: memory freed by an earlier measure would hide this one's.
-  fresh() { # target -> sets held_port and held_procs
+  # mode h2: nginx and HAProxy take HTTP/2 by prior knowledge on that listener (Rempart
+  # tells it from the preface on any listener).
+  fresh() { # target mode -> sets held_port and held_procs
     held_port=$(free_port)
+    local nginx_h2="" haproxy_h2=""
+    if [ "$2" = h2 ]; then nginx_h2=" http2"; haproxy_h2=" proto h2"; fi
     case $1 in
       nginx)
-        sed -e "s#BENCH_DIR#$work/held#g" -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$held_port#g" "$here/proxy.nginx.conf" > "$work/held/nginx.conf"
+        sed -e "s#BENCH_DIR#$work/held#g" -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$held_port#g" -e "s#reuseport;#reuseport$nginx_h2;#" "$here/proxy.nginx.conf" > "$work/held/nginx.conf"
         taskset -c "$SUT_CORE" nginx -c "$work/held/nginx.conf" -p "$work/held" & held_pid=$!;;
       haproxy)
-        sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$held_port#g" "$here/haproxy.cfg" > "$work/held/haproxy.cfg"
+        sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$held_port#g" -e "s#^\(    bind .*\)#\1$haproxy_h2#" "$here/haproxy.cfg" > "$work/held/haproxy.cfg"
         taskset -c "$SUT_CORE" haproxy -db -f "$work/held/haproxy.cfg" > "$work/held/haproxy.log" 2>&1 & held_pid=$!;;
       rempart)
         sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$held_port#g" "$here/rempart.toml" > "$work/held/rempart.toml"
         taskset -c "$SUT_CORE" "$REMPART_BIN" run --config "$work/held/rempart.toml" --no-access-log > "$work/held/rempart.log" 2>&1 & held_pid=$!;;
     esac
     wait_port "$held_port"
-    taskset -c "$LOAD_CORE" wrk -t1 -c256 -d1s -H "Host: bench.localhost" "http://127.0.0.1:$held_port/1k" > /dev/null 2>&1
+    [ "$2" = h2 ] || taskset -c "$LOAD_CORE" wrk -t1 -c256 -d1s -H "Host: bench.localhost" "http://127.0.0.1:$held_port/1k" > /dev/null 2>&1
     held_procs=("$held_pid" $(pgrep -P "$held_pid" || true))
   }
   mkdir -p "$work/held"
-  for mode in idle slowloris; do
+  for mode in idle slowloris h2; do
     for run in $(seq 1 "$RUNS"); do
       for target in nginx haproxy rempart; do
-        fresh "$target"
+        fresh "$target" "$mode"
         before=$(sum_rss "${held_procs[@]}")
         taskset -c "$LOAD_CORE" python3 "$here/hold.py" "$mode" "$held_port" "$HELD" < <(sleep 600) > "$work/hold.out" 2>&1 &
         holder=$!
@@ -169,7 +173,7 @@ for line in open(sys.argv[1]):
 print(f"memory per held connection (KiB): RSS while {sys.argv[2]} connections are held minus before, median of the runs\n")
 print("| connections held | nginx | HAProxy | Rempart |")
 print("|---|---|---|---|")
-for mode, label in (("idle", "idle keep-alive, after one 1 KiB GET"), ("slowloris", "slowloris: a head begun, never ended")):
+for mode, label in (("idle", "idle keep-alive, after one 1 KiB GET"), ("slowloris", "slowloris: a head begun, never ended"), ("h2", "idle HTTP/2 (prior knowledge), after one 1 KiB GET")):
     cells = [f"{statistics.median(rows[(mode, t)]):.1f}" for t in ("nginx", "haproxy", "rempart")]
     print(f"| {label} | " + " | ".join(cells) + " |")
 print()

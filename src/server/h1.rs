@@ -269,60 +269,78 @@ where
 {
     // Bytes read and not used yet: the start of the next head, and what was pipelined.
     let mut pending = Bytes::new();
+    // What is held across a wait is what an idle connection costs: the request and its
+    // answer live in scoped blocks (a local still in scope at a wait is kept in the
+    // connection's state even once moved), the parser's verdict never outlives its match.
     loop {
-        let (req, close_requested) = loop {
-            if !pending.is_empty() {
-                match parse(&pending, max_head) {
-                    Parsed::Complete { req, len, close } => {
-                        pending.advance(len);
-                        if pending.is_empty() {
-                            // Nothing pipelined: hold nothing while waiting.
-                            pending = Bytes::new();
+        let next = {
+            let read_head = loop {
+                if !pending.is_empty() {
+                    match parse(&pending, max_head) {
+                        Parsed::Complete { req, len, close } => {
+                            pending.advance(len);
+                            if pending.is_empty() {
+                                // Nothing pipelined: hold nothing while waiting.
+                                pending = Bytes::new();
+                            }
+                            break Some((req, close));
                         }
-                        break (req, close);
+                        Parsed::Elsewhere => return Ok(Ended::Handover(pending)),
+                        Parsed::LineTooLong => break None,
+                        Parsed::Partial => {}
                     }
-                    Parsed::Elsewhere => return Ok(Ended::Handover(pending)),
-                    Parsed::LineTooLong => {
-                        io.write_all(URI_TOO_LONG).await?;
-                        let _ = io.shutdown().await;
-                        return Ok(Ended::Closed);
-                    }
-                    Parsed::Partial => {}
                 }
-            }
-            let read = match read_more(io, &mut pending, Some(closing)).await? {
-                // Told to close while idle: a request already on its way is still served.
-                None => {
-                    match tokio::time::timeout(CLOSING_LINGER, read_more(io, &mut pending, None))
+                let read = match read_more(io, &mut pending, Some(closing)).await? {
+                    // Told to close while idle: a request already on its way is still served.
+                    None => {
+                        match tokio::time::timeout(
+                            CLOSING_LINGER,
+                            read_more(io, &mut pending, None),
+                        )
                         .await
-                    {
-                        Ok(read) => read?,
-                        Err(_) => None,
+                        {
+                            Ok(read) => read?,
+                            Err(_) => None,
+                        }
                     }
+                    read => read,
+                };
+                match read {
+                    None => return Ok(Ended::Closed),
+                    Some(0) if pending.is_empty() => return Ok(Ended::Closed),
+                    // Closed mid-head: hyper says what it says about a truncated head.
+                    Some(0) => return Ok(Ended::Handover(pending)),
+                    Some(_) => {}
                 }
-                read => read,
             };
-            match read {
-                None => return Ok(Ended::Closed),
-                Some(0) if pending.is_empty() => return Ok(Ended::Closed),
-                // Closed mid-head: hyper says what it says about a truncated head.
-                Some(0) => return Ok(Ended::Handover(pending)),
-                Some(_) => {}
-            }
+            read_head.map(|(req, close_requested)| {
+                let is_head = req.method() == Method::HEAD;
+                // The request's future is large (the whole pipeline's state machines) and
+                // lives only while the request does: boxed, an idle connection holds none.
+                (Box::pin(handle(req)), is_head, close_requested)
+            })
         };
-        let is_head = req.method() == Method::HEAD;
-        // The request's future is large (the whole pipeline's state machines) and lives only
-        // while the request does: boxed, an idle connection holds none of it.
-        let Ok(response) = Box::pin(handle(req)).await;
-        // The gateway closes after a refusal that leaves the stream in doubt.
-        let close = close_requested
-            || closing.load(Ordering::Relaxed)
-            || response
-                .headers()
-                .get(CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        // Boxed like the request's future: the answer's state lives while it is written.
-        if !Box::pin(write_response(io, response, is_head, close)).await? || close {
+        let Some((answer, is_head, close_requested)) = next else {
+            io.write_all(URI_TOO_LONG).await?;
+            let _ = io.shutdown().await;
+            return Ok(Ended::Closed);
+        };
+        let (writing, close) = {
+            let Ok(response) = answer.await;
+            // The gateway closes after a refusal that leaves the stream in doubt.
+            let close = close_requested
+                || closing.load(Ordering::Relaxed)
+                || response
+                    .headers()
+                    .get(CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            // Boxed like the request's future: the answer's state lives while it is written.
+            (
+                Box::pin(write_response(io, response, is_head, close)),
+                close,
+            )
+        };
+        if !writing.await? || close {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);
         }

@@ -358,7 +358,11 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(
+// Not an `async fn`: an async block uses what it captured in place, where an `async fn`
+// keeps a second copy of its arguments in every held connection's state (with
+// `serve_http`'s, about 220 bytes of each connection's task).
+#[allow(clippy::manual_async_fn)]
+fn serve_connection(
     mut stream: TcpStream,
     mut peer: SocketAddr,
     proxy_protocol: bool,
@@ -366,106 +370,115 @@ async fn serve_connection(
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
     per_address: &PerAddress,
-) {
-    let config = gateway.current().config.clone();
-    let header_timeout = config.timeouts.downstream_header_read;
-    if proxy_protocol {
-        match read_proxy_header(&mut stream, peer, header_timeout, &gateway).await {
-            Some(addr) => peer = addr,
-            None => return,
+) -> impl Future<Output = ()> + '_ {
+    async move {
+        let config = gateway.current().config.clone();
+        let header_timeout = config.timeouts.downstream_header_read;
+        if proxy_protocol {
+            match read_proxy_header(&mut stream, peer, header_timeout, &gateway).await {
+                Some(addr) => peer = addr,
+                None => return,
+            }
         }
-    }
-    // Per-address cap, on the real client address; trusted proxies carry many clients, and
-    // so does an address behind which browsers presented many passes lately (a town hall's
-    // or a carrier's NAT): it gets `CONNECTIONS_PER_SHARED_CLIENT` more per client.
-    let clock = Arc::new(ConnClock::new(coarse_now_ms()));
-    let cap = config.limits.max_connections_per_address;
-    let _slot = if cap > 0 && !config.is_trusted_proxy(peer.ip()) {
-        let shared_cap = || {
-            let clients = gateway
-                .current()
-                .shield
-                .verified_clients_anywhere(peer.ip(), coarse_now_ms())
-                .min(MAX_SHARED_CLIENTS_PER_ADDRESS);
-            cap.saturating_add(CONNECTIONS_PER_SHARED_CLIENT * clients as usize)
-        };
-        match per_address.acquire(peer.ip(), cap, shared_cap, &clock) {
-            Some((slot, evicted)) => {
-                if evicted {
-                    gateway.metrics.connection("evicted_per_address");
+        // Per-address cap, on the real client address; trusted proxies carry many clients, and
+        // so does an address behind which browsers presented many passes lately (a town hall's
+        // or a carrier's NAT): it gets `CONNECTIONS_PER_SHARED_CLIENT` more per client.
+        let clock = Arc::new(ConnClock::new(coarse_now_ms()));
+        let cap = config.limits.max_connections_per_address;
+        let _slot = if cap > 0 && !config.is_trusted_proxy(peer.ip()) {
+            let shared_cap = || {
+                let clients = gateway
+                    .current()
+                    .shield
+                    .verified_clients_anywhere(peer.ip(), coarse_now_ms())
+                    .min(MAX_SHARED_CLIENTS_PER_ADDRESS);
+                cap.saturating_add(CONNECTIONS_PER_SHARED_CLIENT * clients as usize)
+            };
+            match per_address.acquire(peer.ip(), cap, shared_cap, &clock) {
+                Some((slot, evicted)) => {
+                    if evicted {
+                        gateway.metrics.connection("evicted_per_address");
+                    }
+                    Some(slot)
                 }
-                Some(slot)
-            }
-            None => {
-                trip(&gateway, "rejected_per_address", ConnTrip::Rejected);
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    // Made once the connection speaks HTTP (after the handshake or the preface), so a
-    // connection held before that carries nothing of it.
-    let recorder = || {
-        let http_fingerprint = Arc::new(std::sync::OnceLock::new());
-        let head =
-            record::HeadRecorder::new(config.limits.max_header_bytes, http_fingerprint.clone());
-        (Some(head), http_fingerprint)
-    };
-    let info = |proto, tls_fingerprint, http_fingerprint| ConnInfo {
-        peer_value: peer_value(peer),
-        forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
-        peer,
-        proto,
-        tls_fingerprint,
-        http_fingerprint,
-        clock: clock.clone(),
-        forwarded: Default::default(),
-        fingerprint_bucket: std::sync::OnceLock::new(),
-    };
-    match tls {
-        Some(acceptor) => {
-            // The handshake's state (rustls') and a TLS connection's serving are boxed: a
-            // cleartext connection's task holds neither.
-            let handshake = tokio::select! {
-                h = Box::pin(tls_handshake(stream, acceptor, header_timeout, &gateway)) => h,
-                () = clock.evicted() => None,
-            };
-            let Some((mut tls_stream, wire)) = handshake else {
-                return;
-            };
-            let (head, http_fingerprint) = recorder();
-            let info = info("https", tls_stream.get_mut().0.take_ja4(), http_fingerprint);
-            let io = ActivityIo {
-                inner: tls_stream,
-                clock: clock.clone(),
-                head,
-            };
-            Box::pin(serve_http(io, wire, info, clock, gateway, shutdown)).await;
-        }
-        None => {
-            // h2c by prior knowledge (RFC 9113 3.3), else HTTP/1.
-            let sniffed = tokio::select! {
-                w = tokio::time::timeout(header_timeout, sniff(&stream)) => w,
-                () = clock.evicted() => return,
-            };
-            let wire = match sniffed {
-                Ok(Ok(wire)) => wire,
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    trip(&gateway, "header_timeout", ConnTrip::HeaderTimeout);
+                None => {
+                    trip(&gateway, "rejected_per_address", ConnTrip::Rejected);
                     return;
                 }
-            };
-            gateway.metrics.connection("accepted");
-            let (head, http_fingerprint) = recorder();
-            let info = info("http", None, http_fingerprint);
-            let io = ActivityIo {
-                inner: stream,
+            }
+        } else {
+            None
+        };
+        // Made once the connection speaks HTTP (after the handshake or the preface), so a
+        // connection held before that carries nothing of it.
+        let recorder = || {
+            let http_fingerprint = Arc::new(std::sync::OnceLock::new());
+            let head =
+                record::HeadRecorder::new(config.limits.max_header_bytes, http_fingerprint.clone());
+            (Some(head), http_fingerprint)
+        };
+        let info = |proto, tls_fingerprint, http_fingerprint| {
+            Arc::new(ConnInfo {
+                peer_value: peer_value(peer),
+                forwarded_for: crate::proxy::headers::forwarded_for(peer.ip()),
+                peer,
+                proto,
+                tls_fingerprint,
+                http_fingerprint,
                 clock: clock.clone(),
-                head,
-            };
-            serve_http(io, wire, info, clock, gateway, shutdown).await;
+                forwarded: Default::default(),
+                fingerprint_bucket: std::sync::OnceLock::new(),
+            })
+        };
+        match tls {
+            Some(acceptor) => {
+                // The handshake's state (rustls') and a TLS connection's serving are boxed: a
+                // cleartext connection's task holds neither. The stream (a kilobyte of rustls
+                // state) is moved into the boxed serving within a block, so that it is not kept
+                // beside it in this task's state.
+                let serving = {
+                    let handshake = tokio::select! {
+                        h = Box::pin(tls_handshake(stream, acceptor, header_timeout, &gateway)) => h,
+                        () = clock.evicted() => None,
+                    };
+                    let Some((mut tls_stream, wire)) = handshake else {
+                        return;
+                    };
+                    let (head, http_fingerprint) = recorder();
+                    let info = info("https", tls_stream.get_mut().0.take_ja4(), http_fingerprint);
+                    let io = ActivityIo {
+                        inner: tls_stream,
+                        clock: clock.clone(),
+                        head,
+                    };
+                    Box::pin(serve_http(io, wire, info, clock, gateway, shutdown))
+                };
+                serving.await;
+            }
+            None => {
+                // h2c by prior knowledge (RFC 9113 3.3), else HTTP/1.
+                let sniffed = tokio::select! {
+                    w = tokio::time::timeout(header_timeout, sniff(&stream)) => w,
+                    () = clock.evicted() => return,
+                };
+                let wire = match sniffed {
+                    Ok(Ok(wire)) => wire,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        trip(&gateway, "header_timeout", ConnTrip::HeaderTimeout);
+                        return;
+                    }
+                };
+                gateway.metrics.connection("accepted");
+                let (head, http_fingerprint) = recorder();
+                let info = info("http", None, http_fingerprint);
+                let io = ActivityIo {
+                    inner: stream,
+                    clock: clock.clone(),
+                    head,
+                };
+                serve_http(io, wire, info, clock, gateway, shutdown).await;
+            }
         }
     }
 }
@@ -550,65 +563,68 @@ async fn sniff(stream: &TcpStream) -> io::Result<Wire> {
     }
 }
 
-async fn serve_http<I>(
-    io: I,
+// Not an `async fn`, for the reason `serve_connection` says.
+#[allow(clippy::manual_async_fn)]
+fn serve_http<I>(
+    mut io: I,
     wire: Wire,
-    info: ConnInfo,
+    info: Arc<ConnInfo>,
     clock: Arc<ConnClock>,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = gateway.current().config.clone();
-    let info = Arc::new(info);
-    let gw = gateway.clone();
-    // Max requests per connection: past it, the connection is closed gracefully (HTTP/1.1
-    // `Connection: close` after the response, HTTP/2 GOAWAY), which spreads long-lived
-    // clients over fresh connections and bounds what one connection can do.
-    let max_requests = config.limits.max_requests_per_connection;
-    let served = AtomicU64::new(0);
-    let limit_reached = Arc::new(tokio::sync::Notify::new());
-    let reached_in = limit_reached.clone();
-    let handle = |req: http::Request<DownstreamBody>| {
-        let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-        if max_requests > 0 && n == max_requests {
-            reached_in.notify_one();
-        }
-        clock.request_started(req.version() == http::Version::HTTP_2);
-        gw.clone().handle(info.clone(), req)
-    };
-    let side = Side {
-        gateway: &gateway,
-        shutdown: &shutdown,
-        limit_reached: &limit_reached,
-        clock: &clock,
-        idle: config.timeouts.downstream_idle,
-        head: config.timeouts.downstream_header_read,
-    };
-    match wire {
-        Wire::Http1 => {
-            // The fast path first; hyper from the first request it does not serve.
-            let mut io = io;
-            let closing = AtomicBool::new(false);
-            let prefix = {
-                let fast = std::pin::pin!(h1::serve(
-                    &mut io,
-                    &handle,
-                    &closing,
-                    config.limits.max_header_bytes
-                ));
-                match drive(fast, |_| closing.store(true, Ordering::Relaxed), &side).await {
-                    Some(Ok(h1::Ended::Handover(prefix))) => prefix,
-                    ended => return log_end(ended),
-                }
-            };
-            // hyper from here on: its state is allocated only for the connections that
-            // need it, so that a connection the fast path serves holds none of it.
-            Box::pin(serve_hyper_h1(io, prefix, &handle, &config, &side)).await;
-        }
-        Wire::Http2 => {
-            Box::pin(serve_h2(io, &handle, &config, &side)).await;
+    async move {
+        let config = gateway.current().config.clone();
+        let gw = gateway.clone();
+        // Max requests per connection: past it, the connection is closed gracefully (HTTP/1.1
+        // `Connection: close` after the response, HTTP/2 GOAWAY), which spreads long-lived
+        // clients over fresh connections and bounds what one connection can do.
+        let max_requests = config.limits.max_requests_per_connection;
+        let served = AtomicU64::new(0);
+        let limit_reached = Arc::new(tokio::sync::Notify::new());
+        let reached_in = limit_reached.clone();
+        let handle = |req: http::Request<DownstreamBody>| {
+            let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+            if max_requests > 0 && n == max_requests {
+                reached_in.notify_one();
+            }
+            clock.request_started(req.version() == http::Version::HTTP_2);
+            gw.clone().handle(info.clone(), req)
+        };
+        let side = Side {
+            gateway: &gateway,
+            shutdown: &shutdown,
+            limit_reached: &limit_reached,
+            clock: &clock,
+            idle: config.timeouts.downstream_idle,
+            head: config.timeouts.downstream_header_read,
+        };
+        match wire {
+            Wire::Http1 => {
+                // The fast path first; hyper from the first request it does not serve.
+                let closing = AtomicBool::new(false);
+                let prefix = {
+                    let fast = std::pin::pin!(h1::serve(
+                        &mut io,
+                        &handle,
+                        &closing,
+                        config.limits.max_header_bytes
+                    ));
+                    match drive(fast, |_| closing.store(true, Ordering::Relaxed), &side).await {
+                        Some(Ok(h1::Ended::Handover(prefix))) => prefix,
+                        ended => return log_end(ended),
+                    }
+                };
+                // hyper from here on: its state is allocated only for the connections that
+                // need it, so that a connection the fast path serves holds none of it.
+                Box::pin(serve_hyper_h1(io, prefix, &handle, &config, &side)).await;
+            }
+            Wire::Http2 => {
+                Box::pin(serve_h2(io, &handle, &config, &side)).await;
+            }
         }
     }
 }

@@ -14,13 +14,20 @@ pub enum LogFormat {
     Text,
 }
 
+/// Libraries whose warnings are about the network's input, kept to their errors unless
+/// `RUST_LOG` says otherwise.
+const QUIET_BY_DEFAULT: &str = "rustls=error";
+
 /// Installs the global subscriber. Returns a guard that flushes the non-blocking writer.
 pub fn init(
     format: LogFormat,
     default_filter: &str,
 ) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // rustls warns about what a peer sent (an IP address as SNI, a bad record): a line per
+    // handshake that any client can cause, at the rate of a flood. Handshake failures are
+    // counted (`rempart_downstream_connections_total{result="tls_error"}`) instead.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_filter},{QUIET_BY_DEFAULT}")));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(64 * 1024)

@@ -1,7 +1,10 @@
 # Sourced by bench/proxy/run.sh and compare.sh: TLS for the HTTPS rows. One self-signed
 # ECDSA P-256 certificate for bench.localhost, made per run under $work (never committed),
-# served by every system under test with its defaults (TLS 1.3; wrk offers each new
-# connection the previous one's session, so servers with session tickets resume).
+# served by every system under test with the same versions, TLS 1.2 and 1.3 (Mozilla's
+# "intermediate": HAProxy's and Rempart's defaults; nginx 1.22's default has no TLS 1.3, so it
+# is set): wrk then speaks TLS 1.3 to all, and offers each new connection the previous one's
+# session, so servers with session tickets resume. (nginx on its default negotiated TLS 1.2,
+# whose resumption skips the key exchange that TLS 1.3's keeps: its rows were not comparable.)
 
 # make_cert DIR: DIR/bench.crt, DIR/bench.key, DIR/bench.pem (both, for HAProxy).
 make_cert() {
@@ -13,7 +16,7 @@ make_cert() {
 
 # nginx_tls CONF PORT TLS_PORT DIR: adds an HTTPS listener beside `listen 127.0.0.1:PORT`.
 nginx_tls() {
-  sed -i "s#listen 127.0.0.1:$2 reuseport;#&\n    listen 127.0.0.1:$3 ssl reuseport;\n    ssl_certificate $4/bench.crt;\n    ssl_certificate_key $4/bench.key;#" "$1"
+  sed -i "s#listen 127.0.0.1:$2 reuseport;#&\n    listen 127.0.0.1:$3 ssl reuseport;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_certificate $4/bench.crt;\n    ssl_certificate_key $4/bench.key;#" "$1"
 }
 
 # haproxy_tls CFG PORT TLS_PORT DIR: adds an HTTPS bind beside `bind 127.0.0.1:PORT`.

@@ -155,6 +155,15 @@ pool = "web"
     let (tls, leaf) = connect(gw.addr, "www.ville.test", &roots, b"http/1.1").await;
     assert_eq!(leaf, ville.to_vec());
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // The client asks for AES-256 first (rustls' default order, OpenSSL's too); the server
+    // chooses the suite whose handshake hashes with SHA-256.
+    assert_eq!(
+        tls.get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|suite| suite.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();

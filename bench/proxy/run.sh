@@ -56,6 +56,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
+declare -A sut_pid # target -> the pid of the system under test
 start_origin() { # port core [tls port]
   sed -e "s#BENCH_DIR#$work#g" -e "s#PORT#$1#g" "$here/origin.nginx.conf" > "$work/origin-$1.conf"
   [ -z "${3:-}" ] || nginx_tls "$work/origin-$1.conf" "$1" "$3" "$work"
@@ -64,27 +65,31 @@ start_origin() { # port core [tls port]
 }
 
 backend_port=$(free_port); start_origin "$backend_port" "$LOAD_CORE"
-direct_port=$(free_port); direct_tls=$(free_port); start_origin "$direct_port" "$SUT_CORE" "$direct_tls"
+direct_port=$(free_port); direct_tls=$(free_port); start_origin "$direct_port" "$SUT_CORE" "$direct_tls"; sut_pid[direct]=${pids[-1]}
 
 nginx_port=$(free_port)
 sed -e "s#BENCH_DIR#$work#g" -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$nginx_port#g" "$here/proxy.nginx.conf" > "$work/nginx-proxy.conf"
 nginx_tls_port=$(free_port); nginx_tls "$work/nginx-proxy.conf" "$nginx_port" "$nginx_tls_port" "$work"
-taskset -c "$SUT_CORE" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!)
+taskset -c "$SUT_CORE" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!); sut_pid[nginx]=$!
 wait_port "$nginx_port"
 
 haproxy_port=$(free_port)
 sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$haproxy_port#g" "$here/haproxy.cfg" > "$work/haproxy.cfg"
 haproxy_tls_port=$(free_port); haproxy_tls "$work/haproxy.cfg" "$haproxy_port" "$haproxy_tls_port" "$work"
-taskset -c "$SUT_CORE" haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & pids+=($!)
+taskset -c "$SUT_CORE" haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 & pids+=($!); sut_pid[haproxy]=$!
 wait_port "$haproxy_port"
 
 rempart_port=$(free_port)
 sed -e "s#ORIGIN_PORT#$backend_port#g" -e "s#PORT#$rempart_port#g" "$here/rempart.toml" > "$work/rempart.toml"
 rempart_tls_port=$(free_port); rempart_tls "$work/rempart.toml" "$rempart_tls_port" "$work" "$REMPART_BIN"
-taskset -c "$SUT_CORE" "$REMPART_BIN" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & rempart_pid=$!; pids+=($rempart_pid)
+taskset -c "$SUT_CORE" "$REMPART_BIN" run --config "$work/rempart.toml" --no-access-log > "$work/rempart.log" 2>&1 & rempart_pid=$!; pids+=($rempart_pid); sut_pid[rempart]=$rempart_pid
 wait_port "$rempart_port"
 for p in "$direct_tls" "$nginx_tls_port" "$haproxy_tls_port" "$rempart_tls_port"; do wait_port "$p"; done
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time (clock ticks) of a process and its children (nginx's workers): where the load
+# generator is what bounds a row (a handshake per request), the server's CPU per request says
+# what the rate cannot.
+cpu_ticks() { local t=0 p; for p in "$1" $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 idle_rss=$(rss_kib "$rempart_pid")
 
 # Warm every target up (connections, allocator, caches) before measuring.
@@ -108,12 +113,14 @@ for size in $wrk_sizes; do
         taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" "${close[@]}" -s "$script" \
           "$url" > "$work/wrk.out" 2>&1 &
         wrk_pid=$!
+        ticks_before=$(cpu_ticks "${sut_pid[$target]}")
         if [ "$target" = rempart ] && [ "$conns" = 256 ]; then
           sleep 2; r=$(rss_kib "$rempart_pid"); [ "$r" -gt "$peak_rss" ] && peak_rss=$r
         fi
         wait "$wrk_pid"
+        ticks=$(( $(cpu_ticks "${sut_pid[$target]}") - ticks_before ))
         line=$(grep '^RESULT' "$work/wrk.out" || { cat "$work/wrk.out" >&2; exit 1; })
-        echo "$size $conns $target $run $line" >> "$results"
+        echo "$size $conns $target $run $line ticks=$ticks hz=$(getconf CLK_TCK)" >> "$results"
       done
     done
   done
@@ -192,20 +199,25 @@ for line in open(path):
 def med(key, size, conns, target):
     return statistics.median(float(r[key]) for r in rows[(size, conns, target)])
 print(f"requests/s, wrk -t1 -d{duration}, median of {runs} interleaved runs; system under test alone on core 0, wrk + backend origin on core 1\n")
-print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | per-run Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | per-run Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | CPU us/request nginx / HAProxy / Rempart | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 targets = ("direct", "nginx", "haproxy", "rempart")
 for size in sizes.split():
     for conns in [64, 256]:
         d, n, h, r = (med("rps", size, conns, t) for t in targets)
         p50 = " / ".join(f"{med('p50_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
         p99 = " / ".join(f"{med('p99_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
+        # The server's CPU per request (its process and workers), median of the runs.
+        def cpu_us(t):
+            return statistics.median(int(x["ticks"]) / int(x["hz"]) * 1e6 / max(int(x["requests"]), 1)
+                                     for x in rows[(size, conns, t)])
+        cpu = " / ".join(f"{cpu_us(t):.0f}" for t in targets[1:])
         errs = sum(int(x["errors"]) for t in targets for x in rows[(size, conns, t)])
         label = {"1k": "1 KiB", "100k": "100 KiB", "post": "POST 1 KiB", "tls": "TLS 1 KiB", "tls-new": "TLS 1 KiB, new connection each (resumed)"}[size]
         # Ratios of the runs made side by side: how far this VM moved the comparison.
         per_run = sorted(float(a["rps"]) / float(b["rps"])
                          for a, b in zip(rows[(size, conns, "rempart")], rows[(size, conns, "nginx")]))
         spread = f"{per_run[0]:.2f}-{per_run[-1]:.2f}"
-        print(f"| {label} | {conns} | {d:,.0f} | {n:,.0f} | {h:,.0f} | {r:,.0f} | {r/n:.2f}x | {spread} | {r/h:.2f}x | {r/d:.2f}x | {p50} | {p99} | {errs} |")
+        print(f"| {label} | {conns} | {d:,.0f} | {n:,.0f} | {h:,.0f} | {r:,.0f} | {r/n:.2f}x | {spread} | {r/h:.2f}x | {r/d:.2f}x | {p50} | {p99} | {cpu} | {errs} |")
 print(f"\nRempart RSS: idle {int(idle)/1024:.1f} MiB, under 256-connection load {int(peak)/1024:.1f} MiB")
 PY

@@ -6,8 +6,10 @@
 # (`tls`), and a new TLS connection (ECDSA P-256, TLS 1.3) for every request (`tls-new`):
 # wrk offers each new connection the session of the previous one, so these handshakes are
 # resumed where the server resumes (session tickets), full otherwise. The origin behind
-# stays plain HTTP.
+# stays plain HTTP. `close`: a new cleartext connection for every 1 KiB GET.
 # The system under test runs alone on core 0; wrk and the backend origin run on core 1.
+# Each row also gives the server's CPU per request (process and workers, from /proc): where
+# wrk's core is what bounds the rate (a handshake per request), that still compares them.
 # Only loopback addresses are used.
 #
 #   bench/proxy/run.sh                 # defaults: DURATION=10s RUNS=3
@@ -23,7 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
-SIZES=${SIZES:-1k 100k post tls tls-new}
+SIZES=${SIZES:-1k 100k post close tls tls-new}
 HELD=${HELD:-3000}
 SUT_CORE=${SUT_CORE:-0}
 # Thousands of held connections need as many descriptors (the servers inherit this limit).
@@ -101,9 +103,10 @@ results="$work/results.txt"
 : > "$results"
 peak_rss=0
 for size in $wrk_sizes; do
-  case $size in post) script="$here/post.lua"; path=post;; tls*) script="$here/report.lua"; path=1k;; *) script="$here/report.lua"; path=$size;; esac
-  # tls-new: the server closes after each answer, so wrk opens a new connection per request.
-  close=(); [ "$size" = tls-new ] && close=(-H "Connection: close")
+  case $size in post) script="$here/post.lua"; path=post;; tls*|close) script="$here/report.lua"; path=1k;; *) script="$here/report.lua"; path=$size;; esac
+  # close, tls-new: the server closes after each answer, so wrk opens a new connection per
+  # request.
+  close=(); case $size in close|tls-new) close=(-H "Connection: close");; esac
   for conns in 64 256; do
     # Runs interleave the three targets so that drift on a shared VM hits them alike.
     for run in $(seq 1 "$RUNS"); do
@@ -199,7 +202,7 @@ for line in open(path):
 def med(key, size, conns, target):
     return statistics.median(float(r[key]) for r in rows[(size, conns, target)])
 print(f"requests/s, wrk -t1 -d{duration}, median of {runs} interleaved runs; system under test alone on core 0, wrk + backend origin on core 1\n")
-print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | per-run Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | CPU us/request nginx / HAProxy / Rempart | errors |")
+print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | per-run Rempart/nginx | Rempart/HAProxy | Rempart/direct | p50 ms nginx / HAProxy / Rempart | p99 ms nginx / HAProxy / Rempart | CPU us/request nginx / HAProxy / Rempart | errors direct / nginx / HAProxy / Rempart |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 targets = ("direct", "nginx", "haproxy", "rempart")
 for size in sizes.split():
@@ -212,8 +215,9 @@ for size in sizes.split():
             return statistics.median(int(x["ticks"]) / int(x["hz"]) * 1e6 / max(int(x["requests"]), 1)
                                      for x in rows[(size, conns, t)])
         cpu = " / ".join(f"{cpu_us(t):.0f}" for t in targets[1:])
-        errs = sum(int(x["errors"]) for t in targets for x in rows[(size, conns, t)])
-        label = {"1k": "1 KiB", "100k": "100 KiB", "post": "POST 1 KiB", "tls": "TLS 1 KiB", "tls-new": "TLS 1 KiB, new connection each (resumed)"}[size]
+        # Errors of all runs, per target (direct / nginx / HAProxy / Rempart).
+        errs = " / ".join(str(sum(int(x["errors"]) for x in rows[(size, conns, t)])) for t in targets)
+        label = {"1k": "1 KiB", "100k": "100 KiB", "post": "POST 1 KiB", "tls": "TLS 1 KiB", "tls-new": "TLS 1 KiB, new connection each (resumed)", "close": "1 KiB, new connection each"}[size]
         # Ratios of the runs made side by side: how far this VM moved the comparison.
         per_run = sorted(float(a["rps"]) / float(b["rps"])
                          for a, b in zip(rows[(size, conns, "rempart")], rows[(size, conns, "nginx")]))

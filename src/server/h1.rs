@@ -219,7 +219,7 @@ pub(super) const CLOSING_LINGER: std::time::Duration = std::time::Duration::from
 /// Reads what is there and appends it to `pending` (through a stack buffer: the connection
 /// holds no read buffer of its own). `Ok(Some(0))` is end of stream; `Ok(None)` means the
 /// connection was told to close while nothing was pending (only when `closing` is given).
-async fn read_more<I: AsyncRead + Unpin>(
+pub(super) async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
     pending: &mut Bytes,
     closing: Option<&AtomicBool>,
@@ -258,6 +258,7 @@ async fn read_more<I: AsyncRead + Unpin>(
 /// (answered with `Connection: close`), then closes.
 pub(super) async fn serve<I, F, Fut>(
     io: &mut I,
+    first: Bytes,
     handle: F,
     closing: &AtomicBool,
     max_head: usize,
@@ -267,8 +268,9 @@ where
     F: Fn(Request<DownstreamBody>) -> Fut,
     Fut: Future<Output = Result<Response<ResponseBody>, Infallible>>,
 {
-    // Bytes read and not used yet: the start of the next head, and what was pipelined.
-    let mut pending = Bytes::new();
+    // Bytes read and not used yet: the start of the next head, and what was pipelined (at
+    // first, what was read to tell the protocol).
+    let mut pending = first;
     // What is held across a wait is what an idle connection costs: the request and its
     // answer live in scoped blocks (a local still in scope at a wait is kept in the
     // connection's state even once moved), the parser's verdict never outlives its match.
@@ -761,7 +763,9 @@ mod tests {
             std::future::ready(Ok::<_, Infallible>(Response::new(body)))
         };
         let closing = AtomicBool::new(false);
-        let ended = serve(&mut io, handle, &closing, 8192).await.unwrap();
+        let ended = serve(&mut io, Bytes::new(), handle, &closing, 8192)
+            .await
+            .unwrap();
         assert!(matches!(ended, Ended::Closed));
         assert_eq!(
             *seen.lock().unwrap(),

@@ -60,6 +60,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -451,33 +453,46 @@ fn serve_connection(
                         clock: clock.clone(),
                         head,
                     };
-                    Box::pin(serve_http(io, wire, info, clock, gateway, shutdown))
+                    Box::pin(serve_http(
+                        io,
+                        wire,
+                        Bytes::new(),
+                        info,
+                        clock,
+                        gateway,
+                        shutdown,
+                    ))
                 };
                 serving.await;
             }
             None => {
                 // h2c by prior knowledge (RFC 9113 3.3), else HTTP/1.
                 let sniffed = tokio::select! {
-                    w = tokio::time::timeout(header_timeout, sniff(&stream)) => w,
+                    w = tokio::time::timeout(header_timeout, first_bytes(&mut stream)) => w,
                     () = clock.evicted() => return,
                 };
-                let wire = match sniffed {
-                    Ok(Ok(wire)) => wire,
-                    Ok(Err(_)) => return,
+                let (wire, first) = match sniffed {
+                    Ok(Ok(Some(first))) => first,
+                    Ok(Ok(None) | Err(_)) => return,
                     Err(_) => {
                         trip(&gateway, "header_timeout", ConnTrip::HeaderTimeout);
                         return;
                     }
                 };
                 gateway.metrics.connection("accepted");
-                let (head, http_fingerprint) = recorder();
+                clock.touch();
+                let (mut head, http_fingerprint) = recorder();
+                // What the recorder would have seen through the connection's reads.
+                if head.as_mut().is_some_and(|h| !h.feed(&first)) {
+                    head = None;
+                }
                 let info = info("http", None, http_fingerprint);
                 let io = ActivityIo {
                     inner: stream,
                     clock: clock.clone(),
                     head,
                 };
-                serve_http(io, wire, info, clock, gateway, shutdown).await;
+                serve_http(io, wire, first, info, clock, gateway, shutdown).await;
             }
         }
     }
@@ -546,20 +561,24 @@ enum Wire {
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Looks at the first bytes of a cleartext connection without consuming them.
-async fn sniff(stream: &TcpStream) -> io::Result<Wire> {
-    let mut first = [0u8; 24];
+/// Reads the first bytes of a cleartext connection (read, not peeked: a peek would cost
+/// every connection one more system call) and tells its protocol from them; `None` when it
+/// closes first.
+async fn first_bytes(stream: &mut TcpStream) -> io::Result<Option<(Wire, Bytes)>> {
+    let mut first = Bytes::new();
     loop {
-        let n = stream.peek(&mut first).await?;
-        if n == 0 || first[..n] != H2_PREFACE[..n] {
-            // Closed, or not the preface: HTTP/1 (hyper answers what it cannot parse).
-            return Ok(Wire::Http1);
+        if h1::read_more(stream, &mut first, None).await? == Some(0) {
+            return Ok(None);
+        }
+        let n = first.len().min(H2_PREFACE.len());
+        if first[..n] != H2_PREFACE[..n] {
+            // Not the preface: HTTP/1 (hyper answers what it cannot parse).
+            return Ok(Some((Wire::Http1, first)));
         }
         if n == H2_PREFACE.len() {
-            return Ok(Wire::Http2);
+            return Ok(Some((Wire::Http2, first)));
         }
         // Part of the preface so far: the rest follows (the caller's deadline bounds this).
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -568,6 +587,7 @@ async fn sniff(stream: &TcpStream) -> io::Result<Wire> {
 fn serve_http<I>(
     mut io: I,
     wire: Wire,
+    first: Bytes,
     info: Arc<ConnInfo>,
     clock: Arc<ConnClock>,
     gateway: Arc<Gateway>,
@@ -609,6 +629,7 @@ where
                 let prefix = {
                     let fast = std::pin::pin!(h1::serve(
                         &mut io,
+                        first,
                         &handle,
                         &closing,
                         config.limits.max_header_bytes
@@ -623,7 +644,14 @@ where
                 Box::pin(serve_hyper_h1(io, prefix, &handle, &config, &side)).await;
             }
             Wire::Http2 => {
-                Box::pin(serve_h2(io, &handle, &config, &side)).await;
+                // What was read to tell the protocol (the preface) is read again by hyper.
+                Box::pin(serve_h2(
+                    h1::Rewind::new(first, io),
+                    &handle,
+                    &config,
+                    &side,
+                ))
+                .await;
             }
         }
     }
@@ -851,4 +879,66 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
 fn trip(gateway: &Gateway, kind: &'static str, trip: ConnTrip) {
     gateway.metrics.connection(kind);
     gateway.current().gateway_signals.conn_trip(trip);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connection's first bytes as `first_bytes` takes them, the client writing `parts`
+    /// (flushed one by one) and then closing.
+    async fn first_of(parts: &[&[u8]]) -> Option<(Wire, Bytes)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for part in parts {
+                client.write_all(&part).await.unwrap();
+                client.flush().await.unwrap();
+                // The pieces may reach the server together or apart: either way the answer
+                // must be the same.
+                tokio::task::yield_now().await;
+            }
+            let _ = rx.await;
+        });
+        let first = first_bytes(&mut server).await.unwrap();
+        let _ = tx.send(());
+        writer.await.unwrap();
+        first
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_the_protocol_and_are_kept_for_it() {
+        let (wire, first) = first_of(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"])
+            .await
+            .unwrap();
+        assert_eq!(wire, Wire::Http1);
+        assert_eq!(&first[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        // The preface in two pieces: read until it is whole, and kept with what follows.
+        let (wire, first) = first_of(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n\x00\x00"])
+            .await
+            .unwrap();
+        assert_eq!(wire, Wire::Http2);
+        assert!(first.starts_with(H2_PREFACE));
+        // Something that begins like the preface and is not it.
+        let (wire, _) = first_of(&[b"PRI * HTTP/1.1\r\n\r\n"]).await.unwrap();
+        assert_eq!(wire, Wire::Http1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_a_whole_preface_is_done_with() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(b"PRI * HTTP").await.unwrap();
+        drop(client);
+        assert!(first_bytes(&mut server).await.unwrap().is_none());
+    }
 }

@@ -7,6 +7,8 @@
 # wrk offers each new connection the session of the previous one, so these handshakes are
 # resumed where the server resumes (session tickets), full otherwise. The origin behind
 # stays plain HTTP. `close`: a new cleartext connection for every 1 KiB GET.
+# `tls-full` (not in the default SIZES): a full TLS 1.3 handshake for every 1 KiB GET, from
+# bench/proxy/handshakes.py (a client that never resumes), 4 processes.
 # The system under test runs alone on core 0; wrk and the backend origin run on core 1.
 # Each row also gives the server's CPU per request (process and workers, from /proc): where
 # wrk's core is what bounds the rate (a handshake per request), that still compares them.
@@ -107,14 +109,21 @@ for size in $wrk_sizes; do
   # close, tls-new: the server closes after each answer, so wrk opens a new connection per
   # request.
   close=(); case $size in close|tls-new) close=(-H "Connection: close");; esac
-  for conns in 64 256; do
+  # tls-full: a client that never resumes (bench/proxy/handshakes.py, Python's ssl), in 4
+  # processes on wrk's core, instead of wrk (which always offers the last session).
+  counts="64 256"; [ "$size" = tls-full ] && counts=4
+  for conns in $counts; do
     # Runs interleave the three targets so that drift on a shared VM hits them alike.
     for run in $(seq 1 "$RUNS"); do
       for target in direct nginx haproxy rempart; do
         case $target in direct) port=$direct_port; tls=$direct_tls;; nginx) port=$nginx_port; tls=$nginx_tls_port;; haproxy) port=$haproxy_port; tls=$haproxy_tls_port;; rempart) port=$rempart_port; tls=$rempart_tls_port;; esac
         url="http://127.0.0.1:$port/$path"; case $size in tls*) url="https://127.0.0.1:$tls/$path";; esac
-        taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" "${close[@]}" -s "$script" \
-          "$url" > "$work/wrk.out" 2>&1 &
+        if [ "$size" = tls-full ]; then
+          taskset -c "$LOAD_CORE" python3 "$here/handshakes.py" "$tls" "${DURATION%s}" "$conns" > "$work/wrk.out" 2>&1 &
+        else
+          taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"$DURATION" -H "Host: bench.localhost" "${close[@]}" -s "$script" \
+            "$url" > "$work/wrk.out" 2>&1 &
+        fi
         wrk_pid=$!
         ticks_before=$(cpu_ticks "${sut_pid[$target]}")
         if [ "$target" = rempart ] && [ "$conns" = 256 ]; then
@@ -206,7 +215,7 @@ print("| body | conns | direct | nginx | HAProxy | Rempart | Rempart/nginx | per
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 targets = ("direct", "nginx", "haproxy", "rempart")
 for size in sizes.split():
-    for conns in [64, 256]:
+    for conns in sorted({c for (s, c, _) in rows if s == size}):
         d, n, h, r = (med("rps", size, conns, t) for t in targets)
         p50 = " / ".join(f"{med('p50_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
         p99 = " / ".join(f"{med('p99_us', size, conns, t) / 1000:.2f}" for t in targets[1:])
@@ -217,7 +226,7 @@ for size in sizes.split():
         cpu = " / ".join(f"{cpu_us(t):.0f}" for t in targets[1:])
         # Errors of all runs, per target (direct / nginx / HAProxy / Rempart).
         errs = " / ".join(str(sum(int(x["errors"]) for x in rows[(size, conns, t)])) for t in targets)
-        label = {"1k": "1 KiB", "100k": "100 KiB", "post": "POST 1 KiB", "tls": "TLS 1 KiB", "tls-new": "TLS 1 KiB, new connection each (resumed)", "close": "1 KiB, new connection each"}[size]
+        label = {"1k": "1 KiB", "100k": "100 KiB", "post": "POST 1 KiB", "tls": "TLS 1 KiB", "tls-new": "TLS 1 KiB, new connection each (resumed)", "close": "1 KiB, new connection each", "tls-full": "TLS 1.3, full handshake each (client processes; no latency figures)"}[size]
         # Ratios of the runs made side by side: how far this VM moved the comparison.
         per_run = sorted(float(a["rps"]) / float(b["rps"])
                          for a, b in zip(rows[(size, conns, "rempart")], rows[(size, conns, "nginx")]))

@@ -227,6 +227,15 @@ async fn within<T>(
     }
 }
 
+/// A hash's fields and values (`what` names it in the error).
+async fn load_hash(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    what: &str,
+) -> Result<std::collections::HashMap<String, String>, String> {
+    within(what, redis::cmd("HGETALL").arg(key).query_async(conn)).await
+}
+
 /// One session with Redis; returns why it ended. `reached` is set once Redis answered.
 async fn session(cluster: &Cluster, reached: &mut bool) -> Result<(), String> {
     let keys = keys(cluster);
@@ -272,11 +281,7 @@ async fn session(cluster: &Cluster, reached: &mut bool) -> Result<(), String> {
     // What Redis holds. An empty hash while this node has bans: Redis lost its data (a
     // restart without persistence) or this is the first node; either way the others learn
     // this node's bans.
-    let held: std::collections::HashMap<String, String> = within(
-        "loading bans",
-        redis::cmd("HGETALL").arg(bans_key).query_async(&mut conn),
-    )
-    .await?;
+    let held = load_hash(&mut conn, bans_key, "loading bans").await?;
     if held.is_empty() {
         cluster.queue_all_local(crate::clock::unix_now_ms());
     }
@@ -305,13 +310,7 @@ async fn session(cluster: &Cluster, reached: &mut bool) -> Result<(), String> {
         .await?;
     }
     // Under-attack switches in force (made by operators on any node).
-    let switched: std::collections::HashMap<String, String> = within(
-        "loading under-attack modes",
-        redis::cmd("HGETALL")
-            .arg(&keys.under_attack)
-            .query_async(&mut conn),
-    )
-    .await?;
+    let switched = load_hash(&mut conn, &keys.under_attack, "loading under-attack modes").await?;
     for text in switched.values() {
         if let Ok(TenantNews::UnderAttack {
             node,
@@ -326,13 +325,7 @@ async fn session(cluster: &Cluster, reached: &mut bool) -> Result<(), String> {
     }
     // Certificates obtained by the lease holder (this node's own too, in case its state
     // directory was lost).
-    let certs: std::collections::HashMap<String, String> = within(
-        "loading certificates",
-        redis::cmd("HGETALL")
-            .arg(&keys.certs)
-            .query_async(&mut conn),
-    )
-    .await?;
+    let certs = load_hash(&mut conn, &keys.certs, "loading certificates").await?;
     for text in certs.values() {
         if let Ok(AcmeNews::Certificate {
             tenant, chain, key, ..
@@ -344,13 +337,7 @@ async fn session(cluster: &Cluster, reached: &mut bool) -> Result<(), String> {
         }
     }
     // Proofs of an order under way on another node: the authority may check this one.
-    let proofs: std::collections::HashMap<String, String> = within(
-        "loading proofs",
-        redis::cmd("HGETALL")
-            .arg(&keys.proofs)
-            .query_async(&mut conn),
-    )
-    .await?;
+    let proofs = load_hash(&mut conn, &keys.proofs, "loading proofs").await?;
     for text in proofs.values() {
         if let Ok(news @ AcmeNews::Proof { .. }) = serde_json::from_str::<AcmeNews>(text) {
             cluster.acme_from(news);
@@ -372,13 +359,7 @@ async fn session(cluster: &Cluster, reached: &mut bool) -> Result<(), String> {
     }
     // The others' security incidents; this node's own told again (changed meanwhile).
     if let Some(watch) = cluster.watch.get() {
-        let held: std::collections::HashMap<String, String> = within(
-            "loading incidents",
-            redis::cmd("HGETALL")
-                .arg(&keys.incidents)
-                .query_async(&mut conn),
-        )
-        .await?;
+        let held = load_hash(&mut conn, &keys.incidents, "loading incidents").await?;
         for (field, text) in held {
             let node = field
                 .rsplit_once('/')
@@ -740,13 +721,7 @@ async fn load_boards(
     conn: &mut redis::aio::MultiplexedConnection,
     keys: &Keys,
 ) -> Result<(), String> {
-    let held: std::collections::HashMap<String, String> = within(
-        "loading the status boards",
-        redis::cmd("HGETALL")
-            .arg(&keys.status_boards)
-            .query_async(conn),
-    )
-    .await?;
+    let held = load_hash(conn, &keys.status_boards, "loading the status boards").await?;
     let Some(status) = cluster.status.get() else {
         return Ok(());
     };

@@ -733,6 +733,9 @@ pub struct TenantShieldFile {
     /// Client errors (4xx from the origin) per second per address above which its requests
     /// are suspicious (default 10; 0 = off).
     pub error_rate: Option<u32>,
+    /// How long before pressure began an address must have been served normally for its
+    /// history to raise its priority (default "2m", whole minutes, at most "24h"; "0s": at once).
+    pub good_history_after: Option<String>,
 }
 
 /// PEM certificate chain and key.

@@ -540,6 +540,26 @@ pool = "missing"
     }
 
     #[test]
+    fn good_history_waits_whole_minutes_up_to_a_day() {
+        let tenant = |wait: &str| {
+            format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n[[tenants]]\nid = \"v\"\nname = \"V\"\nhosts = [\"v.test\"]\n[[tenants.pools]]\nname = \"web\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n[[tenants.routes]]\npool = \"web\"\n[tenants.shield]\ngood_history_after = \"{wait}\"\n")
+        };
+        for (wait, minutes) in [("0s", 0), ("90s", 1), ("2m", 2), ("24h", 24 * 60)] {
+            let config = load_str(&tenant(wait), Path::new("c.toml")).unwrap();
+            assert_eq!(
+                config.tenants[0].shield.good_history_after_min, minutes,
+                "{wait}"
+            );
+        }
+        let err = load_str(&tenant("25h"), Path::new("c.toml")).unwrap_err();
+        assert_eq!(err.diagnostics[0].line, 13, "{err}");
+        assert_eq!(
+            err.diagnostics[0].key, "tenants[0].shield.good_history_after",
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_its_line() {
         let err = load_str(
             "[timeouts]\nupstream_conect = \"1s\"\n",

@@ -1216,6 +1216,18 @@ fn tenant_shield(
             Some("use at most \"60s\": held requests still take a connection each"),
         );
     }
+    let good_history_after = c.duration_or_zero(
+        &format!("{p}.shield.good_history_after"),
+        f.good_history_after.as_deref(),
+        "2m",
+    );
+    if good_history_after > Duration::from_secs(24 * 3600) {
+        c.push(
+            format!("{p}.shield.good_history_after"),
+            format!("{good_history_after:?} is too long"),
+            Some("use at most \"24h\""),
+        );
+    }
     let tarpit_ms = match f.over_limit.as_deref() {
         None | Some("reject") => 0,
         Some("tarpit") => u64::try_from(tarpit_for.as_millis()).unwrap_or(60_000),
@@ -1248,6 +1260,7 @@ fn tenant_shield(
         deny,
         trusted: std::sync::Arc::new(trusted),
         shared_max: shared_max.clamp(1, 100_000),
+        good_history_after_min: (good_history_after.as_secs() / 60).min(24 * 60),
     }
 }
 

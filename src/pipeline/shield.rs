@@ -166,6 +166,7 @@ fn decide_at(
     let now_min = now / 60_000;
     let good = ctx.generation.defence.history.is_good(
         crate::shield::history_key(ctx.client()),
+        policy.good_history_after_min,
         pressure.map_or(now_min, |p| p / 60_000),
         now_min,
     );
@@ -573,10 +574,12 @@ mod tests {
             "{flow:?}"
         );
         // Over its own limit, the address loses its history.
-        assert!(generation
-            .defence
-            .history
-            .is_good(key, now / 60_000, now / 60_000));
+        assert!(generation.defence.history.is_good(
+            key,
+            crate::shield::admission::GOOD_HISTORY_MIN_AGE_MIN,
+            now / 60_000,
+            now / 60_000
+        ));
         // A browser over the limit still gets the challenge (a pass is its way out).
         for _ in 0..10 {
             let (flow, _) = decide_one();
@@ -585,10 +588,12 @@ mod tests {
                 "{flow:?}"
             );
         }
-        assert!(!generation
-            .defence
-            .history
-            .is_good(key, now / 60_000, now / 60_000));
+        assert!(!generation.defence.history.is_good(
+            key,
+            crate::shield::admission::GOOD_HISTORY_MIN_AGE_MIN,
+            now / 60_000,
+            now / 60_000
+        ));
         // A script over the limit (no `Accept`) gets the 429.
         let script = Request::builder()
             .uri("/page")

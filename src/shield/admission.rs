@@ -250,7 +250,8 @@ pub struct GoodHistory {
     slots: Vec<std::sync::atomic::AtomicU64>,
 }
 
-/// Minutes an address must have been known before pressure began to count as good.
+/// Minutes an address must have been known before pressure began to count as good, unless
+/// the tenant says otherwise (`good_history_after`).
 pub const GOOD_HISTORY_MIN_AGE_MIN: u64 = 2;
 /// Days after which a remembered address is forgotten.
 pub const GOOD_HISTORY_TTL_MIN: u64 = 7 * 24 * 60;
@@ -343,16 +344,22 @@ impl GoodHistory {
         }
     }
 
-    /// Whether `key_hash` was known at least `GOOD_HISTORY_MIN_AGE_MIN` minutes before
+    /// Whether `key_hash` was known at least `min_age_min` minutes before
     /// `pressure_since_min` (pass the current minute when calm).
-    pub fn is_good(&self, key_hash: u64, pressure_since_min: u64, now_min: u64) -> bool {
+    pub fn is_good(
+        &self,
+        key_hash: u64,
+        min_age_min: u64,
+        pressure_since_min: u64,
+        now_min: u64,
+    ) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let (slot, tag) = self.slot(key_hash);
         let now = now_min + MINUTE_SHIFT;
         let current = slot.load(Relaxed);
         let (cur_tag, first) = (current >> 32, current & 0xffff_ffff);
         cur_tag == tag
-            && first + GOOD_HISTORY_MIN_AGE_MIN <= pressure_since_min.min(now_min) + MINUTE_SHIFT
+            && first + min_age_min <= pressure_since_min.min(now_min) + MINUTE_SHIFT
             && now.saturating_sub(first) < GOOD_HISTORY_TTL_MIN
     }
 }
@@ -530,15 +537,18 @@ mod tests {
         let bot = 0x0fed_cba9_8765_4321_u64;
         h.record(resident, 100);
         // Calm at minute 101: not yet old enough.
-        assert!(!h.is_good(resident, 101, 101));
-        assert!(h.is_good(resident, 102, 102));
+        assert!(!h.is_good(resident, GOOD_HISTORY_MIN_AGE_MIN, 101, 101));
+        assert!(h.is_good(resident, GOOD_HISTORY_MIN_AGE_MIN, 102, 102));
+        // A tenant asking for a longer (or no) wait.
+        assert!(!h.is_good(resident, 10, 105, 105));
+        assert!(h.is_good(resident, 0, 100, 100));
         // Pressure begins at minute 110; the bot first appears at minute 109.
         h.record(bot, 109);
-        assert!(h.is_good(resident, 110, 130));
-        assert!(!h.is_good(bot, 110, 130));
+        assert!(h.is_good(resident, GOOD_HISTORY_MIN_AGE_MIN, 110, 130));
+        assert!(!h.is_good(bot, GOOD_HISTORY_MIN_AGE_MIN, 110, 130));
         // Recording again does not reset the first-seen minute.
         h.record(resident, 129);
-        assert!(h.is_good(resident, 110, 130));
+        assert!(h.is_good(resident, GOOD_HISTORY_MIN_AGE_MIN, 110, 130));
         // Fixed memory, whatever the number of addresses.
         for k in 0..100_000u64 {
             h.record(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 200);
@@ -559,10 +569,10 @@ mod tests {
         // still known from long before.
         let new = GoodHistory::new(1024);
         assert_eq!(new.import(&entries, 0), 1);
-        assert!(new.is_good(resident, 0, 0));
-        assert!(!new.is_good(0x0fed_cba9_8765_4321, 0, 0));
+        assert!(new.is_good(resident, GOOD_HISTORY_MIN_AGE_MIN, 0, 0));
+        assert!(!new.is_good(0x0fed_cba9_8765_4321, GOOD_HISTORY_MIN_AGE_MIN, 0, 0));
         // And forgotten a week after it was first seen, as in the old process.
-        assert!(new.is_good(resident, 5, 6 * 24 * 60));
-        assert!(!new.is_good(resident, 5, 7 * 24 * 60));
+        assert!(new.is_good(resident, GOOD_HISTORY_MIN_AGE_MIN, 5, 6 * 24 * 60));
+        assert!(!new.is_good(resident, GOOD_HISTORY_MIN_AGE_MIN, 5, 7 * 24 * 60));
     }
 }

@@ -159,6 +159,9 @@ pub struct Policy {
     /// Most verified clients an address or a prefix is credited with: its limits for
     /// verified traffic are the per-client limits times this many at most.
     pub shared_max: u32,
+    /// Minutes an address must have been served normally before pressure began for its
+    /// history to raise its priority at the admission gate.
+    pub good_history_after_min: u64,
 }
 
 impl Default for Policy {
@@ -183,6 +186,7 @@ impl Default for Policy {
             error_rate: 10,
             trusted: std::sync::Arc::default(),
             shared_max: DEFAULT_SHARED_MAX,
+            good_history_after_min: crate::shield::admission::GOOD_HISTORY_MIN_AGE_MIN,
         }
     }
 }

@@ -130,9 +130,12 @@ mod tests {
             1
         );
         assert!(!new_replay.first_use(3, 99, 2_000));
-        assert!(new_defence
-            .history
-            .is_good(crate::shield::history_key(ip), 0, 0));
+        assert!(new_defence.history.is_good(
+            crate::shield::history_key(ip),
+            crate::shield::admission::GOOD_HISTORY_MIN_AGE_MIN,
+            0,
+            0
+        ));
 
         // Another node's counters (other keys) are not taken; the rest is.
         let stranger = Shield::new(prefixes);

@@ -6,6 +6,7 @@
 mod claims;
 mod config;
 mod forms;
+mod history;
 mod hosts;
 mod passes;
 mod paths;

@@ -66,13 +66,9 @@ pub struct Found {
     pub value: u64,
 }
 
-/// The hash of `item`'s value (see `Found::value`).
+/// The hash of `item`'s value (see `Found::value`): FNV-1a of its letters and digits.
 fn value_hash(kind: Kind, item: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ kind as u64;
-    let mut eat = |b: u8| {
-        h ^= u64::from(b.to_ascii_lowercase());
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    };
+    let mut h = FnvValue::new(kind);
     if kind == Kind::Phone {
         // The last nine digits, whatever came before (`+33`, `0033`, `0`).
         let mut last9 = [0u8; 9];
@@ -82,15 +78,41 @@ fn value_hash(kind: Kind, item: &[u8]) -> u64 {
             n += 1;
         }
         for k in 0..9 {
-            eat(last9[(n + k) % 9]);
+            h.eat(last9[(n + k) % 9]);
         }
     } else {
-        item.iter()
-            .copied()
-            .filter(u8::is_ascii_alphanumeric)
-            .for_each(eat);
+        for &b in item {
+            if is_alnum(b) {
+                h.eat(b);
+            }
+        }
     }
-    h
+    h.0
+}
+
+/// `value_hash` of a number, from the digit values a matcher read (its item is these digits
+/// and separators; a phone passes its last nine).
+fn digits_hash(kind: Kind, digits: &[u8]) -> u64 {
+    let mut h = FnvValue::new(kind);
+    for d in digits {
+        h.eat(b'0' + d);
+    }
+    h.0
+}
+
+/// FNV-1a over the lower-case bytes of a value, seeded with its kind.
+struct FnvValue(u64);
+
+impl FnvValue {
+    fn new(kind: Kind) -> Self {
+        Self(0xcbf2_9ce4_8422_2325 ^ kind as u64)
+    }
+
+    #[inline(always)]
+    fn eat(&mut self, b: u8) {
+        self.0 ^= u64::from(b.to_ascii_lowercase());
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+    }
 }
 
 /// Longest item, in bytes, with its separators (`+33 (0)6 12 34 56 78` is 20, a grouped
@@ -222,10 +244,41 @@ fn is_alnum(b: u8) -> bool {
     CLASS[usize::from(b)] & (DIGIT | LETTER) != 0
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `w` below `n` (at most 128) flagged in their high bit. The lowest flag is
+/// exact (a borrow only runs upwards from a flagged byte), higher ones may be false.
+#[inline(always)]
+fn below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS
+}
+
+/// The first byte at `from` or later that may start an item (`TRIGGER`), eight bytes at a
+/// time: digits, `+`, `@`, `F`.
+fn next_trigger(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(word) = buf.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let flags = below(w ^ (ONES * u64::from(b'0')), 10)
+            | below(w ^ (ONES * u64::from(b'+')), 1)
+            | below(w ^ (ONES * u64::from(b'@')), 1)
+            | below(w ^ (ONES * u64::from(b'F')), 1);
+        if flags != 0 {
+            return Some(i + (flags.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    buf[i.min(buf.len())..]
+        .iter()
+        .position(|b| CLASS[usize::from(*b)] & TRIGGER != 0)
+        .map(|p| i + p)
+}
+
 /// What a matcher says at one position.
 enum Match {
-    /// An item ends here (exclusive).
-    Item(Kind, usize),
+    /// An item ends here (exclusive), with its value's hash when the matcher has it already.
+    Item(Kind, usize, Option<u64>),
     /// Not an item.
     No,
     /// The buffer ends before it can tell.
@@ -259,11 +312,8 @@ fn scan(
     }
     while i < buf.len() {
         // The next byte that may start an item.
-        match buf[i..]
-            .iter()
-            .position(|b| CLASS[usize::from(*b)] & TRIGGER != 0)
-        {
-            Some(p) => i += p,
+        match next_trigger(buf, i) {
+            Some(p) => i = p,
             None => return buf.len(),
         }
         let b = buf[i];
@@ -283,17 +333,19 @@ fn scan(
             iban(buf, i, last)
         };
         match at {
-            Match::Item(kind, end) => {
+            Match::Item(kind, end, hash) => {
                 let start = if kind == Kind::Email {
                     local_start(buf, i)
                 } else {
                     i
                 };
+                let value = hash.unwrap_or_else(|| value_hash(kind, &buf[start..end]));
+                debug_assert_eq!(value, value_hash(kind, &buf[start..end]));
                 found(Found {
                     kind,
                     start: base + start as u64,
                     end: base + end as u64,
-                    value: value_hash(kind, &buf[start..end]),
+                    value,
                 });
                 *reported = base + end as u64;
                 i = end;
@@ -403,13 +455,13 @@ fn number(buf: &[u8], at: usize, last: bool) -> Match {
             Match::No
         };
     }
-    let kind = match d.len() {
-        10 if is_phone(d) => Kind::Phone,
-        15 if is_nir(d) => Kind::Nir,
-        15 | 16 if is_card(d) => Kind::Card,
+    let (kind, value) = match d.len() {
+        10 if is_phone(d) => (Kind::Phone, &d[1..]),
+        15 if is_nir(d) => (Kind::Nir, d),
+        15 | 16 if is_card(d) => (Kind::Card, d),
         _ => return Match::No,
     };
-    Match::Item(kind, digits.end)
+    Match::Item(kind, digits.end, Some(digits_hash(kind, value)))
 }
 
 /// A French number written internationally: `+33 6 12 34 56 78`, `+33 (0)6 12 34 56 78`,
@@ -447,7 +499,7 @@ fn international_phone(buf: &[u8], at: usize, last: bool) -> Option<Match> {
     let d = &digits.d[..digits.n];
     Some(
         if alone && d.len() == 9 && (1..=9).contains(&d[0]) && d[0] != 8 {
-            Match::Item(Kind::Phone, digits.end)
+            Match::Item(Kind::Phone, digits.end, Some(digits_hash(Kind::Phone, d)))
         } else {
             Match::No
         },
@@ -525,7 +577,7 @@ fn nir_with_corsica(buf: &[u8], at: usize, last: bool) -> Match {
     d[6] = replaced % 10;
     d[7..].copy_from_slice(&tail.d[..8]);
     if is_nir(&d) {
-        Match::Item(Kind::Nir, tail.end)
+        Match::Item(Kind::Nir, tail.end, None)
     } else {
         Match::No
     }
@@ -590,6 +642,10 @@ fn iban(buf: &[u8], at: usize, last: bool) -> Match {
     let mut n = 0;
     let mut i = at;
     let mut sep: Option<u8> = None;
+    if let Some(end) = iban_whole(buf, at, &mut chars) {
+        // The usual writings, whole in the buffer: what the loop below would read.
+        (n, i) = (27, end);
+    }
     while n < 27 {
         let Some(&b) = buf.get(i) else {
             return if last { Match::No } else { Match::More };
@@ -617,29 +673,72 @@ fn iban(buf: &[u8], at: usize, last: bool) -> Match {
     if !alone {
         return Match::No;
     }
-    // Mod 97 of the rearranged number (letters as 10..35), reduced every few digits (the
-    // accumulator stays far below 2^64).
-    let mut rem = 0u64;
-    let mut pending = 0u32;
-    for c in chars[4..].iter().chain(&chars[..4]) {
-        if c.is_ascii_digit() {
-            rem = rem * 10 + u64::from(c - b'0');
-            pending += 1;
-        } else {
-            rem = rem * 100 + u64::from(c - b'A') + 10;
-            pending += 2;
+    if iban_mod97(&chars) == 1 {
+        let mut h = FnvValue::new(Kind::Iban);
+        for c in chars {
+            h.eat(c);
         }
-        if pending >= 14 {
-            rem %= 97;
-            pending = 0;
-        }
-    }
-    let rem = rem % 97;
-    if rem == 1 {
-        Match::Item(Kind::Iban, i)
+        Match::Item(Kind::Iban, i, Some(h.0))
     } else {
         Match::No
     }
+}
+
+/// The 27 characters of an IBAN at `at` written packed or in groups of four separated by
+/// single spaces, upper-cased into `chars`, when the buffer holds it whole: where it ends.
+fn iban_whole(buf: &[u8], at: usize, chars: &mut [u8; 27]) -> Option<usize> {
+    let end = if buf.get(at + 4) == Some(&b' ') {
+        let grouped = buf.get(at..at + 33)?;
+        if [4, 9, 14, 19, 24, 29].iter().any(|k| grouped[*k] != b' ') {
+            return None;
+        }
+        for (g, group) in grouped.chunks(5).enumerate() {
+            let n = group.len().min(4);
+            chars[g * 4..g * 4 + n].copy_from_slice(&group[..n]);
+        }
+        at + 33
+    } else {
+        chars.copy_from_slice(buf.get(at..at + 27)?);
+        at + 27
+    };
+    let mut alnum = true;
+    for c in chars.iter_mut() {
+        alnum &= is_alnum(*c);
+        *c = c.to_ascii_uppercase();
+    }
+    alnum.then_some(end)
+}
+
+/// For each upper-case IBAN character: the factor that makes room for it in a decimal
+/// number (10 for a digit, 100 for a letter, written 10 to 35) and its value (0 elsewhere).
+const IBAN_DIGITS: [(u8, u8); 256] = {
+    let mut t = [(1u8, 0u8); 256];
+    let mut b = 0;
+    while b < 256 {
+        if b >= b'0' as usize && b <= b'9' as usize {
+            t[b] = (10, (b - b'0' as usize) as u8);
+        } else if b >= b'A' as usize && b <= b'Z' as usize {
+            t[b] = (100, (b - b'A' as usize + 10) as u8);
+        }
+        b += 1;
+    }
+    t
+};
+
+/// The IBAN's number mod 97: its last 23 characters then its first four, letters written
+/// 10 to 35 (ISO 13616). Reduced every four characters (at most eight digits: far below
+/// 2^64).
+fn iban_mod97(chars: &[u8; 27]) -> u64 {
+    let mut rem = 0u64;
+    let (head, bban) = chars.split_at(4);
+    for group in bban.chunks(4).chain(std::iter::once(head)) {
+        for c in group {
+            let (factor, value) = IBAN_DIGITS[usize::from(*c)];
+            rem = rem * u64::from(factor) + u64::from(value);
+        }
+        rem %= 97;
+    }
+    rem
 }
 
 /// French month names, without and with their accents (lower case).
@@ -811,7 +910,7 @@ fn birth_date(buf: &[u8], at: usize, last: bool) -> Match {
         return Match::No;
     }
     match ends_alone(buf, end, last) {
-        Some(true) if names_birth_date(buf, at) => Match::Item(Kind::BirthDate, end),
+        Some(true) if names_birth_date(buf, at) => Match::Item(Kind::BirthDate, end, None),
         Some(_) => Match::No,
         None => Match::More,
     }
@@ -874,7 +973,7 @@ fn email(buf: &[u8], at: usize, base: u64, reported: u64, last: bool) -> Match {
         }
     }
     if labels >= 1 && label_len >= 2 && tld_letters {
-        Match::Item(Kind::Email, i)
+        Match::Item(Kind::Email, i, None)
     } else {
         Match::No
     }
@@ -1023,6 +1122,34 @@ mod tests {
             s.feed(&bytes[at..], &mut push);
             s.finish(&mut push);
             proptest::prop_assert_eq!(got, whole);
+        }
+
+        /// The word-at-a-time search finds the first trigger byte, as a byte-by-byte one.
+        #[test]
+        fn the_trigger_search_is_exact(
+            bytes in proptest::collection::vec(proptest::sample::select(b"09/:+*,@?AEFGaf \xc3\xa9\x80\xff".to_vec()), 0..64),
+            from in 0usize..70,
+        ) {
+            let naive = bytes
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, b)| CLASS[usize::from(**b)] & TRIGGER != 0)
+                .map(|(i, _)| i);
+            proptest::prop_assert_eq!(next_trigger(&bytes, from), naive);
+        }
+
+        /// The IBAN check's arithmetic: the number written out in decimal, mod 97.
+        #[test]
+        fn the_iban_remainder_is_the_numbers(chars in proptest::collection::vec(proptest::sample::select(b"0123456789ABCDEFZ".to_vec()), 27)) {
+            let chars: [u8; 27] = chars.try_into().unwrap();
+            let written: String = chars[4..]
+                .iter()
+                .chain(&chars[..4])
+                .map(|c| if c.is_ascii_digit() { (*c as char).to_string() } else { (u32::from(c - b'A') + 10).to_string() })
+                .collect();
+            let naive = written.bytes().fold(0u64, |r, d| (r * 10 + u64::from(d - b'0')) % 97);
+            proptest::prop_assert_eq!(iban_mod97(&chars), naive);
         }
 
         /// Any bytes: never a panic, items within the stream and in order.

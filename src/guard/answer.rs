@@ -274,6 +274,10 @@ fn remember(
         .insert(spread(f.value));
     let exact = exact.get_or_insert_with(Default::default);
     if exact[i].len() < EXACT_ITEMS {
+        if exact[i].capacity() == 0 {
+            // A page shows a few dozen items of a kind: one allocation, not four.
+            exact[i].reserve_exact(64);
+        }
         exact[i].push(f.value);
         if exact[i].len() == EXACT_ITEMS {
             // Full of repeats, perhaps: keep the distinct ones.

@@ -12,8 +12,10 @@ const MAX_KEY: usize = 128;
 #[derive(Debug, Clone)]
 enum Frame {
     Object {
-        /// The key of the current member (`None` before the first, or too long).
-        key: Option<Vec<u8>>,
+        /// The key of the current member is the path's next key (false before the first
+        /// member, or for a key too long). Keys are compared as they end, in one buffer
+        /// reused for all: no key is kept.
+        key_on_path: bool,
         /// A key comes next (after `{` or `,`).
         expect_key: bool,
         /// Whether the keys down to this object follow the path (`matched` of them).
@@ -96,14 +98,11 @@ impl ArrayCounter {
         match self.stack.last() {
             None => (true, 0),
             Some(Frame::Object {
-                key: Some(k),
+                key_on_path: true,
                 on_path: true,
                 matched,
                 ..
-            }) => {
-                let on = self.path.get(*matched).is_some_and(|p| p == k);
-                (on, matched + usize::from(on))
-            }
+            }) => (true, matched + 1),
             _ => (false, 0),
         }
     }
@@ -141,9 +140,14 @@ impl ArrayCounter {
                     self.in_string = false;
                     if self.in_key {
                         self.in_key = false;
-                        let key = (!self.key_too_long).then(|| std::mem::take(&mut self.key));
-                        if let Some(Frame::Object { key: k, .. }) = self.stack.last_mut() {
-                            *k = key;
+                        if let Some(Frame::Object {
+                            key_on_path,
+                            matched,
+                            ..
+                        }) = self.stack.last_mut()
+                        {
+                            *key_on_path = !self.key_too_long
+                                && self.path.get(*matched).is_some_and(|p| *p == self.key);
                         }
                     }
                 } else if self.in_key {
@@ -181,7 +185,7 @@ impl ArrayCounter {
                     let (on_path, matched) = self.position();
                     self.stack.push(if b == b'{' {
                         Frame::Object {
-                            key: None,
+                            key_on_path: false,
                             expect_key: true,
                             matched,
                             on_path,

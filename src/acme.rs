@@ -133,6 +133,8 @@ pub struct Acme {
     pub wake: tokio::sync::Notify,
     /// Times an operator asked to try again (`retry_now`).
     retries: AtomicU64,
+    /// Per tenant: why its last attempt failed (cleared when one succeeds).
+    last_failures: Mutex<HashMap<String, String>>,
 }
 
 impl Acme {
@@ -242,6 +244,27 @@ impl Acme {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(tenant)
             .map(|o| o.key.clone())
+    }
+
+    /// Records how `tenant`'s last attempt ended: `Some(why)` when it failed.
+    pub fn note_outcome(&self, tenant: &str, failure: Option<String>) {
+        let mut last = self
+            .last_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match failure {
+            Some(why) => last.insert(tenant.to_owned(), why),
+            None => last.remove(tenant),
+        };
+    }
+
+    /// Why `tenant`'s last attempt failed, if it did.
+    pub fn last_failure(&self, tenant: &str) -> Option<String> {
+        self.last_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
     }
 
     /// Tries again at once, without the back-off of earlier failures (after a reload: the

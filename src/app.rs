@@ -474,6 +474,9 @@ async fn keep_certificates(
                 done = crate::acme::renew(&generation.acme, &settings, &wanted, now) => done,
             };
             for (tenant, outcome) in &outcomes {
+                generation
+                    .acme
+                    .note_outcome(tenant, outcome.as_ref().err().cloned());
                 let result = match outcome {
                     Ok(()) => {
                         tracing::info!(target: "rempart::acme", tenant, "certificate obtained from the ACME authority");

@@ -603,7 +603,8 @@ pool = "web"
             orders(&crate::health::admin_metrics(&gw).await, "ok") == 1
         })
         .await,
-        "no certificate: {}",
+        "no certificate (last failure: {:?}): {}",
+        gw.running().gateway.current().acme.last_failure("ville"),
         crate::health::admin_metrics(&gw).await
     );
     let took = started.elapsed();

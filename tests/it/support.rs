@@ -510,12 +510,33 @@ where
     }
 }
 
-/// An address with nothing listening (bound then closed).
+/// An address with nothing listening, for a server a test starts later (an authority, a
+/// Redis, a DNS server) or for one that never answers. Taken below the kernel's ephemeral
+/// range (which listeners on port 0 and outgoing connections draw from, so neither takes it
+/// meanwhile), never handed out twice in this process (tests run side by side), and free for
+/// TCP and UDP when handed out.
 pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
+    use std::sync::atomic::AtomicU32;
+    // Ports 10,000 to 32,767 (the ephemeral range starts at 32,768 by default), from a
+    // start that differs between processes.
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let port = u16::try_from(FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let free =
+            std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok();
+        if free {
+            return addr;
+        }
+    }
 }
 
 /// An admin API call with the test token; `body` is sent as JSON.

@@ -517,19 +517,30 @@ where
 /// TCP and UDP when handed out.
 pub async fn closed_port() -> SocketAddr {
     use std::sync::atomic::AtomicU32;
-    // Ports 10,000 to 32,767 (the ephemeral range starts at 32,768 by default), from a
-    // start that differs between processes.
+    // From port 10,000 up to where this machine's ephemeral range starts (32,768 by
+    // default), from a start that differs between processes.
     const FIRST: u32 = 10_000;
-    const SPAN: u32 = 22_768;
+    static SPAN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let span = *SPAN.get_or_init(|| {
+        let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_768);
+        assert!(
+            ephemeral_from > FIRST + 1_000,
+            "the ephemeral port range starts at {ephemeral_from}: no room below it for test servers"
+        );
+        ephemeral_from - FIRST
+    });
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let _ = NEXT.compare_exchange(
         u32::MAX,
-        std::process::id() % SPAN,
+        std::process::id() % span,
         Ordering::Relaxed,
         Ordering::Relaxed,
     );
     loop {
-        let port = u16::try_from(FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN).unwrap();
+        let port = u16::try_from(FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % span).unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let free =
             std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok();
